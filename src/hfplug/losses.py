@@ -1,0 +1,98 @@
+"""Shared pieces for losses used as ``Trainer(compute_loss_func=...)``.
+
+Normalisation (DESIGN.md fact 2): the Trainer passes ``num_items_in_batch``, the number of targets over all
+micro-batches of one optimizer step (and over ranks with ``average_tokens_across_devices``) and does not
+divide by the accumulation steps, so a loss returns ``sum / num_items_in_batch``; without it, the mean over
+valid targets.
+
+Loss finishers: a plugin that needs the loss inside its own computation (adversarial training runs extra
+forward passes with the *same* loss function) attaches a finisher to the model outputs with
+:func:`attach_loss_finisher`. Every :class:`TrainerLoss` hands itself to that finisher; a user's own loss
+function gets the same behaviour through :func:`trainer_loss`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+
+FINISHER_ATTRIBUTE = "_hfplug_loss_finisher"
+
+LossFn = Callable[..., torch.Tensor]
+
+
+class LossFinisher(Protocol):
+    def __call__(
+        self, loss_fn: LossFn, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any
+    ) -> torch.Tensor: ...
+
+
+def attach_loss_finisher(outputs: Any, finisher: LossFinisher) -> None:
+    """Ask the loss that receives ``outputs`` to call ``finisher(loss_fn, outputs, labels, num_items_in_batch)``."""
+    object.__setattr__(outputs, FINISHER_ATTRIBUTE, finisher)
+
+
+def pop_loss_finisher(outputs: Any) -> LossFinisher | None:
+    """Remove and return the finisher attached to ``outputs`` (None when there is none)."""
+    finisher = getattr(outputs, FINISHER_ATTRIBUTE, None)
+    if finisher is not None:
+        object.__delattr__(outputs, FINISHER_ATTRIBUTE)
+    return finisher
+
+
+def call_loss(loss_fn: LossFn, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+    """``loss_fn(outputs, labels, num_items_in_batch)``, routed through a finisher if one is attached."""
+    finisher = pop_loss_finisher(outputs)
+    if finisher is not None:
+        return finisher(loss_fn, outputs, labels, num_items_in_batch)
+    return loss_fn(outputs, labels, num_items_in_batch=num_items_in_batch)
+
+
+def trainer_loss(loss_fn: LossFn) -> LossFn:
+    """Wrap a user's ``compute_loss_func`` so plugins that attach loss finishers (adversarial training) work.
+
+    hfplug's own losses (:class:`TrainerLoss`) need no wrapping.
+    """
+
+    @functools.wraps(loss_fn)
+    def wrapped(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+        return call_loss(loss_fn, outputs, labels, num_items_in_batch)
+
+    return wrapped
+
+
+def reduce_loss(per_item: torch.Tensor, valid: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+    """``sum(per_item[valid]) / num_items_in_batch``, or the mean over valid items when it is None.
+
+    With no valid item the result is 0 and its gradient is defined (zero), never NaN.
+    """
+    total = torch.where(valid, per_item, torch.zeros_like(per_item)).sum()
+    if num_items_in_batch is None:
+        count = valid.sum().clamp(min=1)
+    else:
+        count = torch.as_tensor(num_items_in_batch, device=total.device, dtype=total.dtype).clamp(min=1)
+    return total / count
+
+
+class TrainerLoss(torch.nn.Module):
+    """Base class of hfplug losses: ``Trainer(compute_loss_func=loss)`` and ``loss(logits, labels)``.
+
+    Subclasses implement :meth:`loss` on logits. Called with model outputs, the logits are taken from
+    ``outputs.logits`` and attached loss finishers are honoured. Buffers (priors, class weights) follow the
+    module's device; call ``.to(device)`` or let :meth:`loss` move them to the logits' device.
+    """
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _from_outputs(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+        logits = outputs if isinstance(outputs, torch.Tensor) else outputs["logits"]
+        return self.loss(logits, labels, num_items_in_batch)
+
+    def forward(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+        if isinstance(outputs, torch.Tensor):
+            return self.loss(outputs, labels, num_items_in_batch)
+        return call_loss(self._from_outputs, outputs, labels, num_items_in_batch)

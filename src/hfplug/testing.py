@@ -1,0 +1,138 @@
+"""Helpers for tests and examples: tiny randomly initialised models built from configs (no downloads)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+FAMILIES = ("bert", "llama", "gpt2")
+
+
+def tiny_config(family: str, **overrides: Any):
+    """A small config of ``family`` ("bert", "llama" or "gpt2"): 2 layers, hidden 64, 4 heads, vocab 1,000.
+
+    The Llama config uses 2 key/value heads (grouped-query attention). ``overrides`` set any config field.
+    """
+    if family == "bert":
+        from transformers import BertConfig
+
+        defaults = dict(
+            vocab_size=1000,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+            max_position_embeddings=256,
+        )
+        return BertConfig(**{**defaults, **overrides})
+    if family == "llama":
+        from transformers import LlamaConfig
+
+        defaults = dict(
+            vocab_size=1000,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=128,
+            max_position_embeddings=256,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+        )
+        return LlamaConfig(**{**defaults, **overrides})
+    if family == "gpt2":
+        from transformers import GPT2Config
+
+        defaults = dict(
+            vocab_size=1000, n_embd=64, n_layer=2, n_head=4, n_positions=256, bos_token_id=1, eos_token_id=2
+        )
+        return GPT2Config(**{**defaults, **overrides})
+    raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+
+
+def tiny_model(family: str, task: str = "base", seed: int = 0, **overrides: Any):
+    """A tiny model of ``family`` for ``task`` ("base", "sequence-classification", "token-classification",
+    "masked-lm", "causal-lm"), initialised with ``torch.manual_seed(seed)``."""
+    import torch
+    from transformers import (
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForMaskedLM,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+    )
+
+    auto = {
+        "base": AutoModel,
+        "sequence-classification": AutoModelForSequenceClassification,
+        "token-classification": AutoModelForTokenClassification,
+        "masked-lm": AutoModelForMaskedLM,
+        "causal-lm": AutoModelForCausalLM,
+    }
+    if task not in auto:
+        raise ValueError(f"task must be one of {sorted(auto)}, got {task!r}")
+    config = tiny_config(family, **overrides)
+    torch.manual_seed(seed)
+    return auto[task].from_config(config)
+
+
+def write_plugin_distribution(
+    root,
+    name: str,
+    modules: dict[str, str],
+    entry_points: dict[str, str],
+    version: str = "0.0.1",
+):
+    """Write an installed-looking distribution into folder ``root`` (put ``root`` on ``sys.path``).
+
+    ``modules`` maps module names to source; ``entry_points`` maps entry-point names in the ``hfplug``
+    group to module names. Discovery then goes through ``importlib.metadata`` exactly as for a
+    pip-installed plugin. Returns the ``.dist-info`` folder.
+    """
+    from pathlib import Path
+
+    root = Path(root)
+    for module, source in modules.items():
+        (root / f"{module}.py").write_text(source, encoding="utf-8")
+    dist_info = root / f"{name.replace('-', '_')}-{version}.dist-info"
+    dist_info.mkdir(parents=True, exist_ok=True)
+    (dist_info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", encoding="utf-8"
+    )
+    lines = ["[hfplug]", *(f"{ep} = {module}" for ep, module in entry_points.items())]
+    (dist_info / "entry_points.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return dist_info
+
+
+def run_torchrun(script, *args: str, nproc: int = 2, timeout: float = 300.0, env: dict[str, str] | None = None):
+    """Run ``script`` under ``torchrun --nproc_per_node nproc`` (gloo on CPU) and return the CompletedProcess.
+
+    Raises ``AssertionError`` with both output streams when the launch fails. The script typically writes
+    its results (parameters, metrics) to a path passed in ``args`` for the test to compare.
+    """
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:  # a free port, so parallel runs do not collide
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={port}",
+        str(script),
+        *args,
+    ]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=full_env)
+    if result.returncode != 0:
+        raise AssertionError(
+            f"torchrun failed with exit code {result.returncode}\n--- stdout ---\n{result.stdout[-5000:]}"
+            f"\n--- stderr ---\n{result.stderr[-5000:]}"
+        )
+    return result
