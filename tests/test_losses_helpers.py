@@ -1,0 +1,71 @@
+"""hfplug.losses: normalisation and the loss-finisher protocol."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from hfplug.losses import TrainerLoss, attach_loss_finisher, reduce_loss, trainer_loss
+
+
+class CrossEntropy(TrainerLoss):
+    def loss(self, logits, labels, num_items_in_batch=None):
+        per_item = F.cross_entropy(logits.float(), labels.clamp(min=0), reduction="none")
+        return reduce_loss(per_item, labels != -100, num_items_in_batch)
+
+
+def test_reduce_loss_sum_over_num_items_or_mean_over_valid():
+    per_item = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    valid = torch.tensor([True, False, True, True])
+    assert reduce_loss(per_item, valid).item() == pytest.approx((1 + 3 + 4) / 3)
+    assert reduce_loss(per_item, valid, num_items_in_batch=16).item() == pytest.approx((1 + 3 + 4) / 16)
+    assert reduce_loss(per_item, valid, num_items_in_batch=torch.tensor(8)).item() == pytest.approx(8 / 8)
+
+
+def test_reduce_loss_empty_batch_is_zero_with_zero_gradient():
+    per_item = torch.tensor([1.0, 2.0], requires_grad=True)
+    loss = reduce_loss(per_item, torch.tensor([False, False]))
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.equal(per_item.grad, torch.zeros(2))
+
+
+def test_trainer_loss_matches_cross_entropy_on_tensors_and_outputs():
+    torch.manual_seed(0)
+    logits = torch.randn(6, 3)
+    labels = torch.tensor([0, 2, -100, 1, 1, 0])
+    expected_mean = F.cross_entropy(logits, labels, ignore_index=-100)
+    expected_sum = F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
+    loss = CrossEntropy()
+    torch.testing.assert_close(loss(logits, labels), expected_mean)
+    outputs = SequenceClassifierOutput(logits=logits)
+    torch.testing.assert_close(loss(outputs, labels, num_items_in_batch=10), expected_sum / 10)
+
+
+def test_finisher_receives_the_loss_function_and_is_consumed_once():
+    seen = []
+
+    def finisher(loss_fn, outputs, labels, num_items_in_batch):
+        seen.append(num_items_in_batch)
+        return 2 * loss_fn(outputs, labels, num_items_in_batch)
+
+    logits = torch.randn(4, 3)
+    labels = torch.tensor([0, 1, 2, 0])
+    outputs = SequenceClassifierOutput(logits=logits)
+    plain = F.cross_entropy(logits, labels, reduction="sum") / 4
+
+    attach_loss_finisher(outputs, finisher)
+    torch.testing.assert_close(CrossEntropy()(outputs, labels, 4), 2 * plain)
+    torch.testing.assert_close(CrossEntropy()(outputs, labels, 4), plain)  # consumed
+    assert seen == [4]
+
+    def user_loss(outputs, labels, num_items_in_batch=None):
+        return F.cross_entropy(outputs.logits, labels, reduction="sum") / num_items_in_batch
+
+    wrapped = trainer_loss(user_loss)
+    assert wrapped.__name__ == "user_loss"
+    attach_loss_finisher(outputs, finisher)
+    torch.testing.assert_close(wrapped(outputs, labels, num_items_in_batch=4), 2 * plain)
+    torch.testing.assert_close(wrapped(outputs, labels, num_items_in_batch=4), plain)

@@ -1,0 +1,179 @@
+"""Discovery through real entry points of distributions installed into a temporary folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import hfplug
+from hfplug import DuplicateComponentError, InvalidComponentError, PluginLoadError, UnknownComponentError
+
+
+def test_complete_plugin_registers_every_kind(fake_plugins):
+    fake_plugins.add("fake-complete", "complete", version="1.2.3")
+    fake_plugins.select("fake-complete")
+
+    from transformers import BertTokenizer, LogitsProcessor, TrainerCallback
+
+    callback = hfplug.get_callback("counting", every=3)
+    assert isinstance(callback, TrainerCallback) and callback.every == 3
+    assert hfplug.get_loss("scaled_ce", scale=2.0) is not None
+    assert isinstance(hfplug.get_logits_processor("ban_token", token_id=5), LogitsProcessor)
+    assert issubclass(hfplug.get_tokenizer_class("shouting"), BertTokenizer)
+
+    (listing,) = hfplug.list_plugins()
+    assert listing["name"] == "fake-complete" and listing["version"] == "1.2.3"
+    assert listing["entry_point"] == "fake-complete" and listing["module"] == "fake_complete_hooks"
+    assert listing["error"] is None
+    assert listing["hooks"] == sorted(
+        [
+            "register_attention_backends",
+            "register_callbacks",
+            "register_logits_processors",
+            "register_losses",
+            "register_tokenizers",
+        ]
+    )
+    assert listing["registered"] == {
+        "attention backend": ["counted_sdpa"],
+        "callback": ["counting"],
+        "logits processor": ["ban_token"],
+        "loss": ["scaled_ce"],
+        "tokenizer": ["shouting"],
+    }
+
+
+def test_env_var_empty_loads_none(fake_plugins):
+    fake_plugins.add("fake-complete", "complete")
+    fake_plugins.select()  # HFPLUG_PLUGINS=""
+    assert hfplug.list_plugins() == []
+    with pytest.raises(UnknownComponentError):
+        hfplug.get_loss("scaled_ce")
+
+
+def test_env_var_selects_only_listed_distributions(fake_plugins):
+    fake_plugins.add("fake-complete", "complete")
+    fake_plugins.add("fake-focal", "focal_loss")
+    fake_plugins.select("fake-focal")
+    assert [p["name"] for p in hfplug.list_plugins()] == ["fake-focal"]
+    fake_plugins.select("fake_complete", "fake-focal")  # underscores normalise like pip names
+    assert [p["name"] for p in hfplug.list_plugins()] == ["fake-complete", "fake-focal"]
+
+
+def test_env_var_naming_a_missing_distribution_is_an_error(fake_plugins):
+    fake_plugins.add("fake-focal", "focal_loss")
+    fake_plugins.select("fake-focal", "hfplug-nonexistent")
+    with pytest.raises(PluginLoadError, match="HFPLUG_PLUGINS names hfplug-nonexistent"):
+        hfplug.load_plugins()
+
+
+def test_broken_import_names_distribution_version_entry_point_and_module(fake_plugins):
+    fake_plugins.add("fake-broken", "broken_import", version="0.9")
+    fake_plugins.add("fake-focal", "focal_loss")
+    fake_plugins.select("fake-broken", "fake-focal")
+    with pytest.raises(PluginLoadError) as info:
+        hfplug.get_loss("focal")
+    message = str(info.value)
+    for part in ("fake-broken", "0.9", "'fake-broken'", "fake_broken_hooks", "this_module_does_not_exist"):
+        assert part in message
+    assert isinstance(info.value.__cause__, ModuleNotFoundError)
+
+    listing = {p["name"]: p for p in hfplug.list_plugins()}
+    assert listing["fake-focal"]["error"] is None
+    assert listing["fake-focal"]["registered"] == {"loss": ["focal"]}
+    assert "this_module_does_not_exist" in listing["fake-broken"]["error"]
+
+
+def test_misspelled_hook_fails_loudly(fake_plugins):
+    fake_plugins.add("fake-typo", "misspelled_hook")
+    fake_plugins.select("fake-typo")
+    with pytest.raises(PluginLoadError, match=r"(?s)fake-typo.*register_loss") as info:
+        hfplug.load_plugins()
+    assert "register_losses" in str(info.value)  # the valid hooks are listed
+
+
+def test_hookimpl_with_argument_not_in_spec_fails(fake_plugins):
+    fake_plugins.add("fake-wrongarg", "wrong_argument")
+    fake_plugins.select("fake-wrongarg")
+    with pytest.raises(PluginLoadError, match=r"(?s)fake-wrongarg.*extra"):
+        hfplug.load_plugins()
+
+
+def test_duplicate_names_name_both_distributions(fake_plugins):
+    fake_plugins.add("fake-focal-a", "focal_loss")
+    fake_plugins.add("fake-focal-b", "focal_loss")
+    fake_plugins.select("fake-focal-a", "fake-focal-b")
+    with pytest.raises(DuplicateComponentError, match=r"'focal'.*fake-focal-a.*fake-focal-b"):
+        hfplug.get_loss("focal")
+
+
+def test_unknown_name_suggests_close_matches_and_lists_installed(fake_plugins):
+    fake_plugins.add("fake-complete", "complete")
+    fake_plugins.select("fake-complete")
+    with pytest.raises(UnknownComponentError) as info:
+        hfplug.get_loss("scaled_cee")
+    message = str(info.value)
+    assert "no loss named 'scaled_cee'" in message
+    assert "Did you mean 'scaled_ce'?" in message
+    assert "scaled_ce (fake-complete)" in message
+
+
+def test_unknown_first_party_name_says_what_to_install(fake_plugins):
+    fake_plugins.select()
+    with pytest.raises(UnknownComponentError, match="pip install hfplug-imbalance"):
+        hfplug.get_loss("focal")
+    with pytest.raises(UnknownComponentError, match="pip install hfplug-favor"):
+        hfplug.use_attention("favor")
+
+
+@pytest.mark.parametrize(
+    ("source", "pattern"),
+    [
+        ("invalid_callback", "not_a_callback.*TrainerCallback"),
+        ("invalid_attention", "no_mask.*mask_fn must be callable"),
+        ("invalid_processor", "not_a_processor.*LogitsProcessor or transformers.StoppingCriteria"),
+        ("invalid_tokenizer", "not_a_tokenizer.*PreTrainedTokenizerBase"),
+        ("invalid_loss", "not_callable.*callable loss factory"),
+    ],
+)
+def test_registration_is_validated(fake_plugins, source, pattern):
+    name = "fake-" + source.replace("_", "-")
+    fake_plugins.add(name, source)
+    fake_plugins.select(name)
+    with pytest.raises(InvalidComponentError, match=f"{name}.*{pattern}"):
+        hfplug.load_plugins()
+
+
+def _cli(fake_plugins, *args, select):
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([fake_plugins.pythonpath, os.environ.get("PYTHONPATH", "")]),
+        "HFPLUG_PLUGINS": select,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "hfplug", "plugins", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_cli_json_lists_the_rest_when_one_plugin_is_broken(fake_plugins):
+    fake_plugins.add("fake-broken", "broken_import")
+    fake_plugins.add("fake-complete", "complete")
+    result = _cli(fake_plugins, "--json", select="fake-broken,fake-complete")
+    assert result.returncode == 1  # a broken plugin is reported, the listing still completes
+    listing = {p["name"]: p for p in json.loads(result.stdout)}
+    assert listing["fake-complete"]["registered"]["loss"] == ["scaled_ce"]
+    assert "fake-broken" in listing["fake-broken"]["error"]
+
+
+def test_cli_table(fake_plugins):
+    fake_plugins.add("fake-complete", "complete", version="2.0")
+    result = _cli(fake_plugins, select="fake-complete")
+    assert result.returncode == 0, result.stderr
+    assert "fake-complete 2.0" in result.stdout
+    assert "loss: scaled_ce" in result.stdout
+    empty = _cli(fake_plugins, select="")
+    assert "No hfplug plugins installed" in empty.stdout
