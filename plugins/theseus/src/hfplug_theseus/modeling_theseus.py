@@ -1,0 +1,403 @@
+"""BERT-of-Theseus: replace groups of predecessor blocks by single successor blocks, module by module.
+
+The predecessor's ``N`` blocks are split into ``n`` contiguous groups ``G_1..G_n``. In training, module ``i``
+computes ``y_{i+1} = r_i * scc_i(y_i) + (1 - r_i) * prd_i(y_i)`` with ``r_i ~ Bernoulli(p)`` drawn once per
+module per optimizer step (``p`` = replacing rate); in eval only the successor blocks run. Draws come from a
+``torch.Generator`` seeded with ``(seed, optimizer step)``, so every DDP rank draws the same gates without
+communicating and a resumed run draws what the uninterrupted one drew.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+GATES = ("module", "example")
+INITS = ("first", "group")
+
+
+class TheseusController:
+    """Shared state of one wrapped model (``model.theseus``): replacing rate, optimizer step and gate draws.
+
+    ``TheseusCallback`` calls :meth:`set_step` on optimizer steps; in a hand-written loop, call
+    ``model.theseus.set_step(step, rate)`` before the forward passes of optimizer step ``step``.
+    """
+
+    def __init__(
+        self,
+        num_modules: int,
+        groups: list[list[int]],
+        successor_sources: list[int | None],
+        block_path: str,
+        seed: int,
+        gate: str,
+        rate: float,
+    ) -> None:
+        self.num_modules = num_modules
+        self.groups = groups
+        self.successor_sources = successor_sources
+        self.block_path = block_path
+        self.seed = seed
+        self.gate = gate
+        self.rate = rate
+        self.step: int | None = None
+        self._forward_index = 0
+        self._example_gates: torch.Tensor | None = None
+        self._module_gates: tuple[int, float, torch.Tensor] | None = None
+
+    def set_step(self, step: int, rate: float | None = None) -> None:
+        """Draw the gates of optimizer step ``step`` (0-based), optionally with a new replacing ``rate``."""
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"step must be a non-negative int, got {step!r}")
+        if rate is not None:
+            from .schedulers import _check_rate
+
+            self.rate = _check_rate("rate", rate)
+        if step != self.step:
+            self._forward_index = 0
+        self.step = step
+
+    def _generator(self, *keys: int) -> torch.Generator:
+        mixed = self.seed
+        for key in keys:
+            mixed = (mixed * 1_000_003 + key) % (2**63 - 1)
+        return torch.Generator().manual_seed(mixed)
+
+    def _require_step(self) -> int:
+        if self.step is None:
+            raise RuntimeError(
+                "the Theseus model is training but no optimizer step was set: add TheseusCallback(scheduler) "
+                "to the Trainer, or call model.theseus.set_step(step, rate) before each optimizer step"
+            )
+        return self.step
+
+    @property
+    def gates(self) -> torch.Tensor:
+        """Module gates of the current step: bool ``(num_modules,)``, True = the successor block runs."""
+        step = self._require_step()
+        cached = self._module_gates
+        if cached is None or cached[:2] != (step, self.rate):
+            draw = torch.rand(self.num_modules, generator=self._generator(step)) < self.rate
+            self._module_gates = cached = (step, self.rate, draw)
+        return cached[2]
+
+    def module_gate(self, index: int, batch_size: int) -> bool | torch.Tensor:
+        """Gate of module ``index`` for the current forward; module 0 opens a new forward."""
+        if self.gate == "module":
+            return bool(self.gates[index])
+        if index == 0:  # per-example draws, keyed by (seed, step, forward within the step)
+            self._forward_index += 1
+            generator = self._generator(self._require_step(), self._forward_index)
+            self._example_gates = torch.rand(self.num_modules, batch_size, generator=generator) < self.rate
+        return self._example_gates[index]
+
+
+def _is_cache(value: Any) -> bool:
+    from transformers.cache_utils import Cache
+
+    return isinstance(value, Cache)
+
+
+def _first(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _replace_first(output: Any, hidden: torch.Tensor) -> Any:
+    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+class TheseusModule(nn.Module):
+    """One replaceable module: a group of predecessor blocks and the successor block that stands in for it."""
+
+    def __init__(
+        self, predecessor: Sequence[nn.Module], successor: nn.Module, index: int, controller: TheseusController
+    ) -> None:
+        super().__init__()
+        self.predecessor = nn.ModuleList(predecessor)
+        self.successor = successor
+        self.index = index
+        self.controller = controller
+
+    def _run_predecessor(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        output = None
+        for block in self.predecessor:
+            output = block(hidden_states, *args, **kwargs)
+            hidden_states = _first(output)
+        return output
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        if not self.training:
+            return self.successor(hidden_states, *args, **kwargs)
+        # A KV cache would mix the layer indices of the two branches: blocks never see one in training.
+        args = tuple(None if _is_cache(a) else a for a in args)
+        kwargs = {k: None if _is_cache(v) else v for k, v in kwargs.items()}
+        gate = self.controller.module_gate(self.index, hidden_states.shape[0])
+        if isinstance(gate, torch.Tensor):  # per-example gate: both branches run
+            succ = self.successor(hidden_states, *args, **kwargs)
+            pred = self._run_predecessor(hidden_states, *args, **kwargs)
+            mask = gate.to(hidden_states.device).view(-1, *([1] * (hidden_states.dim() - 1)))
+            return _replace_first(succ, torch.where(mask, _first(succ), _first(pred)))
+        if gate:
+            return _keep_in_graph(self.successor(hidden_states, *args, **kwargs), self.predecessor)
+        return _keep_in_graph(self._run_predecessor(hidden_states, *args, **kwargs), self.successor)
+
+    def extra_repr(self) -> str:
+        return f"index={self.index}, predecessor_blocks={len(self.predecessor)}"
+
+
+def _keep_in_graph(output: Any, unused: nn.Module) -> Any:
+    """Add ``0 * sum(params)`` of the branch that did not run, so its trainable parameters get an exact zero
+    gradient: DDP with ``find_unused_parameters=False`` then sees every parameter in every step."""
+    params = [p for p in unused.parameters() if p.requires_grad]
+    if not params or not torch.is_grad_enabled():
+        return output
+    hidden = _first(output)
+    zero = torch.stack([p.sum().to(hidden.dtype) for p in params]).sum() * 0.0
+    return _replace_first(output, hidden + zero.to(hidden.device))
+
+
+def _num_layers(model: nn.Module) -> int | None:
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    value = getattr(config, "num_hidden_layers", None)
+    return value if isinstance(value, int) else None
+
+
+def find_block_list(model: nn.Module, block_path: str | None = None) -> tuple[str, nn.ModuleList]:
+    """The ``nn.ModuleList`` holding the transformer blocks and its dotted path.
+
+    With ``block_path`` (e.g. ``"bert.encoder.layer"``, ``"model.layers"``, ``"transformer.h"``) that module is
+    used; otherwise the unique ``ModuleList`` of ``config.num_hidden_layers`` same-class blocks.
+    """
+    if block_path is not None:
+        try:
+            blocks = model.get_submodule(block_path)
+        except AttributeError as exc:
+            raise ValueError(f"block_path {block_path!r} does not name a submodule of {type(model).__name__}") from exc
+        if not isinstance(blocks, nn.ModuleList):
+            raise ValueError(f"block_path {block_path!r} is a {type(blocks).__name__}, expected an nn.ModuleList")
+        return block_path, blocks
+    expected = _num_layers(model)
+    candidates = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList)
+        and len(module) >= 2
+        and (expected is None or len(module) == expected)
+        and len({type(block) for block in module}) == 1
+    ]
+    if expected is None and candidates:  # no config: the longest homogeneous list
+        longest = max(len(module) for _, module in candidates)
+        candidates = [(name, module) for name, module in candidates if len(module) == longest]
+    if len(candidates) != 1:
+        found = "none" if not candidates else ", ".join(name for name, _ in candidates)
+        raise ValueError(
+            f"could not find the block list of {type(model).__name__}: expected one nn.ModuleList of "
+            f"{expected if expected is not None else 'same-class'} blocks, found {found}; pass block_path= "
+            "(e.g. 'bert.encoder.layer', 'model.layers', 'transformer.h')"
+        )
+    return candidates[0]
+
+
+def _even_groups(num_blocks: int, num_modules: int) -> list[list[int]]:
+    """Contiguous groups whose sizes differ by at most one, larger groups first (12 -> 5: 3,3,2,2,2)."""
+    base, extra = divmod(num_blocks, num_modules)
+    groups, start = [], 0
+    for i in range(num_modules):
+        size = base + (1 if i < extra else 0)
+        groups.append(list(range(start, start + size)))
+        start += size
+    return groups
+
+
+def _check_partition(partition: Sequence[Sequence[int]], num_blocks: int, num_modules: int) -> list[list[int]]:
+    groups = [list(group) for group in partition]
+    flat = [index for group in groups for index in group]
+    if len(groups) != num_modules or any(not group for group in groups) or flat != list(range(num_blocks)):
+        raise ValueError(
+            f"partition must list {num_modules} non-empty contiguous groups covering blocks 0..{num_blocks - 1} "
+            f"in order, got {partition!r}"
+        )
+    return groups
+
+
+def _successor_blocks(
+    init: Any, blocks: nn.ModuleList, groups: list[list[int]], block_path: str | None
+) -> tuple[list[nn.Module], list[int | None]]:
+    n, num_blocks = len(groups), len(blocks)
+    if isinstance(init, nn.Module):
+        _, source = find_block_list(init, block_path)
+        if len(source) < n:
+            raise ValueError(f"successor_init model has {len(source)} blocks, fewer than num_successor_layers={n}")
+        reference = blocks[0].state_dict()
+        for i in range(n):
+            shapes = {k: v.shape for k, v in source[i].state_dict().items()}
+            if type(source[i]) is not type(blocks[0]) or shapes != {k: v.shape for k, v in reference.items()}:
+                raise ValueError(
+                    f"successor_init block {i} ({type(source[i]).__name__}) does not match the predecessor's "
+                    f"blocks ({type(blocks[0]).__name__}): same architecture and sizes are required"
+                )
+        return [copy.deepcopy(source[i]) for i in range(n)], [None] * n
+    if init == "first":
+        indices = list(range(n))
+    elif init == "group":
+        indices = [group[0] for group in groups]
+    elif isinstance(init, Sequence) and not isinstance(init, str):
+        indices = list(init)
+        if len(indices) != n or any(
+            isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < num_blocks for i in indices
+        ):
+            raise ValueError(
+                f"successor_init as indices must give {n} predecessor block indices in [0, {num_blocks}), got {init!r}"
+            )
+    else:
+        raise ValueError(
+            f"successor_init must be one of {INITS}, a list of {n} block indices or a model of the same "
+            f"architecture, got {init!r}"
+        )
+    return [copy.deepcopy(blocks[i]) for i in indices], indices
+
+
+def _set_layer_index(block: nn.Module, index: int) -> None:
+    for module in block.modules():
+        if isinstance(getattr(module, "layer_idx", None), int):
+            module.layer_idx = index
+
+
+def _is_embedding(name: str, module: nn.Module) -> bool:
+    return isinstance(module, nn.Embedding) or any("embed" in part.lower() for part in name.split("."))
+
+
+def theseus_wrap(
+    model: nn.Module,
+    num_successor_layers: int,
+    *,
+    partition: Sequence[Sequence[int]] | None = None,
+    successor_init: Literal["first", "group"] | Sequence[int] | nn.Module = "first",
+    gate: Literal["module", "example"] = "module",
+    seed: int = 0,
+    replacing_rate: float = 0.5,
+    freeze_predecessor: bool = True,
+    freeze_embeddings: bool = True,
+    freeze_head: bool = True,
+    block_path: str | None = None,
+) -> nn.Module:
+    """Prepare a fine-tuned predecessor for Theseus training, in place; returns ``model``.
+
+    Args:
+        num_successor_layers: ``n``, the successor depth, ``1 <= n < N`` (predecessor depth).
+        partition: groups of predecessor block indices, contiguous and in order (default: even split,
+            larger groups first).
+        successor_init: ``"first"`` copies predecessor blocks ``0..n-1`` (official code, default); ``"group"``
+            copies the first block of each group; a list gives one predecessor block index per successor block;
+            a model of the same architecture (e.g. the pre-trained checkpoint, as in the post) gives its first
+            ``n`` blocks.
+        gate: ``"module"`` (one Bernoulli draw per module per optimizer step, the paper's granularity) or
+            ``"example"`` (one draw per module per example; both branches then run).
+        seed: seeds the draws; with the optimizer step it fully determines them on every rank.
+        replacing_rate: initial ``p``; ``TheseusCallback`` overrides it from its scheduler.
+        freeze_predecessor, freeze_embeddings, freeze_head: set ``requires_grad=False`` on the predecessor
+            blocks, the embeddings (``nn.Embedding`` modules and modules named ``*embed*``) and everything else
+            outside the blocks (pooler, classifier, final norm, LM head). Successor blocks always train.
+        block_path: dotted path of the block ``nn.ModuleList`` when it cannot be found from the config.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module (a transformers model), got {type(model).__name__}")
+    if any(isinstance(module, TheseusModule) for module in model.modules()):
+        raise ValueError("model is already wrapped by theseus_wrap")
+    path, blocks = find_block_list(model, block_path)
+    num_blocks = len(blocks)
+    if isinstance(num_successor_layers, bool) or not isinstance(num_successor_layers, int):
+        raise TypeError(f"num_successor_layers must be an int, got {type(num_successor_layers).__name__}")
+    if not 1 <= num_successor_layers < num_blocks:
+        raise ValueError(
+            f"num_successor_layers must be in [1, {num_blocks}) (the predecessor has {num_blocks} blocks), "
+            f"got {num_successor_layers}"
+        )
+    if gate not in GATES:
+        raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    from .schedulers import _check_rate
+
+    rate = _check_rate("replacing_rate", replacing_rate)
+    groups = (
+        _even_groups(num_blocks, num_successor_layers)
+        if partition is None
+        else _check_partition(partition, num_blocks, num_successor_layers)
+    )
+    successors, sources = _successor_blocks(successor_init, blocks, groups, block_path)
+
+    block_params = {id(p) for p in blocks.parameters()}
+    trainable: dict[int, bool] = {}
+    for name, module in model.named_modules():
+        for p in module.parameters(recurse=False):
+            if id(p) in block_params:
+                wanted = not freeze_predecessor
+            elif _is_embedding(name, module):
+                wanted = not freeze_embeddings
+            else:
+                wanted = not freeze_head
+            trainable[id(p)] = trainable.get(id(p), False) or wanted
+    for p in model.parameters():
+        p.requires_grad_(trainable[id(p)])
+
+    controller = TheseusController(num_successor_layers, groups, sources, path, seed, gate, rate)
+    modules = []
+    for i, (group, successor) in enumerate(zip(groups, successors)):
+        _set_layer_index(successor, i)
+        successor.requires_grad_(True)
+        successor.train(model.training)
+        modules.append(TheseusModule([blocks[j] for j in group], successor, i, controller))
+    parent_path, _, attribute = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    setattr(parent, attribute, nn.ModuleList(modules))
+    model.theseus = controller
+    return model
+
+
+def get_controller(model: nn.Module) -> TheseusController:
+    """The :class:`TheseusController` of a model prepared by :func:`theseus_wrap` (also inside DDP/PEFT wrappers)."""
+    for module in model.modules():
+        if isinstance(module, TheseusModule):
+            return module.controller
+    raise ValueError(f"{type(model).__name__} was not prepared with hfplug_theseus.theseus_wrap")
+
+
+def export_successor(model: nn.Module) -> nn.Module:
+    """A standard transformers model of the wrapped model's class with ``num_hidden_layers = n``.
+
+    It holds the successor blocks and the (shared) embeddings and head; ``save_pretrained`` writes a checkpoint
+    that ``AutoModelFor...from_pretrained`` loads without hfplug. The result is in eval mode and gives the same
+    outputs as the wrapped model in eval.
+    """
+    controller = get_controller(model)
+    if not hasattr(model, "config"):
+        raise TypeError("export_successor needs a transformers PreTrainedModel (with .config)")
+    n, prefix = controller.num_modules, controller.block_path + "."
+    config = copy.deepcopy(model.config)
+    layer_types = getattr(config, "layer_types", None)
+    if isinstance(layer_types, list) and len(layer_types) == _num_layers(model):
+        config.layer_types = [layer_types[s if s is not None else i] for i, s in enumerate(controller.successor_sources)]
+    config.num_hidden_layers = n
+    state = {}
+    for key, value in model.state_dict().items():
+        if not key.startswith(prefix):
+            state[key] = value
+            continue
+        index, branch, rest = key[len(prefix) :].split(".", 2)
+        if branch == "successor":
+            state[f"{prefix}{index}.{rest}"] = value
+    reference = next(p for p in model.parameters() if p.is_floating_point())
+    successor = type(model)(config)
+    successor.load_state_dict(state, strict=True)
+    if getattr(model, "generation_config", None) is not None:
+        successor.generation_config = copy.deepcopy(model.generation_config)
+    return successor.to(device=reference.device, dtype=reference.dtype).eval()
