@@ -1,0 +1,554 @@
+"""Losses for class imbalance and long-tailed labels, usable as ``Trainer(compute_loss_func=loss)``.
+
+Shapes: softmax losses take logits ``[..., C]`` and integer labels ``[...]`` (``[B, C]`` / ``[B]`` for
+sequence classification, ``[B, T, C]`` / ``[B, T]`` for token classification) with ``ignore_index``
+(-100) skipped. Sigmoid losses take logits and 0/1 (or soft) targets of the same shape, ``ignore_index``
+entries skipped. Causal-LM label shifting is not done here: shift logits and labels yourself.
+
+Normalisation: ``sum(per-target loss) / num_items_in_batch`` when the Trainer passes it (so gradient
+accumulation and DDP equal one large batch), the mean over valid targets otherwise; an all-ignored batch
+gives 0 with a zero gradient. A target is a label (softmax), a label entry (sigmoid), or a row of the
+multi-label loss. Everything is computed in float32 through ``log_softmax`` / ``logsigmoid``-style
+primitives; NaN or inf logits raise ``ValueError`` (``check_finite=False`` skips that check).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from hfplug.losses import TrainerLoss, reduce_loss
+
+from .priors import CountsLike, as_counts, class_counts, class_priors, class_weights
+
+ACTIVATIONS = ("softmax", "sigmoid")
+
+# Floor for 1 - p before a fractional power or a log: keeps gradients finite for gamma < 1 at p -> 1.
+_EPS = 1e-12
+
+
+def _check_number(
+    value: Any, name: str, low: float, high: float = math.inf, high_open: bool = False
+) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and low <= value and (value < high if high_open else value <= high)
+    if not ok:
+        bound = f"[{low}, {high})" if high_open else f"[{low}, {high}]"
+        raise ValueError(f"{name} must be a number in {bound}, got {value!r}")
+    return float(value)
+
+
+def _check_activation(activation: str) -> str:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    return activation
+
+
+def _per_class(buffer: torch.Tensor, num_classes: int, name: str, like: torch.Tensor) -> torch.Tensor:
+    if buffer.dim() == 1 and buffer.numel() != num_classes:
+        raise ValueError(f"{name} has {buffer.numel()} entries but the logits have {num_classes} classes")
+    return buffer.to(device=like.device, dtype=like.dtype)
+
+
+def _as_labels(labels: Any, logits: torch.Tensor) -> torch.Tensor:
+    if labels is None:
+        raise ValueError(
+            "labels are required (got None); the Trainer passes them when the dataset has a labels column"
+        )
+    return torch.as_tensor(labels, device=logits.device)
+
+
+def _softmax_inputs(
+    logits: torch.Tensor, labels: Any, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flattened float32 logits ``[N, C]``, labels ``[N]`` (ignored ones set to 0) and the valid mask."""
+    labels = _as_labels(labels, logits)
+    if logits.dim() < 2 or labels.shape != logits.shape[:-1]:
+        raise ValueError(
+            "softmax losses need logits [..., C] and labels [...] (e.g. [B, C] and [B], or [B, T, C] and [B, T]); "
+            f"got logits {tuple(logits.shape)} and labels {tuple(labels.shape)}"
+        )
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    num_classes = logits.shape[-1]
+    flat = labels.reshape(-1)
+    valid = flat != ignore_index
+    bad = valid & ((flat < 0) | (flat >= num_classes))
+    if bad.any():
+        raise ValueError(
+            f"labels must be in [0, {num_classes}) or ignore_index={ignore_index}; got label {int(flat[bad][0])}"
+        )
+    return logits.reshape(-1, num_classes).float(), flat.where(valid, 0), valid
+
+
+def _sigmoid_inputs(
+    logits: torch.Tensor, targets: Any, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Float32 logits, float targets (ignored ones set to 0) and the valid mask, all of one shape."""
+    targets = _as_labels(targets, logits)
+    if logits.dim() >= 1 and logits.shape[-1] == 1 and targets.shape == logits.shape[:-1]:
+        logits = logits.squeeze(-1)
+    if targets.shape != logits.shape:
+        raise ValueError(
+            "sigmoid losses need logits and targets of one shape (e.g. [B, C] multi-hot, or [B] binary); "
+            f"got logits {tuple(logits.shape)} and targets {tuple(targets.shape)}"
+        )
+    valid = targets != ignore_index
+    targets = targets.float()
+    bad = valid & ((targets < 0) | (targets > 1))
+    if bad.any():
+        raise ValueError(
+            f"sigmoid targets must be in [0, 1] or ignore_index={ignore_index}; got {targets[bad][0].item():g}"
+        )
+    return logits.float(), targets.where(valid, 0.0), valid
+
+
+def _one_minus_p(logp: torch.Tensor) -> torch.Tensor:
+    """``1 - exp(logp)`` without cancellation, floored at 1e-12."""
+    return (-torch.expm1(logp)).clamp(min=_EPS)
+
+
+def _modulated_nll(logp: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``-(1 - p)**gamma * log p`` (plain negative log-likelihood when gamma = 0)."""
+    nll = -logp
+    return nll * _one_minus_p(logp).pow(gamma) if gamma else nll
+
+
+def _softmax_per_item(
+    logp: torch.Tensor,
+    labels: torch.Tensor,
+    weights: torch.Tensor | None,
+    gamma: float,
+    label_smoothing: float,
+) -> torch.Tensor:
+    """``sum_c w_c q_c (1 - p_c)**gamma (-log p_c)`` with ``q = (1 - eps) onehot(y) + eps / C``."""
+    per = _modulated_nll(logp.gather(-1, labels[:, None]).squeeze(-1), gamma)
+    if weights is not None:
+        per = per * (weights[labels] if weights.dim() else weights)
+    if label_smoothing:
+        full = _modulated_nll(logp, gamma)
+        if weights is not None:
+            full = full * weights
+        per = (1.0 - label_smoothing) * per + label_smoothing * full.mean(-1)
+    return per
+
+
+class _FromCounts:
+    """``from_dataset``: build the loss from class counts computed by :func:`class_counts`."""
+
+    @classmethod
+    def from_dataset(
+        cls,
+        source: Any,
+        label_column: str = "label",
+        *,
+        num_classes: int | None = None,
+        all_reduce: bool = True,
+        **kwargs: Any,
+    ):
+        """Count the labels of ``source`` (a ``datasets.Dataset`` column, an iterable of labels or a
+        ``{class: count}`` mapping, see :func:`class_counts`) and build the loss from them; ``kwargs`` go to
+        the constructor."""
+        counts = class_counts(
+            source,
+            label_column,
+            num_classes=num_classes,
+            ignore_index=kwargs.get("ignore_index", -100),
+            all_reduce=all_reduce,
+        )
+        return cls._from_counts(counts, **kwargs)
+
+    @classmethod
+    def _from_counts(cls, counts: torch.Tensor, **kwargs: Any):
+        return cls(counts, **kwargs)
+
+
+class _ImbalanceLoss(TrainerLoss):
+    """Shared checks and reduction. Subclasses implement ``per_item(logits, labels) -> (per_item, valid)``."""
+
+    def __init__(self, *, ignore_index: int = -100, check_finite: bool = True) -> None:
+        super().__init__()
+        if not isinstance(ignore_index, int) or isinstance(ignore_index, bool):
+            raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
+        self.ignore_index = ignore_index
+        self.check_finite = bool(check_finite)
+
+    def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _items(self, num_items_in_batch: Any, logits: torch.Tensor) -> Any:
+        return num_items_in_batch
+
+    def loss(self, logits: torch.Tensor, labels: Any, num_items_in_batch: Any = None) -> torch.Tensor:
+        if not isinstance(logits, torch.Tensor):
+            raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+        if self.check_finite and not torch.isfinite(logits).all():
+            raise ValueError(
+                f"logits contain NaN or inf ({int((~torch.isfinite(logits)).sum())} of {logits.numel()} values); "
+                "the model diverged or overflowed before the loss"
+            )
+        per_item, valid = self.per_item(logits, labels)
+        return reduce_loss(per_item, valid, self._items(num_items_in_batch, logits))
+
+
+class _SoftmaxLoss(_ImbalanceLoss):
+    """Softmax losses: optional logit offsets, class weights, focal modulation and label smoothing."""
+
+    gamma: float = 0.0
+
+    def __init__(self, *, label_smoothing: float = 0.0, ignore_index: int = -100, check_finite: bool = True):
+        super().__init__(ignore_index=ignore_index, check_finite=check_finite)
+        self.label_smoothing = _check_number(label_smoothing, "label_smoothing", 0.0, 1.0, high_open=True)
+
+    def adjust_logits(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The float32 logits ``[N, C]`` the softmax is taken of (identity here)."""
+        return logits
+
+    def weights(self, logits: torch.Tensor) -> torch.Tensor | None:
+        """Per-class weights ``[C]`` (or a scalar) for these logits, or None."""
+        return None
+
+    def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        z, y, valid = _softmax_inputs(logits, labels, self.ignore_index)
+        logp = self.adjust_logits(z, y).log_softmax(-1)
+        return _softmax_per_item(logp, y, self.weights(z), self.gamma, self.label_smoothing), valid
+
+
+class WeightedCrossEntropyLoss(_FromCounts, _SoftmaxLoss):
+    """Cross-entropy with class weights: ``-w_y log softmax(z)_y`` (label smoothing: PyTorch's formula).
+
+    Weights come from ``class_counts`` with ``weighting`` = ``"inverse"`` (default), ``"sqrt_inverse"`` or
+    ``"effective_number"`` (``beta``, default 0.999), normalised to ``sum(w) = C``; or pass ``weights``
+    directly (used as given). The reduction is ``sum_i w_{y_i} l_i / N`` (N = valid targets or
+    ``num_items_in_batch``), not PyTorch's ``/ sum_i w_{y_i}``, so micro-batches add up exactly.
+    """
+
+    def __init__(
+        self,
+        class_counts: CountsLike | None = None,
+        weighting: str = "inverse",
+        *,
+        beta: float = 0.999,
+        weights: CountsLike | None = None,
+        smoothing: float = 0.0,
+        label_smoothing: float = 0.0,
+        ignore_index: int = -100,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__(
+            label_smoothing=label_smoothing, ignore_index=ignore_index, check_finite=check_finite
+        )
+        if (class_counts is None) == (weights is None):
+            raise ValueError("pass exactly one of class_counts (weights computed from counts) or weights")
+        if weights is not None:
+            values = as_counts(weights, "weights")
+        else:
+            values = class_weights(class_counts, weighting, beta=beta, smoothing=smoothing)
+        self.weighting = weighting if weights is None else "given"
+        self.register_buffer("class_weight", values.float())
+
+    def weights(self, logits: torch.Tensor) -> torch.Tensor:
+        return _per_class(self.class_weight, logits.shape[-1], "class_weight", logits)
+
+    def extra_repr(self) -> str:
+        return f"weighting={self.weighting!r}, num_classes={self.class_weight.numel()}"
+
+
+class FocalLoss(_FromCounts, _ImbalanceLoss):
+    """Focal loss (Lin et al. 2017): ``-alpha_t (1 - p_t)**gamma log p_t``.
+
+    ``activation="softmax"`` (default): multi-class, ``p_t = softmax(z)_y``; ``alpha`` is None, a scalar or
+    per-class weights ``[C]``; composes with ``label_smoothing``. ``activation="sigmoid"``: binary or
+    multi-label with targets of the logits' shape, ``p_t = p`` for positives and ``1 - p`` for negatives,
+    ``alpha_t = alpha`` / ``1 - alpha`` (scalar or ``[C]`` in [0, 1]) as in torchvision's
+    ``sigmoid_focal_loss`` (whose default is alpha=0.25; here None means no alpha term).
+    ``gamma >= 0`` (default 2); ``gamma = 0`` without alpha is cross-entropy. ``1 - p_t`` is floored at 1e-12
+    so gradients stay finite for ``0 < gamma < 1``. ``from_dataset(ds, weighting=...)`` sets ``alpha`` to
+    class weights (softmax only).
+    """
+
+    def __init__(
+        self,
+        gamma: float = 2.0,
+        alpha: float | CountsLike | None = None,
+        *,
+        activation: str = "softmax",
+        label_smoothing: float = 0.0,
+        ignore_index: int = -100,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__(ignore_index=ignore_index, check_finite=check_finite)
+        self.gamma = _check_number(gamma, "gamma", 0.0)
+        self.activation = _check_activation(activation)
+        self.label_smoothing = _check_number(label_smoothing, "label_smoothing", 0.0, 1.0, high_open=True)
+        if activation == "sigmoid" and label_smoothing:
+            raise ValueError("label_smoothing applies to activation='softmax' only")
+        if alpha is None:
+            self.alpha = None
+        else:
+            values = (
+                torch.tensor(float(alpha)) if isinstance(alpha, (int, float)) else as_counts(alpha, "alpha")
+            )
+            if not torch.isfinite(values).all() or (values < 0).any():
+                raise ValueError(f"alpha must be finite and >= 0, got {alpha!r}")
+            if activation == "sigmoid" and (values > 1).any():
+                raise ValueError(f"with activation='sigmoid' alpha must be in [0, 1], got {alpha!r}")
+            self.register_buffer("alpha", values.float())
+
+    @classmethod
+    def _from_counts(
+        cls,
+        counts: torch.Tensor,
+        *,
+        weighting: str = "inverse",
+        beta: float = 0.999,
+        smoothing: float = 0.0,
+        **kwargs,
+    ):
+        if kwargs.get("activation", "softmax") != "softmax":
+            raise ValueError("FocalLoss.from_dataset sets per-class alpha for activation='softmax' only")
+        return cls(alpha=class_weights(counts, weighting, beta=beta, smoothing=smoothing), **kwargs)
+
+    def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.activation == "softmax":
+            z, y, valid = _softmax_inputs(logits, labels, self.ignore_index)
+            alpha = None if self.alpha is None else _per_class(self.alpha, z.shape[-1], "alpha", z)
+            return _softmax_per_item(z.log_softmax(-1), y, alpha, self.gamma, self.label_smoothing), valid
+        x, y, valid = _sigmoid_inputs(logits, labels, self.ignore_index)
+        per = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+        if self.gamma:
+            one_minus_pt = y * torch.sigmoid(-x) + (1.0 - y) * torch.sigmoid(x)
+            per = per * one_minus_pt.clamp(min=_EPS).pow(self.gamma)
+        if self.alpha is not None:
+            alpha = _per_class(self.alpha, x.shape[-1] if x.dim() else 1, "alpha", x)
+            per = per * (alpha * y + (1.0 - alpha) * (1.0 - y))
+        return per, valid
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}, activation={self.activation!r}, alpha={'None' if self.alpha is None else 'set'}"
+
+
+class LogitAdjustedLoss(_FromCounts, _SoftmaxLoss):
+    """Logit-adjusted cross-entropy (Menon et al. 2021): ``-log softmax(z + tau log pi)_y``.
+
+    ``priors``: class counts or probabilities (normalised here); ``tau >= 0`` (default 1; 0 is plain
+    cross-entropy). Predict with the raw logits: the adjustment is for training only. A zero prior is an
+    error unless ``smoothing > 0`` is added to every count.
+    """
+
+    def __init__(
+        self,
+        priors: CountsLike,
+        tau: float = 1.0,
+        *,
+        smoothing: float = 0.0,
+        label_smoothing: float = 0.0,
+        ignore_index: int = -100,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__(
+            label_smoothing=label_smoothing, ignore_index=ignore_index, check_finite=check_finite
+        )
+        self.tau = _check_number(tau, "tau", 0.0)
+        self.register_buffer("log_priors", class_priors(priors, smoothing=smoothing).log().float())
+
+    def adjust_logits(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if not self.tau:
+            return logits
+        return logits + self.tau * _per_class(self.log_priors, logits.shape[-1], "priors", logits)
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau}, num_classes={self.log_priors.numel()}"
+
+
+class BalancedSoftmaxLoss(LogitAdjustedLoss):
+    """Balanced softmax (Ren et al. 2020): ``-log [pi_y e^{z_y} / sum_j pi_j e^{z_j}]``.
+
+    Identical to :class:`LogitAdjustedLoss` with ``tau = 1``; kept as its own name because it is
+    published and asked for as such.
+    """
+
+    def __init__(
+        self,
+        priors: CountsLike,
+        *,
+        smoothing: float = 0.0,
+        label_smoothing: float = 0.0,
+        ignore_index: int = -100,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__(
+            priors,
+            tau=1.0,
+            smoothing=smoothing,
+            label_smoothing=label_smoothing,
+            ignore_index=ignore_index,
+            check_finite=check_finite,
+        )
+
+
+class LDAMLoss(_FromCounts, _SoftmaxLoss):
+    """Label-distribution-aware margin loss (Cao et al. 2019) with deferred re-weighting (DRW).
+
+    ``-log softmax(s (z - m_y e_y))_y`` with margins ``m_c ∝ n_c**-1/4`` scaled so the largest is
+    ``max_margin`` (0.5) and ``scale`` s = 30 (the paper's values, which assume cosine logits in [-1, 1];
+    use a smaller scale for an ordinary linear head). While ``reweight`` is True the per-class weights
+    ``(1 - beta) / (1 - beta**n_c)`` (``drw_beta`` = 0.9999, normalised to sum C) multiply the loss;
+    :class:`~hfplug_imbalance.LDAMDRWCallback` switches it on late in training.
+    """
+
+    def __init__(
+        self,
+        class_counts: CountsLike,
+        *,
+        max_margin: float = 0.5,
+        scale: float = 30.0,
+        drw_beta: float = 0.9999,
+        smoothing: float = 0.0,
+        label_smoothing: float = 0.0,
+        ignore_index: int = -100,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__(
+            label_smoothing=label_smoothing, ignore_index=ignore_index, check_finite=check_finite
+        )
+        self.max_margin = _check_number(max_margin, "max_margin", 0.0)
+        self.scale = _check_number(scale, "scale", 0.0)
+        if self.scale == 0:
+            raise ValueError("scale must be > 0")
+        weights = class_weights(class_counts, "effective_number", beta=drw_beta, smoothing=smoothing)
+        counts = as_counts(class_counts) + smoothing
+        margins = counts.pow(-0.25)
+        self.register_buffer("margins", (margins * (self.max_margin / margins.max())).float())
+        self.register_buffer("drw_weights", weights.float())
+        self.reweight = False
+
+    def adjust_logits(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        margins = _per_class(self.margins, logits.shape[-1], "margins", logits)
+        return self.scale * logits.scatter_add(-1, labels[:, None], -margins[labels][:, None])
+
+    def weights(self, logits: torch.Tensor) -> torch.Tensor | None:
+        return (
+            _per_class(self.drw_weights, logits.shape[-1], "drw_weights", logits) if self.reweight else None
+        )
+
+    def extra_repr(self) -> str:
+        return f"max_margin={self.max_margin}, scale={self.scale}, reweight={self.reweight}"
+
+
+class DiceLoss(_ImbalanceLoss):
+    """Per-target (self-adjusting) Dice loss (Li et al. 2020, "Dice Loss for Data-imbalanced NLP Tasks").
+
+    With ``p~ = (1 - p)**alpha p``: ``1 - (2 p~ q + smooth) / (p~ + q + smooth)``, summed over the classes of
+    a softmax target (q one-hot) or taken per entry for ``activation="sigmoid"``. ``alpha = 0`` (default) is
+    soft Dice, ``alpha > 0`` self-adjusting Dice; ``smooth > 0`` (default 1). The Dice is per target, not
+    per batch, so it adds up exactly over micro-batches and ranks.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 0.0,
+        smooth: float = 1.0,
+        *,
+        activation: str = "softmax",
+        ignore_index: int = -100,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__(ignore_index=ignore_index, check_finite=check_finite)
+        self.alpha = _check_number(alpha, "alpha", 0.0)
+        self.smooth = _check_number(smooth, "smooth", 0.0)
+        if self.smooth == 0:
+            raise ValueError("smooth must be > 0 (it keeps 0/0 away from classes with p = q = 0)")
+        self.activation = _check_activation(activation)
+
+    def _dice(self, p: torch.Tensor, one_minus_p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        if self.alpha:
+            p = p * one_minus_p.clamp(min=_EPS).pow(self.alpha)
+        return 1.0 - (2.0 * p * q + self.smooth) / (p + q + self.smooth)
+
+    def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.activation == "softmax":
+            z, y, valid = _softmax_inputs(logits, labels, self.ignore_index)
+            logp = z.log_softmax(-1)
+            q = F.one_hot(y, z.shape[-1]).to(z.dtype)
+            return self._dice(logp.exp(), -torch.expm1(logp), q).sum(-1), valid
+        x, y, valid = _sigmoid_inputs(logits, labels, self.ignore_index)
+        return self._dice(torch.sigmoid(x), torch.sigmoid(-x), y), valid
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, smooth={self.smooth}, activation={self.activation!r}"
+
+
+class F1WeightedCrossEntropyLoss(_ImbalanceLoss):
+    """Cross-entropy re-weighted by the batch's smooth F1 (Su 2020, "smooth F1 -> weighted cross-entropy").
+
+    Per class c (one-vs-rest): ``F1_c = 2 sum_P p / (|P| + sum p)`` over the valid targets of the batch,
+    detached; loss ``(1 - F1_c/2) (-log p)`` for positives and ``(F1_c/2) (-log(1 - p))`` for negatives.
+    ``activation="softmax"`` (default): labels ``[...]``, p = softmax, summed over classes per target;
+    ``"sigmoid"``: targets of the logits' shape, one F1 per column of the last dimension (1-D logits are
+    one binary class). F1 is recomputed on every call, so under gradient accumulation or DDP the weights
+    come from the micro-batch on each rank (the normalisation is still exact).
+    """
+
+    def __init__(self, *, activation: str = "softmax", ignore_index: int = -100, check_finite: bool = True):
+        super().__init__(ignore_index=ignore_index, check_finite=check_finite)
+        self.activation = _check_activation(activation)
+
+    @staticmethod
+    def _weights(p: torch.Tensor, q: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            p, q = p * valid, q * valid
+            dims = tuple(range(p.dim() - 1)) if p.dim() > 1 else (0,)
+            f1 = 2 * (p * q).sum(dims) / (q.sum(dims) + p.sum(dims)).clamp(min=_EPS)
+        return 1.0 - f1 / 2, f1 / 2
+
+    def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.activation == "softmax":
+            z, y, valid = _softmax_inputs(logits, labels, self.ignore_index)
+            logp = z.log_softmax(-1)
+            q = F.one_hot(y, z.shape[-1]).to(z.dtype)
+            w_pos, w_neg = self._weights(logp.exp(), q, valid[:, None])
+            nll_neg = -_one_minus_p(logp).log()
+            return (q * w_pos * -logp + (1.0 - q) * w_neg * nll_neg).sum(-1), valid
+        x, y, valid = _sigmoid_inputs(logits, labels, self.ignore_index)
+        w_pos, w_neg = self._weights(torch.sigmoid(x), y, valid)
+        return y * w_pos * F.softplus(-x) + (1.0 - y) * w_neg * F.softplus(x), valid
+
+    def extra_repr(self) -> str:
+        return f"activation={self.activation!r}"
+
+
+class MultiLabelCategoricalCrossEntropyLoss(_ImbalanceLoss):
+    """Multi-label categorical cross-entropy (Su 2020; ZLPR): per row
+    ``log(1 + sum_{neg} e^{s_i}) + log(1 + sum_{pos} e^{-s_j})``; predict label j when ``s_j > 0``.
+
+    Logits ``[..., C]`` and multi-hot targets of the same shape; ``ignore_index`` entries belong to neither
+    sum and all-ignored rows are skipped. The Trainer counts label entries, so ``num_items_in_batch`` is
+    divided by C to count rows (exact when whole rows are ignored, as for padding tokens).
+    """
+
+    def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        targets = _as_labels(labels, logits)
+        if logits.dim() < 1 or targets.shape != logits.shape:
+            raise ValueError(
+                "multi-label loss needs logits [..., C] and multi-hot targets of the same shape; "
+                f"got logits {tuple(logits.shape)} and targets {tuple(targets.shape)}"
+            )
+        valid = targets != self.ignore_index
+        bad = valid & (targets != 0) & (targets != 1)
+        if bad.any():
+            raise ValueError(
+                f"multi-label targets must be 0, 1 or ignore_index={self.ignore_index}; got {targets[bad][0]}"
+            )
+        s = logits.float()
+        pos, neg = valid & (targets == 1), valid & (targets == 0)
+        zeros = s.new_zeros((*s.shape[:-1], 1))
+        neg_term = torch.cat([s.masked_fill(~neg, -math.inf), zeros], -1).logsumexp(-1)
+        pos_term = torch.cat([(-s).masked_fill(~pos, -math.inf), zeros], -1).logsumexp(-1)
+        return neg_term + pos_term, valid.any(-1)
+
+    def _items(self, num_items_in_batch: Any, logits: torch.Tensor) -> Any:
+        return None if num_items_in_batch is None else num_items_in_batch / logits.shape[-1]
