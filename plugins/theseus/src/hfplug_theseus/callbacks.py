@@ -18,7 +18,7 @@ class TheseusCallback(TrainerCallback, ExportableState):
 
     The step is read from ``TrainerState.global_step`` (completed optimizer steps), so all micro-batches of one
     accumulation window share ``t`` and its draws, and a run resumed from a checkpoint continues the schedule
-    exactly. The rate is added to every log entry as ``theseus_replacing_rate``. The callback state (the
+    exactly. Each log entry gets ``theseus_replacing_rate``, the rate of the last completed step. The callback state (the
     scheduler and the last step) is written to each checkpoint's ``trainer_state.json``; with
     ``TrainingArguments(restore_callback_states_from_checkpoint=True)`` the Trainer rebuilds the callback from it.
 
@@ -54,11 +54,12 @@ class TheseusCallback(TrainerCallback, ExportableState):
         self._advance(state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.rate is None or logs is None:
+        if self._controller is None or logs is None:
             return
-        logs[LOG_KEY] = self.rate
+        rate = self.scheduler.get_rate(max(state.global_step - 1, 0))  # the rate of the step just finished
+        logs[LOG_KEY] = rate
         if state.log_history and state.log_history[-1].get("step") == state.global_step:
-            state.log_history[-1][LOG_KEY] = self.rate
+            state.log_history[-1][LOG_KEY] = rate
 
     def state(self) -> dict[str, Any]:
         return {"args": {"scheduler": self.scheduler.to_dict()}, "attributes": {"step": self.step, "rate": self.rate}}

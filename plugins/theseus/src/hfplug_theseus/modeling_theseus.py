@@ -46,7 +46,7 @@ class TheseusController:
         self.rate = rate
         self.step: int | None = None
         self._forward_index = 0
-        self._example_gates: torch.Tensor | None = None
+        self.example_gates: torch.Tensor | None = None  # last per-example draw, (num_modules, batch)
         self._module_gates: tuple[int, float, torch.Tensor] | None = None
 
     def set_step(self, step: int, rate: float | None = None) -> None:
@@ -92,8 +92,8 @@ class TheseusController:
         if index == 0:  # per-example draws, keyed by (seed, step, forward within the step)
             self._forward_index += 1
             generator = self._generator(self._require_step(), self._forward_index)
-            self._example_gates = torch.rand(self.num_modules, batch_size, generator=generator) < self.rate
-        return self._example_gates[index]
+            self.example_gates = torch.rand(self.num_modules, batch_size, generator=generator) < self.rate
+        return self.example_gates[index]
 
 
 def _is_cache(value: Any) -> bool:
