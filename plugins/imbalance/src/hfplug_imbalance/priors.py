@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 import torch
 
 WEIGHTINGS = ("inverse", "sqrt_inverse", "effective_number")
 
-CountsLike = Union[torch.Tensor, Sequence[float], Mapping[int, float]]
+CountsLike = torch.Tensor | Sequence[float] | Mapping[int, float]
 
 
 def _flatten(values: Any) -> Iterator[Any]:

@@ -1,0 +1,433 @@
+"""Losses against identities and independent formula implementations (float64 references in the tests)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hfplug_imbalance import (
+    BalancedSoftmaxLoss,
+    DiceLoss,
+    F1WeightedCrossEntropyLoss,
+    FocalLoss,
+    LDAMLoss,
+    LogitAdjustedLoss,
+    MultiLabelCategoricalCrossEntropyLoss,
+    WeightedCrossEntropyLoss,
+)
+
+COUNTS = [50.0, 20.0, 8.0, 3.0]
+
+
+def _batch(n=12, c=4, seed=0, scale=2.0):
+    g = torch.Generator().manual_seed(seed)
+    logits = (scale * torch.randn(n, c, generator=g, dtype=torch.float64)).float()
+    labels = torch.randint(0, c, (n,), generator=g)
+    return logits, labels
+
+
+def _grad(loss_fn, logits, *args, **kwargs):
+    x = logits.clone().requires_grad_(True)
+    value = loss_fn(x, *args, **kwargs)
+    (grad,) = torch.autograd.grad(value, x)
+    return value.detach(), grad
+
+
+SOFTMAX_LOSSES = {
+    "weighted_ce": lambda: WeightedCrossEntropyLoss(COUNTS, "effective_number", beta=0.99),
+    "focal": lambda: FocalLoss(gamma=2.0, alpha=[0.1, 0.2, 0.3, 0.4]),
+    "focal_gamma_half": lambda: FocalLoss(gamma=0.5),
+    "logit_adjusted": lambda: LogitAdjustedLoss(COUNTS, tau=1.5, label_smoothing=0.1),
+    "balanced_softmax": lambda: BalancedSoftmaxLoss(COUNTS),
+    "ldam": lambda: LDAMLoss(COUNTS, scale=5.0),
+    "dice": lambda: DiceLoss(alpha=0.5),
+    "f1_weighted_ce": lambda: F1WeightedCrossEntropyLoss(),
+}
+SIGMOID_LOSSES = {
+    "focal_sigmoid": lambda: FocalLoss(gamma=0.5, alpha=0.25, activation="sigmoid"),
+    "dice_sigmoid": lambda: DiceLoss(activation="sigmoid"),
+    "f1_weighted_ce_sigmoid": lambda: F1WeightedCrossEntropyLoss(activation="sigmoid"),
+    "multilabel_ce": lambda: MultiLabelCategoricalCrossEntropyLoss(),
+}
+
+
+# ---------------------------------------------------------------- identities (property-based)
+
+logit_batches = st.tuples(st.integers(1, 16), st.integers(2, 7), st.integers(0, 10_000), st.floats(0.1, 20.0))
+
+
+@settings(max_examples=30, deadline=None)
+@given(logit_batches, st.floats(0.0, 0.5))
+def test_identities_reduce_to_cross_entropy(shape, label_smoothing):
+    n, c, seed, scale = shape
+    logits, labels = _batch(n, c, seed, scale)
+    expected = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    uniform = [7.0] * c
+    for loss in (
+        FocalLoss(gamma=0.0, label_smoothing=label_smoothing),
+        LogitAdjustedLoss([float(i + 1) for i in range(c)], tau=0.0, label_smoothing=label_smoothing),
+        WeightedCrossEntropyLoss(uniform, "inverse", label_smoothing=label_smoothing),
+        WeightedCrossEntropyLoss(uniform, "effective_number", beta=0.9, label_smoothing=label_smoothing),
+        LogitAdjustedLoss(uniform, tau=2.0, label_smoothing=label_smoothing),  # uniform prior shifts all logits
+    ):
+        torch.testing.assert_close(loss(logits, labels), expected, rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=20, deadline=None)
+@given(logit_batches)
+def test_focal_with_scalar_alpha_is_scaled_cross_entropy(shape):
+    n, c, seed, scale = shape
+    logits, labels = _batch(n, c, seed, scale)
+    torch.testing.assert_close(
+        FocalLoss(gamma=0.0, alpha=0.5)(logits, labels), 0.5 * F.cross_entropy(logits, labels), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_cross_entropy_gradient_is_smooth_accuracy_gradient_without_saturation():
+    """Su (2020) §1: d(-Acc)/dz = p(1-p)-scaled; d(CE)/dz drops the factor p (positives) or 1-p (negatives)."""
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(32, generator=g, dtype=torch.float64) * 3
+    y = (torch.rand(32, generator=g) < 0.3).double()
+    zr = z.clone().requires_grad_(True)
+    p = torch.sigmoid(zr)
+    neg_smooth_acc = -((y * p).sum() + ((1 - y) * (1 - p)).sum()) / len(z)
+    (acc_grad,) = torch.autograd.grad(neg_smooth_acc, zr)
+    _, ce_grad = _grad(FocalLoss(gamma=0.0, activation="sigmoid"), z.float(), y.float())
+    p = torch.sigmoid(z)
+    unsaturated = torch.where(y == 1, acc_grad / p, acc_grad / (1 - p))
+    torch.testing.assert_close(ce_grad.double(), unsaturated, rtol=1e-5, atol=1e-7)
+    # softmax with two classes is the same binary problem on z1 - z0
+    two = torch.stack([torch.zeros_like(z), z], -1).float()
+    _, ce2_grad = _grad(WeightedCrossEntropyLoss([1.0, 1.0]), two, y.long())
+    torch.testing.assert_close(ce2_grad[:, 1].double(), unsaturated, rtol=1e-5, atol=1e-7)
+
+
+def test_f1_weighted_cross_entropy_gradient_matches_smooth_f1_gradient():
+    """Su (2020) §2: grad(-log F1) = (1/TP) [(1-F1/2) grad(-log p) p on P, (F1/2) grad(-log(1-p)) (1-p) on N]."""
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(40, generator=g, dtype=torch.float64) * 2
+    y = (torch.rand(40, generator=g) < 0.25).double()
+    zr = z.clone().requires_grad_(True)
+    p = torch.sigmoid(zr)
+    tp = (y * p).sum()
+    f1 = 2 * tp / (y.sum() + p.sum())
+    (f1_grad,) = torch.autograd.grad(-torch.log(f1), zr)
+    value, grad = _grad(F1WeightedCrossEntropyLoss(activation="sigmoid"), z.float(), y.float())
+    grad = grad.double() * len(z)  # undo the mean
+    p, tp = torch.sigmoid(z), (y * torch.sigmoid(z)).sum()
+    expected = torch.where(y == 1, grad * p, grad * (1 - p)) / tp
+    torch.testing.assert_close(expected, f1_grad, rtol=1e-4, atol=1e-7)
+    f1 = float(2 * tp / (y.sum() + p.sum()))
+    direct = torch.where(y == 1, (1 - f1 / 2) * -torch.log(p), (f1 / 2) * -torch.log(1 - p)).mean()
+    torch.testing.assert_close(value.double(), direct, rtol=1e-5, atol=1e-7)
+
+
+# ---------------------------------------------------------------- independent references
+
+
+def test_weighted_ce_matches_torch_with_sum_over_count_normalisation():
+    logits, labels = _batch(30, 4, seed=3)
+    for weighting in ("inverse", "sqrt_inverse", "effective_number"):
+        loss = WeightedCrossEntropyLoss(COUNTS, weighting, beta=0.9, label_smoothing=0.2)
+        n = torch.tensor(COUNTS, dtype=torch.float64)
+        raw = {"inverse": 1 / n, "sqrt_inverse": n**-0.5, "effective_number": (1 - 0.9) / (1 - 0.9**n)}[weighting]
+        w = (raw * 4 / raw.sum()).float()
+        expected = F.cross_entropy(logits, labels, weight=w, label_smoothing=0.2, reduction="sum") / len(labels)
+        torch.testing.assert_close(loss(logits, labels), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_softmax_focal_matches_formula():
+    logits, labels = _batch(25, 4, seed=4, scale=4.0)
+    alpha = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+    for gamma in (0.3, 1.0, 2.0, 5.0):
+        p = torch.softmax(logits.double(), -1)[torch.arange(25), labels]
+        expected = (-alpha[labels] * (1 - p) ** gamma * torch.log(p)).mean()
+        got = FocalLoss(gamma=gamma, alpha=alpha.tolist())(logits, labels)
+        torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-7)
+
+
+def _torchvision_sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0):
+    """torchvision.ops.sigmoid_focal_loss (pytorch/vision torchvision/ops/focal_loss.py), reduction="mean".
+
+    Written out here because torchvision does not import beside this torch build.
+    """
+    p = torch.sigmoid(inputs)
+    ce_loss = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce_loss * ((1 - p_t) ** gamma)
+    if alpha >= 0:
+        alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
+        loss = alpha_t * loss
+    return loss.mean()
+
+
+@pytest.mark.parametrize(("alpha", "gamma"), [(0.25, 2.0), (-1.0, 1.0), (0.75, 3.0)])
+def test_sigmoid_focal_matches_torchvision(alpha, gamma):
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(16, 6, generator=g, dtype=torch.float64) * 3
+    targets = (torch.rand(16, 6, generator=g) < 0.3).double()
+    ref_value, ref_grad = _grad(lambda x: _torchvision_sigmoid_focal_loss(x, targets, alpha, gamma), logits)
+    ours = FocalLoss(gamma=gamma, alpha=None if alpha < 0 else alpha, activation="sigmoid")
+    value, grad = _grad(ours, logits.float(), targets.float())
+    torch.testing.assert_close(value.double(), ref_value, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-7)
+    # per-class alpha broadcast over the last dimension
+    per_class = torch.linspace(0.1, 0.9, 6)
+    expected = sum(
+        _torchvision_sigmoid_focal_loss(logits[:, j], targets[:, j], float(per_class[j]), gamma) for j in range(6)
+    ) / 6
+    got = FocalLoss(gamma=gamma, alpha=per_class, activation="sigmoid")(logits.float(), targets.float())
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_logit_adjusted_matches_menon_pairwise_form():
+    """Menon et al. (2021) eq. 11: log[1 + sum_{y' != y} (pi_y'/pi_y)^tau exp(f_y' - f_y)]."""
+    logits, labels = _batch(20, 4, seed=6)
+    pi = torch.tensor(COUNTS, dtype=torch.float64) / sum(COUNTS)
+    for tau in (0.5, 1.0, 2.0):
+        f = logits.double()
+        total = 0.0
+        for i, y in enumerate(labels.tolist()):
+            s = sum((pi[j] / pi[y]) ** tau * math.exp(f[i, j] - f[i, y]) for j in range(4) if j != y)
+            total += math.log1p(float(s))
+        got = LogitAdjustedLoss(COUNTS, tau=tau)(logits, labels)
+        assert got.item() == pytest.approx(total / len(labels), rel=1e-5)
+
+
+def test_balanced_softmax_matches_formula():
+    logits, labels = _batch(20, 4, seed=7)
+    n = torch.tensor(COUNTS, dtype=torch.float64)
+    e = n * torch.exp(logits.double())
+    expected = -torch.log(e[torch.arange(20), labels] / e.sum(-1)).mean()
+    assert BalancedSoftmaxLoss(COUNTS)(logits, labels).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def _ldam_reference(x, target, cls_num_list, max_m, s, weight=None):
+    """kaidic/LDAM-DRW losses.py LDAMLoss.forward, on CPU, with sum reduction."""
+    m_list = 1.0 / torch.sqrt(torch.sqrt(torch.tensor(cls_num_list, dtype=torch.float64)))
+    m_list = m_list * (max_m / torch.max(m_list))
+    index = torch.zeros_like(x, dtype=torch.uint8)
+    index.scatter_(1, target.data.view(-1, 1), 1)
+    batch_m = torch.matmul(m_list[None, :], index.double().transpose(0, 1)).view((-1, 1))
+    x_m = x - batch_m
+    output = torch.where(index.bool(), x_m, x)
+    return F.cross_entropy(s * output, target, weight=weight, reduction="sum")
+
+
+def test_ldam_and_drw_match_reference_implementation():
+    logits, labels = _batch(24, 4, seed=8, scale=1.0)
+    loss = LDAMLoss(COUNTS, max_margin=0.5, scale=30.0, drw_beta=0.9999)
+    expected = _ldam_reference(logits.double(), labels, COUNTS, 0.5, 30.0) / 24
+    torch.testing.assert_close(loss(logits, labels).double(), expected, rtol=1e-5, atol=1e-6)
+    # DRW weights as in cifar_train.py: (1 - beta) / (1 - beta^n), normalised to sum C
+    beta = 0.9999
+    n = torch.tensor(COUNTS, dtype=torch.float64)
+    w = (1 - beta) / (1 - beta**n)
+    w = w / w.sum() * 4
+    loss.reweight = True
+    expected = _ldam_reference(logits.double(), labels, COUNTS, 0.5, 30.0, weight=w) / 24
+    torch.testing.assert_close(loss(logits, labels).double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_dice_matches_formula():
+    logits, labels = _batch(10, 3, seed=9)
+    for alpha, smooth in ((0.0, 1.0), (1.0, 1.0), (0.5, 0.1)):
+        p = torch.softmax(logits.double(), -1)
+        total = 0.0
+        for i in range(10):
+            for c in range(3):
+                q = float(labels[i] == c)
+                pt = (1 - p[i, c]) ** alpha * p[i, c]
+                total += float(1 - (2 * pt * q + smooth) / (pt + q + smooth))
+        assert DiceLoss(alpha, smooth)(logits, labels).item() == pytest.approx(total / 10, rel=1e-5)
+
+
+def test_multiclass_f1_weighted_ce_matches_formula():
+    logits, labels = _batch(16, 3, seed=10)
+    p = torch.softmax(logits.double(), -1)
+    q = F.one_hot(labels, 3).double()
+    f1 = 2 * (p * q).sum(0) / (q.sum(0) + p.sum(0))
+    per = (q * (1 - f1 / 2) * -torch.log(p) + (1 - q) * (f1 / 2) * -torch.log(1 - p)).sum(-1)
+    got = F1WeightedCrossEntropyLoss()(logits, labels)
+    assert got.item() == pytest.approx(per.mean().item(), rel=1e-5)
+
+
+def test_multilabel_ce_matches_formula_and_ignores_entries():
+    g = torch.Generator().manual_seed(11)
+    logits = torch.randn(6, 5, generator=g) * 3
+    targets = (torch.rand(6, 5, generator=g) < 0.4).long()
+    targets[0, 1] = -100
+    total = 0.0
+    for i in range(6):
+        s, t = logits[i].double(), targets[i]
+        neg = sum(math.exp(s[j]) for j in range(5) if t[j] == 0)
+        pos = sum(math.exp(-s[j]) for j in range(5) if t[j] == 1)
+        total += math.log1p(neg) + math.log1p(pos)
+    loss = MultiLabelCategoricalCrossEntropyLoss()
+    assert loss(logits, targets).item() == pytest.approx(total / 6, rel=1e-5)
+    # the Trainer counts label entries: 29 non-ignored entries -> 29 / 5 rows
+    assert loss(logits, targets, num_items_in_batch=29).item() == pytest.approx(total / (29 / 5), rel=1e-5)
+
+
+def test_focal_composes_with_label_smoothing():
+    logits, labels = _batch(12, 4, seed=12)
+    eps, gamma = 0.2, 2.0
+    p = torch.softmax(logits.double(), -1)
+    q = (1 - eps) * F.one_hot(labels, 4).double() + eps / 4
+    expected = (q * (1 - p) ** gamma * -torch.log(p)).sum(-1).mean()
+    got = FocalLoss(gamma=gamma, label_smoothing=eps)(logits, labels)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+# ---------------------------------------------------------------- shapes and normalisation
+
+ALL_LOSSES = {**SOFTMAX_LOSSES, **SIGMOID_LOSSES}
+
+
+def _targets(name, n=8, c=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    if name in SIGMOID_LOSSES:
+        return (torch.rand(n, c, generator=g) < 0.4).float()
+    return torch.randint(0, c, (n,), generator=g)
+
+
+@pytest.mark.parametrize("name", sorted(set(ALL_LOSSES) - {"f1_weighted_ce", "f1_weighted_ce_sigmoid"}))
+def test_micro_batches_add_up_to_the_full_batch(name):
+    """sum over micro-batches of loss(part, num_items=total) == loss(full): what GA and DDP rely on."""
+    loss = ALL_LOSSES[name]()
+    logits = torch.randn(8, 4, generator=torch.Generator().manual_seed(13)) * 2
+    targets = _targets(name)
+    targets[2] = -100
+    total_items = int((targets != -100).sum())
+    full = loss(logits, targets)
+    if name == "multilabel_ce":
+        full = loss(logits, targets, num_items_in_batch=total_items)
+    parts = loss(logits[:5], targets[:5], num_items_in_batch=total_items) + loss(
+        logits[5:], targets[5:], num_items_in_batch=total_items
+    )
+    torch.testing.assert_close(parts, full)
+
+
+@pytest.mark.parametrize("name", sorted(SOFTMAX_LOSSES))
+def test_token_level_with_ignored_positions(name):
+    loss = SOFTMAX_LOSSES[name]()
+    g = torch.Generator().manual_seed(14)
+    logits = torch.randn(3, 5, 4, generator=g)
+    labels = torch.randint(0, 4, (3, 5), generator=g)
+    labels[0, 3:] = -100
+    labels[2, 1] = -100
+    keep = labels != -100
+    torch.testing.assert_close(loss(logits, labels), loss(logits[keep], labels[keep]))
+
+
+@pytest.mark.parametrize("name", sorted(ALL_LOSSES))
+def test_all_ignored_batch_is_zero_with_zero_gradient(name):
+    loss = ALL_LOSSES[name]()
+    logits = torch.randn(4, 4, requires_grad=True)
+    targets = torch.full((4,) if name in SOFTMAX_LOSSES else (4, 4), -100)
+    value = loss(logits, targets, num_items_in_batch=0 if name != "multilabel_ce" else None)
+    value.backward()
+    assert value.item() == 0.0
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+@pytest.mark.parametrize("name", sorted(ALL_LOSSES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_extreme_logits_give_finite_values_and_gradients(name, dtype):
+    loss = ALL_LOSSES[name]()
+    targets = _targets(name, n=6)
+    logits = torch.full((6, 4), -1e4)
+    # confidently right on some rows (p -> 1 exactly: the gamma < 1 NaN case), confidently wrong on others
+    for i in range(6):
+        if name in SOFTMAX_LOSSES:
+            logits[i, (targets[i] + (i % 2)) % 4] = 1e4
+        else:
+            logits[i] = torch.where(targets[i] == 1, 1e4, -1e4) * (1 if i % 2 else -1)
+    logits = logits.to(dtype).requires_grad_(True)
+    value = loss(logits, targets)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(logits.grad).all()
+
+
+def test_gamma_below_one_gradient_is_finite_and_matches_formula_when_not_saturated():
+    logits, labels = _batch(10, 4, seed=15, scale=3.0)
+    gamma = 0.3
+    ref_value, ref_grad = _grad(
+        lambda x: (
+            -((1 - torch.softmax(x, -1)[torch.arange(10), labels]) ** gamma)
+            * torch.log_softmax(x, -1)[torch.arange(10), labels]
+        ).mean(),
+        logits.double(),
+    )
+    value, grad = _grad(FocalLoss(gamma=gamma), logits, labels)
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(value.double(), ref_value, rtol=1e-5, atol=1e-6)
+
+
+def test_trainer_call_convention_and_buffers_follow_logits():
+    """``loss(outputs, labels, num_items_in_batch=...)`` with a model output; buffers move with .to()."""
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    logits, labels = _batch(6, 4, seed=16)
+    loss = LogitAdjustedLoss(COUNTS).to(torch.float64)
+    outputs = SequenceClassifierOutput(logits=logits)
+    direct = loss(logits, labels, num_items_in_batch=10)
+    assert loss(outputs, labels, num_items_in_batch=torch.tensor(10)).item() == pytest.approx(direct.item())
+    assert direct.dtype == torch.float32
+    assert "log_priors" in dict(loss.named_buffers())
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: FocalLoss(gamma=-0.5), "gamma"),
+        (lambda: LogitAdjustedLoss(COUNTS, tau=-1.0), "tau"),
+        (lambda: LogitAdjustedLoss([5.0, 0.0, 2.0]), "class 1 has count 0"),
+        (lambda: BalancedSoftmaxLoss([5.0, -1.0]), r"\[1\].*negative"),
+        (lambda: WeightedCrossEntropyLoss([3.0, 0.0]), "class 1 has count 0"),
+        (lambda: WeightedCrossEntropyLoss([3.0, 1.0], "median"), "weighting must be one of"),
+        (lambda: WeightedCrossEntropyLoss(), "exactly one of"),
+        (lambda: LDAMLoss([3.0, 0.0, 1.0]), "class 1 has count 0"),
+        (lambda: FocalLoss(activation="relu"), "activation must be one of"),
+        (lambda: FocalLoss(alpha=1.5, activation="sigmoid"), r"alpha must be in \[0, 1\]"),
+        (lambda: FocalLoss(label_smoothing=1.0), "label_smoothing"),
+        (lambda: DiceLoss(smooth=0.0), "smooth must be > 0"),
+        (lambda: WeightedCrossEntropyLoss([1.0, 2.0], "effective_number", beta=1.0), "beta"),
+    ],
+)
+def test_bad_construction_raises(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_zero_count_is_accepted_with_documented_smoothing():
+    loss = LogitAdjustedLoss([5.0, 0.0, 2.0], smoothing=1.0)
+    torch.testing.assert_close(loss.log_priors.exp(), torch.tensor([6.0, 1.0, 3.0]) / 10)
+
+
+def test_bad_calls_raise():
+    logits, labels = _batch(4, 4)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 4\).*got label 7"):
+        FocalLoss()(logits, torch.tensor([0, 1, 7, 2]))
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 4\).*got label -3"):
+        FocalLoss()(logits, torch.tensor([0, 1, -3, 2]))
+    with pytest.raises(ValueError, match="3 entries but the logits have 4 classes"):
+        LogitAdjustedLoss([1.0, 2.0, 3.0])(logits, labels)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        FocalLoss()(logits.index_fill(0, torch.tensor([1]), float("nan")), labels)
+    with pytest.raises(ValueError, match="softmax losses need logits"):
+        FocalLoss()(logits, labels[:3])
+    with pytest.raises(TypeError, match="integer class indices"):
+        FocalLoss()(logits, labels.float())
+    with pytest.raises(ValueError, match="sigmoid targets must be in"):
+        FocalLoss(activation="sigmoid")(logits, torch.full((4, 4), 2.0))
+    with pytest.raises(ValueError, match="multi-label targets"):
+        MultiLabelCategoricalCrossEntropyLoss()(logits, torch.full((4, 4), 3))
