@@ -1,0 +1,64 @@
+"""Move a character-level BERT to the WoBERT vocabulary: new word = mean of its characters (bert4keras recipe).
+
+For each token t of the word vocabulary, with E the char model's input embedding and b its MLM output bias:
+
+    E'[t] = E[t]                                   if t is in the char vocabulary (same row, new id)
+    E'[t] = mean_{c in char_tokenizer(t)} E[c]     otherwise (b' likewise)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+@torch.no_grad()
+def init_word_embeddings(model: Any, char_tokenizer: Any, word_tokenizer: Any) -> dict[str, int]:
+    """Resize ``model`` (a char-level BERT, indexed by ``char_tokenizer``) to ``word_tokenizer``'s vocabulary.
+
+    Tokens present in both vocabularies keep their input embedding row (and MLM output bias / untied output
+    row); every other token gets the mean over the ids ``char_tokenizer`` gives it (its characters, WordPiece
+    pieces or [UNK]). Tokens the char tokenizer maps to nothing keep the fresh rows of
+    ``resize_token_embeddings``. Returns counts ``{"copied", "averaged", "untouched"}``; ``model`` is changed
+    in place.
+    """
+    if not hasattr(model, "get_input_embeddings") or not hasattr(model, "resize_token_embeddings"):
+        raise TypeError(f"model must be a transformers PreTrainedModel, got {type(model).__name__}")
+    old_in = model.get_input_embeddings().weight.detach().clone()
+    char_vocab = char_tokenizer.get_vocab()
+    if len(old_in) < max(char_vocab.values()) + 1:
+        raise ValueError(
+            f"model has {len(old_in)} input embeddings but char_tokenizer has ids up to {max(char_vocab.values())}: "
+            "char_tokenizer must be the tokenizer the model was trained with"
+        )
+    old_out = model.get_output_embeddings()
+    tied = old_out is not None and old_out.weight is model.get_input_embeddings().weight
+    old_out_weight = None if old_out is None or tied else old_out.weight.detach().clone()
+    old_bias = (
+        None if old_out is None or getattr(old_out, "bias", None) is None else old_out.bias.detach().clone()
+    )
+
+    word_vocab = word_tokenizer.get_vocab()
+    new_tokens = [token for token in word_vocab if token not in char_vocab]
+    new_token_ids = char_tokenizer(new_tokens, add_special_tokens=False)["input_ids"] if new_tokens else []
+    sources = {token: [char_vocab[token]] for token in word_vocab if token in char_vocab}
+    sources.update((token, ids) for token, ids in zip(new_tokens, new_token_ids, strict=True) if ids)
+    counts = {
+        "copied": len(word_vocab) - len(new_tokens),
+        "averaged": len(sources) - (len(word_vocab) - len(new_tokens)),
+        "untouched": len(word_vocab) - len(sources),
+    }
+
+    model.resize_token_embeddings(len(word_tokenizer))
+    new_out = model.get_output_embeddings()
+    targets = [(model.get_input_embeddings().weight, old_in)]
+    if old_out_weight is not None:
+        targets.append((new_out.weight, old_out_weight))
+    if old_bias is not None:
+        targets.append((new_out.bias, old_bias))
+    for token, ids in sources.items():
+        index = torch.tensor(ids)
+        for new, old in targets:
+            new[word_vocab[token]] = old[index].mean(0)
+    return counts
