@@ -1,0 +1,26 @@
+"""hfplug-favor: FAVOR+ (Performer) attention as the transformers attention backend ``"favor"``.
+
+    import hfplug
+    model = AutoModel.from_pretrained(path, attn_implementation=hfplug.use_attention("favor"))
+    hfplug_favor.set_favor_config(model, hfplug_favor.FavorConfig(nb_features=256))
+"""
+
+from .attention import FavorState, favor_attention, favor_attention_forward, register_favor
+from .callbacks import FeatureRedrawCallback
+from .configuration_favor import FavorConfig, check_favor_support, get_favor_config, set_favor_config
+from .feature_maps import gaussian_projection
+from .report import favor_report
+
+__all__ = [
+    "FavorConfig",
+    "FavorState",
+    "FeatureRedrawCallback",
+    "check_favor_support",
+    "favor_attention",
+    "favor_attention_forward",
+    "favor_report",
+    "gaussian_projection",
+    "get_favor_config",
+    "register_favor",
+    "set_favor_config",
+]

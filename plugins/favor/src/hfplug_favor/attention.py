@@ -1,0 +1,372 @@
+"""FAVOR+ attention: the math, and the function transformers calls for ``attn_implementation="favor"``.
+
+With query/key features phi (see :mod:`hfplug_favor.feature_maps`), attention becomes linear in L:
+
+    non-causal: out_i = phi(q_i)·(sum_j phi(k_j) v_j^T) / phi(q_i)·(sum_j phi(k_j))
+    causal:     the same sums over j <= i, computed in chunks of C rows: quadratic inside a chunk and a
+                carried prefix state (S = sum phi(k) v^T, z = sum phi(k)) between chunks.
+
+Stabilisers cancel between numerator and denominator: each query row subtracts its own max log-feature,
+keys subtract one max per (batch, head) over the non-padded keys (non-causal) or the running max over
+positions <= i (causal, rescaled like online softmax), so nothing depends on future tokens. Padded keys
+get phi = 0 exactly (masked after the feature map). Features and accumulators are float32 under autocast.
+Grouped-query attention featurizes each key/value head once and groups the query heads onto it.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .configuration_favor import FavorConfig, favor_config_from
+from .feature_maps import derive_seed, gaussian_projection, log_features
+
+_TINY = torch.finfo(torch.float32).tiny
+
+
+@dataclass
+class FavorState:
+    """Causal prefix state of one attention layer: S (B, Hkv, m, Dv), z (B, Hkv, m), both in units of
+    exp(-r), r (B, Hkv) the running key stabiliser (-inf while no key was seen)."""
+
+    S: torch.Tensor
+    z: torch.Tensor
+    r: torch.Tensor
+
+
+def _finite(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(torch.isfinite(x), x, torch.zeros_like(x))
+
+
+def _query_features(uq: torch.Tensor) -> torch.Tensor:
+    return torch.exp(uq - uq.detach().amax(-1, keepdim=True))
+
+
+def _prefix_state(uk: torch.Tensor, value: torch.Tensor, valid: torch.Tensor | None) -> FavorState:
+    """Sums over all keys (uk: log-features (B, Hkv, Lk, m); valid: (B, Lk) bool or None)."""
+    if valid is not None:
+        uk = uk.masked_fill(~valid[:, None, :, None], float("-inf"))
+    r = uk.detach().amax(dim=(-2, -1))
+    phi_k = torch.exp(uk - _finite(r)[..., None, None])
+    return FavorState(phi_k.transpose(-2, -1) @ value, phi_k.sum(-2), r)
+
+
+def _key_mean(key: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    if valid is None:
+        return key.mean(-2, keepdim=True)
+    weights = valid[:, None, :, None].to(key.dtype)
+    return (key * weights).sum(-2, keepdim=True) / weights.sum(-2, keepdim=True).clamp_min(1.0)
+
+
+def _read_state(phi_q: torch.Tensor, state: FavorState) -> torch.Tensor:
+    """phi_q (B, Hkv, N, m) against a state: (B, Hkv, N, Dv)."""
+    numerator = phi_q @ state.S
+    denominator = phi_q @ state.z.unsqueeze(-1)
+    return numerator / denominator.clamp_min(_TINY)
+
+
+def _causal(
+    uq: torch.Tensor,
+    uk: torch.Tensor,
+    value: torch.Tensor,
+    valid: torch.Tensor | None,
+    chunk_size: int,
+    state: FavorState | None,
+) -> tuple[torch.Tensor, FavorState]:
+    """Chunked causal FAVOR+. uq (B, Hkv, G, L, m), uk (B, Hkv, L, m), value (B, Hkv, L, Dv), valid (B, L).
+
+    ``state`` holds the keys before these L positions (all visible to every query). Returns the output
+    (B, Hkv, G, L, Dv) and the state after the L positions.
+    """
+    B, Hkv, G, L, m = uq.shape
+    Dv = value.shape[-1]
+    C = min(chunk_size, L)
+    n = math.ceil(L / C)
+    pad = n * C - L
+    key_max = uk.detach().amax(-1)
+    if valid is not None:
+        invalid = ~valid[:, None, :]
+        key_max = key_max.masked_fill(invalid, float("-inf"))
+        uk = uk.masked_fill(invalid[..., None], float("-inf"))
+    if pad:
+        uq = torch.nn.functional.pad(uq, (0, 0, 0, pad))
+        uk = torch.nn.functional.pad(uk, (0, 0, 0, pad), value=float("-inf"))
+        value = torch.nn.functional.pad(value, (0, 0, 0, pad))
+        key_max = torch.nn.functional.pad(key_max, (0, pad), value=float("-inf"))
+    if state is None:
+        state = FavorState(
+            uq.new_zeros(B, Hkv, m, Dv), uq.new_zeros(B, Hkv, m), uq.new_full((B, Hkv), float("-inf"))
+        )
+    # running key stabiliser s_t = max over keys <= t (and the state's), never looking ahead
+    running = torch.maximum(key_max.cummax(-1).values, state.r[..., None])
+    stab = _finite(running)
+    phi_k = torch.exp(uk - stab[..., None])
+    phi_q = _query_features(uq)
+
+    phi_q = phi_q.view(B, Hkv, G, n, C, m)
+    phi_k = phi_k.view(B, Hkv, n, C, m)
+    value = value.view(B, Hkv, n, C, Dv)
+    stab = stab.view(B, Hkv, n, C)
+
+    # inside each chunk: masked quadratic form, key j rescaled from units s_j to units s_t (factor <= 1)
+    causal_mask = torch.ones(C, C, dtype=torch.bool, device=uq.device).tril()
+    decay = torch.exp((stab[..., None, :] - stab[..., :, None]).clamp(max=0)).masked_fill(~causal_mask, 0.0)
+    scores = (phi_q @ phi_k.unsqueeze(2).transpose(-2, -1)) * decay.unsqueeze(2)
+    numerator = scores @ value.unsqueeze(2)
+    denominator = scores.sum(-1)
+
+    # per-chunk sums in units of the chunk's last stabiliser, then exclusive prefix states between chunks
+    chunk_stab = stab[..., -1]
+    weighted = phi_k * torch.exp((stab - chunk_stab[..., None]).clamp(max=0))[..., None]
+    chunk_kv = weighted.transpose(-2, -1) @ value
+    chunk_z = weighted.sum(-2)
+    S, z, r = state.S, state.z, _finite(state.r)
+    prefix_S, prefix_z, prefix_r = [], [], []
+    for c in range(n):
+        prefix_S.append(S)
+        prefix_z.append(z)
+        prefix_r.append(r)
+        factor = torch.exp((r - chunk_stab[..., c]).clamp(max=0))
+        S = S * factor[..., None, None] + chunk_kv[:, :, c]
+        z = z * factor[..., None] + chunk_z[:, :, c]
+        r = chunk_stab[..., c]
+    prefix_S, prefix_z, prefix_r = torch.stack(prefix_S, 2), torch.stack(prefix_z, 2), torch.stack(prefix_r, 2)
+    carry = torch.exp((prefix_r[..., None] - stab).clamp(max=0)).unsqueeze(2)  # (B, Hkv, 1, n, C)
+    numerator = numerator + (phi_q @ prefix_S.unsqueeze(2)) * carry[..., None]
+    denominator = denominator + (phi_q @ prefix_z.unsqueeze(2).unsqueeze(-1)).squeeze(-1) * carry
+    out = numerator / denominator.clamp_min(_TINY)[..., None]
+    out = out.reshape(B, Hkv, G, n * C, Dv)[..., :L, :]
+    return out, FavorState(S, z, running[..., L - 1])
+
+
+def favor_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    projection: torch.Tensor,
+    *,
+    scaling: float | None = None,
+    causal: bool = False,
+    key_padding_mask: torch.Tensor | None = None,
+    kernel: str = "softmax",
+    chunk_size: int = 128,
+    state: FavorState | None = None,
+    center_keys: bool = False,
+) -> tuple[torch.Tensor, FavorState | None]:
+    """FAVOR+ attention on (B, H, Lq, D) queries and (B, Hkv, Lk, D) keys/values, H a multiple of Hkv.
+
+    ``projection`` is W (m, D); ``scaling`` the logit scale (default D**-0.5); ``key_padding_mask`` (B, Lk)
+    bool, True = attend. Causal: query i sits at absolute position Lk - Lq + i and sees keys <= it; the
+    first Lk - Lq keys (or ``state``, which then stands for them) are seen by all queries. Returns the
+    output (B, H, Lq, Dv) in float32 and, when causal, the prefix state after the last key.
+
+    ``center_keys`` (non-causal only) subtracts the mean of the non-padded keys of each (batch, head) first:
+    exact for softmax attention (q·(k_j - c) shifts all logits of a query equally) and lowers the variance of
+    the softmax-kernel estimator, which grows with |q + k|².
+    """
+    B, H, Lq, D = query.shape
+    Hkv, Lk = key.shape[1], key.shape[2]
+    if H % Hkv:
+        raise ValueError(f"query heads ({H}) must be a multiple of key/value heads ({Hkv})")
+    G = H // Hkv
+    scaling = D**-0.5 if scaling is None else scaling
+    projection = projection.to(device=query.device, dtype=torch.float32)
+    with torch.autocast(query.device.type, enabled=False):
+        query, key, value = query.float(), key.float(), value.float()
+        if center_keys and not causal:
+            key = key - _key_mean(key, key_padding_mask)
+        uq = log_features(query.view(B, Hkv, G, Lq, D), projection, scaling, kernel)
+        offset = Lk - Lq if causal else Lk
+        if offset < 0:
+            raise ValueError(f"causal attention needs at least as many keys ({Lk}) as queries ({Lq})")
+        if state is None and offset > 0:
+            valid = None if key_padding_mask is None else key_padding_mask[:, :offset]
+            uk = log_features(key[:, :, :offset], projection, scaling, kernel)
+            state = _prefix_state(uk, value[:, :, :offset], valid)
+        if not causal:
+            phi_q = _query_features(uq).view(B, Hkv, G * Lq, -1)
+            return _read_state(phi_q, state).view(B, H, Lq, -1), None
+        valid = None if key_padding_mask is None else key_padding_mask[:, offset:]
+        uk = log_features(key[:, :, offset:], projection, scaling, kernel)
+        out, state = _causal(uq, uk, value[:, :, offset:], valid, chunk_size, state)
+        return out.reshape(B, H, Lq, -1), state
+
+
+# ---- the transformers AttentionInterface function ---------------------------------------------------------
+
+
+def _parse_mask(
+    attention_mask: torch.Tensor | None, module_causal: bool, Lq: int, Lk: int
+) -> tuple[torch.Tensor | None, bool]:
+    """(key_padding_mask (B, Lk) or None, causal) from a 4D boolean (or additive float) mask.
+
+    Raises ``ValueError`` when the mask is not key padding (plus causal masking for causal modules): FAVOR+
+    has no attention matrix, so sliding-window, chunked or arbitrary 2D masks cannot be applied.
+    """
+    if attention_mask is None:
+        return None, module_causal and Lq > 1
+    mask = attention_mask[..., :Lk]
+    if mask.dtype != torch.bool:
+        mask = mask > torch.finfo(mask.dtype).min / 2
+    if mask.dim() != 4 or mask.shape[-2] != Lq:
+        raise ValueError(f"favor expects a (batch, 1, {Lq}, {Lk}) attention mask, got shape {tuple(mask.shape)}")
+    if mask.shape[1] != 1 and not bool((mask == mask[:, :1]).all()):
+        raise ValueError("favor supports one mask for all heads, got a different mask per head")
+    mask = mask[:, 0]
+    key_valid = mask.any(dim=-2)
+    expected = key_valid[:, None, :].expand(-1, Lq, -1)
+    if module_causal:
+        positions = torch.arange(Lk, device=mask.device)
+        band = positions[None, :] <= positions[Lk - Lq :, None]
+        expected = expected & band
+    if not torch.equal(mask.expand_as(expected), expected):
+        raise ValueError(
+            "favor can only apply key-padding masks (and causal masking for decoders), but this attention mask "
+            "has another pattern (sliding window, chunked or prefix-LM attention, ...). FAVOR+ never forms the "
+            "attention matrix; disable that pattern (e.g. config.sliding_window=None) or use sdpa for this model"
+        )
+    return (None if bool(key_valid.all()) else key_valid), module_causal
+
+
+_LAYER_COUNTERS: dict[int, tuple[weakref.ref, list[int]]] = {}
+
+
+def _layer_index(module: Any) -> int:
+    """``module.layer_idx``; else an index given in first-call order per config (e.g. DistilBERT)."""
+    layer = getattr(module, "layer_idx", None)
+    if isinstance(layer, int):
+        return layer
+    layer = getattr(module, "_favor_layer_idx", None)
+    if layer is None:
+        config = getattr(module, "config", None)
+        entry = _LAYER_COUNTERS.get(id(config))
+        if entry is None or entry[0]() is not config:
+            entry = (weakref.ref(config) if config is not None else (lambda: None), [0])
+            _LAYER_COUNTERS[id(config)] = entry
+        layer = entry[1][0]
+        entry[1][0] += 1
+        module._favor_layer_idx = layer
+    return layer
+
+
+def projection_for(module: Any, config: FavorConfig, head_dim: int, device: torch.device) -> torch.Tensor:
+    """The projection of ``module``'s layer, drawn from (seed, layer, redraw_count) and cached on the module."""
+    layer = _layer_index(module)
+    cache_key = (
+        config.nb_features,
+        config.orthogonal,
+        config.radii,
+        config.hyperbolic,
+        config.seed,
+        layer,
+        config.redraw_count,
+        head_dim,
+        str(device),
+    )
+    cached = getattr(module, "_favor_projection", None)
+    if cached is None or cached[0] != cache_key:
+        projection = gaussian_projection(
+            config.nb_features,
+            head_dim,
+            orthogonal=config.orthogonal,
+            radii=config.radii,
+            hyperbolic=config.hyperbolic,
+            seed=derive_seed(config.seed, layer, config.redraw_count),
+        ).to(device)
+        cached = (cache_key, projection)
+        module._favor_projection = cached
+    return cached[1]
+
+
+def _fingerprint(key: torch.Tensor, length: int) -> torch.Tensor:
+    """Exact, order-independent fingerprint of key[:, :, :length]: integer sums of the raw bits."""
+    int_type = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[key.element_size()]
+    bits = key[:, :, :length].view(int_type).to(torch.int64).sum(-1)
+    positions = torch.arange(1, length + 1, device=key.device)
+    return torch.stack([bits.sum(-1), (bits * positions).sum(-1)])
+
+
+def _cached_state(module: Any, key: torch.Tensor, valid: torch.Tensor | None, offset: int, tag: tuple):
+    """The module's stored decode state if it stands for exactly key[:, :, :offset] (else None)."""
+    stored = getattr(module, "_favor_decode_state", None)
+    if stored is None or offset == 0:
+        return None
+    state, length, fingerprint, stored_valid, stored_tag = stored
+    if length != offset or stored_tag != tag or state.S.shape[0] != key.shape[0]:
+        return None
+    prefix_valid = None if valid is None else valid[:, :offset]
+    if (stored_valid is None) != (prefix_valid is None) or (
+        prefix_valid is not None and not torch.equal(stored_valid, prefix_valid)
+    ):
+        return None
+    if not torch.equal(fingerprint, _fingerprint(key, offset)):
+        return None
+    return state
+
+
+def favor_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """``AttentionInterface`` function for ``attn_implementation="favor"``; returns ((B, Lq, H, Dv), None).
+
+    Settings come from ``module.config.favor`` (see :class:`FavorConfig`). Causality comes from
+    ``module.is_causal``; the mask (from ``sdpa_mask``) may only encode key padding and causality.
+    """
+    if kwargs.get("output_attentions"):
+        raise ValueError(
+            "output_attentions=True is not supported by attn_implementation='favor': FAVOR+ never forms the "
+            "attention matrix; call the model with output_attentions=False (or switch to 'eager' to inspect it)"
+        )
+    config = favor_config_from(getattr(module, "config", None))
+    if dropout and dropout > 0 and not config.ignore_dropout:
+        raise ValueError(
+            f"attention dropout p={dropout} cannot be applied by FAVOR+ (there is no attention matrix): set the "
+            "model's attention dropout to 0 (config.attention_probs_dropout_prob for BERT-likes, "
+            "config.attention_dropout for Llama-likes) or FavorConfig(ignore_dropout=True)"
+        )
+    Lq, Lk = query.shape[-2], key.shape[-2]
+    key_valid, causal = _parse_mask(attention_mask, bool(getattr(module, "is_causal", False)), Lq, Lk)
+    projection = projection_for(module, config, query.shape[-1], query.device)
+    recurrent = causal and config.recurrent_decode and not torch.is_grad_enabled() and not module.training
+    state = None
+    if recurrent:
+        tag = (module._favor_projection[0], config.kernel, scaling)
+        state = _cached_state(module, key, key_valid, Lk - Lq, tag)
+    out, new_state = favor_attention(
+        query,
+        key if state is None else key[:, :, Lk - Lq :],
+        value if state is None else value[:, :, Lk - Lq :],
+        projection,
+        scaling=scaling,
+        causal=causal,
+        key_padding_mask=key_valid if (state is None or key_valid is None) else key_valid[:, Lk - Lq :],
+        kernel=config.kernel,
+        chunk_size=config.chunk_size,
+        state=state,
+        center_keys=config.center_keys and config.kernel == "softmax",
+    )
+    if recurrent:
+        module._favor_decode_state = (new_state, Lk, _fingerprint(key, Lk), key_valid, tag)
+    return out.transpose(1, 2).to(query.dtype).contiguous(), None
+
+
+def register_favor() -> str:
+    """Register ``"favor"`` with transformers' attention and mask interfaces (what ``hfplug.use_attention``
+    does through the plugin registry); returns ``"favor"``."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register("favor", favor_attention_forward)
+    AttentionMaskInterface.register("favor", sdpa_mask)
+    return "favor"
