@@ -62,4 +62,7 @@ class TheseusCallback(TrainerCallback, ExportableState):
             state.log_history[-1][LOG_KEY] = rate
 
     def state(self) -> dict[str, Any]:
-        return {"args": {"scheduler": self.scheduler.to_dict()}, "attributes": {"step": self.step, "rate": self.rate}}
+        return {
+            "args": {"scheduler": self.scheduler.to_dict()},
+            "attributes": {"step": self.step, "rate": self.rate},
+        }

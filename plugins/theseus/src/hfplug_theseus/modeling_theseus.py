@@ -114,7 +114,11 @@ class TheseusModule(nn.Module):
     """One replaceable module: a group of predecessor blocks and the successor block that stands in for it."""
 
     def __init__(
-        self, predecessor: Sequence[nn.Module], successor: nn.Module, index: int, controller: TheseusController
+        self,
+        predecessor: Sequence[nn.Module],
+        successor: nn.Module,
+        index: int,
+        controller: TheseusController,
     ) -> None:
         super().__init__()
         self.predecessor = nn.ModuleList(predecessor)
@@ -180,9 +184,13 @@ def find_block_list(model: nn.Module, block_path: str | None = None) -> tuple[st
         try:
             blocks = model.get_submodule(block_path)
         except AttributeError as exc:
-            raise ValueError(f"block_path {block_path!r} does not name a submodule of {type(model).__name__}") from exc
+            raise ValueError(
+                f"block_path {block_path!r} does not name a submodule of {type(model).__name__}"
+            ) from exc
         if not isinstance(blocks, nn.ModuleList):
-            raise ValueError(f"block_path {block_path!r} is a {type(blocks).__name__}, expected an nn.ModuleList")
+            raise ValueError(
+                f"block_path {block_path!r} is a {type(blocks).__name__}, expected an nn.ModuleList"
+            )
         return block_path, blocks
     expected = _num_layers(model)
     candidates = [
@@ -217,7 +225,9 @@ def _even_groups(num_blocks: int, num_modules: int) -> list[list[int]]:
     return groups
 
 
-def _check_partition(partition: Sequence[Sequence[int]], num_blocks: int, num_modules: int) -> list[list[int]]:
+def _check_partition(
+    partition: Sequence[Sequence[int]], num_blocks: int, num_modules: int
+) -> list[list[int]]:
     groups = [list(group) for group in partition]
     flat = [index for group in groups for index in group]
     if len(groups) != num_modules or any(not group for group in groups) or flat != list(range(num_blocks)):
@@ -235,7 +245,9 @@ def _successor_blocks(
     if isinstance(init, nn.Module):
         _, source = find_block_list(init, block_path)
         if len(source) < n:
-            raise ValueError(f"successor_init model has {len(source)} blocks, fewer than num_successor_layers={n}")
+            raise ValueError(
+                f"successor_init model has {len(source)} blocks, fewer than num_successor_layers={n}"
+            )
         reference = blocks[0].state_dict()
         for i in range(n):
             shapes = {k: v.shape for k, v in source[i].state_dict().items()}
@@ -351,7 +363,7 @@ def theseus_wrap(
 
     controller = TheseusController(num_successor_layers, groups, sources, path, seed, gate, rate)
     modules = []
-    for i, (group, successor) in enumerate(zip(groups, successors)):
+    for i, (group, successor) in enumerate(zip(groups, successors, strict=True)):
         _set_layer_index(successor, i)
         successor.requires_grad_(True)
         successor.train(model.training)
@@ -385,7 +397,9 @@ def export_successor(model: nn.Module) -> nn.Module:
     config = copy.deepcopy(model.config)
     layer_types = getattr(config, "layer_types", None)
     if isinstance(layer_types, list) and len(layer_types) == _num_layers(model):
-        config.layer_types = [layer_types[s if s is not None else i] for i, s in enumerate(controller.successor_sources)]
+        config.layer_types = [
+            layer_types[s if s is not None else i] for i, s in enumerate(controller.successor_sources)
+        ]
     config.num_hidden_layers = n
     state = {}
     for key, value in model.state_dict().items():
