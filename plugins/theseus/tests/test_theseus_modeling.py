@@ -262,3 +262,35 @@ def test_schedulers():
     assert [linear.get_rate(t) for t in range(5)] == pytest.approx([0.3, 0.55, 0.8, 1.0, 1.0])
     for scheduler in (constant, linear):
         assert type(scheduler).from_dict(scheduler.to_dict()) == scheduler
+
+
+def test_optional_distillation_term_against_hand_computed_kl():
+    model = predecessor("bert", 4)
+    ref = copy.deepcopy(model)
+    theseus_wrap(model, 2, seed=1, distill_alpha=0.3, distill_temperature=2.0)
+    ref_blocks = blocks_of(ref, "bert")
+    ids = torch.randint(3, 1000, (5, 8), generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 1, 0, 1])
+    model.train()
+    model.theseus.set_step(2, 0.5)
+    loss = model(input_ids=ids, labels=labels).loss
+    assert model.training and all(m.training for m in model.modules())  # teacher pass restored train mode
+
+    gates = model.theseus.gates.tolist()
+    chain = []
+    for i, group in enumerate([[0, 1], [2, 3]]):
+        chain += [ref_blocks[i]] if gates[i] else [ref_blocks[j] for j in group]
+    with torch.no_grad():
+        student = reference_logits(ref, "bert", chain, ids)
+        teacher = reference_logits(ref, "bert", list(ref_blocks), ids)
+    p = torch.softmax(teacher / 2.0, -1)
+    kl = (p * (p.log() - torch.log_softmax(student / 2.0, -1))).sum(-1).mean() * 4.0
+    expected = 0.7 * nn.functional.cross_entropy(student, labels) + 0.3 * kl
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
+    assert kl > 0
+    with pytest.raises(ValueError, match="needs the model to compute its loss"):
+        model(input_ids=ids)
+    with pytest.raises(ValueError, match="distill_alpha"):
+        theseus_wrap(predecessor("bert", 4), 2, distill_alpha=1.5)
+    with pytest.raises(ValueError, match="distill_temperature"):
+        theseus_wrap(predecessor("bert", 4), 2, distill_temperature=0.0)

@@ -10,6 +10,7 @@ communicating and a resumed run draws what the uninterrupted one drew.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -36,6 +37,8 @@ class TheseusController:
         seed: int,
         gate: str,
         rate: float,
+        distill_alpha: float = 0.0,
+        distill_temperature: float = 1.0,
     ) -> None:
         self.num_modules = num_modules
         self.groups = groups
@@ -44,6 +47,9 @@ class TheseusController:
         self.seed = seed
         self.gate = gate
         self.rate = rate
+        self.distill_alpha = distill_alpha
+        self.distill_temperature = distill_temperature
+        self.teacher = False  # True while the distillation hook runs the all-predecessor pass
         self.step: int | None = None
         self._forward_index = 0
         self.example_gates: torch.Tensor | None = None  # last per-example draw, (num_modules, batch)
@@ -134,6 +140,8 @@ class TheseusModule(nn.Module):
         return output
 
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        if self.controller.teacher:
+            return self._run_predecessor(hidden_states, *args, **kwargs)
         if not self.training:
             return self.successor(hidden_states, *args, **kwargs)
         # A KV cache would mix the layer indices of the two branches: blocks never see one in training.
@@ -300,6 +308,8 @@ def theseus_wrap(
     freeze_embeddings: bool = True,
     freeze_head: bool = True,
     block_path: str | None = None,
+    distill_alpha: float = 0.0,
+    distill_temperature: float = 1.0,
 ) -> nn.Module:
     """Prepare a fine-tuned predecessor for Theseus training, in place; returns ``model``.
 
@@ -319,6 +329,11 @@ def theseus_wrap(
             blocks, the embeddings (``nn.Embedding`` modules and modules named ``*embed*``) and everything else
             outside the blocks (pooler, classifier, final norm, LM head). Successor blocks always train.
         block_path: dotted path of the block ``nn.ModuleList`` when it cannot be found from the config.
+        distill_alpha, distill_temperature: optional distillation against the frozen predecessor (off by
+            default, as in the post): in training, ``loss = (1 - a) * task_loss + a * T^2 * KL(p_T || s_T)``,
+            with ``p_T``, ``s_T`` the temperature-``T`` softmax of the all-predecessor logits (eval mode, no
+            grad; one extra forward per micro-batch) and of the Theseus logits, KL summed over classes and
+            averaged over logit rows. Needs the model to compute its own loss (``labels`` reach the forward).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module (a transformers model), got {type(model).__name__}")
@@ -340,6 +355,12 @@ def theseus_wrap(
     from .schedulers import _check_rate
 
     rate = _check_rate("replacing_rate", replacing_rate)
+    if not (isinstance(distill_alpha, (int, float)) and 0.0 <= distill_alpha <= 1.0):
+        raise ValueError(f"distill_alpha must be in [0, 1], got {distill_alpha!r}")
+    if not (isinstance(distill_temperature, (int, float)) and math.isfinite(distill_temperature)) or (
+        distill_temperature <= 0
+    ):
+        raise ValueError(f"distill_temperature must be a finite float > 0, got {distill_temperature!r}")
     groups = (
         _even_groups(num_blocks, num_successor_layers)
         if partition is None
@@ -361,7 +382,17 @@ def theseus_wrap(
     for p in model.parameters():
         p.requires_grad_(trainable[id(p)])
 
-    controller = TheseusController(num_successor_layers, groups, sources, path, seed, gate, rate)
+    controller = TheseusController(
+        num_successor_layers,
+        groups,
+        sources,
+        path,
+        seed,
+        gate,
+        rate,
+        float(distill_alpha),
+        float(distill_temperature),
+    )
     modules = []
     for i, (group, successor) in enumerate(zip(groups, successors, strict=True)):
         _set_layer_index(successor, i)
@@ -372,7 +403,44 @@ def theseus_wrap(
     parent = model.get_submodule(parent_path) if parent_path else model
     setattr(parent, attribute, nn.ModuleList(modules))
     model.theseus = controller
+    if distill_alpha > 0:
+        model.register_forward_hook(_distillation_hook, with_kwargs=True)
     return model
+
+
+def _distillation_hook(model: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+    """Mix the task loss with ``T^2 * KL`` to the all-predecessor logits (``theseus_wrap(distill_alpha=...)``)."""
+    controller = model.theseus
+    if not model.training or controller.teacher:
+        return None
+    if getattr(output, "loss", None) is None:
+        raise ValueError(
+            "theseus_wrap(distill_alpha > 0) needs the model to compute its loss: pass labels to the model "
+            "(do not use Trainer(compute_loss_func=...) with distillation)"
+        )
+    modes = [(module, module.training) for module in model.modules()]
+    controller.teacher = True
+    try:
+        model.eval()
+        with torch.no_grad():
+            teacher = model.forward(*args, **kwargs).logits
+    finally:
+        controller.teacher = False
+        for module, training in modes:
+            module.training = training
+    t = controller.distill_temperature
+    student = output.logits.float() / t
+    kl = nn.functional.kl_div(
+        torch.log_softmax(student, -1),
+        torch.log_softmax(teacher.float() / t, -1),
+        log_target=True,
+        reduction="none",
+    )
+    distill = kl.sum(-1).mean() * t * t
+    output.loss = (1 - controller.distill_alpha) * output.loss + controller.distill_alpha * distill.to(
+        output.loss.dtype
+    )
+    return output
 
 
 def get_controller(model: nn.Module) -> TheseusController:
