@@ -2,7 +2,7 @@
 
 Character classes follow google-research/bert ``tokenization.py``: CJK = the CJK Unified Ideograph
 blocks, punctuation = ASCII 33-47, 58-64, 91-96, 123-126 or any Unicode ``P*`` category, whitespace =
-space, tab, newline, carriage return or ``Zs``; control characters (``C*``), NUL and U+FFFD are dropped.
+space, tab, newline, carriage return, ``Zs``, ``Zl`` or ``Zp`` (what ``str.split`` splits on); control characters (``C*``), NUL and U+FFFD are dropped.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ CJK_RANGES = (
 )
 _CJK = "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in CJK_RANGES)
 _PUNCT = r"!-/:-@\[-`{-~\p{P}"
-_DROPPED = r" \t\n\r\p{Zs}\p{C}\ufffd"
+_DROPPED = r" \t\n\r\p{Zs}\p{Zl}\p{Zp}\p{C}\ufffd"
 
 BASIC_PIECES = regex.compile(rf"[{_CJK}{_PUNCT}]|[^{_CJK}{_PUNCT}{_DROPPED}]+")
 """BERT basic tokenisation as one pattern: each CJK or punctuation character alone, else runs of other

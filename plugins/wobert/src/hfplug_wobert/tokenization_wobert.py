@@ -178,23 +178,26 @@ class WoBertTokenizer(TokenizersBackend):
         A start is an int (identity alignment) or a tuple with the original index of each piece character.
         """
         vocab = self._vocab
+        if starts is None:
+            append, extend, findall = pieces.append, pieces.extend, BASIC_PIECES.findall
+            for word in words:
+                if word in vocab:
+                    append(word)
+                else:
+                    extend(findall(word))
+            return
         pos = 0
         for word in words:
             if word in vocab:
                 split = ((word, 0),)
-            elif starts is None:
-                pieces.extend(BASIC_PIECES.findall(word))
-                pos += len(word)
-                continue
             else:
                 split = tuple((m.group(), m.start()) for m in BASIC_PIECES.finditer(word))
             for piece, offset in split:
                 pieces.append(piece)
-                if starts is not None:
-                    at = pos + offset
-                    starts.append(
-                        base + at if align is None else tuple(base + i for i in align[at : at + len(piece)])
-                    )
+                at = pos + offset
+                starts.append(
+                    base + at if align is None else tuple(base + i for i in align[at : at + len(piece)])
+                )
             pos += len(word)
 
     def _segment_span(self, text: str, base: int, pieces: list[str], starts: list | None) -> None:

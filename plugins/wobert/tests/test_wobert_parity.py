@@ -1,0 +1,200 @@
+"""WoBertTokenizer against an independent implementation of the published algorithm.
+
+Reference (bert4keras ``Tokenizer(pre_tokenize=lambda s: jieba.cut(s, HMM=False))`` as used by WoBERT):
+lower-case + strip accents, ``jieba.cut(HMM=False)``, keep in-vocabulary words, otherwise Google BERT's
+BasicTokenizer + WordpieceTokenizer, written here character by character.
+"""
+
+from __future__ import annotations
+
+import functools
+import unicodedata
+
+import jieba
+import pytest
+
+CJK = (
+    (0x4E00, 0x9FFF),
+    (0x3400, 0x4DBF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F),
+    (0x2B820, 0x2CEAF),
+    (0xF900, 0xFAFF),
+    (0x2F800, 0x2FA1F),
+)
+
+
+def ref_normalize(text: str) -> str:
+    text = unicodedata.normalize("NFD", text)
+    return "".join(c for c in text if unicodedata.category(c) != "Mn").lower()
+
+
+def _is_punctuation(c: str) -> bool:
+    cp = ord(c)
+    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
+        return True
+    return unicodedata.category(c).startswith("P")
+
+
+def _is_control(c: str) -> bool:
+    return c not in "\t\n\r" and unicodedata.category(c).startswith("C")
+
+
+def _is_whitespace(c: str) -> bool:
+    return c in " \t\n\r" or unicodedata.category(c) == "Zs"
+
+
+def basic_tokenize(text: str) -> list[str]:
+    out = []
+    for c in text:
+        cp = ord(c)
+        if cp == 0 or cp == 0xFFFD or _is_control(c):
+            continue
+        if _is_whitespace(c):
+            out.append(" ")
+        elif any(lo <= cp <= hi for lo, hi in CJK) or _is_punctuation(c):
+            out.append(f" {c} ")
+        else:
+            out.append(c)
+    return "".join(out).split()
+
+
+def wordpiece(word: str, vocab: dict[str, int], max_chars: int = 100) -> list[str]:
+    if len(word) > max_chars:
+        return ["[UNK]"]
+    pieces, start = [], 0
+    while start < len(word):
+        end, current = len(word), None
+        while start < end:
+            sub = word[start:end] if start == 0 else "##" + word[start:end]
+            if sub in vocab:
+                current = sub
+                break
+            end -= 1
+        if current is None:
+            return ["[UNK]"]
+        pieces.append(current)
+        start = end
+    return pieces
+
+
+def make_reference(vocab: dict[str, int]):
+    """The reference tokenizer for ``vocab``: text -> token strings."""
+
+    @functools.cache
+    def fallback(word: str) -> tuple[str, ...]:
+        return tuple(t for piece in basic_tokenize(ref_normalize(word)) for t in wordpiece(piece, vocab))
+
+    def tokenize(text: str) -> list[str]:
+        tokens = []
+        for word in jieba.cut(ref_normalize(text), HMM=False):
+            tokens.extend([word] if word in vocab else fallback(word))
+        return tokens
+
+    return tokenize
+
+
+@pytest.fixture(scope="module")
+def reference_tokens(wobert_vocab):
+    return make_reference(wobert_vocab)
+
+
+def test_parity_with_reference_on_real_sentences(
+    wobert_tokenizer, wobert_vocab, reference_tokens, real_sentences
+):
+    assert len(real_sentences) >= 10_000
+    batch = wobert_tokenizer(real_sentences, add_special_tokens=False)["input_ids"]
+    mismatches = []
+    for text, ids in zip(real_sentences, batch, strict=True):
+        expected = [wobert_vocab[t] for t in reference_tokens(text)]
+        if ids != expected:
+            mismatches.append(text)
+    assert not mismatches, f"{len(mismatches)} mismatches, first: {mismatches[:3]}"
+    # The word vocabulary really is used: far fewer tokens than characters.
+    n_tokens = sum(map(len, batch))
+    n_chars = sum(map(len, real_sentences))
+    assert n_tokens < 0.85 * n_chars
+
+
+EDGE_TEXTS = [
+    "",
+    "   \t\n ",
+    "今天😀天气👍🏽很好👨‍👩‍👧",
+    "ＡＢＣ１２３，全角！Ｃａｆé",
+    "Hello WORLD, naïve café 北京欢迎你 αβΓ Ωmega русский текст 한국어 にほんご",
+    "控制\x00字符\x07和\u200b零宽\ufffd替换\u2028行",
+    "https://example.com/a?b=1&c=2 email@x.cn #话题# @某人 (括号) 【书名】",
+    "x" * 150 + " 超长单词 " + "阿" * 3,
+]
+
+
+@pytest.mark.parametrize("text", EDGE_TEXTS)
+def test_parity_on_edge_cases(wobert_tokenizer, wobert_vocab, reference_tokens, text):
+    ids = wobert_tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert ids == [wobert_vocab[t] for t in reference_tokens(text)]
+
+
+def test_offsets_slice_back_to_every_token(wobert_tokenizer, real_sentences):
+    texts = real_sentences[::5] + EDGE_TEXTS
+    enc = wobert_tokenizer(texts, return_offsets_mapping=True)
+    checked = 0
+    for text, ids, offsets in zip(texts, enc["input_ids"], enc["offset_mapping"], strict=True):
+        for token, (start, end) in zip(wobert_tokenizer.convert_ids_to_tokens(ids), offsets, strict=True):
+            if token in ("[CLS]", "[SEP]"):
+                assert (start, end) == (0, 0)
+                continue
+            assert end > start
+            if token != "[UNK]":
+                assert token.removeprefix("##") in ref_normalize(text[start:end]), (text, token, start, end)
+                checked += 1
+    assert checked > 50_000
+
+
+def test_offsets_exact_on_mixed_text(wobert_tokenizer):
+    text = "[CLS]我爱北京天安门 Hello WORLD! 한"
+    enc = wobert_tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+    tokens = wobert_tokenizer.convert_ids_to_tokens(enc["input_ids"])
+    spans = [text[a:b] for a, b in enc["offset_mapping"]]
+    assert tokens[:5] == ["[CLS]", "我", "爱", "北京", "天安门"]
+    assert spans[:8] == ["[CLS]", "我", "爱", "北京", "天安门", "Hello", "WORLD", "!"]
+    assert spans[8:] == ["한"] * 3  # NFD splits the syllable into three jamo, each sliced back to it
+
+
+def test_pairs_truncation_and_tensors_keep_offsets(wobert_tokenizer):
+    enc = wobert_tokenizer(
+        ["今天天气很好", "北京"],
+        ["我爱北京天安门", "上海"],
+        return_offsets_mapping=True,
+        truncation=True,
+        max_length=8,
+        padding="max_length",
+        return_tensors="pt",
+    )
+    assert enc["input_ids"].shape == (2, 8) and enc["offset_mapping"].shape == (2, 8, 2)
+    second = enc["offset_mapping"][1].tolist()
+    tokens = wobert_tokenizer.convert_ids_to_tokens(enc["input_ids"][1].tolist())
+    assert tokens[:6] == ["[CLS]", "北京", "[SEP]", "上海", "[SEP]", "[PAD]"]
+    assert second[:5] == [[0, 0], [0, 2], [0, 0], [0, 2], [0, 0]]
+
+
+def test_segment_then_normalize_order_matches_its_reference(wobert_vocab, real_sentences):
+    """normalize_before_segmentation=False: jieba on the raw text, each word normalised, then the same rule."""
+    from hfplug_wobert import WoBertTokenizer
+
+    tok = WoBertTokenizer(vocab=wobert_vocab, normalize_before_segmentation=False)
+    texts = [*[t for t in real_sentences if any(c.isupper() for c in t)][:300], "Ａ股和B股 NBA球星 ＰＣ机"]
+    assert len(texts) > 50
+
+    def reference(text):
+        tokens = []
+        for word in jieba.cut(text, HMM=False):
+            word = ref_normalize(word)
+            if word in wobert_vocab:
+                tokens.append(word)
+            else:
+                tokens.extend(t for piece in basic_tokenize(word) for t in wordpiece(piece, wobert_vocab))
+        return [wobert_vocab[t] for t in tokens]
+
+    got = tok(texts, add_special_tokens=False)["input_ids"]
+    assert got == [reference(t) for t in texts]

@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import pytest
+from hfplug_wobert import WoBertTokenizer
+
+
+def test_rjieba_and_jieba_engines_give_identical_ids(wobert_vocab, real_sentences):
+    texts = [*real_sentences[::4], "区块链和元宇宙是新词，云原生也是", "  空格\t制表\n换行\r\n回车 "]
+    user = ["区块链", ("元宇宙", 5000), "云原生 20"]
+    by_engine = {
+        name: WoBertTokenizer(vocab=wobert_vocab, segmenter=name, user_dict=user)(texts)["input_ids"]
+        for name in ("rjieba", "jieba")
+    }
+    assert by_engine["rjieba"] == by_engine["jieba"]
+
+
+def test_user_dict_changes_segmentation_and_accepts_files(wobert_vocab, tmp_path):
+    vocab = {**wobert_vocab, "区块链": len(wobert_vocab)}
+    plain = WoBertTokenizer(vocab=vocab)
+    assert plain.tokenize("区块链技术") == ["区", "块", "链", "技术"]
+    path = tmp_path / "user.txt"
+    path.write_text("区块链 10 n\n\n", encoding="utf-8")
+    for user_dict in (["区块链"], path, str(path)):
+        assert WoBertTokenizer(vocab=vocab, user_dict=user_dict).tokenize("区块链技术") == ["区块链", "技术"]
+    # user words are normalised like the text when normalising first
+    tok = WoBertTokenizer(vocab={**vocab, "chatgpt模型": len(vocab)}, user_dict=["ChatGPT模型"])
+    assert tok.tokenize("ChatGPT模型") == ["chatgpt模型"]
+
+
+def test_special_and_added_tokens_never_reach_the_segmenter(wobert_vocab, monkeypatch):
+    tok = WoBertTokenizer(vocab=wobert_vocab)
+    tok.add_tokens(["天气很好", "new york"])
+    seen: list[str] = []
+    from hfplug_wobert import tokenization_wobert
+
+    real = tokenization_wobert.load_segmenter
+
+    class Spy:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def cut(self, text):
+            seen.append(text)
+            return self.inner.cut(text)
+
+    monkeypatch.setattr(tokenization_wobert, "load_segmenter", lambda *a: Spy(real(*a)))
+    text = "[CLS]今天天气很好[MASK]我在new york[SEP]"
+    tokens = tok.tokenize(text)
+    assert tokens == ["[CLS]", "今天", "天气很好", "[MASK]", "我", "在", "new york", "[SEP]"]
+    assert seen == ["今天", "我在"]
+    seen.clear()
+    assert tok.tokenize("[MASK]", split_special_tokens=True) == ["[", "ma", "##sk", "]"]
+    assert seen == ["[mask]"]  # normalised text, as any other text
+
+
+def test_decode_joins_cjk_and_spaces_latin(wobert_tokenizer):
+    text = "我爱北京天安门，Hello World！今天GPT模型很好。"
+    ids = wobert_tokenizer(text)["input_ids"]
+    assert (
+        wobert_tokenizer.decode(ids, skip_special_tokens=True)
+        == "我爱北京天安门，hello world！今天gpt模型很好。"
+    )
+    assert wobert_tokenizer.decode(ids).startswith("[CLS]我爱北京")
+    assert wobert_tokenizer.convert_tokens_to_string(["un", "##aff", "##able", "北京", "is", "big"]) == (
+        "unaffable北京is big"
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        " ",
+        "\t\n\u3000",
+        "😀🤖",
+        "Ｈｅｌｌｏ，世界！",
+        "abc\x00\x01\x1f中文",
+        "日本語とEnglish混合",
+        "🇨🇳" * 3,
+    ],
+)
+def test_awkward_inputs_have_defined_results(wobert_tokenizer, text):
+    enc = wobert_tokenizer(text, return_offsets_mapping=True)
+    assert (
+        enc["input_ids"][0] == wobert_tokenizer.cls_token_id
+        and enc["input_ids"][-1] == wobert_tokenizer.sep_token_id
+    )
+    assert len(enc["offset_mapping"]) == len(enc["input_ids"])
+
+
+def test_whitespace_and_control_only_give_no_content_tokens(wobert_tokenizer):
+    for text in ("", "   ", "\t\n\r\u3000", "\x00\x07\u200b"):
+        assert wobert_tokenizer.tokenize(text) == []
+
+
+def test_very_long_text(wobert_tokenizer):
+    text = "今天天气很好，我们去北京天安门看升旗。" * 5300  # ~100k characters
+    assert len(text) >= 100_000
+    ids = wobert_tokenizer(text, add_special_tokens=False)["input_ids"]
+    per_sentence = wobert_tokenizer("今天天气很好，我们去北京天安门看升旗。", add_special_tokens=False)[
+        "input_ids"
+    ]
+    assert ids == per_sentence * 5300
+    truncated = wobert_tokenizer(text, truncation=True, max_length=512)["input_ids"]
+    assert len(truncated) == 512
+
+
+def test_bad_input_raises_clear_errors(wobert_tokenizer, wobert_vocab):
+    with pytest.raises(ValueError, match="specify either `text`"):  # transformers' own check
+        wobert_tokenizer(None)
+    with pytest.raises(TypeError, match="text must be a str"):
+        wobert_tokenizer.tokenize(None)
+    with pytest.raises(TypeError, match="text must be a str"):
+        wobert_tokenizer(["ok", 3])
+    with pytest.raises(ValueError, match="empty list"):
+        wobert_tokenizer([])
+    with pytest.raises(ValueError, match="is_split_into_words"):
+        wobert_tokenizer(["北京", "欢迎"], is_split_into_words=True)
+    with pytest.raises(ValueError, match="text_pair must match"):
+        wobert_tokenizer(["a", "b"], ["c"])
+    with pytest.raises(ValueError, match="segmenter must be one of"):
+        WoBertTokenizer(vocab=wobert_vocab, segmenter="thulac")
+    with pytest.raises(ValueError, match="needs a vocabulary"):
+        WoBertTokenizer()
+    with pytest.raises(ValueError, match="unk_token"):
+        WoBertTokenizer(vocab={"a": 0})
+    with pytest.raises(ValueError, match="does not exist"):
+        WoBertTokenizer(vocab="/nonexistent/vocab.txt")
+    with pytest.raises(TypeError, match="hmm must be True or False"):
+        WoBertTokenizer(vocab=wobert_vocab, hmm="no")
+    with pytest.raises(ValueError, match="no whitespace"):
+        WoBertTokenizer(vocab=wobert_vocab, user_dict=[("two words", 3)])
+    with pytest.raises(ValueError, match="positive integer"):
+        WoBertTokenizer(vocab=wobert_vocab, user_dict=[("词", -1)])
+    with pytest.raises(ValueError, match="does not exist"):
+        WoBertTokenizer(vocab=wobert_vocab, user_dict="missing_user_dict.txt")
