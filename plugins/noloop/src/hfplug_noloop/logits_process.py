@@ -1,0 +1,284 @@
+"""Logits processors that keep generation finite: consistent truncation (Welleck et al., 2020), a
+decode-time self-terminating eos floor, a DRY repeat penalty and a loop-triggered eos.
+
+All are plain ``transformers.LogitsProcessor`` objects for ``generate(logits_processor=[...])``; none
+subclasses a built-in processor type, so ``generate`` never confuses them with the ones it builds itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from transformers import LogitsProcessor
+
+from ._utils import Clocked, PromptClock, as_token_ids, check_int, check_positive
+from .stopping_criteria import LoopDetector
+
+
+def _check_scores(scores: torch.Tensor, where: str) -> None:
+    bad = torch.isnan(scores) | (scores == float("inf"))
+    if bool(bad.any()):
+        rows = torch.nonzero(bad.any(-1)).flatten().tolist()
+        raise ValueError(f"{where}: scores hold NaN or +inf in rows {rows}; the model output is not finite")
+
+
+class _ConsistentWarper(LogitsProcessor):
+    """Truncation warper that never removes eos: V'_t = V_t ∪ {eos}, eos keeps its own logit."""
+
+    def __init__(self, eos_token_id: int | list[int], filter_value: float, min_tokens_to_keep: int) -> None:
+        self.eos_token_id = as_token_ids(eos_token_id, "eos_token_id")
+        self.filter_value = filter_value
+        self.min_tokens_to_keep = check_int(min_tokens_to_keep, "min_tokens_to_keep", 1)
+
+    def _to_remove(self, scores: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        remove = self._to_remove(scores)
+        remove[:, self.eos_token_id] = False
+        return scores.masked_fill(remove, self.filter_value)
+
+
+class ConsistentTopKLogitsWarper(_ConsistentWarper):
+    """Top-k that always keeps eos: q(v) ∝ p(v) for v in top-k ∪ {eos}, else 0.
+
+    The top-k set is ranked over the whole vocabulary (eos included), as in transformers' top-k.
+    """
+
+    def __init__(
+        self,
+        top_k: int,
+        eos_token_id: int | list[int],
+        filter_value: float = -float("inf"),
+        min_tokens_to_keep: int = 1,
+    ) -> None:
+        super().__init__(eos_token_id, filter_value, min_tokens_to_keep)
+        self.top_k = max(check_int(top_k, "top_k", 1), self.min_tokens_to_keep)
+
+    def _to_remove(self, scores: torch.Tensor) -> torch.Tensor:
+        k = min(self.top_k, scores.shape[-1])
+        return scores < torch.topk(scores, k).values[..., -1:]
+
+
+class ConsistentTopPLogitsWarper(_ConsistentWarper):
+    """Nucleus sampling that always keeps eos: the smallest set of most likely tokens whose mass exceeds
+    ``top_p``, plus eos (default ``min_tokens_to_keep=1``)."""
+
+    def __init__(
+        self,
+        top_p: float,
+        eos_token_id: int | list[int],
+        filter_value: float = -float("inf"),
+        min_tokens_to_keep: int = 1,
+    ) -> None:
+        super().__init__(eos_token_id, filter_value, min_tokens_to_keep)
+        if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be a float in (0, 1], got {top_p!r}")
+        self.top_p = float(top_p)
+
+    def _to_remove(self, scores: torch.Tensor) -> torch.Tensor:
+        ascending, order = torch.sort(scores, descending=False)
+        mass_up_to = ascending.softmax(dim=-1).cumsum(dim=-1)
+        remove_sorted = mass_up_to <= 1.0 - self.top_p
+        remove_sorted[..., -self.min_tokens_to_keep :] = False
+        return remove_sorted.scatter(-1, order, remove_sorted)
+
+
+class ConsistentMinPLogitsWarper(_ConsistentWarper):
+    """Min-p that always keeps eos: keep v if p(v) >= min_p * max_u p(u), plus eos."""
+
+    def __init__(
+        self,
+        min_p: float,
+        eos_token_id: int | list[int],
+        filter_value: float = -float("inf"),
+        min_tokens_to_keep: int = 1,
+    ) -> None:
+        super().__init__(eos_token_id, filter_value, min_tokens_to_keep)
+        if isinstance(min_p, bool) or not isinstance(min_p, (int, float)) or not 0.0 <= min_p <= 1.0:
+            raise ValueError(f"min_p must be a float in [0, 1], got {min_p!r}")
+        self.min_p = float(min_p)
+
+    def _to_remove(self, scores: torch.Tensor) -> torch.Tensor:
+        probs = scores.softmax(dim=-1)
+        remove = probs < self.min_p * probs.amax(dim=-1, keepdim=True)
+        keep = torch.topk(probs, min(self.min_tokens_to_keep, probs.shape[-1]), dim=-1).indices
+        return remove.scatter(-1, keep, False)
+
+
+class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
+    """Decode-time self-terminating floor: p(eos) >= 1 - (1 - epsilon)^(t - start).
+
+    ``t`` is the 1-based index of the token being generated (prompt tokens never count) and the floor
+    is active for ``t > start``. When the eos mass p_eos of a row is below the floor f, the row is
+    renormalised: eos probabilities are scaled by f / p_eos and all other probabilities by
+    (1 - f) / (1 - p_eos); otherwise the row is left untouched. A row whose eos ids are all banned
+    (-inf, e.g. by ``min_new_tokens``) is left alone, so the ban holds and the bound counts from its end.
+    Put it last, after any truncation warper (a later top-k/top-p could drop eos again).
+
+    Guarantees: greedy search emits eos within :meth:`greedy_bound` generated tokens
+    (``start + ceil(ln 0.5 / ln(1 - epsilon))`` for one eos id), and sampling and beam search end with
+    probability 1. ``self.raised`` holds, per generated token, the rows whose eos mass was raised.
+    """
+
+    def __init__(self, epsilon: float, eos_token_id: int | list[int], start: int = 0) -> None:
+        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0.0 < epsilon < 1.0:
+            raise ValueError(f"epsilon must be a float in the open interval (0, 1), got {epsilon!r}")
+        self.epsilon = float(epsilon)
+        self.eos_token_id = as_token_ids(eos_token_id, "eos_token_id")
+        self.start = check_int(start, "start", 0)
+        self._clock = PromptClock()
+        self.raised: list[torch.Tensor] = []
+
+    def floor(self, token_index: int) -> float:
+        """Eos floor for the ``token_index``-th generated token (1-based): 1 - (1 - eps)^(t - start), or 0."""
+        k = token_index - self.start
+        return 0.0 if k <= 0 else -math.expm1(k * math.log1p(-self.epsilon))
+
+    def greedy_bound(self) -> int:
+        """Largest number of generated tokens greedy search can produce before eos.
+
+        With m eos ids the floor is shared, so eos wins greedily once (1 - eps)^k < 1 / (m + 1).
+        """
+        m = len(self.eos_token_id)
+        k = math.floor(math.log(1.0 / (m + 1)) / math.log1p(-self.epsilon)) + 1
+        return self.start + k
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        generated, new = self._clock.step(input_ids)
+        if new:
+            self.raised = []
+        floor = self.floor(generated + 1)
+        if floor <= 0.0:
+            self.raised.append(torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device))
+            return scores
+        _check_scores(scores, "SelfTerminatingLogitsProcessor")
+        logp = torch.log_softmax(scores.float(), dim=-1)
+        eos = self.eos_token_id
+        log_p_eos = torch.logsumexp(logp[:, eos], dim=-1).double()  # (R,)
+        # rows whose eos ids are all banned (-inf, e.g. by min_new_tokens) are left alone
+        raise_rows = (log_p_eos < math.log(floor)) & torch.isfinite(log_p_eos)
+        self.raised.append(raise_rows)
+        if not bool(raise_rows.any()):
+            return scores
+        new_logp = logp + (math.log1p(-floor) - torch.log1p(-log_p_eos.exp())).float()[:, None]
+        new_logp[:, eos] = logp[:, eos] + (math.log(floor) - log_p_eos).float()[:, None]
+        return torch.where(raise_rows[:, None], new_logp, scores.float()).to(scores.dtype)
+
+
+class DRYLogitsProcessor(LogitsProcessor):
+    """DRY ("don't repeat yourself"): penalise the token that would extend a verbatim repeat.
+
+    For the last ``window`` tokens x, a candidate position i whose suffix x[..i] matches the sequence's
+    suffix over L tokens (L >= ``allowed_length``, the match never crossing a sequence breaker) penalises
+    its next token x[i+1] by ``multiplier * base ** min(L - allowed_length, max_exponent)``; each token
+    takes its longest match. Breakers and ``protected_token_ids`` (eos, special and chat-template ids)
+    are never penalised. Defaults (llama.cpp / text-generation-webui): multiplier 0.8, base 1.75,
+    allowed_length 2; window 1024; ``max_exponent`` keeps the penalty finite in float32.
+
+    Vectorised over rows: match lengths grow in blocks of offsets (4, 8, 16, ...), one tensor op set per
+    block, stopping when no candidate still matches; cost O(window x longest match) per step.
+    """
+
+    def __init__(
+        self,
+        multiplier: float = 0.8,
+        base: float = 1.75,
+        allowed_length: int = 2,
+        window: int = 1024,
+        sequence_breaker_ids: Iterable[int] = (),
+        protected_token_ids: Iterable[int] = (),
+        max_exponent: int | None = None,
+    ) -> None:
+        self.multiplier = check_positive(multiplier, "multiplier")
+        base = check_positive(base, "base")
+        if base < 1.0:
+            raise ValueError(f"base must be >= 1 (the penalty grows with the match length), got {base!r}")
+        self.base = base
+        self.allowed_length = check_int(allowed_length, "allowed_length", 1)
+        self.window = check_int(window, "window", 2)
+        self.sequence_breaker_ids = as_token_ids(list(sequence_breaker_ids), "sequence_breaker_ids", True)
+        self.protected_token_ids = as_token_ids(list(protected_token_ids), "protected_token_ids", True)
+        if max_exponent is None:
+            finite = math.log(torch.finfo(torch.float32).max / (16.0 * self.multiplier))
+            max_exponent = int(finite / math.log(base)) if base > 1.0 else 0
+        self.max_exponent = check_int(max_exponent, "max_exponent", 0)
+
+    def match_lengths(self, input_ids: torch.LongTensor) -> tuple[torch.LongTensor, torch.LongTensor]:
+        """Match lengths of the candidate positions i of the window and their next tokens x[i+1], both of
+        shape (rows, window - 1); lengths are exact up to allowed_length + max_exponent (capped there)."""
+        x = input_ids[:, -self.window :]
+        rows, width = x.shape
+        device = x.device
+        breakers = torch.tensor(self.sequence_breaker_ids, dtype=x.dtype, device=device)
+        is_breaker = torch.isin(x, breakers)
+        cap = min(self.allowed_length + self.max_exponent, width - 1)
+        padded = torch.nn.functional.pad(x, (cap, 0), value=-1)
+        candidates = torch.arange(width - 1, device=device)
+        lengths = torch.zeros(rows, width - 1, dtype=torch.long, device=device)
+        active = torch.ones(rows, width - 1, dtype=torch.bool, device=device)
+        start, size = 0, 4
+        while start < cap:
+            offsets = torch.arange(start, min(cap, start + size), device=device)
+            index = (candidates[None, :] - offsets[:, None] + cap).reshape(-1)
+            left = padded[:, index].reshape(rows, len(offsets), width - 1)
+            right = x[:, width - 1 - offsets]
+            right_ok = ~is_breaker[:, width - 1 - offsets]
+            match = (left == right[:, :, None]) & right_ok[:, :, None]
+            run = torch.cumprod(match, dim=1).bool() & active[:, None, :]
+            lengths += run.sum(dim=1)
+            active = run[:, -1, :]
+            if not bool(active.any()):
+                break
+            start, size = start + size, size * 2
+        lengths = lengths.masked_fill(is_breaker[:, 1:], 0)
+        return lengths, x[:, 1:]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[1] < 2:
+            return scores
+        lengths, next_tokens = self.match_lengths(input_ids)
+        longest = torch.zeros(scores.shape, dtype=torch.long, device=scores.device)
+        longest.scatter_reduce_(1, next_tokens, lengths, reduce="amax")
+        exponent = (longest - self.allowed_length).clamp(min=0, max=self.max_exponent).to(scores.dtype)
+        penalty = torch.where(longest >= self.allowed_length, self.multiplier * self.base**exponent, 0.0)
+        if self.protected_token_ids:
+            penalty[:, self.protected_token_ids] = 0.0
+        return scores - penalty
+
+
+class LoopEOSLogitsProcessor(Clocked, LogitsProcessor):
+    """Force eos as the next token of every row whose generated tail is a loop (same rule and defaults as
+    :class:`LoopStoppingCriteria`), so the row ends with eos ("forced_eos") instead of being cut.
+
+    ``self.forced`` holds, per generated token, the rows that were forced.
+    """
+
+    def __init__(
+        self,
+        eos_token_id: int | list[int],
+        min_pattern_size: int = 1,
+        max_pattern_size: int = 64,
+        min_count: int = 4,
+        window: int = 512,
+        min_loop_tokens: int = 16,
+    ) -> None:
+        self.eos_token_id = as_token_ids(eos_token_id, "eos_token_id")
+        self.detector = LoopDetector(min_pattern_size, max_pattern_size, min_count, window, min_loop_tokens)
+        self._clock = PromptClock()
+        self.forced: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        generated, new = self._clock.step(input_ids)
+        if new:
+            self.forced = []
+        forced = self.detector(input_ids, generated) > 0
+        self.forced.append(forced)
+        if not bool(forced.any()):
+            return scores
+        eos_scores = scores[:, self.eos_token_id]
+        only_eos = torch.full_like(scores, -float("inf"))
+        only_eos[:, self.eos_token_id] = torch.where(torch.isfinite(eos_scores), eos_scores, 0.0)
+        return torch.where(forced[:, None], only_eos, scores)

@@ -1,0 +1,100 @@
+"""DRY: the vectorised processor against a plain per-row implementation of the published algorithm
+(text-generation-webui PR #5677, with llama.cpp's exponent clamp)."""
+
+import pytest
+import torch
+from hfplug_noloop import DRYLogitsProcessor
+
+
+def reference_dry(row, scores, multiplier, base, allowed_length, window, breakers, protected, max_exponent):
+    """One row, straight from the published loop: match backwards from every earlier copy of the last token."""
+    row = row[-window:].tolist()
+    scores = scores.clone()
+    last = row[-1]
+    if last in breakers:
+        return scores
+    longest = {}
+    for i in range(len(row) - 1):
+        if row[i] != last:
+            continue
+        following = row[i + 1]
+        if following in breakers:
+            continue
+        length = 1
+        while True:
+            j = i - length
+            if j < 0:
+                break
+            previous = row[-(length + 1)]
+            if row[j] != previous or previous in breakers:
+                break
+            length += 1
+        longest[following] = max(length, longest.get(following, 0))
+    for token, length in longest.items():
+        if length >= allowed_length and token not in protected:
+            scores[token] -= multiplier * base ** min(length - allowed_length, max_exponent)
+    return scores
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_matches_per_row_reference(seed):
+    generator = torch.Generator().manual_seed(seed)
+    vocab = [4, 6, 12][seed % 3]  # small vocabularies: many long matches
+    width = [10, 40, 200][seed % 3]
+    input_ids = torch.randint(0, vocab, (7, width), generator=generator)
+    input_ids[0, width // 2 :] = input_ids[0, : width - width // 2]  # a long verbatim repeat
+    input_ids[1] = 7  # one token repeated: the longest possible matches
+    scores = torch.randn(7, 16, generator=generator)
+    settings = dict(
+        multiplier=[0.8, 1.3][seed % 2],
+        base=[1.75, 1.1, 2.0][seed % 3],
+        allowed_length=[1, 2, 3][seed % 3],
+        window=[8, 64, 1000][seed % 3],
+        breakers=[(), (1,), (0, 5)][seed % 3],
+        protected=[(), (2,), (3, 4)][seed % 3],
+        max_exponent=[3, 7, 40][seed % 3],
+    )
+    processor = DRYLogitsProcessor(
+        settings["multiplier"],
+        settings["base"],
+        settings["allowed_length"],
+        settings["window"],
+        sequence_breaker_ids=settings["breakers"],
+        protected_token_ids=settings["protected"],
+        max_exponent=settings["max_exponent"],
+    )
+    got = processor(input_ids, scores.clone())
+    expected = torch.stack([reference_dry(r, s, **settings) for r, s in zip(input_ids, scores)])
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert (got != scores).any()  # penalties were applied somewhere
+
+
+def test_default_clamp_keeps_scores_finite():
+    processor = DRYLogitsProcessor()
+    input_ids = torch.full((2, 1024), 7)
+    out = processor(input_ids, torch.zeros(2, 10))
+    assert torch.isfinite(out).all() and out[0, 7] < -1e30
+
+
+def test_known_value():
+    # "5 6 7 8 5 6 7": the suffix 5 6 7 was followed by 8, match length 3 -> 0.8 * 1.75 ** (3 - 2)
+    out = DRYLogitsProcessor()(torch.tensor([[5, 6, 7, 8, 5, 6, 7]]), torch.zeros(1, 10))
+    expected = torch.zeros(1, 10)
+    expected[0, 8] = -1.4
+    torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"multiplier": 0}, "multiplier"),
+        ({"base": 0.5}, "base"),
+        ({"allowed_length": 0}, "allowed_length"),
+        ({"window": 1}, "window"),
+        ({"sequence_breaker_ids": ["\n"]}, "sequence_breaker_ids"),
+        ({"max_exponent": -1}, "max_exponent"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DRYLogitsProcessor(**kwargs)

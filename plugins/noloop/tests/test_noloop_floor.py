@@ -1,0 +1,144 @@
+"""Self-terminating floor: the eos probability equals max(p_eos, 1 - (1 - eps)^(t - start)) every step,
+and random tiny models that loop without it end within the bound with it."""
+
+import math
+
+import pytest
+import torch
+from hfplug_noloop import SelfTerminatingLogitsProcessor
+
+from hfplug.testing import tiny_model
+
+EOS = 2
+
+
+class Spy:
+    """Records the distribution a processor receives (runs before or after the floor)."""
+
+    def __init__(self):
+        self.probs = []
+
+    def __call__(self, input_ids, scores):
+        self.probs.append(torch.softmax(scores.double(), dim=-1))
+        return scores
+
+
+def test_eos_probability_follows_the_formula(prompt):
+    eps, start = 0.02, 3
+    model = tiny_model("llama", "causal-lm").eval()
+    ids, mask = prompt
+    before, after = Spy(), Spy()
+    torch.manual_seed(0)
+    floor = SelfTerminatingLogitsProcessor(eps, [EOS, 7], start=start)
+    model.generate(
+        ids,
+        attention_mask=mask,
+        max_new_tokens=12,
+        do_sample=True,
+        pad_token_id=0,
+        logits_processor=[before, floor, after],
+    )
+    assert len(after.probs) > start + 2
+    for step, (p, q) in enumerate(zip(before.probs, after.probs)):
+        t = step + 1  # 1-based index of the generated token
+        bound = 1 - (1 - eps) ** (t - start) if t > start else 0.0
+        p_eos, q_eos = p[:, [EOS, 7]].sum(-1), q[:, [EOS, 7]].sum(-1)
+        expected = torch.clamp(p_eos, min=bound)
+        torch.testing.assert_close(q_eos, expected, rtol=1e-5, atol=1e-6)
+        # non-eos tokens keep their relative odds
+        others = torch.ones(p.shape[1], dtype=torch.bool)
+        others[[EOS, 7]] = False
+        ratio = q[:, others] / p[:, others]
+        torch.testing.assert_close(ratio, ratio[:, :1].expand_as(ratio), rtol=1e-4, atol=0)
+        torch.testing.assert_close(
+            q[:, [EOS, 7]] / p[:, [EOS, 7]], (expected / p_eos)[:, None].expand(-1, 2), rtol=1e-5, atol=0
+        )
+
+
+def test_banned_eos_stays_banned():
+    floor = SelfTerminatingLogitsProcessor(0.3, [2, 5], start=0)
+    scores = torch.randn(2, 10)
+    scores[0, [2, 5]] = float("-inf")  # e.g. min_new_tokens not reached yet
+    scores[1, 2] = float("-inf")  # one eos id still open
+    out = floor(torch.zeros(2, 4, dtype=torch.long), scores)
+    torch.testing.assert_close(out[0], scores[0])
+    assert floor.raised[0].tolist() == [False, True]
+    assert out.softmax(-1)[1, 5] == pytest.approx(0.3, abs=1e-6) and out[1, 2] == float("-inf")
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize(
+    "mode", [{"do_sample": False}, {"num_beams": 3, "do_sample": False}, {"do_sample": True}], ids=str
+)
+def test_termination_guarantee(family, mode, looping_model, prompt):
+    eps, start, cap = 0.05, 4, 32
+    model = looping_model(family)
+    ids, mask = prompt
+    kwargs = dict(attention_mask=mask, max_new_tokens=cap, pad_token_id=0, **mode)
+    torch.manual_seed(0)
+    plain = model.generate(ids, **kwargs)[:, ids.shape[1] :]
+    assert plain.shape[1] == cap and not (plain == EOS).any()  # without the floor: never ends
+    floor = SelfTerminatingLogitsProcessor(eps, EOS, start=start)
+    torch.manual_seed(0)
+    out = model.generate(ids, logits_processor=[floor], **kwargs)[:, ids.shape[1] :]
+    assert out.shape[1] < cap
+    first_eos = [int((row == EOS).nonzero()[0]) + 1 for row in out]  # every row ends with eos
+    bound = start + math.ceil(math.log(0.5) / math.log(1 - eps))
+    assert floor.greedy_bound() == bound
+    if not mode.get("do_sample") and mode.get("num_beams", 1) == 1:
+        assert max(first_eos) <= bound
+
+
+def test_encoder_decoder_counts_from_decoder_start(prompt):
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    config = BartConfig(
+        vocab_size=1000,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=128,
+        bos_token_id=1,
+        eos_token_id=EOS,
+        pad_token_id=0,
+        decoder_start_token_id=1,
+        forced_bos_token_id=None,
+        forced_eos_token_id=None,
+    )
+    torch.manual_seed(0)
+    model = BartForConditionalGeneration(config).eval()
+    ids = prompt[0][1:]
+    mask = prompt[1][1:]
+    floor = SelfTerminatingLogitsProcessor(0.1, EOS, start=2)
+    after = Spy()
+    model.generate(ids, attention_mask=mask, max_new_tokens=6, logits_processor=[floor, after], num_beams=1)
+    assert floor.prompt_length == 1  # the decoder_start token
+    q_eos = torch.stack([p[:, EOS] for p in after.probs])
+    assert len(q_eos) >= 3
+    assert (q_eos[:2] < 0.1).all()  # t <= start: floor off, the random model gives eos ~1/1000
+    assert (q_eos[2] >= 0.1 - 1e-6).all()  # t = start + 1: floor = epsilon
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 1.0, -0.1, 2, float("nan"), "0.1"])
+def test_bad_epsilon(epsilon):
+    with pytest.raises(ValueError, match="epsilon"):
+        SelfTerminatingLogitsProcessor(epsilon, EOS)
+
+
+def test_no_eos_and_bad_start():
+    with pytest.raises(ValueError, match="eos_token_id"):
+        SelfTerminatingLogitsProcessor(0.1, None)
+    with pytest.raises(ValueError, match="start"):
+        SelfTerminatingLogitsProcessor(0.1, EOS, start=-1)
+
+
+def test_nan_scores_are_reported():
+    floor = SelfTerminatingLogitsProcessor(0.1, EOS)
+    scores = torch.zeros(2, 10)
+    scores[1, 4] = float("nan")
+    with pytest.raises(ValueError, match=r"rows \[1\]"):
+        floor(torch.zeros(2, 3, dtype=torch.long), scores)
