@@ -1,8 +1,8 @@
 """hfplug-favor: FAVOR+ (Performer) attention as the transformers attention backend ``"favor"``.
 
-    import hfplug
-    model = AutoModel.from_pretrained(path, attn_implementation=hfplug.use_attention("favor"))
-    hfplug_favor.set_favor_config(model, hfplug_favor.FavorConfig(nb_features=256))
+import hfplug
+model = AutoModel.from_pretrained(path, attn_implementation=hfplug.use_attention("favor"))
+hfplug_favor.set_favor_config(model, hfplug_favor.FavorConfig(nb_features=256))
 """
 
 from .attention import FavorState, favor_attention, favor_attention_forward, register_favor

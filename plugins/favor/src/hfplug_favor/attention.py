@@ -134,7 +134,11 @@ def _causal(
         S = S * factor[..., None, None] + chunk_kv[:, :, c]
         z = z * factor[..., None] + chunk_z[:, :, c]
         r = chunk_stab[..., c]
-    prefix_S, prefix_z, prefix_r = torch.stack(prefix_S, 2), torch.stack(prefix_z, 2), torch.stack(prefix_r, 2)
+    prefix_S, prefix_z, prefix_r = (
+        torch.stack(prefix_S, 2),
+        torch.stack(prefix_z, 2),
+        torch.stack(prefix_r, 2),
+    )
     carry = torch.exp((prefix_r[..., None] - stab).clamp(max=0)).unsqueeze(2)  # (B, Hkv, 1, n, C)
     numerator = numerator + (phi_q @ prefix_S.unsqueeze(2)) * carry[..., None]
     denominator = denominator + (phi_q @ prefix_z.unsqueeze(2).unsqueeze(-1)).squeeze(-1) * carry
@@ -213,7 +217,9 @@ def _parse_mask(
     if mask.dtype != torch.bool:
         mask = mask > torch.finfo(mask.dtype).min / 2
     if mask.dim() != 4 or mask.shape[-2] != Lq:
-        raise ValueError(f"favor expects a (batch, 1, {Lq}, {Lk}) attention mask, got shape {tuple(mask.shape)}")
+        raise ValueError(
+            f"favor expects a (batch, 1, {Lq}, {Lk}) attention mask, got shape {tuple(mask.shape)}"
+        )
     if mask.shape[1] != 1 and not bool((mask == mask[:, :1]).all()):
         raise ValueError("favor supports one mask for all heads, got a different mask per head")
     mask = mask[:, 0]

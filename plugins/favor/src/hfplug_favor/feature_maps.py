@@ -91,7 +91,9 @@ def gaussian_projection(
     return projection.float()
 
 
-def log_features(x: torch.Tensor, projection: torch.Tensor, scaling: float, kernel: str = "softmax") -> torch.Tensor:
+def log_features(
+    x: torch.Tensor, projection: torch.Tensor, scaling: float, kernel: str = "softmax"
+) -> torch.Tensor:
     """log phi(x·sqrt(scaling)) for x (..., d) and W (m, d): (..., m), in the dtype of ``x``.
 
     Softmax: w·x - |x|²/2. ReLU: log(relu(w·x) + 1e-3). ``scaling`` is the attention's logit scale (1/sqrt(d)

@@ -24,8 +24,12 @@ def _recording_attention(records: list[dict[str, Any]]):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-        out, _ = favor_attention_forward(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
-        exact, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+        out, _ = favor_attention_forward(
+            module, query, key, value, attention_mask, scaling, dropout, **kwargs
+        )
+        exact, _ = sdpa_attention_forward(
+            module, query, key, value, attention_mask, scaling=scaling, **kwargs
+        )
         uniform, _ = sdpa_attention_forward(
             module, torch.zeros_like(query), key, value, attention_mask, scaling=scaling, **kwargs
         )

@@ -1,0 +1,233 @@
+"""FAVOR+ math against independent references written here: exact softmax attention and the quadratic
+masked FAVOR+ formula (phi(Q) phi(K)^T, masked, row-normalised) computed in float64."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hfplug_favor import FavorConfig, favor_attention, gaussian_projection
+
+
+def exact_softmax(q, k, v, valid=None, causal=False, scaling=None):
+    G = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(G, 1).double(), v.repeat_interleave(G, 1).double()
+    logits = (q.double() @ k.transpose(-1, -2)) * (scaling or q.shape[-1] ** -0.5)
+    allowed = torch.ones(logits.shape[-2:], dtype=torch.bool)
+    if causal:
+        allowed = allowed.tril(k.shape[-2] - q.shape[-2])
+    allowed = allowed[None, None]
+    if valid is not None:
+        allowed = allowed & valid[:, None, None, :]
+    return logits.masked_fill(~allowed, float("-inf")).softmax(-1) @ v
+
+
+def quadratic_favor(q, k, v, W, valid=None, causal=False, scaling=None):
+    """phi(x)_i = exp(w_i·x' - |x'|²/2), x' = x·scaling^(1/2); A = phi(Q) phi(K)^T masked; out = A V / A 1."""
+    G = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(G, 1).double(), v.repeat_interleave(G, 1).double()
+    s = math.sqrt(scaling or q.shape[-1] ** -0.5)
+    W = W.double()
+
+    def phi(x):
+        x = x.double() * s
+        return torch.exp(x @ W.T - (x * x).sum(-1, keepdim=True) / 2)
+
+    A = phi(q) @ phi(k).transpose(-1, -2)
+    if causal:
+        A = A.tril(k.shape[-2] - q.shape[-2])
+    if valid is not None:
+        A = A * valid[:, None, None, :]
+    return (A @ v) / A.sum(-1, keepdim=True)
+
+
+def inputs(B=2, H=4, Hkv=2, L=37, D=16, scale=0.6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, H, L, D, generator=g) * scale
+    k = torch.randn(B, Hkv, L, D, generator=g) * scale
+    v = torch.randn(B, Hkv, L, D, generator=g)
+    return q, k, v
+
+
+def relative_error(a, b):
+    return float((a.double() - b).norm() / b.norm())
+
+
+def test_noncausal_converges_to_exact_softmax_with_padding():
+    q, k, v = inputs(B=2, H=4, Hkv=4, L=96, D=32, scale=0.5)
+    valid = torch.ones(2, 96, dtype=torch.bool)
+    valid[0, 70:] = False  # right padding
+    valid[1, :20] = False  # left padding
+    k = k.masked_fill(~valid[:, None, :, None], 30.0)  # garbage in padded keys must not matter
+    exact = exact_softmax(q, k, v, valid)
+    errors = {}
+    for m in (64, 4096):
+        runs = [
+            relative_error(
+                favor_attention(q, k, v, gaussian_projection(m, 32, seed=s), key_padding_mask=valid)[0], exact
+            )
+            for s in range(3)
+        ]
+        errors[m] = sum(runs) / len(runs)
+    assert errors[4096] < errors[64] / 4, errors
+    assert errors[4096] < 0.12, errors
+
+
+def test_centered_keys_are_exact_for_softmax_and_lower_the_error():
+    q, k, v = inputs(B=2, H=2, Hkv=2, L=64, D=32, scale=0.5, seed=3)
+    k = k + 0.8  # a shared offset, as in trained models' keys
+    exact = exact_softmax(q, k, v)
+    plain, centered = [], []
+    for s in range(4):
+        W = gaussian_projection(256, 32, seed=s)
+        plain.append(relative_error(favor_attention(q, k, v, W)[0], exact))
+        centered.append(relative_error(favor_attention(q, k, v, W, center_keys=True)[0], exact))
+    assert sum(centered) < sum(plain)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 8, 37, 128])
+@pytest.mark.parametrize("padding", ["none", "left", "right"])
+def test_causal_chunked_equals_quadratic_masked_favor(chunk_size, padding):
+    q, k, v = inputs()
+    valid = torch.ones(2, 37, dtype=torch.bool)
+    if padding == "left":
+        valid[1, :6] = False
+    elif padding == "right":
+        valid[0, 30:] = False
+    W = gaussian_projection(64, 16, seed=1)
+    out, _ = favor_attention(q, k, v, W, causal=True, key_padding_mask=valid, chunk_size=chunk_size)
+    ref = quadratic_favor(q, k, v, W, valid, causal=True)
+    rows = valid.cumsum(-1) > 0  # query rows that see at least one key
+    rows = rows[:, None, :].expand(-1, 4, -1)
+    torch.testing.assert_close(out.double()[rows], ref[rows], rtol=1e-5, atol=1e-5)
+
+
+def test_causal_with_cached_prefix_and_state_match_quadratic():
+    q, k, v = inputs(L=29)
+    W = gaussian_projection(64, 16, seed=2)
+    ref = quadratic_favor(q, k, v, W, causal=True)
+    # queries for the last 7 positions against all 29 keys (chunked prefill / decode with a cache)
+    out, _ = favor_attention(q[:, :, 22:], k, v, W, causal=True, chunk_size=4)
+    torch.testing.assert_close(out.double(), ref[:, :, 22:], rtol=1e-5, atol=1e-5)
+    # the same through the recurrent state: prefill 22 tokens, then one token at a time
+    _, state = favor_attention(q[:, :, :22], k[:, :, :22], v[:, :, :22], W, causal=True, chunk_size=8)
+    for t in range(22, 29):
+        step, state = favor_attention(
+            q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], W, causal=True, state=state
+        )
+        torch.testing.assert_close(step.double(), ref[:, :, t : t + 1], rtol=1e-5, atol=1e-5)
+
+
+def test_causal_output_does_not_depend_on_future_tokens():
+    q, k, v = inputs(L=40)
+    W = gaussian_projection(64, 16, seed=3)
+    out, _ = favor_attention(q, k, v, W, causal=True, chunk_size=16)
+    t = 20
+    k2, v2, q2 = k.clone(), v.clone(), q.clone()
+    k2[:, :, t + 1 :] *= 25.0  # huge future keys would dominate any non-causal stabiliser
+    v2[:, :, t + 1 :] = 1e4
+    q2[:, :, t + 1 :] = -q2[:, :, t + 1 :]
+    out2, _ = favor_attention(q2, k2, v2, W, causal=True, chunk_size=16)
+    torch.testing.assert_close(out2[:, :, : t + 1], out[:, :, : t + 1], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_padded_keys_contribute_exactly_zero(causal):
+    q, k, v = inputs(B=1, L=20)
+    W = gaussian_projection(64, 16, seed=4)
+    alone, _ = favor_attention(q, k, v, W, causal=causal)
+    # the same sequence with 5 padded positions on the right holding huge garbage
+    garbage = torch.full((1, 2, 5, 16), 1e3)
+    qp = torch.cat([q, torch.zeros(1, 4, 5, 16)], 2)
+    kp, vp = torch.cat([k, garbage], 2), torch.cat([v, garbage], 2)
+    valid = torch.cat([torch.ones(1, 20, dtype=torch.bool), torch.zeros(1, 5, dtype=torch.bool)], 1)
+    padded, _ = favor_attention(qp, kp, vp, W, causal=causal, key_padding_mask=valid)
+    torch.testing.assert_close(padded[:, :, :20], alone, rtol=1e-5, atol=1e-6)
+    if not causal:  # left padding too (positions shift, so causal left padding is covered above)
+        lp = favor_attention(
+            torch.cat([torch.zeros(1, 4, 5, 16), q], 2),
+            torch.cat([garbage, k], 2),
+            torch.cat([garbage, v], 2),
+            W,
+            key_padding_mask=valid.flip(-1),
+        )[0]
+        torch.testing.assert_close(lp[:, :, 5:], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_relu_kernel_matches_its_quadratic_form():
+    q, k, v = inputs(B=1, H=2, Hkv=2, L=12)
+    W = gaussian_projection(32, 16, seed=5)
+    out, _ = favor_attention(q, k, v, W, kernel="relu", causal=True, chunk_size=5)
+    s = math.sqrt(16**-0.5)
+    phi_q = torch.relu(q.double() * s @ W.double().T) + 1e-3
+    phi_k = torch.relu(k.double() * s @ W.double().T) + 1e-3
+    A = (phi_q @ phi_k.transpose(-1, -2)).tril()
+    torch.testing.assert_close(out.double(), (A @ v.double()) / A.sum(-1, keepdim=True), rtol=1e-5, atol=1e-6)
+
+
+def test_scaling_argument_is_used():
+    q, k, v = inputs(B=1, H=2, Hkv=2, L=16, D=8, scale=0.45)
+    W = gaussian_projection(8192, 8, seed=6)
+    out, _ = favor_attention(q, k, v, W, scaling=1.0)  # T5 passes 1.0
+    right = relative_error(out, exact_softmax(q, k, v, scaling=1.0))
+    wrong = relative_error(out, exact_softmax(q, k, v))
+    assert right < 0.15 and wrong > 2 * right, (right, wrong)
+
+
+def test_bf16_autocast_keeps_float32_features():
+    q, k, v = inputs(B=1, L=64, scale=2.0)
+    W = gaussian_projection(64, 16, seed=7)
+    qb, kb, vb = q.bfloat16(), k.bfloat16(), v.bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = favor_attention(qb, kb, vb, W, causal=True, chunk_size=16)
+    assert torch.isfinite(out).all() and out.dtype == torch.float32
+    ref = quadratic_favor(qb.float(), kb.float(), vb.float(), W, causal=True)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_projection_structure_and_determinism():
+    W = gaussian_projection(160, 64, seed=11)
+    assert W.shape == (160, 64)
+    for block in (W[:64], W[64:128], W[128:]):
+        directions = block / block.norm(dim=1, keepdim=True)
+        gram = directions @ directions.T
+        torch.testing.assert_close(gram, torch.eye(len(block)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(gaussian_projection(160, 64, seed=11), W, rtol=0, atol=0)
+    assert not torch.equal(gaussian_projection(160, 64, seed=12), W)
+    hyper = gaussian_projection(64, 16, hyperbolic=True, seed=1)
+    torch.testing.assert_close(hyper[32:], -hyper[:32], rtol=0, atol=0)
+    fixed = gaussian_projection(32, 16, radii="fixed", orthogonal=False, seed=1)
+    torch.testing.assert_close(fixed.norm(dim=1), torch.full((32,), 4.0), rtol=1e-5, atol=0)
+
+
+def test_quasi_uniform_radii_are_chi_quantiles():
+    stats = pytest.importorskip("scipy.stats")
+    W = gaussian_projection(100, 64, radii="quasi_uniform", seed=0)
+    expected = stats.chi.ppf([i / 101 for i in range(1, 101)], 64)
+    torch.testing.assert_close(
+        W.norm(dim=1).sort().values.double(), torch.tensor(expected), rtol=1e-4, atol=0
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"nb_features": 0}, "nb_features"),
+        ({"kernel": "cosine"}, "kernel"),
+        ({"chunk_size": 0}, "chunk_size"),
+        ({"radii": "gamma"}, "radii"),
+        ({"hyperbolic": True, "nb_features": 5}, "even"),
+        ({"redraw_interval": 0}, "redraw_interval"),
+    ],
+)
+def test_config_rejects_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FavorConfig(**kwargs)
+
+
+def test_config_round_trips_through_dict():
+    config = FavorConfig(nb_features=64, kernel="relu", orthogonal=False, seed=3, redraw_interval=10)
+    assert FavorConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown FavorConfig"):
+        FavorConfig.from_dict({"nb_feature": 3})

@@ -1,0 +1,233 @@
+"""The "favor" backend inside real transformers models (tiny random configs, no downloads)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import transformers as tf
+from hfplug_favor import FavorConfig, FeatureRedrawCallback, favor_report, get_favor_config, set_favor_config
+from hfplug_favor.attention import projection_for
+
+import hfplug
+
+COMMON = dict(
+    vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+)
+SPECIAL = dict(pad_token_id=0, bos_token_id=1, eos_token_id=2)
+FAMILIES = {
+    "bert": lambda: tf.BertConfig(**COMMON),
+    "roberta": lambda: tf.RobertaConfig(**COMMON, pad_token_id=1),
+    "xlm-roberta": lambda: tf.XLMRobertaConfig(**COMMON, pad_token_id=1),
+    "electra": lambda: tf.ElectraConfig(**COMMON, embedding_size=32),
+    "distilbert": lambda: tf.DistilBertConfig(vocab_size=100, dim=32, n_layers=2, n_heads=4, hidden_dim=64),
+    "modernbert": lambda: tf.ModernBertConfig(**COMMON, **SPECIAL, sep_token_id=3, cls_token_id=4),
+    "gpt2": lambda: tf.GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, **SPECIAL),
+    "gpt-neox": lambda: tf.GPTNeoXConfig(**COMMON, **SPECIAL),
+    "llama": lambda: tf.LlamaConfig(**COMMON, num_key_value_heads=2, **SPECIAL),
+    "mistral": lambda: tf.MistralConfig(**COMMON, num_key_value_heads=2, sliding_window=None, **SPECIAL),
+    "qwen2": lambda: tf.Qwen2Config(**COMMON, num_key_value_heads=2, **SPECIAL),
+    "qwen3": lambda: tf.Qwen3Config(**COMMON, num_key_value_heads=2, head_dim=8, **SPECIAL),
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def favor_backend():
+    assert hfplug.use_attention("favor") == "favor"  # through the plugin registry
+
+
+def build(config, implementation="favor", task=tf.AutoModel, seed=0):
+    torch.manual_seed(seed)
+    return task.from_config(copy.deepcopy(config), attn_implementation=implementation).eval()
+
+
+def padded_batch(length=7):
+    ids = torch.randint(5, 100, (2, length), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(2, length, dtype=torch.long)
+    mask[1, length - 3 :] = 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_family_dispatches_through_favor(family):
+    model = build(FAMILIES[family]())
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        favor = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        featurized = [m for m in model.modules() if hasattr(m, "_favor_projection")]
+        model.set_attn_implementation("sdpa")
+        exact = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert len(featurized) == 2  # both layers ran the favor function
+    assert torch.isfinite(favor).all()
+    assert not torch.equal(favor, exact)  # a different attention really ran
+
+
+@pytest.mark.parametrize("config", [tf.RoFormerConfig(**COMMON), tf.DebertaV2Config(**COMMON)], ids=type)
+def test_families_without_the_interface_get_a_clear_error(config):
+    model = build(config)
+    with pytest.raises(ValueError, match="does not call transformers' AttentionInterface"):
+        set_favor_config(model, FavorConfig())
+
+
+def test_bert_padding_matches_the_unpadded_sequence():
+    model = build(FAMILIES["bert"]())
+    set_favor_config(model, FavorConfig(nb_features=64))
+    ids, mask = padded_batch(9)
+    with torch.no_grad():
+        batch = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        alone = model(input_ids=ids[1:, :6]).last_hidden_state
+    torch.testing.assert_close(batch[1, :6], alone[0], rtol=1e-4, atol=1e-5)
+
+
+def test_llama_left_padding_matches_the_unpadded_sequence():
+    model = build(FAMILIES["llama"]())
+    ids = torch.randint(5, 100, (1, 6), generator=torch.Generator().manual_seed(1))
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), ids], 1)
+    mask = torch.cat([torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 6, dtype=torch.long)], 1)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        left = model(input_ids=padded, attention_mask=mask, position_ids=positions).last_hidden_state
+        alone = model(input_ids=ids).last_hidden_state
+    torch.testing.assert_close(left[:, 3:], alone, rtol=1e-4, atol=1e-5)
+
+
+def quadratic_favor_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Independent reference: full quadratic masked FAVOR+ in float64 with the layer's features."""
+    W = projection_for(module, get_favor_config(module), query.shape[-1], query.device).double()
+    G = query.shape[1] // key.shape[1]
+    k, v = key.repeat_interleave(G, 1).double(), value.repeat_interleave(G, 1).double()
+    s = scaling**0.5
+
+    def phi(x):
+        x = x.double() * s
+        return torch.exp(x @ W.T - (x * x).sum(-1, keepdim=True) / 2)
+
+    A = phi(query) @ phi(k).transpose(-1, -2)
+    Lq, Lk = query.shape[-2], key.shape[-2]
+    allowed = torch.ones(Lq, Lk, dtype=torch.bool).tril(Lk - Lq)[None, None]
+    if attention_mask is not None:
+        allowed = attention_mask[..., :Lk]
+    A = A * allowed
+    out = (A @ v) / A.sum(-1, keepdim=True).clamp_min(1e-300)
+    return out.transpose(1, 2).to(query.dtype), None
+
+
+def test_generate_matches_a_reference_loop_with_quadratic_favor(monkeypatch):
+    tf.AttentionInterface.register("favor_reference", quadratic_favor_attention)
+    tf.masking_utils.AttentionMaskInterface.register("favor_reference", tf.masking_utils.sdpa_mask)
+    config = FAMILIES["llama"]()
+    config.vocab_size = 1000
+    model = build(config, task=tf.AutoModelForCausalLM)
+    set_favor_config(model, FavorConfig(nb_features=64, chunk_size=4))
+    prompt = torch.randint(5, 1000, (2, 9), generator=torch.Generator().manual_seed(2))
+    mask = torch.ones_like(prompt)
+    mask[1, :3] = 0  # left padding
+    reused = []
+    from hfplug_favor import attention
+
+    original = attention._cached_state
+    monkeypatch.setattr(attention, "_cached_state", lambda *a: reused.append(original(*a)) or reused[-1])
+    with torch.no_grad():
+        generated = model.generate(
+            input_ids=prompt, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0
+        )
+        model.set_attn_implementation("favor_reference")
+        ids, am = prompt, mask
+        for _ in range(6):
+            positions = (am.cumsum(-1) - 1).clamp(min=0)
+            logits = model(input_ids=ids, attention_mask=am, position_ids=positions, use_cache=False).logits
+            ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], 1)
+            am = torch.cat([am, torch.ones(2, 1, dtype=am.dtype)], 1)
+    assert torch.equal(generated, ids)
+    assert sum(state is not None for state in reused) == 2 * 5  # every decode step used the recurrent state
+
+
+def test_decode_logits_match_recomputation():
+    model = build(FAMILIES["qwen2"](), task=tf.AutoModelForCausalLM)
+    set_favor_config(model, FavorConfig(nb_features=64, chunk_size=3))
+    ids = torch.randint(5, 100, (1, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        full = model(input_ids=ids).logits
+        out = model(input_ids=ids[:, :8], use_cache=True)
+        cache, steps = out.past_key_values, []
+        for t in range(8, 12):
+            out = model(input_ids=ids[:, t : t + 1], past_key_values=cache, use_cache=True)
+            steps.append(out.logits)
+    torch.testing.assert_close(torch.cat(steps, 1), full[:, 8:], rtol=1e-3, atol=5e-4)
+
+
+def test_config_round_trips_through_save_pretrained(tmp_path):
+    model = build(FAMILIES["gpt2"](), task=tf.AutoModelForCausalLM)
+    config = set_favor_config(model, FavorConfig(nb_features=48, seed=7, kernel="relu"))
+    ids = torch.randint(5, 100, (1, 10))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    model.save_pretrained(tmp_path)
+    loaded = tf.AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="favor").eval()
+    assert get_favor_config(loaded) == config
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, before, rtol=0, atol=0)
+
+
+def test_bad_calls_raise_clear_errors():
+    model = build(FAMILIES["bert"]())
+    ids, mask = padded_batch()
+    with pytest.raises(ValueError, match="output_attentions"):
+        model(input_ids=ids, attention_mask=mask, output_attentions=True)
+    model.train()
+    with pytest.raises(ValueError, match="attention dropout"):
+        model(input_ids=ids, attention_mask=mask)
+    set_favor_config(model, FavorConfig(ignore_dropout=True))
+    assert torch.isfinite(model(input_ids=ids, attention_mask=mask).last_hidden_state).all()
+    sliding = build(tf.MistralConfig(**COMMON, num_key_value_heads=2, sliding_window=3, **SPECIAL))
+    with pytest.raises(ValueError, match="sliding window"):
+        sliding(input_ids=ids, attention_mask=mask)
+    with pytest.raises(TypeError, match="FavorConfig"):
+        set_favor_config(model, "fast")
+
+
+def test_favor_report_error_falls_with_m():
+    model = build(FAMILIES["bert"](), task=tf.AutoModelForMaskedLM)
+    ids, mask = padded_batch(16)
+    errors = {}
+    for m in (16, 4096):
+        set_favor_config(model, FavorConfig(nb_features=m))
+        report = favor_report(model, {"input_ids": ids, "attention_mask": mask})
+        assert [r["layer"] for r in report["layers"]] == [0, 1]
+        assert report["logits_kl"] > -1e-6 and -1 <= report["hidden_cosine"] <= 1
+        errors[m] = sum(r["relative_error"] for r in report["layers"])
+    assert errors[4096] < errors[16] / 2, errors
+    assert model.config._attn_implementation == "favor"
+
+
+def test_feature_redraw_callback_in_trainer(tmp_path):
+    config = FAMILIES["bert"]()
+    config.attention_probs_dropout_prob = 0.0
+    model = build(config, task=tf.AutoModelForSequenceClassification).train()
+    set_favor_config(model, FavorConfig(nb_features=16))
+    ids = torch.randint(5, 100, (8, 6))
+    data = [{"input_ids": i, "labels": int(i[0] % 2)} for i in ids]
+    args = tf.TrainingArguments(
+        tmp_path,
+        max_steps=5,
+        per_device_train_batch_size=4,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+    )
+    layer = model.bert.encoder.layer[0].attention.self
+    with torch.no_grad():
+        model(input_ids=ids[:2])
+    first = layer._favor_projection[1].clone()
+    trainer = tf.Trainer(
+        model, args, train_dataset=data, callbacks=[hfplug.get_callback("feature_redraw", every_n_steps=2)]
+    )
+    trainer.train()
+    assert get_favor_config(model).redraw_count == 2
+    assert not torch.equal(layer._favor_projection[1], first)
+    sdpa = build(config, implementation="sdpa")
+    with pytest.raises(ValueError, match="not 'favor'"):
+        FeatureRedrawCallback(every_n_steps=1).on_train_begin(args, tf.TrainerState(), None, model=sdpa)
+    with pytest.raises(ValueError, match="every_n_steps"):
+        FeatureRedrawCallback(every_n_steps=0)
