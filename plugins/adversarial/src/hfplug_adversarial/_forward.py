@@ -1,0 +1,248 @@
+"""The forward wrapper that carries adversarial training inside one Trainer forward/backward.
+
+At train begin the callback replaces the unwrapped model's ``forward`` (DDP/Accelerate wrappers still call
+it, so gradient synchronisation is untouched) and puts a forward hook on ``model.get_input_embeddings()``.
+A training forward then runs the first pass while the hook records the embedding outputs, and:
+
+- when the model computed its loss from labels, runs the method at once and returns the outputs with
+  ``.loss`` replaced by the combined loss (one backward by the Trainer, so DDP, gradient accumulation,
+  AMP scaling and clipping apply to the final gradient);
+- when the Trainer popped the labels for ``compute_loss_func``, attaches a loss finisher
+  (:func:`hfplug.losses.attach_loss_finisher`); the loss function calls it with itself, and the method runs
+  with that same loss function on the perturbed passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from hfplug.losses import attach_loss_finisher
+
+logger = logging.getLogger(__name__)
+
+DeltaFn = Callable[[int, torch.Tensor], "torch.Tensor | None"]
+
+
+class EmbeddingTap:
+    """Forward hook on the input-embedding module: adds perturbations and records the outputs it returns."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.active = False
+        self.delta_fn: DeltaFn | None = None
+        self.outputs: list[torch.Tensor] = []
+        self.ids: list[torch.Tensor | None] = []
+        self.deltas: list[torch.Tensor | None] = []
+        self.handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, module, args, output):
+        if not self.active:
+            return None
+        delta = self.delta_fn(len(self.outputs), output) if self.delta_fn is not None else None
+        if delta is not None:
+            output = output + delta.to(output.dtype)
+        if not output.requires_grad:  # frozen embeddings (PEFT): a leaf we can differentiate against
+            output = output.detach().requires_grad_()
+        self.outputs.append(output)
+        self.ids.append(args[0] if args and torch.is_tensor(args[0]) else None)
+        self.deltas.append(delta)
+        return output
+
+    def run(self, forward: Callable[..., Any], args: tuple, kwargs: dict, delta_fn: DeltaFn | None):
+        self.outputs, self.ids, self.deltas = [], [], []
+        self.delta_fn, self.active = delta_fn, True
+        try:
+            outputs = forward(*args, **kwargs)
+        finally:
+            self.active, self.delta_fn = False, None
+        if not self.outputs:
+            raise RuntimeError("the model's forward did not call model.get_input_embeddings()")
+        return outputs
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+@dataclass
+class MicroBatch:
+    """One training micro-batch: its first pass and how to re-run it with perturbed embeddings.
+
+    ``loss`` is in the units the Trainer will back-propagate; ``scale`` is the weight the Trainer (gradient
+    accumulation, DDP averaging) gives that loss in the optimizer step's objective, needed only by terms that
+    are not linear in the loss (gradient penalty).
+    """
+
+    run: Callable[[DeltaFn | None], Any]
+    loss_of: Callable[[Any], torch.Tensor]
+    tap: EmbeddingTap
+    outputs: Any
+    embeds: list[torch.Tensor]
+    ids: list[torch.Tensor | None]
+    deltas: list[torch.Tensor | None]
+    mask: torch.Tensor | None
+    num_items_in_batch: Any
+    scale: float
+    loss: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.loss = self.loss_of(self.outputs)
+
+    def forward(self, deltas: list[torch.Tensor] | None) -> tuple[torch.Tensor, Any, list[torch.Tensor]]:
+        """Loss, outputs and embedding outputs of a pass with ``deltas`` added (None: a clean pass)."""
+        delta_fn = None if deltas is None else (lambda index, output: deltas[index])
+        outputs = self.run(delta_fn)
+        return self.loss_of(outputs), outputs, list(self.tap.outputs)
+
+
+def forward_ignores_num_items(model: torch.nn.Module) -> bool:
+    """True for heads that take ``**kwargs`` (so the Trainer passes ``num_items_in_batch``) but compute a
+    per-micro-batch mean loss without it, such as ``BertForSequenceClassification`` (DESIGN.md fact 2)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    forward = type(base).forward
+    parameters = inspect.signature(forward).parameters.values()
+    if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return False
+    if getattr(base, "accepts_loss_kwargs", True) is False:
+        return False
+    try:
+        source = inspect.getsource(forward)
+    except (OSError, TypeError):
+        return False
+    return "loss_function" not in source and "num_items_in_batch" not in source
+
+
+def _attention_mask(kwargs: dict) -> torch.Tensor | None:
+    mask = kwargs.get("attention_mask")
+    return mask if torch.is_tensor(mask) and mask.dim() == 2 else None
+
+
+class ForwardWrapper:
+    """Replaces ``model.forward``; see the module docstring. ``method(batch)`` returns the loss to train on."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        method: Callable[[MicroBatch], torch.Tensor],
+        args: Any,
+        double_backward: bool = False,
+    ) -> None:
+        embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+        if not isinstance(embeddings, torch.nn.Module):
+            raise ValueError(
+                f"{type(model).__name__} has no input embeddings (model.get_input_embeddings() returned "
+                f"{embeddings!r}); adversarial training perturbs the output of that module"
+            )
+        self.model = model
+        self.method = method
+        self.initial_delta: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor | None] | None = None
+        self.world = max(int(getattr(args, "world_size", 1)), 1)
+        self.accumulation = max(int(getattr(args, "gradient_accumulation_steps", 1)), 1)
+        self.average_tokens = bool(getattr(args, "average_tokens_across_devices", False))
+        self.ignores_num_items = forward_ignores_num_items(model)
+        if self.ignores_num_items:
+            logger.warning(
+                "%s ignores num_items_in_batch although the Trainer passes it, so its loss would be a "
+                "micro-batch mean treated as sum/num_items_in_batch (2x too large under GA=2 or 2-process DDP). "
+                "hfplug-adversarial rescales that loss to sum/num_items_in_batch while it trains.",
+                type(model).__name__,
+            )
+        # fused attention kernels (flash, memory-efficient) have no double backward: use the math kernel
+        self.kernel = (lambda: sdpa_kernel(SDPBackend.MATH)) if double_backward else contextlib.nullcontext
+        self.pending_finisher = False
+        self.tap = EmbeddingTap(embeddings)
+        self.instance_forward = model.__dict__.get("forward")  # e.g. Accelerate's autocast wrapper
+        self.original = model.forward
+        model.forward = self
+
+    def remove(self) -> None:
+        self.tap.remove()
+        if self.model.__dict__.get("forward") is self:
+            if self.instance_forward is None:
+                del self.model.forward  # the class method shows through again
+            else:
+                self.model.forward = self.instance_forward
+
+    def check_finisher_consumed(self) -> None:
+        if self.pending_finisher:
+            self.pending_finisher = False
+            raise ValueError(
+                "adversarial training attached a loss finisher to the model outputs, but the Trainer's loss did "
+                "not call it, so the step trained on the clean loss only. With Trainer(compute_loss_func=fn), "
+                "wrap it: compute_loss_func=hfplug.losses.trainer_loss(fn) (hfplug losses need no wrapping). "
+                "Label smoothing (label_smoothing_factor > 0) is not supported."
+            )
+
+    def _scale(self, num_items_in_batch: Any, model_loss: bool) -> float:
+        if num_items_in_batch is not None:
+            return (self.world if self.average_tokens else 1) / self.world
+        return 1.0 / (self.accumulation * self.world) if model_loss else 1.0 / self.world
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not (self.model.training and torch.is_grad_enabled()):
+            return self.original(*args, **kwargs)
+        self.check_finisher_consumed()
+        mask = _attention_mask(kwargs)
+        initial = self.initial_delta
+
+        def run(delta_fn):
+            with self.kernel():
+                return self.tap.run(self.original, args, kwargs, delta_fn)
+
+        first_delta = None if initial is None else (lambda index, output: initial(output, mask))
+        outputs = run(first_delta)
+        if not isinstance(outputs, dict):
+            raise TypeError("adversarial training needs dict-like model outputs (return_dict=True)")
+        common = dict(
+            run=run,
+            tap=self.tap,
+            outputs=outputs,
+            embeds=list(self.tap.outputs),
+            ids=list(self.tap.ids),
+            deltas=list(self.tap.deltas),
+            mask=mask,
+        )
+        if outputs.get("loss") is not None:
+            num_items = kwargs.get("num_items_in_batch")
+            factor = None
+            if self.ignores_num_items and num_items is not None and torch.is_tensor(kwargs.get("labels")):
+                count = kwargs["labels"].ne(-100).sum()
+                factor = count / torch.as_tensor(num_items, device=count.device)
+
+            def loss_of(out):
+                return out["loss"] if factor is None else out["loss"] * factor.to(out["loss"].dtype)
+
+            batch = MicroBatch(
+                loss_of=loss_of, num_items_in_batch=num_items, scale=self._scale(num_items, True), **common
+            )
+            outputs["loss"] = self.method(batch)
+            return outputs
+        if torch.is_tensor(kwargs.get("labels")):
+            raise ValueError(
+                f"{type(self.model).__name__} received labels but returned no loss, and no loss function took "
+                "the labels: use a model head that computes a loss or pass Trainer(compute_loss_func=...)"
+            )
+
+        def finisher(loss_fn, finished_outputs, labels, num_items_in_batch):
+            self.pending_finisher = False
+
+            def loss_of(out):
+                return loss_fn(out, labels, num_items_in_batch=num_items_in_batch)
+
+            batch = MicroBatch(
+                loss_of=loss_of,
+                num_items_in_batch=num_items_in_batch,
+                scale=self._scale(num_items_in_batch, False),
+                **{**common, "outputs": finished_outputs},
+            )
+            return self.method(batch)
+
+        attach_loss_finisher(outputs, finisher)
+        self.pending_finisher = True
+        return outputs

@@ -1,0 +1,77 @@
+"""Perturbation math on lists of embedding outputs (one tensor per call of the input-embedding module).
+
+Norms: ``"global"`` is one L2 norm over the whole micro-batch (the post's Frobenius norm), ``"per_example"``
+one L2 norm per example (batch dimension 0, over all calls), ``"per_token_inf"`` the L-infinity norm of each
+token vector (SMART's default). Norms and KL divergences are computed in float32.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+Tensors = list[torch.Tensor]
+
+NORMS = ("global", "per_example", "per_token_inf")
+TINY = 1e-8  # added to norms before dividing, as in the post's reference code
+
+
+def norms(tensors: Tensors, norm: str) -> Tensors:
+    """The chosen norm of ``tensors``, shaped to broadcast against each tensor (float32)."""
+    values = [t.float() for t in tensors]
+    if norm == "global":
+        total = torch.sqrt(sum(v.pow(2).sum() for v in values))
+        return [total] * len(values)
+    if norm == "per_example":
+        total = torch.sqrt(sum(v.pow(2).flatten(1).sum(1) for v in values))
+        return [total.view(-1, *[1] * (v.dim() - 1)) for v in values]
+    if norm == "per_token_inf":
+        return [v.abs().amax(-1, keepdim=True) for v in values]
+    raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+
+
+def all_finite(tensors: Tensors) -> bool:
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
+def normalize(tensors: Tensors, norm: str) -> tuple[Tensors, bool]:
+    """``t / (||t|| + 1e-8)`` for each tensor and whether every norm was finite."""
+    ns = norms(tensors, norm)
+    return [t.float() / (n + TINY) for t, n in zip(tensors, ns)], all_finite(ns)
+
+
+def project(tensors: Tensors, radius: float, norm: str) -> Tensors:
+    """Project onto the ball ``||t|| <= radius`` of the chosen norm."""
+    ns = norms(tensors, norm)
+    return [t * torch.clamp(radius / (n + TINY), max=1.0) for t, n in zip(tensors, ns)]
+
+
+def share_by_token(grads: Tensors, ids: list[torch.Tensor | None]) -> Tensors:
+    """Sum the gradients of all occurrences of each token id (the gradient of the embedding *matrix*) and give
+    every occurrence its token's row back: the post's matrix perturbation, expressed on activations."""
+    if any(i is None for i in ids):
+        raise ValueError(
+            "share_by_token=True needs token ids reaching the input embeddings (not inputs_embeds)"
+        )
+    flat_ids = torch.cat([i.reshape(-1) for i in ids])
+    flat_grads = torch.cat([g.reshape(-1, g.shape[-1]) for g in grads])
+    unique, inverse = torch.unique(flat_ids, return_inverse=True)
+    rows = flat_grads.new_zeros(len(unique), flat_grads.shape[-1]).index_add_(0, inverse, flat_grads)
+    shared = rows[inverse].split([i.numel() for i in ids])
+    return [s.view_as(g) for s, g in zip(shared, grads)]
+
+
+def total_norm(tensors: Tensors) -> float:
+    return float(norms(tensors, "global")[0])
+
+
+def symmetric_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """Per-row ``KL(sg(p) || q) + KL(sg(q) || p)`` in float32 (mt-dnn's SymKlCriterion, unreduced)."""
+    p_log = F.log_softmax(p_logits.float(), dim=-1)
+    q_log = F.log_softmax(q_logits.float(), dim=-1)
+    return kl_rows(p_log.detach(), q_log) + kl_rows(q_log.detach(), p_log)
+
+
+def kl_rows(target_log: torch.Tensor, input_log: torch.Tensor) -> torch.Tensor:
+    """Per-row ``KL(target || input)`` from log-probabilities."""
+    return (target_log.exp() * (target_log - input_log)).sum(-1)

@@ -1,0 +1,425 @@
+"""Adversarial training on token-embedding outputs, as ``transformers.TrainerCallback`` subclasses.
+
+Every method perturbs the *output* of ``model.get_input_embeddings()`` (never the weights) with a direction
+taken from the current micro-batch's own loss by ``torch.autograd.grad``, and hands the Trainer one loss to
+back-propagate. Use ``Trainer(callbacks=[FGM(epsilon=0.5)])``; with ``Trainer(compute_loss_func=fn)`` wrap
+a plain function as ``hfplug.losses.trainer_loss(fn)`` (hfplug losses need nothing).
+
+With ``e`` the embedding output, ``L`` the training loss and ``g = dL/de``:
+
+- FGM:  ``delta = epsilon * g / ||g||``;  FGSM: ``delta = epsilon * sign(g)``
+- PGD:  ``delta <- Proj_epsilon(delta + alpha * g(delta) / ||g(delta)||)``, ``steps`` times
+- FreeLB: mean of ``L(e + delta_t)`` over the ascent steps (parameter gradients accumulated, as the paper)
+- GradientPenalty: ``L + 0.5 * epsilon * sum ||dL/de||^2`` (double backward)
+- SMART: ``L + weight * symKL(f(e), f(e + delta))`` with ``delta`` from one ascent step on the KL
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from transformers import TrainerCallback
+
+from . import _perturbation as P
+from ._forward import ForwardWrapper, MicroBatch
+
+OBJECTIVES = ("adversarial", "sum")
+
+
+def _positive(name: str, value: float) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
+
+
+def _steps(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {value!r}")
+    return value
+
+
+class AdversarialCallback(TrainerCallback):
+    """Shared machinery: installs the forward wrapper at train begin, removes it at train end, logs.
+
+    Logged through ``on_log``: ``adv_loss`` (mean adversarial loss or regulariser since the last log),
+    ``adv_delta_norm`` (mean global L2 norm of the perturbation) and ``adv_skipped`` (micro-batches whose
+    perturbation was not finite and that trained on the clean loss only, cumulative).
+    ``seed`` makes random starts reproducible (one CPU generator per process, seeded ``seed + rank``).
+    """
+
+    def __init__(self, epsilon: float, *, seed: int | None = None) -> None:
+        self.epsilon = _positive("epsilon", epsilon)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed must be an int or None, got {seed!r}")
+        self.seed = seed
+        self.skipped = 0
+        self._wrapper: ForwardWrapper | None = None
+        self._generator: torch.Generator | None = None
+        self._adv_losses: list[float] = []
+        self._delta_norms: list[float] = []
+
+    # ---- Trainer events -------------------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._remove()
+        if model is None:
+            raise ValueError(f"{type(self).__name__} needs the model at train begin")
+        self._wrapper = ForwardWrapper(model, self._adversarial, args, double_backward=self.double_backward)
+        self._wrapper.initial_delta = self._initial_delta
+        if self.seed is not None:
+            self._generator = torch.Generator().manual_seed(
+                self.seed + int(getattr(args, "process_index", 0))
+            )
+        self.skipped = 0
+        self._adv_losses, self._delta_norms = [], []
+
+    def on_substep_end(self, args, state, control, **kwargs):
+        if self._wrapper is not None:
+            self._wrapper.check_finisher_consumed()
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        if self._wrapper is not None:
+            self._wrapper.check_finisher_consumed()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._remove()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or "loss" not in logs:
+            return
+        extra: dict[str, float] = {"adv_skipped": self.skipped}
+        if self._adv_losses:
+            extra["adv_loss"] = sum(self._adv_losses) / len(self._adv_losses)
+            extra["adv_delta_norm"] = sum(self._delta_norms) / len(self._delta_norms)
+        logs.update(extra)
+        if state.log_history and state.log_history[-1].get("step") == state.global_step:
+            state.log_history[-1].update(extra)
+        self._adv_losses, self._delta_norms = [], []
+
+    # ---- method interface -------------------------------------------------------------------------------
+    double_backward = False  # True when the loss differentiates through dL/de (gradient penalty)
+
+    def _adversarial(self, batch: MicroBatch) -> torch.Tensor:
+        """The loss to train on for this micro-batch (calls :meth:`_record` or :meth:`_skip`)."""
+        raise NotImplementedError
+
+    def _initial_delta(self, output: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """Perturbation of the first pass (None: the first pass is clean)."""
+        return None
+
+    # ---- helpers ----------------------------------------------------------------------------------------
+    def _record(self, adv_loss: torch.Tensor, deltas: list[torch.Tensor]) -> None:
+        self._adv_losses.append(float(adv_loss.detach()))
+        self._delta_norms.append(P.total_norm(deltas))
+
+    def _skip(self, loss: torch.Tensor) -> torch.Tensor:
+        self.skipped += 1
+        return loss
+
+    def _random(self, like: torch.Tensor, normal: bool = False) -> torch.Tensor:
+        draw = torch.randn if normal else torch.rand
+        if self._generator is not None:
+            return draw(like.shape, generator=self._generator).to(like.device)
+        return draw(like.shape, device=like.device)
+
+    def _remove(self) -> None:
+        if self._wrapper is not None:
+            self._wrapper.remove()
+            self._wrapper = None
+
+    @staticmethod
+    def _grad(loss: torch.Tensor, embeds: list[torch.Tensor], *, retain: bool, create: bool = False):
+        return list(torch.autograd.grad(loss, embeds, retain_graph=retain or create, create_graph=create))
+
+    @staticmethod
+    def _mask_like(mask: torch.Tensor | None, output: torch.Tensor) -> torch.Tensor | None:
+        if mask is None or mask.shape != output.shape[:2]:
+            return None
+        return mask.unsqueeze(-1).to(torch.float32)
+
+
+class _OneShot(AdversarialCallback):
+    """FGM and FGSM: one gradient at the clean point, one perturbed pass."""
+
+    def __init__(self, epsilon: float, objective: str, seed: int | None) -> None:
+        super().__init__(epsilon, seed=seed)
+        self.objective = _choice("objective", objective, OBJECTIVES)
+
+    def _direction(self, grads: list[torch.Tensor], batch: MicroBatch) -> tuple[list[torch.Tensor], bool]:
+        raise NotImplementedError
+
+    def _adversarial(self, batch: MicroBatch) -> torch.Tensor:
+        keep_clean = self.objective == "sum"
+        grads = self._grad(batch.loss, batch.embeds, retain=keep_clean)
+        direction, finite = self._direction(grads, batch)
+        if not finite:
+            return self._skip(batch.loss if keep_clean else batch.forward(None)[0])
+        deltas = [self.epsilon * d for d in direction]
+        adv_loss = batch.forward(deltas)[0]
+        self._record(adv_loss, deltas)
+        return batch.loss + adv_loss if keep_clean else adv_loss
+
+
+class FGM(_OneShot):
+    """Fast gradient method (Miyato et al. 2017; kexue.fm/archives/7234): ``delta = epsilon * g / (||g|| + 1e-8)``.
+
+    Args:
+        epsilon: perturbation radius (default 1.0; the post's experiment used 0.5).
+        objective: ``"adversarial"`` trains on ``L(e + delta)`` only (the post, default); ``"sum"`` on
+            ``L(e) + L(e + delta)`` (the common PyTorch recipe).
+        norm: ``"global"`` one L2 norm over the micro-batch (the post, default) or ``"per_example"``.
+        share_by_token: one perturbation per token id, from the gradient summed over its occurrences (the
+            gradient of the embedding matrix): the post's matrix perturbation, without editing weights.
+            Needs ``norm="global"``.
+    """
+
+    def __init__(
+        self,
+        epsilon: float = 1.0,
+        objective: str = "adversarial",
+        norm: str = "global",
+        share_by_token: bool = False,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(epsilon, objective, seed)
+        self.norm = _choice("norm", norm, ("global", "per_example"))
+        if not isinstance(share_by_token, bool):
+            raise ValueError(f"share_by_token must be a bool, got {share_by_token!r}")
+        if share_by_token and norm != "global":
+            raise ValueError(
+                "share_by_token=True perturbs the embedding matrix as a whole: it needs norm='global'"
+            )
+        self.share_by_token = share_by_token
+
+    def _direction(self, grads, batch):
+        if self.share_by_token:
+            grads = P.share_by_token(grads, batch.ids)
+        return P.normalize(grads, self.norm)
+
+
+class FGSM(_OneShot):
+    """Fast gradient sign method (Goodfellow et al. 2015): ``delta = epsilon * sign(g)``, an L-infinity step.
+
+    ``epsilon`` is per element (default 0.01); ``objective`` as in :class:`FGM`.
+    """
+
+    def __init__(
+        self, epsilon: float = 0.01, objective: str = "adversarial", seed: int | None = None
+    ) -> None:
+        super().__init__(epsilon, objective, seed)
+
+    def _direction(self, grads, batch):
+        return [g.float().sign() for g in grads], P.all_finite(grads)
+
+
+class PGD(AdversarialCallback):
+    """Projected gradient descent (Madry et al. 2018) on the embedding output.
+
+    ``delta_0 = 0`` (or uniform in ``[-epsilon, epsilon]`` projected to the ball with ``random_start``), then
+    ``steps`` times ``delta <- Proj(delta + alpha * g(delta) / ||g(delta)||)`` onto ``||delta|| <= epsilon``;
+    trains on ``L(e + delta_K)`` (``objective="adversarial"``, default) or ``L(e) + L(e + delta_K)``
+    (``"sum"``, the common recipe). Defaults: epsilon 1.0, alpha 0.3, steps 3 (the snippet family's).
+    """
+
+    def __init__(
+        self,
+        epsilon: float = 1.0,
+        alpha: float = 0.3,
+        steps: int = 3,
+        random_start: bool = False,
+        objective: str = "adversarial",
+        norm: str = "global",
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(epsilon, seed=seed)
+        self.alpha = _positive("alpha", alpha)
+        self.steps = _steps(steps)
+        self.random_start = bool(random_start)
+        self.objective = _choice("objective", objective, OBJECTIVES)
+        self.norm = _choice("norm", norm, ("global", "per_example"))
+
+    def _adversarial(self, batch: MicroBatch) -> torch.Tensor:
+        keep_clean = self.objective == "sum"
+        if self.random_start:
+            deltas = [
+                (2 * self._random(e) - 1) * self.epsilon * self._ones(self._mask_like(batch.mask, e), e)
+                for e in batch.embeds
+            ]
+            deltas = P.project(deltas, self.epsilon, self.norm)
+            loss, _, embeds = batch.forward(deltas)
+            grads = self._grad(loss, embeds, retain=False)
+        else:
+            deltas = [torch.zeros_like(e, dtype=torch.float32) for e in batch.embeds]
+            grads = self._grad(batch.loss, batch.embeds, retain=keep_clean)
+        for step in range(self.steps):
+            direction, finite = P.normalize(grads, self.norm)
+            if not finite:
+                return self._skip(batch.loss if keep_clean else batch.forward(None)[0])
+            deltas = P.project(
+                [d + self.alpha * u for d, u in zip(deltas, direction)], self.epsilon, self.norm
+            )
+            if step < self.steps - 1:
+                loss, _, embeds = batch.forward(deltas)
+                grads = self._grad(loss, embeds, retain=False)
+        adv_loss = batch.forward(deltas)[0]
+        self._record(adv_loss, deltas)
+        return batch.loss + adv_loss if keep_clean else adv_loss
+
+    @staticmethod
+    def _ones(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | float:
+        return 1.0 if mask is None else mask
+
+
+class FreeLB(AdversarialCallback):
+    """FreeLB (Zhu et al. 2020): trains on the mean of ``L(e + delta_t)`` over ``steps`` ascent steps.
+
+    ``delta_0 = init_magnitude * U(-1, 1) / sqrt(n_tokens * hidden)`` per example on non-padding tokens (the
+    official code; ``init_magnitude`` defaults to ``epsilon``, 0 starts at the clean point), then
+    ``delta <- Proj(delta + alpha * g / ||g||)`` with per-example norms by default. The parameter gradients of
+    all ``steps`` passes are accumulated (one backward of their mean), as in the paper. Defaults: epsilon
+    1.0, alpha 0.1, steps 3.
+    """
+
+    def __init__(
+        self,
+        epsilon: float = 1.0,
+        alpha: float = 0.1,
+        steps: int = 3,
+        init_magnitude: float | None = None,
+        norm: str = "per_example",
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(epsilon, seed=seed)
+        self.alpha = _positive("alpha", alpha)
+        self.steps = _steps(steps)
+        if init_magnitude is not None and (
+            not isinstance(init_magnitude, (int, float)) or init_magnitude < 0
+        ):
+            raise ValueError(f"init_magnitude must be a number >= 0 or None, got {init_magnitude!r}")
+        self.init_magnitude = self.epsilon if init_magnitude is None else float(init_magnitude)
+        self.norm = _choice("norm", norm, ("global", "per_example"))
+
+    def _initial_delta(self, output, mask):
+        if self.init_magnitude == 0:
+            return None
+        weights = self._mask_like(mask, output)
+        if weights is None:
+            weights = torch.ones(*output.shape[:-1], 1, device=output.device)
+        sizes = weights.flatten(1).sum(1).clamp(min=1) * output.shape[-1]
+        magnitude = self.init_magnitude / sizes.sqrt()
+        return (2 * self._random(output) - 1) * weights * magnitude.view(-1, *[1] * (output.dim() - 1))
+
+    def _adversarial(self, batch: MicroBatch) -> torch.Tensor:
+        deltas = [
+            d.float() if d is not None else torch.zeros_like(e, dtype=torch.float32)
+            for d, e in zip(batch.deltas, batch.embeds)
+        ]
+        loss, embeds = batch.loss, batch.embeds
+        total = loss / self.steps
+        for _ in range(1, self.steps):
+            grads = self._grad(loss, embeds, retain=True)
+            direction, finite = P.normalize(grads, self.norm)
+            if not finite:
+                return self._skip(batch.loss)
+            deltas = P.project(
+                [d + self.alpha * u for d, u in zip(deltas, direction)], self.epsilon, self.norm
+            )
+            loss, _, embeds = batch.forward(deltas)
+            total = total + loss / self.steps
+        self._record(total, deltas)
+        return total
+
+
+class GradientPenalty(AdversarialCallback):
+    """Gradient penalty (kexue.fm/archives/7234): ``L + 0.5 * epsilon * sum ||dL/de||^2`` over token-embedding
+    outputs, by double backward; to first order the same update as an unnormalised fast gradient
+    ``delta = epsilon * dL/de``. ``L`` is the loss of the whole optimizer step (gradient accumulation and DDP
+    averaging are accounted for, so the penalty is the one of the full batch). Default epsilon 1.0.
+    """
+
+    double_backward = True
+
+    def __init__(self, epsilon: float = 1.0, seed: int | None = None) -> None:
+        super().__init__(epsilon, seed=seed)
+
+    def _adversarial(self, batch: MicroBatch) -> torch.Tensor:
+        grads = self._grad(batch.loss, batch.embeds, retain=True, create=True)
+        squared = sum(g.float().pow(2).sum() for g in grads)
+        if not torch.isfinite(squared):
+            return self._skip(batch.loss)
+        penalty = 0.5 * self.epsilon * batch.scale * squared
+        self._record(penalty, [self.epsilon * g.detach() for g in grads])
+        return batch.loss + penalty.to(batch.loss.dtype)
+
+
+class SMART(AdversarialCallback):
+    """SMART smoothness regulariser / virtual adversarial training (Jiang et al. 2020; mt-dnn's code).
+
+    Label-free: ``R = sum_rows symKL(f(e), f(e + delta)) / N`` in float32 over the logits rows (non-padding
+    positions for token-level logits), ``N`` the loss's own normaliser (``num_items_in_batch``, else the
+    number of rows). ``delta_0 ~ N(0, noise_std^2)``; each of ``steps`` ascent steps sets
+    ``delta <- epsilon * normalize(delta + step_size * dKL(sg f(e) || f(e + delta))/d delta)``. Trains on
+    ``L + weight * R``. Defaults (mt-dnn): weight 1, epsilon 1, step_size 1e-3, noise_std 1e-5, steps 1,
+    norm ``"per_token_inf"``.
+    """
+
+    def __init__(
+        self,
+        weight: float = 1.0,
+        epsilon: float = 1.0,
+        step_size: float = 1e-3,
+        noise_std: float = 1e-5,
+        steps: int = 1,
+        norm: str = "per_token_inf",
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(epsilon, seed=seed)
+        self.weight = _positive("weight", weight)
+        self.step_size = _positive("step_size", step_size)
+        self.noise_std = _positive("noise_std", noise_std)
+        self.steps = _steps(steps)
+        self.norm = _choice("norm", norm, P.NORMS)
+
+    def _rows(self, logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if logits.dim() == 3 and mask is not None and mask.shape == logits.shape[:2]:
+            return mask.to(torch.float32)
+        return torch.ones(logits.shape[:-1], device=logits.device)
+
+    def _adversarial(self, batch: MicroBatch) -> torch.Tensor:
+        clean = batch.outputs["logits"]
+        rows = self._rows(clean, batch.mask)
+        target = torch.log_softmax(clean.detach().float(), dim=-1)
+        deltas = [
+            self.noise_std * self._random(e, normal=True) * self._ones(self._mask_like(batch.mask, e))
+            for e in batch.embeds
+        ]
+        for _ in range(self.steps):
+            _, outputs, embeds = batch.forward(deltas)
+            kl = (P.kl_rows(target, torch.log_softmax(outputs["logits"].float(), dim=-1)) * rows).sum()
+            grads = self._grad(kl, embeds, retain=False)
+            direction, finite = P.normalize(
+                [d + self.step_size * g for d, g in zip(deltas, grads)], self.norm
+            )
+            if not finite:
+                return self._skip(batch.loss)
+            deltas = [self.epsilon * d for d in direction]
+        _, outputs, _ = batch.forward(deltas)
+        count = batch.num_items_in_batch if batch.num_items_in_batch is not None else rows.sum().clamp(min=1)
+        regulariser = (P.symmetric_kl(clean, outputs["logits"]) * rows).sum() / count
+        self._record(regulariser, deltas)
+        return batch.loss + self.weight * regulariser.to(batch.loss.dtype)
+
+    @staticmethod
+    def _ones(mask: torch.Tensor | None) -> torch.Tensor | float:
+        return 1.0 if mask is None else mask

@@ -1,0 +1,190 @@
+"""Shared pieces of the adversarial tests: tiny data, a Trainer run, and the hand-written reference step.
+
+The reference never touches hfplug_adversarial: it perturbs ``inputs_embeds`` directly, takes gradients with
+``torch.autograd.grad`` and applies plain SGD, exactly as the methods are written in their papers/posts.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainingArguments
+
+from hfplug.losses import trainer_loss
+from hfplug.testing import tiny_model
+
+TASKS = {
+    "seq": ("bert", "sequence-classification"),
+    "tok": ("bert", "token-classification"),
+    "lm": ("llama", "causal-lm"),
+}
+NO_DROPOUT = {"bert": dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0), "llama": {}}
+
+
+def make_model(task: str, seed: int = 0, dtype=torch.float32):
+    family, head = TASKS[task]
+    return tiny_model(family, head, seed=seed, **NO_DROPOUT[family]).to(dtype)
+
+
+def make_data(task: str, n: int = 8, length: int = 10, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 1000, (n, length), generator=g)
+    mask = torch.ones(n, length, dtype=torch.long)
+    for i in range(0, n, 2):  # every other example right-padded by i % 4 + 1 tokens
+        mask[i, length - (i % 4 + 1) :] = 0
+    ids = ids.masked_fill(mask == 0, 0)
+    if task == "seq":
+        labels = torch.randint(0, 2, (n,), generator=g)
+    elif task == "tok":
+        labels = torch.randint(0, 2, (n, length), generator=g).masked_fill(mask == 0, -100)
+        labels[:, 0] = -100
+    else:
+        labels = ids.masked_fill(mask == 0, -100)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+class DictDataset(torch.utils.data.Dataset):
+    def __init__(self, data: dict[str, torch.Tensor]) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data["input_ids"])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[i] for k, v in self.data.items()}
+
+
+def _targets(task: str, logits: torch.Tensor, labels: torch.Tensor):
+    if task == "lm":
+        return logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1)
+    return logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
+
+
+def user_loss(task: str):
+    """A user's own compute_loss_func (sum / num_items_in_batch), written here, not imported."""
+
+    def loss(outputs, labels, num_items_in_batch=None):
+        logits, targets = _targets(task, outputs["logits"], labels)
+        total = F.cross_entropy(logits.float(), targets, ignore_index=-100, reduction="sum")
+        count = num_items_in_batch if num_items_in_batch is not None else targets.ne(-100).sum()
+        return total / count
+
+    return loss
+
+
+def run_trainer(
+    model,
+    data,
+    callbacks,
+    *,
+    task: str,
+    path: str,
+    batch_size: int = 8,
+    accumulation: int = 1,
+    epochs: int = 1,
+    lr: float = 0.5,
+    max_grad_norm: float = 0.0,
+    **extra,
+):
+    args = TrainingArguments(
+        output_dir="/tmp/hfplug_adversarial_tests",
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        num_train_epochs=epochs,
+        learning_rate=lr,
+        optim="sgd",
+        lr_scheduler_type="constant",
+        max_grad_norm=max_grad_norm,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        train_sampling_strategy="sequential",
+        seed=0,
+        **extra,
+    )
+    loss = trainer_loss(user_loss(task)) if path == "loss_func" else None
+    trainer = Trainer(
+        model, args, train_dataset=DictDataset(data), callbacks=callbacks, compute_loss_func=loss
+    )
+    trainer.train()
+    return trainer
+
+
+def flat_params(model) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+class Reference:
+    """Hand-written adversarial step on ``inputs_embeds``, for one task and loss path."""
+
+    def __init__(self, model, data, task: str, path: str) -> None:
+        self.model = copy.deepcopy(model)
+        self.data, self.task, self.path = data, task, path
+        self.mask = data["attention_mask"].unsqueeze(-1).float()
+        self.count = _targets(task, torch.zeros(*data["labels"].shape, 2), data["labels"])[1].ne(-100).sum()
+
+    def embed(self) -> torch.Tensor:
+        e = self.model.get_input_embeddings()(self.data["input_ids"])
+        return e if e.requires_grad else e.detach().requires_grad_()
+
+    def outputs(self, e: torch.Tensor):
+        return self.model(
+            inputs_embeds=e, attention_mask=self.data["attention_mask"], labels=self.data["labels"]
+        )
+
+    def loss(self, e: torch.Tensor) -> torch.Tensor:
+        out = self.outputs(e)
+        if self.path == "model":
+            return out.loss
+        logits, targets = _targets(self.task, out.logits, self.data["labels"])
+        return F.cross_entropy(logits, targets, ignore_index=-100, reduction="sum") / self.count
+
+    def step(self, objective: torch.Tensor, lr: float = 0.5, max_grad_norm: float = 0.0):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        for p in params:
+            p.grad = None
+        objective.backward()
+        if max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        with torch.no_grad():
+            for p in params:
+                p -= lr * p.grad
+        return self.model
+
+
+def l2(t: torch.Tensor, per_example: bool) -> torch.Tensor:
+    if per_example:
+        return t.flatten(1).norm(dim=1).view(-1, *[1] * (t.dim() - 1))
+    return t.norm()
+
+
+def project(d: torch.Tensor, eps: float, per_example: bool) -> torch.Tensor:
+    return d * torch.clamp(eps / (l2(d, per_example) + 1e-8), max=1.0)
+
+
+def fgm_objective(ref: Reference, eps: float, objective: str = "adversarial", per_example: bool = False):
+    e = ref.embed()
+    clean = ref.loss(e)
+    (g,) = torch.autograd.grad(clean, e, retain_graph=True)
+    delta = eps * g / (l2(g, per_example) + 1e-8)
+    adv = ref.loss(ref.embed() + delta)
+    return clean + adv if objective == "sum" else adv
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def assert_same_update(trained, ref_model, start: torch.Tensor, rtol: float = 1e-5) -> None:
+    """Parameters equal to ``rtol`` relative, and the update itself equal to 1e-3 relative."""
+    after, expected = flat_params(trained), flat_params(ref_model)
+    torch.testing.assert_close(after, expected, rtol=rtol, atol=1e-7)
+    assert relative_error(after - start, expected - start) < 1e-3
+
+
+def sqrt_len(mask: torch.Tensor, hidden: int) -> torch.Tensor:
+    return (mask.flatten(1).sum(1) * hidden).sqrt().view(-1, 1, 1)

@@ -1,0 +1,177 @@
+"""One Trainer step of each method equals a hand-written PyTorch step of that method, in both loss paths."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from _adversarial_helpers import (
+    Reference,
+    assert_same_update,
+    fgm_objective,
+    flat_params,
+    l2,
+    make_data,
+    make_model,
+    project,
+    relative_error,
+    run_trainer,
+    sqrt_len,
+)
+from hfplug_adversarial import FGM, FGSM, PGD, SMART, FreeLB, GradientPenalty
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+PATHS = ("model", "loss_func")
+
+
+def fgsm_ref(ref, eps=0.01):
+    e = ref.embed()
+    (g,) = torch.autograd.grad(ref.loss(e), e)
+    return ref.loss(ref.embed() + eps * g.sign())
+
+
+def pgd_ref(ref, eps=1.0, alpha=0.3, steps=3, objective="adversarial", random_start=False):
+    e = ref.embed()
+    clean = ref.loss(e)
+    if random_start:
+        gen = torch.Generator().manual_seed(0)
+        delta = project((2 * torch.rand(e.shape, generator=gen) - 1) * eps * ref.mask, eps, False)
+        d = delta.clone().requires_grad_()
+        (g,) = torch.autograd.grad(ref.loss(ref.embed() + d), d)
+    else:
+        delta = torch.zeros_like(e)
+        (g,) = torch.autograd.grad(clean, e, retain_graph=True)
+    for k in range(steps):
+        delta = project(delta + alpha * g / (g.norm() + 1e-8), eps, False)
+        if k < steps - 1:
+            d = delta.clone().requires_grad_()
+            (g,) = torch.autograd.grad(ref.loss(ref.embed() + d), d)
+    adv = ref.loss(ref.embed() + delta)
+    return clean + adv if objective == "sum" else adv
+
+
+def freelb_ref(ref, eps=1.0, alpha=0.1, steps=3):
+    e = ref.embed().detach()
+    gen = torch.Generator().manual_seed(0)
+    delta = (2 * torch.rand(e.shape, generator=gen) - 1) * ref.mask * eps / sqrt_len(ref.mask, e.shape[-1])
+    total = 0.0
+    for t in range(steps):
+        d = delta.clone().requires_grad_()
+        loss = ref.loss(ref.embed() + d)
+        total = total + loss / steps
+        if t < steps - 1:
+            (g,) = torch.autograd.grad(loss, d, retain_graph=True)
+            delta = project(delta + alpha * g / (l2(g, True) + 1e-8), eps, True)
+    return total
+
+
+def gp_ref(ref, eps=1.0):
+    e = ref.embed()
+    with sdpa_kernel(SDPBackend.MATH):  # the fused CPU kernel has no double backward
+        loss = ref.loss(e)
+    (g,) = torch.autograd.grad(loss, e, create_graph=True)
+    return loss + 0.5 * eps * g.pow(2).sum()
+
+
+def smart_ref(ref, weight=1.0, eps=1.0, step_size=1e-3, noise_std=1e-5):
+    e = ref.embed()
+    out = ref.outputs(e)
+    clean_loss = ref.loss(e)
+    clean = out.logits
+    gen = torch.Generator().manual_seed(0)
+    noise = (noise_std * torch.randn(e.shape, generator=gen) * ref.mask).requires_grad_()
+    adv = ref.outputs(ref.embed() + noise).logits
+    rows = ref.mask.squeeze(-1) if clean.dim() == 3 else torch.ones(clean.shape[0])
+    kl = F.kl_div(adv.log_softmax(-1), clean.detach().log_softmax(-1), log_target=True, reduction="none")
+    (g,) = torch.autograd.grad((kl.sum(-1) * rows).sum(), noise)
+    step = noise.detach() + step_size * g
+    delta = eps * step / (step.abs().amax(-1, keepdim=True) + 1e-8)
+    adv = ref.outputs(ref.embed() + delta).logits
+    p, q = clean.log_softmax(-1), adv.log_softmax(-1)
+    sym = F.kl_div(q, p.detach(), log_target=True, reduction="none").sum(-1)
+    sym = sym + F.kl_div(p, q.detach(), log_target=True, reduction="none").sum(-1)
+    count = ref.count  # num_items_in_batch: the Trainer passes it to these models and to the loss
+    return clean_loss + weight * (sym * rows).sum() / count
+
+
+CASES = {
+    "fgm": (lambda: FGM(epsilon=0.5), lambda ref: fgm_objective(ref, 0.5)),
+    "fgm_sum_per_example": (
+        lambda: FGM(epsilon=0.5, objective="sum", norm="per_example"),
+        lambda ref: fgm_objective(ref, 0.5, "sum", per_example=True),
+    ),
+    "fgsm": (lambda: FGSM(), fgsm_ref),
+    "pgd": (lambda: PGD(), pgd_ref),
+    "pgd_random_sum": (
+        lambda: PGD(random_start=True, objective="sum", seed=0),
+        lambda ref: pgd_ref(ref, objective="sum", random_start=True),
+    ),
+    "freelb": (lambda: FreeLB(seed=0), freelb_ref),
+    "gradient_penalty": (lambda: GradientPenalty(epsilon=1.0), gp_ref),
+    "smart": (lambda: SMART(seed=0), smart_ref),
+}
+
+
+def _plain_update(model, data, task, path):
+    ref = Reference(model, data, task, path)
+    return flat_params(ref.step(ref.loss(ref.embed())))
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_one_step_matches_reference_sequence_classification(name, path):
+    make_callback, reference = CASES[name]
+    model, data = make_model("seq"), make_data("seq")
+    start = flat_params(model)
+    ref = Reference(model, data, "seq", path)
+    expected = ref.step(reference(ref))
+    trainer = run_trainer(model, data, [make_callback()], task="seq", path=path)
+    assert_same_update(trainer.model, expected, start)
+    # the adversarial term changes the update: the comparison above can fail
+    plain = _plain_update(make_model("seq"), data, "seq", path)
+    assert relative_error(flat_params(expected) - start, plain - start) > 1e-3
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("task", ["tok", "lm"])
+@pytest.mark.parametrize("name", ["fgm", "gradient_penalty", "smart"])
+def test_one_step_matches_reference_token_tasks(name, task, path):
+    make_callback, reference = CASES[name]
+    model, data = make_model(task), make_data(task)
+    start = flat_params(model)
+    ref = Reference(model, data, task, path)
+    expected = ref.step(reference(ref))
+    trainer = run_trainer(model, data, [make_callback()], task=task, path=path)
+    assert_same_update(trainer.model, expected, start)
+
+
+def test_share_by_token_is_the_posts_matrix_perturbation():
+    """The post edits the embedding matrix by eps * G / ||G|| with G its gradient; here done on weights."""
+    model, data = make_model("seq"), make_data("seq")
+    start = flat_params(model)
+    ref = Reference(model, data, "seq", "model")
+    weight = ref.model.get_input_embeddings().weight
+    (grad,) = torch.autograd.grad(ref.loss(ref.embed()), weight)
+    with torch.no_grad():
+        weight += 0.5 * grad / (grad.norm() + 1e-8)
+    adv = ref.loss(ref.embed())
+    params = [p for p in ref.model.parameters()]
+    grads = torch.autograd.grad(adv, params)
+    with torch.no_grad():
+        weight -= 0.5 * grad / (grad.norm() + 1e-8)  # restore, then the update is applied to the clean matrix
+        for p, g in zip(params, grads):
+            p -= 0.5 * g
+    trainer = run_trainer(model, data, [FGM(epsilon=0.5, share_by_token=True)], task="seq", path="model")
+    assert_same_update(trainer.model, ref.model, start)
+
+
+def test_gradient_clipping_applies_to_the_final_gradient():
+    model, data = make_model("seq"), make_data("seq")
+    start = flat_params(model)
+    ref = Reference(model, data, "seq", "model")
+    expected = ref.step(fgm_objective(ref, 0.5, "sum"), max_grad_norm=0.05)
+    trainer = run_trainer(
+        model, data, [FGM(epsilon=0.5, objective="sum")], task="seq", path="model", max_grad_norm=0.05
+    )
+    assert_same_update(trainer.model, expected, start)
+    assert trainer.state.log_history[0]["grad_norm"] > 0.05  # clipping was active
