@@ -159,7 +159,7 @@ def test_share_by_token_is_the_posts_matrix_perturbation():
     grads = torch.autograd.grad(adv, params)
     with torch.no_grad():
         weight -= 0.5 * grad / (grad.norm() + 1e-8)  # restore, then the update is applied to the clean matrix
-        for p, g in zip(params, grads):
+        for p, g in zip(params, grads, strict=True):
             p -= 0.5 * g
     trainer = run_trainer(model, data, [FGM(epsilon=0.5, share_by_token=True)], task="seq", path="model")
     assert_same_update(trainer.model, ref.model, start)

@@ -106,8 +106,8 @@ def forward_ignores_num_items(model: torch.nn.Module) -> bool:
     per-micro-batch mean loss without it, such as ``BertForSequenceClassification`` (DESIGN.md fact 2)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     forward = type(base).forward
-    parameters = inspect.signature(forward).parameters.values()
-    if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters):
+    parameters = inspect.signature(forward).parameters
+    if "labels" not in parameters or not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
         return False
     if getattr(base, "accepts_loss_kwargs", True) is False:
         return False

@@ -37,13 +37,13 @@ def all_finite(tensors: Tensors) -> bool:
 def normalize(tensors: Tensors, norm: str) -> tuple[Tensors, bool]:
     """``t / (||t|| + 1e-8)`` for each tensor and whether every norm was finite."""
     ns = norms(tensors, norm)
-    return [t.float() / (n + TINY) for t, n in zip(tensors, ns)], all_finite(ns)
+    return [t.float() / (n + TINY) for t, n in zip(tensors, ns, strict=True)], all_finite(ns)
 
 
 def project(tensors: Tensors, radius: float, norm: str) -> Tensors:
     """Project onto the ball ``||t|| <= radius`` of the chosen norm."""
     ns = norms(tensors, norm)
-    return [t * torch.clamp(radius / (n + TINY), max=1.0) for t, n in zip(tensors, ns)]
+    return [t * torch.clamp(radius / (n + TINY), max=1.0) for t, n in zip(tensors, ns, strict=True)]
 
 
 def share_by_token(grads: Tensors, ids: list[torch.Tensor | None]) -> Tensors:
@@ -58,7 +58,7 @@ def share_by_token(grads: Tensors, ids: list[torch.Tensor | None]) -> Tensors:
     unique, inverse = torch.unique(flat_ids, return_inverse=True)
     rows = flat_grads.new_zeros(len(unique), flat_grads.shape[-1]).index_add_(0, inverse, flat_grads)
     shared = rows[inverse].split([i.numel() for i in ids])
-    return [s.view_as(g) for s, g in zip(shared, grads)]
+    return [s.view_as(g) for s, g in zip(shared, grads, strict=True)]
 
 
 def total_norm(tensors: Tensors) -> float:

@@ -267,7 +267,7 @@ class PGD(AdversarialCallback):
             if not finite:
                 return self._skip(batch.loss if keep_clean else batch.forward(None)[0])
             deltas = P.project(
-                [d + self.alpha * u for d, u in zip(deltas, direction)], self.epsilon, self.norm
+                [d + self.alpha * u for d, u in zip(deltas, direction, strict=True)], self.epsilon, self.norm
             )
             if step < self.steps - 1:
                 loss, _, embeds = batch.forward(deltas)
@@ -323,7 +323,7 @@ class FreeLB(AdversarialCallback):
     def _adversarial(self, batch: MicroBatch) -> torch.Tensor:
         deltas = [
             d.float() if d is not None else torch.zeros_like(e, dtype=torch.float32)
-            for d, e in zip(batch.deltas, batch.embeds)
+            for d, e in zip(batch.deltas, batch.embeds, strict=True)
         ]
         loss, embeds = batch.loss, batch.embeds
         total = loss / self.steps
@@ -333,7 +333,7 @@ class FreeLB(AdversarialCallback):
             if not finite:
                 return self._skip(batch.loss)
             deltas = P.project(
-                [d + self.alpha * u for d, u in zip(deltas, direction)], self.epsilon, self.norm
+                [d + self.alpha * u for d, u in zip(deltas, direction, strict=True)], self.epsilon, self.norm
             )
             loss, _, embeds = batch.forward(deltas)
             total = total + loss / self.steps
@@ -409,7 +409,7 @@ class SMART(AdversarialCallback):
             kl = (P.kl_rows(target, torch.log_softmax(outputs["logits"].float(), dim=-1)) * rows).sum()
             grads = self._grad(kl, embeds, retain=False)
             direction, finite = P.normalize(
-                [d + self.step_size * g for d, g in zip(deltas, grads)], self.norm
+                [d + self.step_size * g for d, g in zip(deltas, grads, strict=True)], self.norm
             )
             if not finite:
                 return self._skip(batch.loss)

@@ -1,0 +1,23 @@
+"""Run under torchrun by test_adversarial_ddp.py: 5 steps of two methods on 2 ranks, parameters saved per rank."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import torch
+from _adversarial_helpers import flat_params, make_data, make_model, run_trainer
+from hfplug_adversarial import FGM, GradientPenalty
+
+out = Path(sys.argv[1])
+runs = {
+    "fgm_model": (lambda: FGM(epsilon=0.5, norm="per_example"), "model"),
+    "gp_loss_func": (lambda: GradientPenalty(epsilon=1.0), "loss_func"),
+}
+for name, (make_callback, path) in runs.items():
+    trainer = run_trainer(
+        make_model("seq"), make_data("seq"), [make_callback()], task="seq", path=path, batch_size=4, epochs=5,
+        ddp_find_unused_parameters=False,
+    )  # fmt: skip
+    assert trainer.state.global_step == 5 and trainer.args.world_size == 2
+    torch.save(flat_params(trainer.model), out / f"{name}_rank{trainer.args.process_index}.pt")

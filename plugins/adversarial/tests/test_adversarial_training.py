@@ -1,0 +1,213 @@
+"""Integration: gradient accumulation, PEFT LoRA, the gradient-penalty equivalence, logging, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from _adversarial_helpers import (
+    Reference,
+    assert_same_update,
+    fgm_objective,
+    flat_params,
+    make_data,
+    make_model,
+    relative_error,
+    run_trainer,
+    user_loss,
+)
+from hfplug_adversarial import FGM, FGSM, PGD, SMART, FreeLB, GradientPenalty
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from transformers import TrainerControl, TrainerState, TrainingArguments
+
+import hfplug
+
+
+def gp_objective(ref: Reference, eps: float):
+    e = ref.embed()
+    with sdpa_kernel(SDPBackend.MATH):
+        loss = ref.loss(e)
+    (g,) = torch.autograd.grad(loss, e, create_graph=True)
+    return loss + 0.5 * eps * g.pow(2).sum()
+
+
+@pytest.mark.parametrize("path", ["model", "loss_func"])
+def test_gradient_accumulation_per_example_equals_full_batch(path):
+    """GA=2 x batch 4 gives the update of one batch of 8 (reference), FGM per-example and gradient penalty.
+
+    In the model path this also needs the BertForSequenceClassification loss rescaling (DESIGN.md fact 2)."""
+    data = make_data("seq")
+    for callback, objective in (
+        (FGM(epsilon=0.5, norm="per_example"), lambda ref: fgm_objective(ref, 0.5, per_example=True)),
+        (GradientPenalty(epsilon=1.0), lambda ref: gp_objective(ref, 1.0)),
+    ):
+        model = make_model("seq")
+        start = flat_params(model)
+        ref = Reference(model, data, "seq", path)
+        expected = ref.step(objective(ref))
+        trainer = run_trainer(model, data, [callback], task="seq", path=path, batch_size=4, accumulation=2)
+        assert trainer.state.global_step == 1
+        assert_same_update(trainer.model, expected, start)
+
+
+def test_gradient_penalty_mean_loss_under_accumulation():
+    """A model loss that is a micro-batch mean (accepts_loss_kwargs=False): the Trainer divides by GA, and the
+    penalty is still the full batch's."""
+    data = make_data("seq")
+    model = make_model("seq")
+    model.accepts_loss_kwargs = False
+    start = flat_params(model)
+    ref = Reference(model, data, "seq", "model")
+    expected = ref.step(gp_objective(ref, 2.0))
+    trainer = run_trainer(
+        model, data, [GradientPenalty(2.0)], task="seq", path="model", batch_size=4, accumulation=2
+    )
+    assert_same_update(trainer.model, expected, start)
+
+
+def test_peft_lora_frozen_embeddings_still_perturbed():
+    from peft import LoraConfig, get_peft_model
+
+    data = make_data("seq")
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], task_type="SEQ_CLS")
+    model = get_peft_model(make_model("seq"), config)
+    embedding = model.get_input_embeddings().weight
+    assert not embedding.requires_grad
+    start, embedding_start = flat_params(model), embedding.detach().clone()
+    ref = Reference(model, data, "seq", "model")
+    expected = ref.step(fgm_objective(ref, 0.5))
+    plain_ref = Reference(model, data, "seq", "model")
+    plain = flat_params(plain_ref.step(plain_ref.loss(plain_ref.embed())))
+
+    trainer = run_trainer(model, data, [FGM(epsilon=0.5)], task="seq", path="model")
+    assert_same_update(trainer.model, expected, start)
+    assert torch.equal(model.get_input_embeddings().weight, embedding_start)
+    lora = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora and all(p.abs().sum() > 0 for p in lora)  # lora_B starts at zero: it moved
+    assert relative_error(flat_params(model) - start, plain - start) > 1e-2  # the adversarial gradient
+
+
+def test_gradient_penalty_matches_unnormalised_fast_gradient_to_second_order():
+    """The post's equivalence: grad of L + eps/2 ||dL/de||^2 = grad of L(e + eps dL/de) + O(eps^2)."""
+    data = make_data("seq")
+
+    def fast_gradient(ref, eps):
+        e = ref.embed()
+        (g,) = torch.autograd.grad(ref.loss(e), e)
+        return ref.loss(ref.embed() + eps * g)
+
+    gaps, first_order = [], []
+    for eps in (0.5, 0.25):
+        model = make_model("seq", dtype=torch.float64)
+        start = flat_params(model)
+        trainer = run_trainer(model, data, [GradientPenalty(epsilon=eps)], task="seq", path="model", lr=1.0)
+        penalty_step = flat_params(trainer.model) - start
+        ref = Reference(make_model("seq", dtype=torch.float64), data, "seq", "model")
+        fg_step = flat_params(ref.step(fast_gradient(ref, eps), lr=1.0)) - start
+        ref = Reference(make_model("seq", dtype=torch.float64), data, "seq", "model")
+        plain_step = flat_params(ref.step(ref.loss(ref.embed()), lr=1.0)) - start
+        gaps.append(float((penalty_step - fg_step).norm()))
+        first_order.append(float((penalty_step - plain_step).norm()))
+    assert 3.2 < gaps[0] / gaps[1] < 4.8  # halving epsilon quarters the gap: O(eps^2)
+    assert 1.6 < first_order[0] / first_order[1] < 2.4  # while the penalty's own effect is O(eps)
+    assert gaps[0] < 0.1 * first_order[0]
+
+
+def test_logs_adversarial_loss_and_perturbation_norm():
+    trainer = run_trainer(make_model("seq"), make_data("seq"), [FGM(epsilon=0.5)], task="seq", path="model")
+    log = trainer.state.log_history[0]
+    assert log["adv_skipped"] == 0
+    assert math.isclose(log["adv_delta_norm"], 0.5, rel_tol=1e-5)  # global norm: exactly epsilon
+    assert math.isclose(log["adv_loss"], log["loss"], rel_tol=1e-5)  # objective "adversarial"
+
+
+def test_non_finite_perturbation_is_skipped_and_counted():
+    def huge(outputs, labels, num_items_in_batch=None):  # gradients overflow float32 in the squared norm
+        return user_loss("seq")(outputs, labels, num_items_in_batch) * 1e30
+
+    from hfplug.losses import trainer_loss
+
+    model = make_model("seq")
+    args = TrainingArguments(
+        "/tmp/hfplug_adversarial_tests", per_device_train_batch_size=8, max_steps=2, use_cpu=True,
+        report_to="none", save_strategy="no", logging_steps=1, max_grad_norm=1.0, optim="sgd", learning_rate=1e-3,
+    )  # fmt: skip
+    from _adversarial_helpers import DictDataset
+    from transformers import Trainer
+
+    trainer = Trainer(
+        model, args, train_dataset=DictDataset(make_data("seq")), callbacks=[FGM(0.5)],
+        compute_loss_func=trainer_loss(huge),
+    )  # fmt: skip
+    trainer.train()
+    assert trainer.state.log_history[-2]["adv_skipped"] == 2
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_bf16_autocast_and_forward_restored():
+    model = make_model("tok")
+    callback = PGD(steps=2)
+    trainer = run_trainer(model, make_data("tok"), [callback], task="tok", path="loss_func", bf16=True)
+    log = trainer.state.log_history[0]
+    assert math.isfinite(log["loss"]) and math.isfinite(log["adv_loss"]) and log["adv_skipped"] == 0
+    assert type(model.forward).__name__ != "ForwardWrapper"  # the wrapper is gone after training
+    assert not model.get_input_embeddings()._forward_hooks
+
+
+def test_registry_names():
+    for name, cls in {
+        "fgm": FGM, "fgsm": FGSM, "pgd": PGD, "freelb": FreeLB, "gradient_penalty": GradientPenalty, "smart": SMART,
+    }.items():  # fmt: skip
+        assert type(hfplug.get_callback(name, epsilon=0.5)) is cls
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: FGM(epsilon=0), "epsilon"),
+        (lambda: FGM(epsilon=-1.0), "epsilon"),
+        (lambda: FGM(epsilon=float("nan")), "epsilon"),
+        (lambda: FGM(objective="both"), "objective"),
+        (lambda: FGM(norm="l1"), "norm"),
+        (lambda: FGM(norm="per_example", share_by_token=True), "share_by_token"),
+        (lambda: PGD(steps=0), "steps"),
+        (lambda: FreeLB(steps=0), "steps"),
+        (lambda: SMART(steps=0), "steps"),
+        (lambda: PGD(alpha=0), "alpha"),
+        (lambda: GradientPenalty(epsilon=0), "epsilon"),
+        (lambda: SMART(weight=-1), "weight"),
+    ],
+)
+def test_bad_arguments(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_model_without_input_embeddings():
+    args = TrainingArguments("/tmp/hfplug_adversarial_tests", use_cpu=True, report_to="none")
+    with pytest.raises(ValueError, match="no input embeddings"):
+        FGM().on_train_begin(args, TrainerState(), TrainerControl(), model=torch.nn.Linear(4, 2))
+
+
+def test_model_without_loss_and_no_loss_function():
+    from hfplug.testing import tiny_model
+
+    with pytest.raises(ValueError, match="did not return a loss"):  # raised by the Trainer at the first step
+        run_trainer(tiny_model("bert", "base"), make_data("seq"), [FGM()], task="seq", path="model")
+
+
+def test_unwrapped_loss_function_is_detected():
+    from _adversarial_helpers import DictDataset
+    from transformers import Trainer
+
+    args = TrainingArguments(
+        "/tmp/hfplug_adversarial_tests", per_device_train_batch_size=8, max_steps=1, use_cpu=True,
+        report_to="none", save_strategy="no",
+    )  # fmt: skip
+    trainer = Trainer(
+        make_model("seq"), args, train_dataset=DictDataset(make_data("seq")), callbacks=[FGM()],
+        compute_loss_func=user_loss("seq"),
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="trainer_loss"):
+        trainer.train()
