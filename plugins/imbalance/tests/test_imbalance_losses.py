@@ -433,7 +433,7 @@ def test_bad_calls_raise():
         FocalLoss()(logits, torch.tensor([0, 1, -3, 2]))
     with pytest.raises(ValueError, match="3 entries but the logits have 4 classes"):
         LogitAdjustedLoss([1.0, 2.0, 3.0])(logits, labels)
-    with pytest.raises(ValueError, match="NaN or inf"):
+    with pytest.raises(ValueError, match="4 of 16 logits are NaN or inf"):
         FocalLoss()(logits.index_fill(0, torch.tensor([1]), float("nan")), labels)
     with pytest.raises(ValueError, match="softmax losses need logits"):
         FocalLoss()(logits, labels[:3])
