@@ -17,6 +17,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from .schedulers import check_rate
+
 GATES = ("module", "example")
 INITS = ("first", "group")
 
@@ -60,9 +62,7 @@ class TheseusController:
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ValueError(f"step must be a non-negative int, got {step!r}")
         if rate is not None:
-            from .schedulers import _check_rate
-
-            self.rate = _check_rate("rate", rate)
+            self.rate = check_rate("rate", rate)
         if step != self.step:
             self._forward_index = 0
         self.step = step
@@ -352,9 +352,7 @@ def theseus_wrap(
         raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    from .schedulers import _check_rate
-
-    rate = _check_rate("replacing_rate", replacing_rate)
+    rate = check_rate("replacing_rate", replacing_rate)
     if not (isinstance(distill_alpha, (int, float)) and 0.0 <= distill_alpha <= 1.0):
         raise ValueError(f"distill_alpha must be in [0, 1], got {distill_alpha!r}")
     if not (isinstance(distill_temperature, (int, float)) and math.isfinite(distill_temperature)) or (

@@ -15,7 +15,8 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 
-def _check_rate(name: str, value: Any) -> float:
+def check_rate(name: str, value: Any) -> float:
+    """``value`` as a float in (0, 1]; a clear TypeError / ValueError naming ``name`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a float in (0, 1], got {type(value).__name__}")
     if not math.isfinite(value) or not 0.0 < value <= 1.0:
@@ -66,7 +67,7 @@ class ConstantReplacementScheduler(ReplacementScheduler):
     kind = "constant"
 
     def __init__(self, rate: float = 0.5, replacing_steps: int | None = None) -> None:
-        self.rate = _check_rate("rate", rate)
+        self.rate = check_rate("rate", rate)
         if replacing_steps is not None and (
             isinstance(replacing_steps, bool) or not isinstance(replacing_steps, int) or replacing_steps < 0
         ):
@@ -91,7 +92,7 @@ class LinearReplacementScheduler(ReplacementScheduler):
         if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k) or k < 0:
             raise ValueError(f"k must be a finite float >= 0, got {k!r}")
         self.k = float(k)
-        self.b = _check_rate("b", b)
+        self.b = check_rate("b", b)
 
     def get_rate(self, step: int) -> float:
         return min(1.0, self.k * step + self.b)
