@@ -324,11 +324,12 @@ class FocalLoss(_FromCounts, _ImbalanceLoss):
         x, y, valid = _sigmoid_inputs(logits, labels, self.ignore_index)
         per = F.binary_cross_entropy_with_logits(x, y, reduction="none")
         if self.gamma:
-            one_minus_pt = y * torch.sigmoid(-x) + (1.0 - y) * torch.sigmoid(x)
+            p = torch.sigmoid(x)
+            one_minus_pt = torch.addcmul(p, y, 1.0 - 2.0 * p)  # p (1 - y) + (1 - p) y
             per = per * one_minus_pt.clamp(min=_EPS).pow(self.gamma)
         if self.alpha is not None:
             alpha = _per_class(self.alpha, x.shape[-1] if x.dim() else 1, "alpha", x)
-            per = per * (alpha * y + (1.0 - alpha) * (1.0 - y))
+            per = per * torch.addcmul(1.0 - alpha, y, 2.0 * alpha - 1.0)  # alpha y + (1 - alpha)(1 - y)
         return per, valid
 
     def extra_repr(self) -> str:
@@ -468,19 +469,23 @@ class DiceLoss(_ImbalanceLoss):
             raise ValueError("smooth must be > 0 (it keeps 0/0 away from classes with p = q = 0)")
         self.activation = _check_activation(activation)
 
-    def _dice(self, p: torch.Tensor, one_minus_p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        if self.alpha:
-            p = p * one_minus_p.clamp(min=_EPS).pow(self.alpha)
+    def _adjusted(self, p: torch.Tensor, one_minus_p: torch.Tensor) -> torch.Tensor:
+        return p * one_minus_p.clamp(min=_EPS).pow(self.alpha) if self.alpha else p
+
+    def _dice(self, p: torch.Tensor, q: torch.Tensor | float) -> torch.Tensor:
         return 1.0 - (2.0 * p * q + self.smooth) / (p + q + self.smooth)
 
     def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if self.activation == "softmax":
             z, y, valid = _softmax_inputs(logits, labels, self.ignore_index)
             logp = z.log_softmax(-1)
-            q = F.one_hot(y, z.shape[-1]).to(z.dtype)
-            return self._dice(logp.exp(), -torch.expm1(logp), q).sum(-1), valid
+            p = self._adjusted(logp.exp(), -torch.expm1(logp))
+            # with q one-hot, a non-target class contributes 1 - smooth / (p + smooth) = p / (p + smooth)
+            p_y = p.gather(-1, y[:, None]).squeeze(-1)
+            per = (p / (p + self.smooth)).sum(-1) - p_y / (p_y + self.smooth) + self._dice(p_y, 1.0)
+            return per, valid
         x, y, valid = _sigmoid_inputs(logits, labels, self.ignore_index)
-        return self._dice(torch.sigmoid(x), torch.sigmoid(-x), y), valid
+        return self._dice(self._adjusted(torch.sigmoid(x), torch.sigmoid(-x)), y), valid
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, smooth={self.smooth}, activation={self.activation!r}"
@@ -502,24 +507,33 @@ class F1WeightedCrossEntropyLoss(_ImbalanceLoss):
         self.activation = _check_activation(activation)
 
     @staticmethod
-    def _weights(p: torch.Tensor, q: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            p, q = p * valid, q * valid
-            dims = tuple(range(p.dim() - 1)) if p.dim() > 1 else (0,)
-            f1 = 2 * (p * q).sum(dims) / (q.sum(dims) + p.sum(dims)).clamp(min=_EPS)
-        return 1.0 - f1 / 2, f1 / 2
+    def _f1(true_positive: torch.Tensor, positives: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+        return 2 * true_positive / (positives + predicted).clamp(min=_EPS)
 
     def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if self.activation == "softmax":
             z, y, valid = _softmax_inputs(logits, labels, self.ignore_index)
             logp = z.log_softmax(-1)
-            q = F.one_hot(y, z.shape[-1]).to(z.dtype)
-            w_pos, w_neg = self._weights(logp.exp(), q, valid[:, None])
-            nll_neg = -_one_minus_p(logp).log()
-            return (q * w_pos * -logp + (1.0 - q) * w_neg * nll_neg).sum(-1), valid
+            logp_y = logp.gather(-1, y[:, None]).squeeze(-1)
+            with torch.no_grad():  # per-class smooth F1 of this batch, one-vs-rest
+                weight = valid.to(z.dtype)
+                predicted = logp.exp().t() @ weight
+                true_positive = z.new_zeros(z.shape[-1]).index_add_(0, y, logp_y.exp() * weight)
+                positives = z.new_zeros(z.shape[-1]).index_add_(0, y, weight)
+                f1 = self._f1(true_positive, positives, predicted)
+            log_one_minus_p = _one_minus_p(logp).log()
+            # sum over all classes of the negative term, minus the target's, plus the target's positive term
+            negatives = -(log_one_minus_p @ (f1 / 2))
+            target = (
+                log_one_minus_p.gather(-1, y[:, None]).squeeze(-1) * (f1[y] / 2) - (1 - f1[y] / 2) * logp_y
+            )
+            return negatives + target, valid
         x, y, valid = _sigmoid_inputs(logits, labels, self.ignore_index)
-        w_pos, w_neg = self._weights(torch.sigmoid(x), y, valid)
-        return y * w_pos * F.softplus(-x) + (1.0 - y) * w_neg * F.softplus(x), valid
+        with torch.no_grad():
+            dims = tuple(range(x.dim() - 1)) if x.dim() > 1 else (0,)
+            p, weight = torch.sigmoid(x), valid.to(x.dtype)
+            f1 = self._f1((p * y * weight).sum(dims), (y * weight).sum(dims), (p * weight).sum(dims))
+        return y * (1 - f1 / 2) * F.softplus(-x) + (1.0 - y) * (f1 / 2) * F.softplus(x), valid
 
     def extra_repr(self) -> str:
         return f"activation={self.activation!r}"
