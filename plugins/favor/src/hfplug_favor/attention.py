@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from .configuration_favor import FavorConfig, favor_config_from
-from .feature_maps import derive_seed, gaussian_projection, log_features
+from .feature_maps import derive_seed, feature_logits, gaussian_projection
 
 _TINY = torch.finfo(torch.float32).tiny
 
@@ -42,16 +42,18 @@ def _finite(x: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(x), x, torch.zeros_like(x))
 
 
-def _query_features(uq: torch.Tensor) -> torch.Tensor:
-    return torch.exp(uq - uq.detach().amax(-1, keepdim=True))
+def _query_features(projected: torch.Tensor) -> torch.Tensor:
+    # u - max(u) = projected - max(projected): the per-row offset |x|²/2 cancels with the row stabiliser
+    return torch.exp(projected - projected.detach().amax(-1, keepdim=True))
 
 
-def _prefix_state(uk: torch.Tensor, value: torch.Tensor, valid: torch.Tensor | None) -> FavorState:
-    """Sums over all keys (uk: log-features (B, Hkv, Lk, m); valid: (B, Lk) bool or None)."""
-    if valid is not None:
-        uk = uk.masked_fill(~valid[:, None, :, None], float("-inf"))
-    r = uk.detach().amax(dim=(-2, -1))
-    phi_k = torch.exp(uk - _finite(r)[..., None, None])
+def _prefix_state(
+    projected: torch.Tensor, offset: torch.Tensor, value: torch.Tensor, valid: torch.Tensor | None
+) -> FavorState:
+    """Sums over all keys; log-features u = projected - offset ((B, Hkv, Lk, m), (B, Hkv, Lk, 1))."""
+    offset = offset.detach() if valid is None else offset.masked_fill(~valid[:, None, :, None], float("inf"))
+    r = (projected.detach().amax(-1, keepdim=True) - offset.detach()).amax(dim=(-2, -1))
+    phi_k = torch.exp(projected - (offset + _finite(r)[..., None, None]))  # padded keys: exp(-inf) = 0
     return FavorState(phi_k.transpose(-2, -1) @ value, phi_k.sum(-2), r)
 
 
@@ -70,42 +72,46 @@ def _read_state(phi_q: torch.Tensor, state: FavorState) -> torch.Tensor:
 
 
 def _causal(
-    uq: torch.Tensor,
-    uk: torch.Tensor,
+    projected_q: torch.Tensor,
+    projected_k: torch.Tensor,
+    offset_k: torch.Tensor,
     value: torch.Tensor,
     valid: torch.Tensor | None,
     chunk_size: int,
     state: FavorState | None,
 ) -> tuple[torch.Tensor, FavorState]:
-    """Chunked causal FAVOR+. uq (B, Hkv, G, L, m), uk (B, Hkv, L, m), value (B, Hkv, L, Dv), valid (B, L).
+    """Chunked causal FAVOR+ on log-features u = projected - offset.
 
-    ``state`` holds the keys before these L positions (all visible to every query). Returns the output
+    projected_q (B, Hkv, G, L, m); projected_k (B, Hkv, L, m), offset_k (B, Hkv, L, 1); value (B, Hkv, L, Dv);
+    valid (B, L). ``state`` holds the keys before these L positions (seen by every query). Returns the output
     (B, Hkv, G, L, Dv) and the state after the L positions.
     """
-    B, Hkv, G, L, m = uq.shape
+    B, Hkv, G, L, m = projected_q.shape
     Dv = value.shape[-1]
     C = min(chunk_size, L)
     n = math.ceil(L / C)
     pad = n * C - L
-    key_max = uk.detach().amax(-1)
+    offset_k = offset_k.detach()
     if valid is not None:
-        invalid = ~valid[:, None, :]
-        key_max = key_max.masked_fill(invalid, float("-inf"))
-        uk = uk.masked_fill(invalid[..., None], float("-inf"))
+        offset_k = offset_k.masked_fill(~valid[:, None, :, None], float("inf"))  # padded keys: phi = 0
+    key_max = (projected_k.detach().amax(-1, keepdim=True) - offset_k).squeeze(-1)
     if pad:
-        uq = torch.nn.functional.pad(uq, (0, 0, 0, pad))
-        uk = torch.nn.functional.pad(uk, (0, 0, 0, pad), value=float("-inf"))
+        projected_q = torch.nn.functional.pad(projected_q, (0, 0, 0, pad))
+        projected_k = torch.nn.functional.pad(projected_k, (0, 0, 0, pad))
+        offset_k = torch.nn.functional.pad(offset_k, (0, 0, 0, pad), value=float("inf"))
         value = torch.nn.functional.pad(value, (0, 0, 0, pad))
         key_max = torch.nn.functional.pad(key_max, (0, pad), value=float("-inf"))
     if state is None:
         state = FavorState(
-            uq.new_zeros(B, Hkv, m, Dv), uq.new_zeros(B, Hkv, m), uq.new_full((B, Hkv), float("-inf"))
+            value.new_zeros(B, Hkv, m, Dv),
+            value.new_zeros(B, Hkv, m),
+            value.new_full((B, Hkv), float("-inf")),
         )
     # running key stabiliser s_t = max over keys <= t (and the state's), never looking ahead
     running = torch.maximum(key_max.cummax(-1).values, state.r[..., None])
     stab = _finite(running)
-    phi_k = torch.exp(uk - stab[..., None])
-    phi_q = _query_features(uq)
+    phi_k = torch.exp(projected_k - (offset_k + stab[..., None]))
+    phi_q = _query_features(projected_q)
 
     phi_q = phi_q.view(B, Hkv, G, n, C, m)
     phi_k = phi_k.view(B, Hkv, n, C, m)
@@ -113,7 +119,7 @@ def _causal(
     stab = stab.view(B, Hkv, n, C)
 
     # inside each chunk: masked quadratic form, key j rescaled from units s_j to units s_t (factor <= 1)
-    causal_mask = torch.ones(C, C, dtype=torch.bool, device=uq.device).tril()
+    causal_mask = torch.ones(C, C, dtype=torch.bool, device=value.device).tril()
     decay = torch.exp((stab[..., None, :] - stab[..., :, None]).clamp(max=0)).masked_fill(~causal_mask, 0.0)
     scores = (phi_q @ phi_k.unsqueeze(2).transpose(-2, -1)) * decay.unsqueeze(2)
     numerator = scores @ value.unsqueeze(2)
@@ -121,9 +127,9 @@ def _causal(
 
     # per-chunk sums in units of the chunk's last stabiliser, then exclusive prefix states between chunks
     chunk_stab = stab[..., -1]
-    weighted = phi_k * torch.exp((stab - chunk_stab[..., None]).clamp(max=0))[..., None]
-    chunk_kv = weighted.transpose(-2, -1) @ value
-    chunk_z = weighted.sum(-2)
+    weight = torch.exp((stab - chunk_stab[..., None]).clamp(max=0)).unsqueeze(-1)  # (B, Hkv, n, C, 1)
+    chunk_kv = phi_k.transpose(-2, -1) @ (value * weight)
+    chunk_z = (phi_k.transpose(-2, -1) @ weight).squeeze(-1)
     S, z, r = state.S, state.z, _finite(state.r)
     prefix_S, prefix_z, prefix_r = [], [], []
     for c in range(n):
@@ -183,20 +189,22 @@ def favor_attention(
         query, key, value = query.float(), key.float(), value.float()
         if center_keys and not causal:
             key = key - _key_mean(key, key_padding_mask)
-        uq = log_features(query.view(B, Hkv, G, Lq, D), projection, scaling, kernel)
+        projected_q, _ = feature_logits(query.view(B, Hkv, G, Lq, D), projection, scaling, kernel)
         offset = Lk - Lq if causal else Lk
         if offset < 0:
             raise ValueError(f"causal attention needs at least as many keys ({Lk}) as queries ({Lq})")
         if state is None and offset > 0:
             valid = None if key_padding_mask is None else key_padding_mask[:, :offset]
-            uk = log_features(key[:, :, :offset], projection, scaling, kernel)
-            state = _prefix_state(uk, value[:, :, :offset], valid)
+            projected_k, offset_k = feature_logits(key[:, :, :offset], projection, scaling, kernel)
+            state = _prefix_state(projected_k, offset_k, value[:, :, :offset], valid)
         if not causal:
-            phi_q = _query_features(uq).view(B, Hkv, G * Lq, -1)
+            phi_q = _query_features(projected_q).view(B, Hkv, G * Lq, -1)
             return _read_state(phi_q, state).view(B, H, Lq, -1), None
         valid = None if key_padding_mask is None else key_padding_mask[:, offset:]
-        uk = log_features(key[:, :, offset:], projection, scaling, kernel)
-        out, state = _causal(uq, uk, value[:, :, offset:], valid, chunk_size, state)
+        projected_k, offset_k = feature_logits(key[:, :, offset:], projection, scaling, kernel)
+        out, state = _causal(
+            projected_q, projected_k, offset_k, value[:, :, offset:], valid, chunk_size, state
+        )
         return out.reshape(B, H, Lq, -1), state
 
 
@@ -211,8 +219,8 @@ def _parse_mask(
     Raises ``ValueError`` when the mask is not key padding (plus causal masking for causal modules): FAVOR+
     has no attention matrix, so sliding-window, chunked or arbitrary 2D masks cannot be applied.
     """
-    if attention_mask is None:
-        return None, module_causal and Lq > 1
+    if attention_mask is None:  # causal masks are aligned bottom-right: query i sits at Lk - Lq + i
+        return None, module_causal
     mask = attention_mask[..., :Lk]
     if mask.dtype != torch.bool:
         mask = mask > torch.finfo(mask.dtype).min / 2

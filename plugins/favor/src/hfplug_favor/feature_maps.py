@@ -5,8 +5,8 @@ Softmax kernel (positive random features, Choromanski et al. 2020): for rows w_i
     exp(q·k) = E_w[ exp(w·q - |q|²/2) exp(w·k - |k|²/2) ],   phi(x)_i = exp(w_i·x - |x|²/2)
 
 ReLU kernel ("generalized" FAVOR+): phi(x)_i = relu(w_i·x) + 1e-3. Both are returned here in log space,
-``u = log phi`` (up to the 1/sqrt(m) factor, which cancels between numerator and denominator), so that the
-attention code can subtract stabilisers before exponentiating.
+``log phi = projected - offset`` (up to the 1/sqrt(m) factor, which cancels between numerator and
+denominator), so that the attention code can subtract stabilisers before exponentiating.
 
 Projections are a pure function of ``(seed, layer, redraw_count)``: every process draws the same W with no
 communication, and a reloaded model redraws exactly the features it was saved with.
@@ -91,18 +91,21 @@ def gaussian_projection(
     return projection.float()
 
 
-def log_features(
+def feature_logits(
     x: torch.Tensor, projection: torch.Tensor, scaling: float, kernel: str = "softmax"
-) -> torch.Tensor:
-    """log phi(x·sqrt(scaling)) for x (..., d) and W (m, d): (..., m), in the dtype of ``x``.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log phi(x·sqrt(scaling)) = projected - offset for x (..., d), W (m, d): ((..., m), (..., 1)).
 
-    Softmax: w·x - |x|²/2. ReLU: log(relu(w·x) + 1e-3). ``scaling`` is the attention's logit scale (1/sqrt(d)
-    for most models, 1.0 for T5), split evenly between queries and keys.
+    Softmax: projected = w·x, offset = |x|²/2. ReLU: projected = log(relu(w·x) + 1e-3), offset = 0.
+    ``scaling`` is the attention's logit scale (1/sqrt(d) for most models, 1.0 for T5), split evenly between
+    queries and keys. Kept apart so stabilisers can be folded into the per-row offset.
     """
     x = x * math.sqrt(scaling)
     projected = x @ projection.T
     if kernel == "softmax":
-        return projected - 0.5 * (x * x).sum(-1, keepdim=True)
+        return projected, 0.5 * (x * x).sum(-1, keepdim=True)
     if kernel == "relu":
-        return torch.log(torch.relu(projected) + RELU_EPSILON)
+        return torch.log(torch.relu(projected) + RELU_EPSILON), projected.new_zeros(
+            (*projected.shape[:-1], 1)
+        )
     raise ValueError(f"kernel must be 'softmax' or 'relu', got {kernel!r}")

@@ -1,0 +1,213 @@
+"""FAVOR+ approximation error against the number of random features m.
+
+1. Random inputs (L=512, head dim 64) at several peakedness levels (q and k scaled by s; reported as the mean
+   max attention weight of exact attention): relative error ||favor - exact|| / ||exact|| for m = 64..1024,
+   orthogonal vs iid features, plus the variance-reduction options (quasi-uniform radii, hyperbolic features,
+   key centering), beside the error of uniform attention (mean of the values), the trivial baseline.
+2. The pretrained MiniLM-L6 (hfplug.data.minilm_dir()): the same on its own queries/keys/values, captured
+   from each of its 6 layers on real English sentences, and favor_report (hidden-state cosine) for m=256.
+
+    python examples/favor_error_vs_m.py           # default, a few minutes of CPU
+    python examples/favor_error_vs_m.py --full    # more seeds and lengths
+
+Writes examples/results/favor_error_vs_m.json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from hfplug_favor import FavorConfig, favor_attention, favor_report, gaussian_projection, set_favor_config
+
+import hfplug
+from hfplug.data import minilm_dir
+
+RESULTS = Path(__file__).parent / "results"
+MS = (64, 128, 256, 512, 1024)
+VARIANTS = {
+    "iid": dict(orthogonal=False),
+    "orthogonal": dict(orthogonal=True),
+    "orthogonal+quasi_uniform": dict(orthogonal=True, radii="quasi_uniform"),
+    "orthogonal+hyperbolic": dict(orthogonal=True, hyperbolic=True),
+}
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog while the farmer watches from the porch.",
+    "Transformers compute attention between every pair of tokens, which is quadratic in the sequence length.",
+    "Random feature methods approximate the softmax kernel with positive features and linear time.",
+    "A man is eating food in a small restaurant near the train station on a rainy afternoon.",
+    "The stock market fell sharply today after the central bank raised interest rates again.",
+    "She planted tomatoes, beans and basil in the garden behind the old stone house.",
+    "Researchers measured the error of the approximation as the number of features grew.",
+    "The museum opens at nine in the morning and closes at five in the evening on weekdays.",
+]
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def exact_attention(q, k, v, valid=None):
+    logits = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    if valid is not None:
+        logits = logits.masked_fill(~valid[:, None, None, :], float("-inf"))
+    weights = logits.softmax(-1)
+    return weights @ v, float(weights.amax(-1).mean())
+
+
+def uniform_attention(v, valid=None):
+    if valid is None:
+        return v.mean(-2, keepdim=True).expand_as(v)
+    w = valid[:, None, :, None].to(v.dtype)
+    return ((v * w).sum(-2, keepdim=True) / w.sum(-2, keepdim=True)).expand_as(v)
+
+
+def sweep(q, k, v, valid, seeds) -> dict:
+    exact, max_weight = exact_attention(q, k, v, valid)
+    row = {
+        "mean_max_weight": max_weight,
+        "uniform": relative(uniform_attention(v, valid), exact),
+        "favor": {},
+    }
+    for name, options in VARIANTS.items():
+        for center in (False, True):
+            label = name + ("+centered" if center else "")
+            errors = []
+            for m in MS:
+                runs = [
+                    relative(
+                        favor_attention(
+                            q,
+                            k,
+                            v,
+                            gaussian_projection(m, q.shape[-1], seed=s, **options),
+                            key_padding_mask=valid,
+                            center_keys=center,
+                        )[0],
+                        exact,
+                    )
+                    for s in range(seeds)
+                ]
+                errors.append(sum(runs) / len(runs))
+            row["favor"][label] = dict(zip(MS, errors, strict=True))
+    return row
+
+
+def random_inputs(length: int, scale: float, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(1, 8, length, 64, generator=g) for _ in range(3))
+    return q * scale, k * scale, v
+
+
+def capture_minilm(model, batch) -> list[tuple[torch.Tensor, ...]]:
+    """(q, k, v, mask) of every layer, recorded through a pass-through attention backend."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    captured = []
+
+    def record(module, query, key, value, attention_mask, **kwargs):
+        captured.append((query, key, value))
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register("favor_capture", record)
+    AttentionMaskInterface.register("favor_capture", sdpa_mask)
+    model.set_attn_implementation("favor_capture")
+    with torch.no_grad():
+        model(**batch)
+    model.set_attn_implementation("sdpa")
+    return captured
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(f"random, mean max weight {r['mean_max_weight']:.3f}", r) for r in results["random"]]
+    panels.append(("MiniLM-L6 own q/k (mean of 6 layers)", results["minilm"]["mean"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), sharey=False)
+    for ax, (title, row) in zip(axes, panels, strict=True):
+        for label in ("iid", "orthogonal", "orthogonal+centered", "orthogonal+hyperbolic+centered"):
+            errors = row["favor"][label]
+            ax.plot(list(errors), list(errors.values()), marker="o", label=label)
+        ax.axhline(row["uniform"], color="k", linestyle="--", label="uniform attention")
+        ax.set(xscale="log", yscale="log", xlabel="m (random features)", title=title)
+        ax.set_xticks(MS, [str(m) for m in MS])
+    axes[0].set_ylabel("relative error vs exact softmax attention")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--full", action="store_true", help="5 seeds and L=1024 instead of 2 seeds, L=512")
+    args = parser.parse_args()
+    seeds, length = (5, 1024) if args.full else (2, 512)
+    torch.manual_seed(0)
+    results: dict = {"setup": {"seeds": seeds, "length": length, "heads": 8, "head_dim": 64, "ms": list(MS)}}
+
+    results["random"] = []
+    for scale in (0.5, 0.75, 1.0, 1.5):
+        q, k, v = random_inputs(length, scale, seed=0)
+        row = {"scale": scale, **sweep(q, k, v, None, seeds)}
+        results["random"].append(row)
+        print(
+            f"random scale={scale}: max weight {row['mean_max_weight']:.3f}, uniform {row['uniform']:.3f}, "
+            f"orthogonal m=256 {row['favor']['orthogonal'][256]:.3f}, "
+            f"best m=256 {min(e[256] for e in row['favor'].values()):.3f}",
+            flush=True,
+        )
+
+    from transformers import AutoModel, AutoTokenizer
+
+    path = minilm_dir()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path, attn_implementation="sdpa").eval()
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    valid = batch["attention_mask"].bool()
+    layers = []
+    for index, (q, k, v) in enumerate(capture_minilm(model, batch)):
+        row = {"layer": index, **sweep(q, k, v, valid, seeds)}
+        layers.append(row)
+        print(
+            f"MiniLM layer {index}: max weight {row['mean_max_weight']:.3f}, uniform {row['uniform']:.3f}, "
+            f"orthogonal m=256 {row['favor']['orthogonal'][256]:.3f}, "
+            f"orthogonal+centered m=256 {row['favor']['orthogonal+centered'][256]:.3f}",
+            flush=True,
+        )
+    mean = {
+        "mean_max_weight": sum(r["mean_max_weight"] for r in layers) / len(layers),
+        "uniform": sum(r["uniform"] for r in layers) / len(layers),
+        "favor": {
+            label: {m: sum(r["favor"][label][m] for r in layers) / len(layers) for m in MS}
+            for label in layers[0]["favor"]
+        },
+    }
+    hfplug.use_attention("favor")
+    reports = {}
+    for label, config in (
+        ("orthogonal", FavorConfig(center_keys=False)),
+        ("orthogonal+centered", FavorConfig()),
+        ("orthogonal+hyperbolic+centered", FavorConfig(hyperbolic=True)),
+    ):
+        set_favor_config(model, config)
+        report = favor_report(model, dict(batch))
+        reports[label] = report
+        print(f"favor_report MiniLM m=256 {label}: hidden cosine {report['hidden_cosine']:.3f}", flush=True)
+    results["minilm"] = {"layers": layers, "mean": mean, "favor_report_m256": reports}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "favor_error_vs_m.json").write_text(json.dumps(results, indent=1))
+    plot(results, RESULTS / "favor_error_vs_m.png")
+    print("wrote", RESULTS / "favor_error_vs_m.json")
+
+
+if __name__ == "__main__":
+    main()
