@@ -211,3 +211,31 @@ def test_unwrapped_loss_function_is_detected():
     )  # fmt: skip
     with pytest.raises(ValueError, match="trainer_loss"):
         trainer.train()
+
+
+def test_hfplug_trainer_loss_needs_no_wrapping():
+    """A TrainerLoss subclass (as every hfplug loss) honours the finisher by itself."""
+    import torch.nn.functional as F
+    from _adversarial_helpers import DictDataset
+    from transformers import Trainer
+
+    from hfplug.losses import TrainerLoss, reduce_loss
+
+    class CrossEntropy(TrainerLoss):
+        def loss(self, logits, labels, num_items_in_batch=None):
+            per_item = F.cross_entropy(logits, labels, reduction="none")
+            return reduce_loss(per_item, torch.ones_like(per_item, dtype=torch.bool), num_items_in_batch)
+
+    model, data = make_model("seq"), make_data("seq")
+    start = flat_params(model)
+    ref = Reference(model, data, "seq", "loss_func")
+    expected = ref.step(fgm_objective(ref, 0.5))
+    args = TrainingArguments(
+        "/tmp/hfplug_adversarial_tests", per_device_train_batch_size=8, num_train_epochs=1, learning_rate=0.5,
+        optim="sgd", lr_scheduler_type="constant", max_grad_norm=0.0, use_cpu=True, report_to="none",
+        save_strategy="no",
+    )  # fmt: skip
+    Trainer(
+        model, args, train_dataset=DictDataset(data), callbacks=[FGM(0.5)], compute_loss_func=CrossEntropy()
+    ).train()
+    assert_same_update(model, expected, start)

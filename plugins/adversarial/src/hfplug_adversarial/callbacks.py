@@ -148,6 +148,12 @@ class AdversarialCallback(TrainerCallback):
             return None
         return mask.unsqueeze(-1).to(torch.float32)
 
+    @classmethod
+    def _weights(cls, mask: torch.Tensor | None, output: torch.Tensor) -> torch.Tensor | float:
+        """1 on non-padding tokens and 0 on padding, for random starts (1.0 when there is no mask)."""
+        weights = cls._mask_like(mask, output)
+        return 1.0 if weights is None else weights
+
 
 class _OneShot(AdversarialCallback):
     """FGM and FGSM: one gradient at the clean point, one perturbed pass."""
@@ -253,8 +259,7 @@ class PGD(AdversarialCallback):
         keep_clean = self.objective == "sum"
         if self.random_start:
             deltas = [
-                (2 * self._random(e) - 1) * self.epsilon * self._ones(self._mask_like(batch.mask, e), e)
-                for e in batch.embeds
+                (2 * self._random(e) - 1) * self.epsilon * self._weights(batch.mask, e) for e in batch.embeds
             ]
             deltas = P.project(deltas, self.epsilon, self.norm)
             loss, _, embeds = batch.forward(deltas)
@@ -275,10 +280,6 @@ class PGD(AdversarialCallback):
         adv_loss = batch.forward(deltas)[0]
         self._record(adv_loss, deltas)
         return batch.loss + adv_loss if keep_clean else adv_loss
-
-    @staticmethod
-    def _ones(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | float:
-        return 1.0 if mask is None else mask
 
 
 class FreeLB(AdversarialCallback):
@@ -401,8 +402,7 @@ class SMART(AdversarialCallback):
         rows = self._rows(clean, batch.mask)
         target = torch.log_softmax(clean.detach().float(), dim=-1)
         deltas = [
-            self.noise_std * self._random(e, normal=True) * self._ones(self._mask_like(batch.mask, e))
-            for e in batch.embeds
+            self.noise_std * self._random(e, normal=True) * self._weights(batch.mask, e) for e in batch.embeds
         ]
         for _ in range(self.steps):
             _, outputs, embeds = batch.forward(deltas)
@@ -419,7 +419,3 @@ class SMART(AdversarialCallback):
         regulariser = (P.symmetric_kl(clean, outputs["logits"]) * rows).sum() / count
         self._record(regulariser, deltas)
         return batch.loss + self.weight * regulariser.to(batch.loss.dtype)
-
-    @staticmethod
-    def _ones(mask: torch.Tensor | None) -> torch.Tensor | float:
-        return 1.0 if mask is None else mask
