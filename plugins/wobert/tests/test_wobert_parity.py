@@ -198,3 +198,27 @@ def test_segment_then_normalize_order_matches_its_reference(wobert_vocab, real_s
 
     got = tok(texts, add_special_tokens=False)["input_ids"]
     assert got == [reference(t) for t in texts]
+
+
+def test_vocabulary_matches_the_bert4keras_recipe(wobert_vocab):
+    """Reference: bert4keras load_vocab(simplified=True, startswith=specials) + sorted(jieba.dt.FREQ) top 20k."""
+    from hfplug.data import bert_chinese_vocab_dir
+
+    base = (bert_chinese_vocab_dir() / "vocab.txt").read_text("utf-8").split("\n")[:-1]  # a token is U+2028
+    expected = {token: i for i, token in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])}
+    for token in base:
+        stem = token[2:] if token.startswith("##") else token
+        redundant = len(token) > 1 and any(
+            _is_punctuation(c) or any(lo <= ord(c) <= hi for lo, hi in CJK) for c in stem
+        )
+        if token not in expected and not redundant:
+            expected[token] = len(expected)
+    jieba.initialize()
+    added = 0
+    for word, _ in sorted(jieba.dt.FREQ.items(), key=lambda s: -s[1]):
+        if word not in expected:
+            expected[word] = len(expected)
+            added += 1
+        if added == 20000:
+            break
+    assert list(wobert_vocab.items()) == list(expected.items())

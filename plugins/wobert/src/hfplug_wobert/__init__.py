@@ -1,13 +1,30 @@
 """hfplug-wobert: the WoBERT word-level Chinese tokenizer for transformers 5.
 
-Importing this package lets ``AutoTokenizer`` resolve saved WoBERT tokenizers (``tokenizer_class:
-"WoBertTokenizer"``); ``hfplug.get_tokenizer_class("wobert")`` does the same through the plugin hook.
+Names load on first access, so importing the package (or its ``_hooks`` module) touches neither
+transformers nor AutoTokenizer. Importing ``WoBertTokenizer`` (directly, or through
+``hfplug.get_tokenizer_class("wobert")``) lets ``AutoTokenizer`` resolve saved WoBERT folders.
 """
 
-from .modeling_utils import init_word_embeddings
-from .tokenization_wobert import WoBertTokenizer, register_auto_tokenizer
-from .vocabulary import build_wobert_vocab
+from __future__ import annotations
 
-register_auto_tokenizer()
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["WoBertTokenizer", "build_wobert_vocab", "init_word_embeddings", "register_auto_tokenizer"]
+if TYPE_CHECKING:
+    from .modeling_utils import init_word_embeddings
+    from .tokenization_wobert import WoBertTokenizer
+    from .vocabulary import build_wobert_vocab
+
+_EXPORTS = {
+    "WoBertTokenizer": "tokenization_wobert",
+    "build_wobert_vocab": "vocabulary",
+    "init_word_embeddings": "modeling_utils",
+}
+
+__all__ = ["WoBertTokenizer", "build_wobert_vocab", "init_word_embeddings"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

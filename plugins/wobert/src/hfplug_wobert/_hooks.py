@@ -1,4 +1,4 @@
-"""hfplug hook implementations for hfplug-wobert (nothing heavy at import)."""
+"""hfplug hook implementations for hfplug-wobert (importing this module imports nothing heavy)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hfplug
 
 @hfplug.hookimpl
 def register_tokenizers(register) -> None:
-    # Importing the package also lets AutoTokenizer resolve "WoBertTokenizer" (see hfplug_wobert.__init__).
-    from hfplug_wobert import WoBertTokenizer
+    # Importing the class module also lets AutoTokenizer resolve "WoBertTokenizer" (see tokenization_wobert).
+    from hfplug_wobert.tokenization_wobert import WoBertTokenizer
 
     register("wobert", WoBertTokenizer)

@@ -8,9 +8,11 @@ For each token t of the word vocabulary, with E the char model's input embedding
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 
 @torch.no_grad()
@@ -50,15 +52,18 @@ def init_word_embeddings(model: Any, char_tokenizer: Any, word_tokenizer: Any) -
         "untouched": len(word_vocab) - len(sources),
     }
 
-    model.resize_token_embeddings(len(word_tokenizer))
+    model.resize_token_embeddings(len(word_tokenizer), mean_resizing=False)
     new_out = model.get_output_embeddings()
     targets = [(model.get_input_embeddings().weight, old_in)]
     if old_out_weight is not None:
         targets.append((new_out.weight, old_out_weight))
     if old_bias is not None:
         targets.append((new_out.bias, old_bias))
-    for token, ids in sources.items():
-        index = torch.tensor(ids)
-        for new, old in targets:
-            new[word_vocab[token]] = old[index].mean(0)
+    rows = torch.tensor([word_vocab[token] for token in sources])
+    flat = torch.tensor([i for ids in sources.values() for i in ids])
+    offsets = torch.tensor([0, *itertools.accumulate(len(ids) for ids in sources.values())][:-1])
+    for new, old in targets:
+        matrix = old if old.dim() == 2 else old.unsqueeze(1)
+        means = F.embedding_bag(flat, matrix, offsets, mode="mean")
+        new[rows] = means if old.dim() == 2 else means.squeeze(1)
     return counts

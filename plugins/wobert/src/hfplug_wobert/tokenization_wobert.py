@@ -356,18 +356,21 @@ class WoBertTokenizer(TokenizersBackend):
         return tuple(self._tokenizer.model.save(str(save_directory), name=filename_prefix))
 
 
-def register_auto_tokenizer() -> None:
-    """Let ``AutoTokenizer`` resolve ``tokenizer_class: "WoBertTokenizer"`` from a saved config (idempotent).
+def _register_auto_tokenizer() -> None:
+    """Let ``AutoTokenizer`` resolve ``tokenizer_class: "WoBertTokenizer"`` from a saved config.
 
     transformers 5 looks custom class names up in ``REGISTERED_TOKENIZER_CLASSES`` (what
-    ``AutoTokenizer.register`` fills); registering by name avoids claiming a model type such as ``bert``.
+    ``AutoTokenizer.register`` fills); registering the name alone avoids claiming a model type such as ``bert``.
     """
     from transformers.models.auto import tokenization_auto
 
     registry = getattr(tokenization_auto, "REGISTERED_TOKENIZER_CLASSES", None)
     if not isinstance(registry, dict):
-        raise RuntimeError(
+        raise ImportError(
             "this transformers version has no tokenization_auto.REGISTERED_TOKENIZER_CLASSES; "
-            "load with WoBertTokenizer.from_pretrained(folder) instead of AutoTokenizer"
+            "hfplug-wobert supports transformers>=5.23,<6"
         )
     registry[WoBertTokenizer.__name__] = WoBertTokenizer
+
+
+_register_auto_tokenizer()
