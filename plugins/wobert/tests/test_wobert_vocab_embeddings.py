@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hfplug_wobert import WoBertTokenizer, build_small_vocab, init_word_embeddings
+from hfplug_wobert import WoBertTokenizer, build_wobert_vocab, init_word_embeddings
 
 from hfplug.data import bert_chinese_vocab_dir
 from hfplug.testing import tiny_config
@@ -10,20 +10,20 @@ from hfplug.testing import tiny_config
 
 def test_build_vocab_from_mapping_and_corpus():
     base = bert_chinese_vocab_dir()
-    simplified = build_small_vocab(base, num_words=0)
+    simplified = build_wobert_vocab(base, num_words=0)
     assert list(simplified)[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     assert "[unused1]" not in simplified and "##中" not in simplified and "中" in simplified
-    vocab = build_small_vocab(base, num_words=2, words={"天安门": 5, "中": 100, "北京欢迎你": 9, "人民": 1})
+    vocab = build_wobert_vocab(base, num_words=2, words={"天安门": 5, "中": 100, "北京欢迎你": 9, "人民": 1})
     assert list(vocab)[len(simplified) :] == ["北京欢迎你", "天安门"]  # by frequency, skipping present "中"
     corpus = ["人民日报，人民日报", "人民，天安门"]  # counts 2, 1, 1: ties keep first occurrence
-    counted = build_small_vocab(base, num_words=2, words=corpus)
+    counted = build_wobert_vocab(base, num_words=2, words=corpus)
     assert list(counted)[len(simplified) :] == ["人民日报", "人民"]
     with pytest.raises(ValueError, match="num_words"):
-        build_small_vocab(base, num_words=-1)
+        build_wobert_vocab(base, num_words=-1)
     with pytest.raises(ValueError, match="special tokens"):
-        build_small_vocab(["a", "b"])
+        build_wobert_vocab(["a", "b"])
     with pytest.raises(ValueError, match="does not exist"):
-        build_small_vocab("/nonexistent/vocab.txt")
+        build_wobert_vocab("/nonexistent/vocab.txt")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def char_tokenizer():
 @pytest.fixture(scope="module")
 def small_vocab():
     """Simplified base + 3,000 jieba words: the same recipe, cheaper to check."""
-    return build_small_vocab(bert_chinese_vocab_dir(), num_words=3000)
+    return build_wobert_vocab(bert_chinese_vocab_dir(), num_words=3000)
 
 
 @pytest.mark.parametrize("tied", [True, False])
