@@ -129,10 +129,14 @@ def _softmax_per_item(
     if weights is not None:
         per = per * (weights[labels] if weights.dim() else weights)
     if label_smoothing:
-        full = _modulated_nll(logp, gamma)
-        if weights is not None:
-            full = full * weights
-        per = (1.0 - label_smoothing) * per + label_smoothing * full.mean(-1)
+        if gamma:
+            full = _modulated_nll(logp, gamma)
+            smooth = (full * weights if weights is not None else full).mean(-1)
+        elif weights is not None and weights.dim():
+            smooth = -(logp @ weights) / logp.shape[-1]  # one pass instead of a product and a mean
+        else:
+            smooth = -logp.mean(-1) * (weights if weights is not None else 1.0)
+        per = (1.0 - label_smoothing) * per + label_smoothing * smooth
     return per
 
 
@@ -363,7 +367,9 @@ class LogitAdjustedLoss(_FromCounts, _SoftmaxLoss):
     def adjust_logits(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if not self.tau:
             return logits
-        return logits + self.tau * _per_class(self.log_priors, logits.shape[-1], "priors", logits)
+        return torch.add(
+            logits, _per_class(self.log_priors, logits.shape[-1], "priors", logits), alpha=self.tau
+        )
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}, num_classes={self.log_priors.numel()}"
@@ -433,7 +439,8 @@ class LDAMLoss(_FromCounts, _SoftmaxLoss):
 
     def adjust_logits(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         margins = _per_class(self.margins, logits.shape[-1], "margins", logits)
-        return self.scale * logits.scatter_add(-1, labels[:, None], -margins[labels][:, None])
+        scaled = logits * self.scale  # a new tensor: the in-place margin below does not touch the logits
+        return scaled.scatter_add_(-1, labels[:, None], (-self.scale * margins[labels])[:, None])
 
     def weights(self, logits: torch.Tensor) -> torch.Tensor | None:
         return (
