@@ -64,16 +64,18 @@ def test_matches_per_row_reference(seed):
         max_exponent=settings["max_exponent"],
     )
     got = processor(input_ids, scores.clone())
-    expected = torch.stack([reference_dry(r, s, **settings) for r, s in zip(input_ids, scores)])
+    expected = torch.stack([reference_dry(r, s, **settings) for r, s in zip(input_ids, scores, strict=True)])
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     assert (got != scores).any()  # penalties were applied somewhere
 
 
-def test_default_clamp_keeps_scores_finite():
+def test_default_clamp():
     processor = DRYLogitsProcessor()
+    assert processor.max_exponent == 17  # 1.75 ** 17 > 1e4 > 1.75 ** 16
     input_ids = torch.full((2, 1024), 7)
     out = processor(input_ids, torch.zeros(2, 10))
-    assert torch.isfinite(out).all() and out[0, 7] < -1e30
+    assert out[0, 7] == pytest.approx(-0.8 * 1.75**17, rel=1e-6)
+    assert torch.isfinite(out).all()
 
 
 def test_known_value():

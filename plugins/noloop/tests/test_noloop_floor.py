@@ -39,7 +39,7 @@ def test_eos_probability_follows_the_formula(prompt):
         logits_processor=[before, floor, after],
     )
     assert len(after.probs) > start + 2
-    for step, (p, q) in enumerate(zip(before.probs, after.probs)):
+    for step, (p, q) in enumerate(zip(before.probs, after.probs, strict=True)):
         t = step + 1  # 1-based index of the generated token
         bound = 1 - (1 - eps) ** (t - start) if t > start else 0.0
         p_eos, q_eos = p[:, [EOS, 7]].sum(-1), q[:, [EOS, 7]].sum(-1)
@@ -71,7 +71,7 @@ def test_banned_eos_stays_banned():
     "mode", [{"do_sample": False}, {"num_beams": 3, "do_sample": False}, {"do_sample": True}], ids=str
 )
 def test_termination_guarantee(family, mode, looping_model, prompt):
-    eps, start, cap = 0.05, 4, 32
+    eps, start, cap = 0.1, 2, 24
     model = looping_model(family)
     ids, mask = prompt
     kwargs = dict(attention_mask=mask, max_new_tokens=cap, pad_token_id=0, **mode)

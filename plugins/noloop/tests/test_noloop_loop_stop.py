@@ -69,7 +69,7 @@ def test_matches_brute_force(seed):
         rows[r, -length:] = rows[r, :period].repeat(length // period + 1)[:length]
     generated = torch.randint(0, 51, (64,), generator=generator)
     got = detector(rows, generated).tolist()
-    expected = [reference_period(r.tolist(), int(g), *settings) for r, g in zip(rows, generated)]
+    expected = [reference_period(r.tolist(), int(g), *settings) for r, g in zip(rows, generated, strict=True)]
     assert got == expected
     assert any(expected)
 
@@ -91,7 +91,7 @@ def test_bad_arguments(kwargs, message):
 def test_stops_rows_in_generate_and_reports(looping_model, prompt):
     model = looping_model("gpt2")
     ids, mask = prompt
-    kwargs = dict(attention_mask=mask, max_new_tokens=40, do_sample=False, pad_token_id=0)
+    kwargs = dict(attention_mask=mask, max_new_tokens=30, do_sample=False, pad_token_id=0)
     plain = model.generate(ids, **kwargs)[:, ids.shape[1] :]
     stop = LoopStoppingCriteria(1, 8, min_count=4, window=64, min_loop_tokens=8, eos_token_id=EOS)
     out = model.generate(ids, stopping_criteria=[stop], **kwargs)
@@ -111,7 +111,7 @@ def test_loop_eos_forces_eos(looping_model, prompt):
     ids, mask = prompt
     force = LoopEOSLogitsProcessor(EOS, 1, 8, min_count=4, window=64, min_loop_tokens=8)
     out = model.generate(
-        ids, attention_mask=mask, max_new_tokens=40, do_sample=False, pad_token_id=0, logits_processor=[force]
+        ids, attention_mask=mask, max_new_tokens=30, do_sample=False, pad_token_id=0, logits_processor=[force]
     )[:, ids.shape[1] :]
     for row in out.tolist():
         end = row.index(EOS)
@@ -135,7 +135,7 @@ def test_config_stop_reasons(action, mode, looping_model, prompt):
     out = model.generate(
         ids,
         attention_mask=mask,
-        max_new_tokens=40,
+        max_new_tokens=30,
         pad_token_id=0,
         logits_processor=procs,
         stopping_criteria=stops,
@@ -146,11 +146,13 @@ def test_config_stop_reasons(action, mode, looping_model, prompt):
     rows = out.sequences[:, ids.shape[1] :].tolist()
     if mode.get("num_beams", 1) == 1:
         assert reasons == ["loop" if action == "stop" else "forced_eos"] * 3
-    for reason, row in zip(reasons, rows):  # beam search may also return a beam that ran to the cap
+    for reason, row in zip(
+        reasons, rows, strict=True
+    ):  # beam search may also return a beam that ran to the cap
         if reason == "forced_eos":
             end = row.index(EOS)
             assert reference_period(row[:end], end, 1, 8, 4, 64, 8) > 0
         elif reason == "loop":
             assert EOS not in row or reference_period(row[: row.index(EOS)], row.index(EOS), 1, 8, 4, 64, 8)
         else:
-            assert reason == "max_length" and EOS not in row and len(row) == 40
+            assert reason == "max_length" and EOS not in row and len(row) == 30

@@ -17,10 +17,11 @@ from ._utils import Clocked, PromptClock, as_token_ids, check_int, check_positiv
 from .stopping_criteria import LoopDetector
 
 
-def _check_scores(scores: torch.Tensor, where: str) -> None:
-    bad = torch.isnan(scores) | (scores == float("inf"))
+def _check_finite(log_total: torch.Tensor, where: str) -> None:
+    """``log_total`` = logsumexp of each row: NaN or +inf there means a NaN or +inf score in the row."""
+    bad = torch.isnan(log_total) | (log_total == float("inf"))
     if bool(bad.any()):
-        rows = torch.nonzero(bad.any(-1)).flatten().tolist()
+        rows = torch.nonzero(bad).flatten().tolist()
         raise ValueError(f"{where}: scores hold NaN or +inf in rows {rows}; the model output is not finite")
 
 
@@ -79,11 +80,22 @@ class ConsistentTopPLogitsWarper(_ConsistentWarper):
         self.top_p = float(top_p)
 
     def _to_remove(self, scores: torch.Tensor) -> torch.Tensor:
-        ascending, order = torch.sort(scores, descending=False)
-        mass_up_to = ascending.softmax(dim=-1).cumsum(dim=-1)
-        remove_sorted = mass_up_to <= 1.0 - self.top_p
-        remove_sorted[..., -self.min_tokens_to_keep :] = False
-        return remove_sorted.scatter(-1, order, remove_sorted)
+        # Keep v iff the mass of the tokens ranked above it is < top_p (transformers' rule, which sums
+        # the ascending sort instead; the two agree up to float rounding at the boundary). The nucleus
+        # is searched in the top 64, then 1024 tokens, and only then in the whole sorted vocabulary.
+        probs = scores.softmax(dim=-1)
+        vocab = probs.shape[-1]
+        for k in (64, 1024, vocab):
+            k = min(vocab, max(k, self.min_tokens_to_keep))
+            top, index = (
+                torch.sort(probs, dim=-1, descending=True) if k == vocab else torch.topk(probs, k, dim=-1)
+            )
+            cumulative = top.cumsum(dim=-1)
+            if k == vocab or bool((cumulative[:, -1] >= self.top_p).all()):
+                break
+        keep = (cumulative - top) < self.top_p
+        keep[:, : self.min_tokens_to_keep] = True
+        return torch.ones_like(probs, dtype=torch.bool).scatter(-1, index, ~keep)
 
 
 class ConsistentMinPLogitsWarper(_ConsistentWarper):
@@ -154,18 +166,21 @@ class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
         if floor <= 0.0:
             self.raised.append(torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device))
             return scores
-        _check_scores(scores, "SelfTerminatingLogitsProcessor")
-        logp = torch.log_softmax(scores.float(), dim=-1)
         eos = self.eos_token_id
-        log_p_eos = torch.logsumexp(logp[:, eos], dim=-1).double()  # (R,)
+        log_total = torch.logsumexp(scores.float(), dim=-1)
+        _check_finite(log_total, "SelfTerminatingLogitsProcessor")
+        log_p_eos = (torch.logsumexp(scores[:, eos].float(), dim=-1) - log_total).double()  # (R,)
         # rows whose eos ids are all banned (-inf, e.g. by min_new_tokens) are left alone
         raise_rows = (log_p_eos < math.log(floor)) & torch.isfinite(log_p_eos)
         self.raised.append(raise_rows)
         if not bool(raise_rows.any()):
             return scores
-        new_logp = logp + (math.log1p(-floor) - torch.log1p(-log_p_eos.exp())).float()[:, None]
-        new_logp[:, eos] = logp[:, eos] + (math.log(floor) - log_p_eos).float()[:, None]
-        return torch.where(raise_rows[:, None], new_logp, scores.float()).to(scores.dtype)
+        # renormalised log-probabilities: log p_v + log((1 - f) / (1 - p_eos)), log p_e + log(f / p_eos)
+        shift_other = math.log1p(-floor) - torch.log1p(-log_p_eos.exp()) - log_total
+        shift_eos = math.log(floor) - log_p_eos - log_total
+        new = scores.float() + shift_other.float()[:, None]
+        new[:, eos] = scores[:, eos].float() + shift_eos.float()[:, None]
+        return torch.where(raise_rows[:, None], new, scores.float()).to(scores.dtype)
 
 
 class DRYLogitsProcessor(LogitsProcessor):
@@ -176,7 +191,8 @@ class DRYLogitsProcessor(LogitsProcessor):
     its next token x[i+1] by ``multiplier * base ** min(L - allowed_length, max_exponent)``; each token
     takes its longest match. Breakers and ``protected_token_ids`` (eos, special and chat-template ids)
     are never penalised. Defaults (llama.cpp / text-generation-webui): multiplier 0.8, base 1.75,
-    allowed_length 2; window 1024; ``max_exponent`` keeps the penalty finite in float32.
+    allowed_length 2; window 1024; ``max_exponent`` defaults to the exponent at which ``base ** e``
+    reaches 1e4 (17 for base 1.75): longer matches get the same, already prohibitive, penalty.
 
     Vectorised over rows: match lengths grow in blocks of offsets (4, 8, 16, ...), one tensor op set per
     block, stopping when no candidate still matches; cost O(window x longest match) per step.
@@ -201,9 +217,8 @@ class DRYLogitsProcessor(LogitsProcessor):
         self.window = check_int(window, "window", 2)
         self.sequence_breaker_ids = as_token_ids(list(sequence_breaker_ids), "sequence_breaker_ids", True)
         self.protected_token_ids = as_token_ids(list(protected_token_ids), "protected_token_ids", True)
-        if max_exponent is None:
-            finite = math.log(torch.finfo(torch.float32).max / (16.0 * self.multiplier))
-            max_exponent = int(finite / math.log(base)) if base > 1.0 else 0
+        if max_exponent is None:  # base ** e reaches 1e4: the penalty is a ban in practice, and finite
+            max_exponent = math.ceil(math.log(1e4) / math.log(base)) if base > 1.0 else 0
         self.max_exponent = check_int(max_exponent, "max_exponent", 0)
 
     def match_lengths(self, input_ids: torch.LongTensor) -> tuple[torch.LongTensor, torch.LongTensor]:
@@ -240,13 +255,15 @@ class DRYLogitsProcessor(LogitsProcessor):
         if input_ids.shape[1] < 2:
             return scores
         lengths, next_tokens = self.match_lengths(input_ids)
-        longest = torch.zeros(scores.shape, dtype=torch.long, device=scores.device)
-        longest.scatter_reduce_(1, next_tokens, lengths, reduce="amax")
-        exponent = (longest - self.allowed_length).clamp(min=0, max=self.max_exponent).to(scores.dtype)
-        penalty = torch.where(longest >= self.allowed_length, self.multiplier * self.base**exponent, 0.0)
+        exponent = (lengths - self.allowed_length).clamp(min=0, max=self.max_exponent).to(scores.dtype)
+        candidate = torch.where(lengths >= self.allowed_length, self.multiplier * self.base**exponent, 0.0)
         if self.protected_token_ids:
-            penalty[:, self.protected_token_ids] = 0.0
-        return scores - penalty
+            protected = torch.tensor(self.protected_token_ids, device=scores.device)
+            candidate = candidate.masked_fill(torch.isin(next_tokens, protected), 0.0)
+        # the penalty grows with the length, so the largest candidate penalty is the longest match's:
+        # out_v = min(scores_v, min over candidates c with next token v of scores_v - penalty_c)
+        penalised = scores.gather(1, next_tokens) - candidate
+        return scores.scatter_reduce(1, next_tokens, penalised, reduce="amin", include_self=True)
 
 
 class LoopEOSLogitsProcessor(Clocked, LogitsProcessor):
