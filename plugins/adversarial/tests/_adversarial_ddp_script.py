@@ -10,14 +10,19 @@ from _adversarial_helpers import flat_params, make_data, make_model, run_trainer
 from hfplug_adversarial import FGM, GradientPenalty
 
 out = Path(sys.argv[1])
+# global batch 8 = 2 ranks x 4, or 2 ranks x 2 micro-batches of 2 (no_sync on the first micro-batch)
 runs = {
-    "fgm_model": (lambda: FGM(epsilon=0.5, norm="per_example"), "model"),
-    "gp_loss_func": (lambda: GradientPenalty(epsilon=1.0), "loss_func"),
+    "fgm_model": (lambda: FGM(epsilon=0.5, norm="per_example"), "model", dict(batch_size=4)),
+    "gp_loss_func": (
+        lambda: GradientPenalty(epsilon=1.0),
+        "loss_func",
+        dict(batch_size=2, accumulation=2),
+    ),
 }
-for name, (make_callback, path) in runs.items():
+for name, (make_callback, path, shape) in runs.items():
     trainer = run_trainer(
-        make_model("seq"), make_data("seq"), [make_callback()], task="seq", path=path, batch_size=4, epochs=5,
-        ddp_find_unused_parameters=False,
+        make_model("seq"), make_data("seq"), [make_callback()], task="seq", path=path, epochs=5,
+        **{"ddp_find_unused_parameters": False, **shape},
     )  # fmt: skip
     assert trainer.state.global_step == 5 and trainer.args.world_size == 2
     torch.save(flat_params(trainer.model), out / f"{name}_rank{trainer.args.process_index}.pt")

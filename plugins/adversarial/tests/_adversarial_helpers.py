@@ -10,6 +10,7 @@ import copy
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import Trainer, TrainingArguments
 
 from hfplug.losses import trainer_loss
@@ -173,6 +174,14 @@ def fgm_objective(ref: Reference, eps: float, objective: str = "adversarial", pe
     delta = eps * g / (l2(g, per_example) + 1e-8)
     adv = ref.loss(ref.embed() + delta)
     return clean + adv if objective == "sum" else adv
+
+
+def gp_objective(ref: Reference, eps: float):
+    e = ref.embed()
+    with sdpa_kernel(SDPBackend.MATH):  # the fused CPU attention kernel has no double backward
+        loss = ref.loss(e)
+    (g,) = torch.autograd.grad(loss, e, create_graph=True)
+    return loss + 0.5 * eps * g.pow(2).sum()
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -1,4 +1,7 @@
-"""DDP (torchrun, 2 ranks, gloo): identical parameters across ranks, equal to one process on the global batch."""
+"""DDP (torchrun, 2 ranks, gloo): identical parameters across ranks, equal to one process on the global batch.
+
+FGM per-example with the model's loss (4 per rank); gradient penalty with compute_loss_func under gradient
+accumulation (2 micro-batches of 2 per rank, so the no_sync window is exercised)."""
 
 from __future__ import annotations
 
@@ -6,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _adversarial_helpers import Reference, fgm_objective, flat_params, make_data, make_model
-from test_adversarial_training import gp_objective
+from _adversarial_helpers import Reference, fgm_objective, flat_params, gp_objective, make_data, make_model
 
 from hfplug.testing import run_torchrun
 

@@ -11,6 +11,7 @@ from _adversarial_helpers import (
     assert_same_update,
     fgm_objective,
     flat_params,
+    gp_objective,
     make_data,
     make_model,
     relative_error,
@@ -18,18 +19,9 @@ from _adversarial_helpers import (
     user_loss,
 )
 from hfplug_adversarial import FGM, FGSM, PGD, SMART, FreeLB, GradientPenalty
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 import hfplug
-
-
-def gp_objective(ref: Reference, eps: float):
-    e = ref.embed()
-    with sdpa_kernel(SDPBackend.MATH):
-        loss = ref.loss(e)
-    (g,) = torch.autograd.grad(loss, e, create_graph=True)
-    return loss + 0.5 * eps * g.pow(2).sum()
 
 
 @pytest.mark.parametrize("path", ["model", "loss_func"])
@@ -67,7 +59,8 @@ def test_gradient_penalty_mean_loss_under_accumulation():
 
 
 def test_peft_lora_frozen_embeddings_still_perturbed():
-    from peft import LoraConfig, get_peft_model
+    peft = pytest.importorskip("peft")
+    LoraConfig, get_peft_model = peft.LoraConfig, peft.get_peft_model
 
     data = make_data("seq")
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], task_type="SEQ_CLS")
