@@ -3,7 +3,7 @@
 1. Random inputs (L=512, head dim 64) at several peakedness levels (q and k scaled by s; reported as the mean
    max attention weight of exact attention): relative error ||favor - exact|| / ||exact|| for m = 64..1024,
    orthogonal vs iid features, plus the variance-reduction options (quasi-uniform radii, hyperbolic features,
-   key centering), beside the error of uniform attention (mean of the values), the trivial baseline.
+   the key shift c = mean(k) + mean(q)), beside the error of uniform attention (mean of the values), the trivial baseline.
 2. The pretrained MiniLM-L6 (hfplug.data.minilm_dir()): the same on its own queries/keys/values, captured
    from each of its 6 layers on real English sentences, and favor_report (hidden-state cosine) for m=256.
 
@@ -72,8 +72,8 @@ def sweep(q, k, v, valid, seeds) -> dict:
         "favor": {},
     }
     for name, options in VARIANTS.items():
-        for center in (False, True):
-            label = name + ("+centered" if center else "")
+        for shift in (False, True):
+            label = name + ("+shifted" if shift else "")
             errors = []
             for m in MS:
                 runs = [
@@ -84,7 +84,7 @@ def sweep(q, k, v, valid, seeds) -> dict:
                             v,
                             gaussian_projection(m, q.shape[-1], seed=s, **options),
                             key_padding_mask=valid,
-                            center_keys=center,
+                            shift_keys=shift,
                         )[0],
                         exact,
                     )
@@ -132,7 +132,7 @@ def plot(results: dict, path: Path) -> None:
     panels.append(("MiniLM-L6 own q/k (mean of 6 layers)", results["minilm"]["mean"]))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), sharey=False)
     for ax, (title, row) in zip(axes, panels, strict=True):
-        for label in ("iid", "orthogonal", "orthogonal+centered", "orthogonal+hyperbolic+centered"):
+        for label in ("iid", "orthogonal", "orthogonal+shifted", "orthogonal+hyperbolic+shifted"):
             errors = row["favor"][label]
             ax.plot(list(errors), list(errors.values()), marker="o", label=label)
         ax.axhline(row["uniform"], color="k", linestyle="--", label="uniform attention")
@@ -180,7 +180,7 @@ def main() -> None:
         print(
             f"MiniLM layer {index}: max weight {row['mean_max_weight']:.3f}, uniform {row['uniform']:.3f}, "
             f"orthogonal m=256 {row['favor']['orthogonal'][256]:.3f}, "
-            f"orthogonal+centered m=256 {row['favor']['orthogonal+centered'][256]:.3f}",
+            f"orthogonal+shifted m=256 {row['favor']['orthogonal+shifted'][256]:.3f}",
             flush=True,
         )
     mean = {
@@ -194,9 +194,9 @@ def main() -> None:
     hfplug.use_attention("favor")
     reports = {}
     for label, config in (
-        ("orthogonal", FavorConfig(center_keys=False)),
-        ("orthogonal+centered", FavorConfig()),
-        ("orthogonal+hyperbolic+centered", FavorConfig(hyperbolic=True)),
+        ("orthogonal", FavorConfig(shift_keys=False)),
+        ("orthogonal+shifted", FavorConfig()),
+        ("orthogonal+hyperbolic+shifted", FavorConfig(hyperbolic=True)),
     ):
         set_favor_config(model, config)
         report = favor_report(model, dict(batch))

@@ -5,7 +5,7 @@ repeat and reporting medians; peak extra RSS of one call in a fresh process; rel
 attention (and the error of uniform attention, the trivial output FAVOR+ must beat); decode-step latency
 against context length (favor's recurrent state vs SDPA over the KV cache).
 
-    python plugins/favor/bench/bench_favor.py            # L = 512..4096 (about 5 minutes)
+    python plugins/favor/bench/bench_favor.py            # L = 512..4096, memory at 1024 and 4096
     python plugins/favor/bench/bench_favor.py --full     # L = 512..16384 (long; performer causal needs GiBs)
 
 Writes bench/results/favor_bench.json and favor_bench.png. The machine is shared: treat <10% as noise.
@@ -29,6 +29,7 @@ HEADS, HEAD_DIM, FEATURES = 8, 64, 256
 RESULTS = Path(__file__).parent / "results"
 METHODS = ("sdpa", "favor", "performer")
 SLOW_LIMIT_S = 20.0
+MEMORY_LENGTHS = (1024, 4096)  # fresh-process memory probes of the default sweep (--full: every length)
 
 
 def make_method(name: str, causal: bool):
@@ -36,7 +37,7 @@ def make_method(name: str, causal: bool):
         return lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
     if name == "favor":
         W = gaussian_projection(FEATURES, HEAD_DIM, seed=0)
-        return lambda q, k, v: favor_attention(q, k, v, W, causal=causal, center_keys=not causal)[0]
+        return lambda q, k, v: favor_attention(q, k, v, W, causal=causal, shift_keys=not causal)[0]
     if name == "performer":
         from performer_pytorch import FastAttention
 
@@ -255,7 +256,7 @@ def main() -> None:
             for length in lengths:
                 ms = time_config(length, causal, backward, skip)
                 peak = {}
-                if not args.no_memory:
+                if not args.no_memory and (args.full or length in MEMORY_LENGTHS):
                     peak = {
                         name: peak_memory_mib(name, length, causal, backward) for name in METHODS if ms[name]
                     }

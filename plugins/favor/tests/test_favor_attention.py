@@ -74,16 +74,21 @@ def test_noncausal_converges_to_exact_softmax_with_padding():
     assert errors[4096] < 0.12, errors
 
 
-def test_centered_keys_are_exact_for_softmax_and_lower_the_error():
-    q, k, v = inputs(B=2, H=2, Hkv=2, L=64, D=32, scale=0.5, seed=3)
-    k = k + 0.8  # a shared offset, as in trained models' keys
-    exact = exact_softmax(q, k, v)
-    plain, centered = [], []
+def test_key_shift_is_exact_for_softmax_and_lowers_the_error():
+    q, k, v = inputs(B=2, H=4, Hkv=2, L=64, D=32, scale=0.5, seed=3)
+    q, k = q + 0.3, k + 0.3  # shared offsets, as in trained models' queries and keys
+    valid = torch.ones(2, 64, dtype=torch.bool)
+    valid[1, 50:] = False
+    exact = exact_softmax(q, k, v, valid)
+    plain, shifted = [], []
     for s in range(4):
-        W = gaussian_projection(256, 32, seed=s)
-        plain.append(relative_error(favor_attention(q, k, v, W)[0], exact))
-        centered.append(relative_error(favor_attention(q, k, v, W, center_keys=True)[0], exact))
-    assert sum(centered) < sum(plain)
+        W = gaussian_projection(4096 if s == 0 else 256, 32, seed=s)
+        plain.append(relative_error(favor_attention(q, k, v, W, key_padding_mask=valid)[0], exact))
+        shifted.append(
+            relative_error(favor_attention(q, k, v, W, key_padding_mask=valid, shift_keys=True)[0], exact)
+        )
+    assert shifted[0] < 0.1  # still converges to exact softmax attention (the shift is exact)
+    assert sum(shifted[1:]) < 0.85 * sum(plain[1:]), (plain, shifted)
 
 
 @pytest.mark.parametrize("chunk_size", [1, 5, 8, 37, 128])

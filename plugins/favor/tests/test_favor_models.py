@@ -7,7 +7,14 @@ import copy
 import pytest
 import torch
 import transformers as tf
-from hfplug_favor import FavorConfig, FeatureRedrawCallback, favor_report, get_favor_config, set_favor_config
+from hfplug_favor import (
+    FavorConfig,
+    FeatureRedrawCallback,
+    favor_attention_forward,
+    favor_report,
+    get_favor_config,
+    set_favor_config,
+)
 from hfplug_favor.attention import projection_for
 
 import hfplug
@@ -155,6 +162,8 @@ def test_decode_logits_match_recomputation():
             out = model(input_ids=ids[:, t : t + 1], past_key_values=cache, use_cache=True)
             steps.append(out.logits)
     torch.testing.assert_close(torch.cat(steps, 1), full[:, 8:], rtol=1e-3, atol=5e-4)
+    layer = model.model.layers[0].self_attn
+    assert layer._favor_decode_state[1] == 12  # the recurrent state followed every decode step
 
 
 def test_config_round_trips_through_save_pretrained(tmp_path):
@@ -185,6 +194,9 @@ def test_bad_calls_raise_clear_errors():
         sliding(input_ids=ids, attention_mask=mask)
     with pytest.raises(TypeError, match="FavorConfig"):
         set_favor_config(model, "fast")
+    q = torch.randn(1, 4, 3, 8)
+    with pytest.raises(ValueError, match="position_bias"):  # T5-style relative attention bias
+        favor_attention_forward(model.encoder.layer[0].attention.self, q, q, q, None, 1.0, position_bias=q)
 
 
 def test_favor_report_error_falls_with_m():

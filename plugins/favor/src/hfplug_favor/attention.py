@@ -57,11 +57,19 @@ def _prefix_state(
     return FavorState(phi_k.transpose(-2, -1) @ value, phi_k.sum(-2), r)
 
 
-def _key_mean(key: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+def _key_shift(query: torch.Tensor, key: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """c = mean(k) + mean(q) per (batch, kv head) over non-padded positions: the constant minimising the mean
+    of |q_i + k_j - c|² over all pairs. query (B, Hkv, G, Lq, D), key (B, Hkv, Lk, D) -> (B, Hkv, 1, D)."""
     if valid is None:
-        return key.mean(-2, keepdim=True)
-    weights = valid[:, None, :, None].to(key.dtype)
-    return (key * weights).sum(-2, keepdim=True) / weights.sum(-2, keepdim=True).clamp_min(1.0)
+        key_mean = key.mean(-2, keepdim=True)
+    else:
+        weights = valid[:, None, :, None].to(key.dtype)
+        key_mean = (key * weights).sum(-2, keepdim=True) / weights.sum(-2, keepdim=True).clamp_min(1.0)
+    if valid is None or query.shape[-2] != key.shape[-2]:
+        return key_mean + query.mean(dim=(2, 3)).unsqueeze(2)
+    weights = valid[:, None, None, :, None].to(query.dtype)
+    query_mean = (query * weights).sum(dim=(2, 3)) / weights.sum(dim=(2, 3)).clamp_min(1.0)
+    return key_mean + query_mean.unsqueeze(2)
 
 
 def _read_state(phi_q: torch.Tensor, state: FavorState) -> torch.Tensor:
@@ -165,7 +173,7 @@ def favor_attention(
     kernel: str = "softmax",
     chunk_size: int = 128,
     state: FavorState | None = None,
-    center_keys: bool = False,
+    shift_keys: bool = False,
 ) -> tuple[torch.Tensor, FavorState | None]:
     """FAVOR+ attention on (B, H, Lq, D) queries and (B, Hkv, Lk, D) keys/values, H a multiple of Hkv.
 
@@ -174,9 +182,9 @@ def favor_attention(
     first Lk - Lq keys (or ``state``, which then stands for them) are seen by all queries. Returns the
     output (B, H, Lq, Dv) in float32 and, when causal, the prefix state after the last key.
 
-    ``center_keys`` (non-causal only) subtracts the mean of the non-padded keys of each (batch, head) first:
-    exact for softmax attention (q·(k_j - c) shifts all logits of a query equally) and lowers the variance of
-    the softmax-kernel estimator, which grows with |q + k|².
+    ``shift_keys`` (non-causal only) subtracts c = mean(k) + mean(q) (non-padded positions, per batch and kv
+    head) from every key: exact for softmax attention (q·(k_j - c) shifts all logits of a query equally) and
+    it minimises the mean |q + k - c|² that drives the variance of the positive-feature estimator.
     """
     B, H, Lq, D = query.shape
     Hkv, Lk = key.shape[1], key.shape[2]
@@ -187,8 +195,8 @@ def favor_attention(
     projection = projection.to(device=query.device, dtype=torch.float32)
     with torch.autocast(query.device.type, enabled=False):
         query, key, value = query.float(), key.float(), value.float()
-        if center_keys and not causal:
-            key = key - _key_mean(key, key_padding_mask)
+        if shift_keys and not causal:
+            key = key - _key_shift(query.view(B, Hkv, G, Lq, D), key, key_padding_mask)
         projected_q, _ = feature_logits(query.view(B, Hkv, G, Lq, D), projection, scaling, kernel)
         offset = Lk - Lq if causal else Lk
         if offset < 0:
@@ -342,6 +350,11 @@ def favor_attention_forward(
             "output_attentions=True is not supported by attn_implementation='favor': FAVOR+ never forms the "
             "attention matrix; call the model with output_attentions=False (or switch to 'eager' to inspect it)"
         )
+    if kwargs.get("position_bias") is not None:
+        raise ValueError(
+            "attn_implementation='favor' cannot add a position_bias to the attention logits (T5-style relative "
+            "attention): FAVOR+ never forms the logits; use sdpa for this model"
+        )
     config = favor_config_from(getattr(module, "config", None))
     if dropout and dropout > 0 and not config.ignore_dropout:
         raise ValueError(
@@ -368,7 +381,7 @@ def favor_attention_forward(
         kernel=config.kernel,
         chunk_size=config.chunk_size,
         state=state,
-        center_keys=config.center_keys and config.kernel == "softmax",
+        shift_keys=config.shift_keys and config.kernel == "softmax",
     )
     if recurrent:
         module._favor_decode_state = (new_state, Lk, _fingerprint(key, Lk), key_valid, tag)

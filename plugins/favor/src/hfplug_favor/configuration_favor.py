@@ -32,8 +32,9 @@ class FavorConfig:
         hyperbolic: the paper's hyperbolic features (each projection used with + and - sign; lower variance).
         ignore_dropout: attention dropout cannot be applied (no attention matrix exists); by default a
             non-zero dropout in training raises, with this flag it is skipped.
-        center_keys: softmax kernel, non-causal attention: subtract the mean of the non-padded keys before the
-            feature map. Exact (softmax is invariant to it) and lowers the estimator's variance.
+        shift_keys: softmax kernel, non-causal attention: subtract c = mean(k) + mean(q) from every key before
+            the feature map. Exact (softmax is invariant to a common key shift) and it minimises the mean
+            |q + k - c|², which drives the estimator's variance.
         recurrent_decode: keep the causal prefix state (sum phi(k) v^T, sum phi(k)) on each attention module
             during no-grad inference, so a decode step costs O(m·d) attention math instead of recomputing the
             features of the whole cache.
@@ -49,7 +50,7 @@ class FavorConfig:
     radii: str = "chi"
     hyperbolic: bool = False
     ignore_dropout: bool = False
-    center_keys: bool = True
+    shift_keys: bool = True
     recurrent_decode: bool = True
 
     def __post_init__(self) -> None:
@@ -70,7 +71,7 @@ class FavorConfig:
         if self.hyperbolic and self.kernel != "softmax":
             raise ValueError("hyperbolic=True only applies to kernel='softmax'")
         _check_bool("ignore_dropout", self.ignore_dropout)
-        _check_bool("center_keys", self.center_keys)
+        _check_bool("shift_keys", self.shift_keys)
         _check_bool("recurrent_decode", self.recurrent_decode)
 
     def to_dict(self) -> dict[str, Any]:
