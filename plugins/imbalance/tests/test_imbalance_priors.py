@@ -47,6 +47,11 @@ def test_counts_from_token_labels_skip_ignore_index():
     assert class_counts(ds, "labels").tolist() == [1, 2, 1]
     nested = [torch.tensor([0, 1, -100]), np.array([2, 2]), [1, [0]], 3]
     assert class_counts(nested).tolist() == [2, 2, 2, 1]
+    assert class_counts(ds.to_iterable_dataset(), "labels", num_classes=4).tolist() == [1, 2, 1, 0]
+    examples = [{"labels": [0, 1, -100]}, {"labels": [2, -100]}]  # e.g. a torch Dataset of dicts
+    assert class_counts(examples, "labels").tolist() == [1, 1, 1]
+    with pytest.raises(ValueError, match="'label' is not a key"):
+        class_counts(examples)
 
 
 def test_counts_from_mapping_multi_label_and_errors():

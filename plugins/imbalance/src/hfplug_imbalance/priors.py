@@ -50,16 +50,24 @@ def _rows(values: Iterable[Any]) -> torch.Tensor:
     return torch.stack(rows)
 
 
+def _label_of(item: Any, label_column: str) -> Any:
+    if not isinstance(item, Mapping):
+        return item
+    if label_column not in item:
+        raise ValueError(f"label_column {label_column!r} is not a key of the examples; keys: {sorted(item)}")
+    return item[label_column]
+
+
 def _label_values(source: Any, label_column: str) -> tuple[Iterable[Any], int | None]:
     """The labels of ``source`` and, for a ``datasets`` ClassLabel column, its number of classes."""
     column_names = getattr(source, "column_names", None)
-    if column_names is None:
+    if column_names is None:  # an iterable of labels, or of examples (dicts; a streaming IterableDataset)
         if isinstance(source, (str, bytes)) or not isinstance(source, Iterable):
             raise TypeError(
                 "source must be a datasets.Dataset, an iterable of labels or a {class: count} mapping, "
                 f"got {type(source).__name__}"
             )
-        return source, None
+        return (_label_of(item, label_column) for item in source), None
     if isinstance(column_names, Mapping):  # DatasetDict: {split: columns}
         raise TypeError(
             f"pass one split of the DatasetDict (one of {sorted(column_names)}), not the DatasetDict"
