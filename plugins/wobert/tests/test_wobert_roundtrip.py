@@ -103,13 +103,16 @@ def test_auto_tokenizer_resolves_after_registry_lookup(wobert_tokenizer, tmp_pat
 
 
 def test_auto_tokenizer_after_importing_the_class(wobert_tokenizer, tmp_path):
-    """This process imported WoBertTokenizer, which registered it: AutoTokenizer gives identical ids."""
-    from transformers import AutoTokenizer
+    """This process imported WoBertTokenizer, which registered it: AutoTokenizer gives identical ids, also
+    from a model folder whose config.json says model_type "bert"."""
+    from transformers import AutoTokenizer, BertConfig
 
     wobert_tokenizer.save_pretrained(tmp_path)
     tok = AutoTokenizer.from_pretrained(tmp_path)
     assert type(tok) is WoBertTokenizer
     assert _ids(tok) == _ids(wobert_tokenizer)
+    BertConfig(vocab_size=len(wobert_tokenizer)).save_pretrained(tmp_path)
+    assert type(AutoTokenizer.from_pretrained(tmp_path)) is WoBertTokenizer
 
 
 def test_registry_returns_the_class(monkeypatch):
