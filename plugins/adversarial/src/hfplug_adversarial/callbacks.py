@@ -140,7 +140,10 @@ class AdversarialCallback(TrainerCallback):
 
     @staticmethod
     def _grad(loss: torch.Tensor, embeds: list[torch.Tensor], *, retain: bool, create: bool = False):
-        return list(torch.autograd.grad(loss, embeds, retain_graph=retain or create, create_graph=create))
+        grads = torch.autograd.grad(
+            loss, embeds, retain_graph=retain or create, create_graph=create, materialize_grads=True
+        )  # materialize: an embedding call that does not reach the loss gets a zero gradient
+        return list(grads)
 
     @staticmethod
     def _mask_like(mask: torch.Tensor | None, output: torch.Tensor) -> torch.Tensor | None:
