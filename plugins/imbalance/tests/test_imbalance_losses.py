@@ -441,5 +441,7 @@ def test_bad_calls_raise():
         FocalLoss()(logits, labels.float())
     with pytest.raises(ValueError, match="sigmoid targets must be in"):
         FocalLoss(activation="sigmoid")(logits, torch.full((4, 4), 2.0))
-    with pytest.raises(ValueError, match="multi-label targets"):
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\].*got 3"):
         MultiLabelCategoricalCrossEntropyLoss()(logits, torch.full((4, 4), 3))
+    with pytest.raises(ValueError, match=r"multi-label targets must be 0, 1 or ignore_index=-100; got 0\.5"):
+        MultiLabelCategoricalCrossEntropyLoss()(logits, torch.full((4, 4), 0.5))

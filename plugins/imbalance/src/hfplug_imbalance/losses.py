@@ -96,8 +96,12 @@ def _sigmoid_inputs(
             "sigmoid losses need logits and targets of one shape (e.g. [B, C] multi-hot, or [B] binary); "
             f"got logits {tuple(logits.shape)} and targets {tuple(targets.shape)}"
         )
-    valid = targets != ignore_index
     targets = targets.float()
+    if targets.numel() and not 0 <= ignore_index <= 1:
+        low, high = torch.aminmax(targets)
+        if bool((low >= 0) & (high <= 1)):  # common case, one pass: nothing ignored, nothing out of range
+            return logits.float(), targets, torch.ones_like(targets, dtype=torch.bool)
+    valid = targets != ignore_index
     bad = valid & ((targets < 0) | (targets > 1))
     if bad.any():
         raise ValueError(
@@ -562,14 +566,14 @@ class MultiLabelCategoricalCrossEntropyLoss(_ImbalanceLoss):
                 "multi-label loss needs logits [..., C] and multi-hot targets of the same shape; "
                 f"got logits {tuple(logits.shape)} and targets {tuple(targets.shape)}"
             )
-        valid = targets != self.ignore_index
-        bad = valid & (targets != 0) & (targets != 1)
-        if bad.any():
+        s, y, valid = _sigmoid_inputs(logits, targets, self.ignore_index)
+        pos = y == 1
+        neg = valid & ~pos
+        soft = neg & (y != 0)
+        if soft.any():
             raise ValueError(
-                f"multi-label targets must be 0, 1 or ignore_index={self.ignore_index}; got {targets[bad][0]}"
+                f"multi-label targets must be 0, 1 or ignore_index={self.ignore_index}; got {y[soft][0]:g}"
             )
-        s = logits.float()
-        pos, neg = valid & (targets == 1), valid & (targets == 0)
         zeros = s.new_zeros((*s.shape[:-1], 1))
         neg_term = torch.cat([s.masked_fill(~neg, -math.inf), zeros], -1).logsumexp(-1)
         pos_term = torch.cat([(-s).masked_fill(~pos, -math.inf), zeros], -1).logsumexp(-1)
