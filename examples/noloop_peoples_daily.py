@@ -95,8 +95,9 @@ def variants(cap: int) -> dict[str, dict]:
     dry = lambda: DRYLogitsProcessor(protected_token_ids=[EOS, PAD, BOS])
     stop = lambda: LoopStoppingCriteria(eos_token_id=EOS)
     greedy, beam = {"do_sample": False}, {"do_sample": False, "num_beams": 4}
-    topk, nucleus = {"do_sample": True, "top_k": 2}, {"do_sample": True, "top_p": 0.4}
-    sampled = {"do_sample": True}
+    # top_k=0: transformers 5 otherwise adds its default top_k=50 warper to every sampling call
+    topk, nucleus = {"do_sample": True, "top_k": 2}, {"do_sample": True, "top_k": 0, "top_p": 0.4}
+    sampled = {"do_sample": True, "top_k": 0}
     full = lambda: NoLoopConfig(epsilon=eps, start=start, protected_token_ids=(PAD, BOS)).build(EOS)
     return {
         "greedy": dict(kw=greedy),

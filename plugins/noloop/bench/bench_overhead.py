@@ -4,8 +4,12 @@ Two measurements, both in one run, settings interleaved and the median of the re
 
 1. in ``generate``: a tiny GPT-2 (2 layers, 64 wide, vocab 21,128) decodes 64 new tokens greedily for a
    batch of 8 at a final context of 256 / 1,024 tokens; overhead = (time - time with no processor) / 64.
-2. isolated: one call of each processor on (8, context) ids and (8, 21,128) scores, on random histories
-   and on looping histories (an 8-token block repeated: the worst case for DRY and the loop check).
+2. isolated: one call of each processor on (8, context) ids and (8, 21,128) scores: random histories
+   with flat scores (random logits: the nucleus holds most of the vocabulary), looping histories (an
+   8-token block repeated: the worst case for DRY and the loop check) and random histories with peaked
+   scores (logits x 6, a trained-LM-like distribution). The loop stop is timed on the detection it
+   runs every step with the whole context generated. transformers' TopK / TopP / MinP warpers are timed
+   beside our consistent ones.
 
     python plugins/noloop/bench/bench_overhead.py [--repeats 5]
 
@@ -34,9 +38,12 @@ from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
     LogitsProcessorList,
+    MinPLogitsWarper,
     NoRepeatNGramLogitsProcessor,
     RepetitionPenaltyLogitsProcessor,
     StoppingCriteriaList,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
 )
 
 VOCAB, BATCH, NEW, EOS = 21128, 8, 64, 2
@@ -56,6 +63,9 @@ def settings() -> dict[str, dict]:
             "no_repeat_ngram_size": 3,
             "isolated": lambda: [NoRepeatNGramLogitsProcessor(3)],
         },
+        "transformers TopK (k=50), isolated only": {"isolated": lambda: [TopKLogitsWarper(50)]},
+        "transformers TopP (p=0.9), isolated only": {"isolated": lambda: [TopPLogitsWarper(0.9)]},
+        "transformers MinP (0.05), isolated only": {"isolated": lambda: [MinPLogitsWarper(0.05)]},
         "consistent_top_k (k=50)": {"procs": lambda: [ConsistentTopKLogitsWarper(50, EOS)]},
         "consistent_top_p (p=0.9)": {"procs": lambda: [ConsistentTopPLogitsWarper(0.9, EOS)]},
         "consistent_min_p (0.05)": {"procs": lambda: [ConsistentMinPLogitsWarper(0.05, EOS)]},
@@ -91,6 +101,15 @@ def run_generate(model, ids, spec) -> float:
     return elapsed
 
 
+def work(component, ids: torch.Tensor, scores: torch.Tensor) -> None:
+    """What a component computes per generated token, with the whole context counted as generated."""
+    if isinstance(component, LoopStoppingCriteria):
+        component.detector(ids, ids.shape[1])
+    else:
+        getattr(component, "reset", lambda: None)()
+        component(ids, scores)
+
+
 def isolated(spec, ids: torch.Tensor, scores: torch.Tensor, calls: int) -> float | None:
     """Median seconds of one call on fixed inputs (None for generate-only settings)."""
     make = spec.get("isolated") or spec.get("procs") or spec.get("stops")
@@ -101,12 +120,9 @@ def isolated(spec, ids: torch.Tensor, scores: torch.Tensor, calls: int) -> float
     components = make()
     times = []
     for _ in range(calls):
-        # each call sees a new generation (width changes are not consecutive), like a fresh generate
-        for c in components:
-            getattr(c, "reset", lambda: None)()
         began = time.perf_counter()
         for c in components:
-            c(ids, scores)
+            work(c, ids, scores)
         times.append(time.perf_counter() - began)
     return statistics.median(times)
 
@@ -122,6 +138,7 @@ def main() -> None:
     config = GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, n_positions=1100, eos_token_id=EOS)
     model = GPT2LMHeadModel(config).eval()
     specs = settings()
+    in_generate = {name: spec for name, spec in specs.items() if set(spec) != {"isolated"}}
     report = {
         "setup": {
             "model": "GPT-2 2 layers, 64 wide, random weights",
@@ -139,9 +156,9 @@ def main() -> None:
         for context in args.contexts:
             ids = torch.randint(3, VOCAB, (BATCH, context - NEW), generator=torch.Generator().manual_seed(1))
             run_generate(model, ids, specs["none"])  # warm-up
-            times = {name: [] for name in specs}
+            times = {name: [] for name in in_generate}
             for _ in range(args.repeats):
-                for name, spec in specs.items():
+                for name, spec in in_generate.items():
                     times[name].append(run_generate(model, ids, spec))
             base = statistics.median(times["none"])
             rows = {}

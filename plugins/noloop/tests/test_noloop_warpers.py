@@ -82,3 +82,16 @@ def test_sampling_with_consistent_top_k_keeps_eos_reachable():
         logits_processor=[ConsistentTopKLogitsWarper(2, eos_token_id=2), spy],
     )
     assert seen and all(seen)
+
+
+@pytest.mark.parametrize("scale", [0.3, 1.0, 3.0, 6.0])  # nucleus of thousands, hundreds, a few tokens
+def test_top_p_large_vocabulary(scale):
+    """The nucleus search in the top 64 / 1024 tokens agrees with transformers' full sort."""
+    scores = torch.randn(6, 5000, generator=torch.Generator().manual_seed(3)) * scale
+    input_ids = torch.zeros(6, 2, dtype=torch.long)
+    for top_p in (0.1, 0.4, 0.9):
+        expected = TopPLogitsWarper(top_p)(input_ids, scores.clone())
+        got = ConsistentTopPLogitsWarper(top_p, eos_token_id=[1])(input_ids, scores.clone())
+        others = torch.arange(5000) != 1
+        torch.testing.assert_close(got[:, others], expected[:, others], rtol=0, atol=0)
+        assert got[:, 1].isfinite().all()

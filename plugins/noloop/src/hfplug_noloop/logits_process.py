@@ -84,6 +84,8 @@ class ConsistentTopPLogitsWarper(_ConsistentWarper):
         # the ascending sort instead; the two agree up to float rounding at the boundary). The nucleus
         # is searched in the top 64, then 1024 tokens, and only then in the whole sorted vocabulary.
         probs = scores.softmax(dim=-1)
+        if self.top_p >= 1.0:  # transformers removes only the tokens of zero probability
+            return probs <= 0.0
         vocab = probs.shape[-1]
         for k in (64, 1024, vocab):
             k = min(vocab, max(k, self.min_tokens_to_keep))
@@ -194,8 +196,9 @@ class DRYLogitsProcessor(LogitsProcessor):
     allowed_length 2; window 1024; ``max_exponent`` defaults to the exponent at which ``base ** e``
     reaches 1e4 (17 for base 1.75): longer matches get the same, already prohibitive, penalty.
 
-    Vectorised over rows: match lengths grow in blocks of offsets (4, 8, 16, ...), one tensor op set per
-    block, stopping when no candidate still matches; cost O(window x longest match) per step.
+    Vectorised over rows and candidates: one comparison over the window finds the earlier copies of
+    the last token, then their match lengths grow in blocks of offsets (4, 8, 16, ...) until none still
+    matches; cost O(window + candidates x longest match) per step, never O(context).
     """
 
     def __init__(
@@ -221,40 +224,37 @@ class DRYLogitsProcessor(LogitsProcessor):
             max_exponent = math.ceil(math.log(1e4) / math.log(base)) if base > 1.0 else 0
         self.max_exponent = check_int(max_exponent, "max_exponent", 0)
 
-    def match_lengths(self, input_ids: torch.LongTensor) -> tuple[torch.LongTensor, torch.LongTensor]:
-        """Match lengths of the candidate positions i of the window and their next tokens x[i+1], both of
-        shape (rows, window - 1); lengths are exact up to allowed_length + max_exponent (capped there)."""
+    def match_lengths(self, input_ids: torch.LongTensor) -> tuple[torch.Tensor, ...]:
+        """The candidates (row, position i) of the window whose token equals the last token, with their
+        match length and next token x[i+1]; lengths are exact up to allowed_length + max_exponent."""
         x = input_ids[:, -self.window :]
-        rows, width = x.shape
+        width = x.shape[1]
         device = x.device
         breakers = torch.tensor(self.sequence_breaker_ids, dtype=x.dtype, device=device)
         is_breaker = torch.isin(x, breakers)
+        # offset 0 on all positions; longer offsets only on the surviving candidates
+        first = (x[:, :-1] == x[:, -1:]) & ~is_breaker[:, -1:] & ~is_breaker[:, 1:]
+        rows, positions = torch.nonzero(first, as_tuple=True)
+        lengths = torch.ones_like(positions)
         cap = min(self.allowed_length + self.max_exponent, width - 1)
         padded = torch.nn.functional.pad(x, (cap, 0), value=-1)
-        candidates = torch.arange(width - 1, device=device)
-        lengths = torch.zeros(rows, width - 1, dtype=torch.long, device=device)
-        active = torch.ones(rows, width - 1, dtype=torch.bool, device=device)
-        start, size = 0, 4
-        while start < cap:
+        alive = torch.ones_like(positions, dtype=torch.bool)
+        start, size = 1, 4
+        while start < cap and bool(alive.any()):
             offsets = torch.arange(start, min(cap, start + size), device=device)
-            index = (candidates[None, :] - offsets[:, None] + cap).reshape(-1)
-            left = padded[:, index].reshape(rows, len(offsets), width - 1)
-            right = x[:, width - 1 - offsets]
-            right_ok = ~is_breaker[:, width - 1 - offsets]
-            match = (left == right[:, :, None]) & right_ok[:, :, None]
-            run = torch.cumprod(match, dim=1).bool() & active[:, None, :]
+            left = padded[rows[:, None], positions[:, None] - offsets[None, :] + cap]
+            right = width - 1 - offsets[None, :]
+            match = (left == x[rows[:, None], right]) & ~is_breaker[rows[:, None], right]
+            run = torch.cumprod(match, dim=1).bool() & alive[:, None]
             lengths += run.sum(dim=1)
-            active = run[:, -1, :]
-            if not bool(active.any()):
-                break
+            alive = run[:, -1]
             start, size = start + size, size * 2
-        lengths = lengths.masked_fill(is_breaker[:, 1:], 0)
-        return lengths, x[:, 1:]
+        return rows, lengths, x[rows, positions + 1]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if input_ids.shape[1] < 2:
             return scores
-        lengths, next_tokens = self.match_lengths(input_ids)
+        rows, lengths, next_tokens = self.match_lengths(input_ids)
         exponent = (lengths - self.allowed_length).clamp(min=0, max=self.max_exponent).to(scores.dtype)
         candidate = torch.where(lengths >= self.allowed_length, self.multiplier * self.base**exponent, 0.0)
         if self.protected_token_ids:
@@ -262,8 +262,10 @@ class DRYLogitsProcessor(LogitsProcessor):
             candidate = candidate.masked_fill(torch.isin(next_tokens, protected), 0.0)
         # the penalty grows with the length, so the largest candidate penalty is the longest match's:
         # out_v = min(scores_v, min over candidates c with next token v of scores_v - penalty_c)
-        penalised = scores.gather(1, next_tokens) - candidate
-        return scores.scatter_reduce(1, next_tokens, penalised, reduce="amin", include_self=True)
+        flat = rows * scores.shape[1] + next_tokens
+        penalised = scores.reshape(-1)[flat] - candidate
+        out = scores.reshape(-1).scatter_reduce(0, flat, penalised, reduce="amin", include_self=True)
+        return out.view_as(scores)
 
 
 class LoopEOSLogitsProcessor(Clocked, LogitsProcessor):
