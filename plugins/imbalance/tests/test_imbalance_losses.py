@@ -69,6 +69,7 @@ def test_identities_reduce_to_cross_entropy(shape, label_smoothing):
     uniform = [7.0] * c
     for loss in (
         FocalLoss(gamma=0.0, label_smoothing=label_smoothing),
+        FocalLoss(gamma=1e-9, label_smoothing=label_smoothing),  # the focusing code path, (1-p)**gamma ~ 1
         LogitAdjustedLoss([float(i + 1) for i in range(c)], tau=0.0, label_smoothing=label_smoothing),
         WeightedCrossEntropyLoss(uniform, "inverse", label_smoothing=label_smoothing),
         WeightedCrossEntropyLoss(uniform, "effective_number", beta=0.9, label_smoothing=label_smoothing),
@@ -142,11 +143,11 @@ def test_weighted_ce_matches_torch_with_sum_over_count_normalisation():
         raw = {"inverse": 1 / n, "sqrt_inverse": n**-0.5, "effective_number": (1 - 0.9) / (1 - 0.9**n)}[
             weighting
         ]
-        w = (raw * 4 / raw.sum()).float()
-        expected = F.cross_entropy(logits, labels, weight=w, label_smoothing=0.2, reduction="sum") / len(
-            labels
-        )
-        torch.testing.assert_close(loss(logits, labels), expected, rtol=1e-5, atol=1e-6)
+        w = raw * 4 / raw.sum()
+        logp = torch.log_softmax(logits.double(), -1)
+        q = 0.8 * F.one_hot(labels, 4).double() + 0.2 / 4
+        expected = (-(q * w * logp).sum(-1)).mean()  # PyTorch's weighted label smoothing, summed / N
+        torch.testing.assert_close(loss(logits, labels).double(), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_softmax_focal_matches_formula():

@@ -122,26 +122,32 @@ def _modulated_nll(logp: torch.Tensor, gamma: float) -> torch.Tensor:
 
 
 def _softmax_per_item(
-    logp: torch.Tensor,
+    logits: torch.Tensor,
     labels: torch.Tensor,
     weights: torch.Tensor | None,
     gamma: float,
     label_smoothing: float,
 ) -> torch.Tensor:
-    """``sum_c w_c q_c (1 - p_c)**gamma (-log p_c)`` with ``q = (1 - eps) onehot(y) + eps / C``."""
+    """``sum_c w_c q_c (1 - p_c)**gamma (-log p_c)`` with ``q = (1 - eps) onehot(y) + eps / C``.
+
+    ``weights``: None, a scalar or ``[C]``. Without focusing (gamma = 0) this is PyTorch's fused weighted,
+    label-smoothed cross-entropy with ``reduction="none"``.
+    """
+    per_class = weights if weights is not None and weights.dim() else None
+    scalar = weights if weights is not None and not weights.dim() else 1.0
+    if not gamma:
+        return scalar * F.cross_entropy(
+            logits, labels, weight=per_class, reduction="none", label_smoothing=label_smoothing
+        )
+    logp = logits.log_softmax(-1)
     per = _modulated_nll(logp.gather(-1, labels[:, None]).squeeze(-1), gamma)
-    if weights is not None:
-        per = per * (weights[labels] if weights.dim() else weights)
+    if per_class is not None:
+        per = per * per_class[labels]
     if label_smoothing:
-        if gamma:
-            full = _modulated_nll(logp, gamma)
-            smooth = (full * weights if weights is not None else full).mean(-1)
-        elif weights is not None and weights.dim():
-            smooth = -(logp @ weights) / logp.shape[-1]  # one pass instead of a product and a mean
-        else:
-            smooth = -logp.mean(-1) * (weights if weights is not None else 1.0)
+        full = _modulated_nll(logp, gamma)
+        smooth = (full @ per_class if per_class is not None else full.sum(-1)) / logp.shape[-1]
         per = (1.0 - label_smoothing) * per + label_smoothing * smooth
-    return per
+    return scalar * per
 
 
 class _FromCounts:
@@ -225,8 +231,9 @@ class _SoftmaxLoss(_ImbalanceLoss):
 
     def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
         z, y, valid = _softmax_inputs(logits, labels, self.ignore_index)
-        logp = self.adjust_logits(z, y).log_softmax(-1)
-        return _softmax_per_item(logp, y, self.weights(z), self.gamma, self.label_smoothing), valid
+        return _softmax_per_item(
+            self.adjust_logits(z, y), y, self.weights(z), self.gamma, self.label_smoothing
+        ), valid
 
 
 class WeightedCrossEntropyLoss(_FromCounts, _SoftmaxLoss):
@@ -328,7 +335,7 @@ class FocalLoss(_FromCounts, _ImbalanceLoss):
         if self.activation == "softmax":
             z, y, valid = _softmax_inputs(logits, labels, self.ignore_index)
             alpha = None if self.alpha is None else _per_class(self.alpha, z.shape[-1], "alpha", z)
-            return _softmax_per_item(z.log_softmax(-1), y, alpha, self.gamma, self.label_smoothing), valid
+            return _softmax_per_item(z, y, alpha, self.gamma, self.label_smoothing), valid
         x, y, valid = _sigmoid_inputs(logits, labels, self.ignore_index)
         per = F.binary_cross_entropy_with_logits(x, y, reduction="none")
         if self.gamma:
