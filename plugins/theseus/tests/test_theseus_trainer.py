@@ -70,20 +70,6 @@ def make_trainer(tmp_path, model, callback, **overrides):
     return Trainer(model=model, args=args, train_dataset=Reviews(), callbacks=[callback])
 
 
-def test_linear_schedule_steps_on_optimizer_steps_under_grad_accumulation(tmp_path):
-    model, records = wrapped_model()
-    trainer = make_trainer(tmp_path, model, TheseusCallback(LinearReplacementScheduler(k=0.15, b=0.3)))
-    trainer.train()
-    assert len(records) == 12  # 6 optimizer steps x 2 micro-batches
-    for t in range(6):
-        expected = min(1.0, 0.15 * t + 0.3)
-        first, second = records[2 * t], records[2 * t + 1]
-        assert first == second, "both micro-batches of one optimizer step share the rate and the draw"
-        assert first[0] == t and first[1] == pytest.approx(expected)
-    logged = [entry["theseus_replacing_rate"] for entry in trainer.state.log_history if "loss" in entry]
-    assert logged == pytest.approx([min(1.0, 0.15 * t + 0.3) for t in range(6)])
-
-
 def test_registry_name_and_dict_spec(monkeypatch):
     monkeypatch.setenv("HFPLUG_PLUGINS", "theseus")  # other installed plugins are not under test here
     hfplug.plugins.reset()
@@ -102,13 +88,24 @@ def test_registry_name_and_dict_spec(monkeypatch):
         )
 
 
-def test_resume_from_checkpoint_reproduces_the_uninterrupted_run(tmp_path):
-    scheduler = ConstantReplacementScheduler(0.5, replacing_steps=4)
+def rate(t: int) -> float:
+    return min(1.0, 0.15 * t + 0.3)
+
+
+def test_schedule_steps_on_optimizer_steps_under_ga2_and_resume_reproduces_it(tmp_path):
+    scheduler = LinearReplacementScheduler(k=0.15, b=0.3)
     model, records = wrapped_model()
     trainer = make_trainer(
         tmp_path / "full", model, TheseusCallback(scheduler), save_strategy="steps", save_steps=3
     )
     trainer.train()
+    assert len(records) == 12  # 6 optimizer steps x 2 micro-batches
+    for t in range(6):
+        first, second = records[2 * t], records[2 * t + 1]
+        assert first == second, "both micro-batches of one optimizer step share the rate and the draw"
+        assert first[0] == t and first[1] == pytest.approx(rate(t))
+    logged = [entry["theseus_replacing_rate"] for entry in trainer.state.log_history if "loss" in entry]
+    assert logged == pytest.approx([rate(t) for t in range(6)])
     final = {k: v.clone() for k, v in model.state_dict().items()}
     checkpoint = tmp_path / "full" / "checkpoint-3"
     saved = json.loads((checkpoint / "trainer_state.json").read_text())["stateful_callbacks"][
@@ -127,7 +124,7 @@ def test_resume_from_checkpoint_reproduces_the_uninterrupted_run(tmp_path):
     )
     trainer.train(resume_from_checkpoint=str(checkpoint))
     assert resumed_records == records[6:]
-    assert [r[1] for r in resumed_records] == [0.5, 0.5, 1.0, 1.0, 1.0, 1.0]
+    assert [r[1] for r in resumed_records] == pytest.approx([rate(t) for t in (3, 3, 4, 4, 5, 5)])
     for key, value in resumed.state_dict().items():
         torch.testing.assert_close(value, final[key], rtol=1e-5, atol=1e-6, msg=key)
     assert any(
