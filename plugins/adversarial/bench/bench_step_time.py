@@ -1,9 +1,10 @@
 """Step time of each adversarial callback relative to a plain Trainer step, beside hand-written loops.
 
 BertForSequenceClassification (hidden 256, 4 layers, 4 heads, intermediate 1024, vocab 21128), batch 32 x 128
-random tokens, CPU float32, AdamW, dropout 0.1. Trainer configurations and hand-written PyTorch steps are
-interleaved over ``--rounds`` rounds; each value is the median step time. Peak memory: one subprocess per
-configuration, peak RSS growth during training (ru_maxrss minus the RSS before ``train()``).
+random tokens, CPU float32, AdamW, dropout 0.1, one torch thread. Trainer configurations and hand-written
+PyTorch steps are interleaved over ``--rounds`` rounds; each value is the median step time, measured as process
+CPU time (robust to other jobs on a shared machine) and as wall time. Peak memory: one subprocess per
+configuration, peak RSS growth during training (VmHWM, reset just before ``train()``, minus the RSS then).
 
     python plugins/adversarial/bench/bench_step_time.py            # writes bench/results/step_time.json
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -76,15 +76,24 @@ class Repeat(torch.utils.data.Dataset):
         return {k: v[i % BATCH] for k, v in self.batch.items()}
 
 
+def now() -> tuple[float, float]:
+    return time.process_time(), time.perf_counter()
+
+
+def since(start: tuple[float, float]) -> tuple[float, float]:
+    cpu, wall = now()
+    return cpu - start[0], wall - start[1]
+
+
 class StepTimer(TrainerCallback):
     def __init__(self):
-        self.times, self.start = [], 0.0
+        self.times, self.start = [], (0.0, 0.0)
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self.start = time.perf_counter()
+        self.start = now()
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.times.append(time.perf_counter() - self.start)
+        self.times.append(since(self.start))
 
 
 def trainer_for(name: str, steps: int, timer: TrainerCallback | None = None) -> Trainer:
@@ -96,7 +105,7 @@ def trainer_for(name: str, steps: int, timer: TrainerCallback | None = None) -> 
     return Trainer(make_model(), args, train_dataset=Repeat(make_batch(), BATCH * steps), callbacks=callbacks)
 
 
-def trainer_step_times(name: str, warmup: int, measured: int) -> list[float]:
+def trainer_step_times(name: str, warmup: int, measured: int) -> list[tuple[float, float]]:
     timer = StepTimer()
     trainer_for(name, warmup + measured, timer).train()
     return timer.times[warmup:]
@@ -212,18 +221,23 @@ def hand_steps():
     }
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
+def timed(fn) -> tuple[float, float]:
+    start = now()
     fn()
-    return time.perf_counter() - start
+    return since(start)
+
+
+def status_kib(field: str) -> int:
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
 
 
 def peak_memory_child(name: str) -> None:
     trainer = trainer_for(name, 3)
-    before = int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark (VmHWM)
+    before = status_kib("VmRSS")
     trainer.train()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"before": before, "peak": peak}))
+    print(json.dumps({"before": before, "peak": status_kib("VmHWM")}))
 
 
 def peak_memory(name: str) -> dict[str, int]:
@@ -248,31 +262,42 @@ def main() -> None:
     if cli.memory_child:
         peak_memory_child(cli.memory_child)
         return
-    trainer_times: dict[str, list[float]] = {name: [] for name in CALLBACKS}
+    trainer_times: dict[str, list[tuple[float, float]]] = {name: [] for name in CALLBACKS}
     hand = hand_steps()
-    hand_times: dict[str, list[float]] = {name: [] for name in hand}
+    hand_times: dict[str, list[tuple[float, float]]] = {name: [] for name in hand}
     for _ in range(cli.rounds):
         for name in CALLBACKS:
             trainer_times[name] += trainer_step_times(name, 1, cli.steps)
-            print(name, [round(t, 3) for t in trainer_times[name]], flush=True)
+            print(name, [round(cpu, 3) for cpu, _ in trainer_times[name]], flush=True)
         for name, fn in hand.items():
             fn()  # warm-up
             hand_times[name] += [timed(fn) for _ in range(cli.steps)]
-    trainer_median = {k: statistics.median(v) for k, v in trainer_times.items()}
-    hand_median = {k: statistics.median(v) for k, v in hand_times.items()}
+
+    def medians(times, which):
+        return {k: statistics.median(t[which] for t in v) for k, v in times.items()}
+
+    def ratios(values):
+        return {k: v / values["plain"] for k, v in values.items()}
+
     memory = {name: peak_memory(name) for name in ("plain", "FGM", "FGM objective=sum")}
     growth = {k: v["peak"] - v["before"] for k, v in memory.items()}
+    trainer_cpu, hand_cpu = medians(trainer_times, 0), medians(hand_times, 0)
+    trainer_wall, hand_wall = medians(trainer_times, 1), medians(hand_times, 1)
     result = {
         "setup": f"BertForSequenceClassification h256 L4, batch {BATCH} x {LENGTH}, CPU fp32, AdamW",
         "torch_threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
-        "note": "shared 2-core machine: other jobs ran at the same time; ratios are within one run",
+        "note": "shared 2-core machine, other jobs running: ratios of CPU time are the reliable ones",
         "rounds": cli.rounds,
         "steps_per_round": cli.steps,
-        "trainer_step_s": trainer_median,
-        "trainer_ratio": {k: v / trainer_median["plain"] for k, v in trainer_median.items()},
-        "hand_step_s": hand_median,
-        "hand_ratio": {k: v / hand_median["plain"] for k, v in hand_median.items()},
+        "trainer_cpu_s": trainer_cpu,
+        "trainer_ratio": ratios(trainer_cpu),
+        "hand_cpu_s": hand_cpu,
+        "hand_ratio": ratios(hand_cpu),
+        "trainer_wall_s": trainer_wall,
+        "trainer_wall_ratio": ratios(trainer_wall),
+        "hand_wall_s": hand_wall,
+        "hand_wall_ratio": ratios(hand_wall),
         "targets": TARGETS,
         "peak_rss_bytes": memory,
         "peak_rss_growth_ratio": {k: v / growth["plain"] for k, v in growth.items()},
