@@ -488,7 +488,10 @@ class DiceLoss(_ImbalanceLoss):
         self.activation = _check_activation(activation)
 
     def _adjusted(self, p: torch.Tensor, one_minus_p: torch.Tensor) -> torch.Tensor:
-        return p * one_minus_p.clamp(min=_EPS).pow(self.alpha) if self.alpha else p
+        if not self.alpha:
+            return p
+        factor = one_minus_p.clamp(min=_EPS)
+        return p * (factor if self.alpha == 1 else factor.pow(self.alpha))
 
     def _dice(self, p: torch.Tensor, q: torch.Tensor | float) -> torch.Tensor:
         return 1.0 - (2.0 * p * q + self.smooth) / (p + q + self.smooth)
