@@ -304,16 +304,21 @@ def projection_for(module: Any, config: FavorConfig, head_dim: int, device: torc
     return cached[1]
 
 
-def _fingerprint(key: torch.Tensor, length: int) -> torch.Tensor:
-    """Exact, order-independent fingerprint of key[:, :, :length]: integer sums of the raw bits."""
-    int_type = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[key.element_size()]
-    bits = key[:, :, :length].view(int_type).to(torch.int64).sum(-1)
-    positions = torch.arange(1, length + 1, device=key.device)
+def _fingerprint(key: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Exact, order-independent fingerprint of key[:, :, start:stop]: position-weighted integer sums of the raw
+    bits. Additive over ranges, so extending a fingerprint only reads the new rows."""
+    rows = key[:, :, start:stop]
+    if (rows.shape[-1] * rows.element_size()) % 8 == 0:  # read the row bits as int64 words: no conversion
+        bits = rows.view(torch.int64).sum(-1)  # wraps modulo 2**64: still exact and associative
+    else:
+        int_type = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[rows.element_size()]
+        bits = rows.view(int_type).sum(-1, dtype=torch.int64)
+    positions = torch.arange(start + 1, stop + 1, device=key.device)
     return torch.stack([bits.sum(-1), (bits * positions).sum(-1)])
 
 
 def _cached_state(module: Any, key: torch.Tensor, valid: torch.Tensor | None, offset: int, tag: tuple):
-    """The module's stored decode state if it stands for exactly key[:, :, :offset] (else None)."""
+    """(state, fingerprint) stored on the module if it stands for exactly key[:, :, :offset] (else None)."""
     stored = getattr(module, "_favor_decode_state", None)
     if stored is None or offset == 0:
         return None
@@ -325,9 +330,9 @@ def _cached_state(module: Any, key: torch.Tensor, valid: torch.Tensor | None, of
         prefix_valid is not None and not torch.equal(stored_valid, prefix_valid)
     ):
         return None
-    if not torch.equal(fingerprint, _fingerprint(key, offset)):
+    if not torch.equal(fingerprint, _fingerprint(key, 0, offset)):
         return None
-    return state
+    return state, fingerprint
 
 
 def favor_attention_forward(
@@ -366,10 +371,12 @@ def favor_attention_forward(
     key_valid, causal = _parse_mask(attention_mask, bool(getattr(module, "is_causal", False)), Lq, Lk)
     projection = projection_for(module, config, query.shape[-1], query.device)
     recurrent = causal and config.recurrent_decode and not torch.is_grad_enabled() and not module.training
-    state = None
+    state = fingerprint = None
     if recurrent:
         tag = (module._favor_projection[0], config.kernel, scaling)
-        state = _cached_state(module, key, key_valid, Lk - Lq, tag)
+        cached = _cached_state(module, key, key_valid, Lk - Lq, tag)
+        if cached is not None:
+            state, fingerprint = cached
     out, new_state = favor_attention(
         query,
         key if state is None else key[:, :, Lk - Lq :],
@@ -384,7 +391,10 @@ def favor_attention_forward(
         shift_keys=config.shift_keys and config.kernel == "softmax",
     )
     if recurrent:
-        module._favor_decode_state = (new_state, Lk, _fingerprint(key, Lk), key_valid, tag)
+        fingerprint = (
+            _fingerprint(key, 0, Lk) if fingerprint is None else fingerprint + _fingerprint(key, Lk - Lq, Lk)
+        )
+        module._favor_decode_state = (new_state, Lk, fingerprint, key_valid, tag)
     return out.transpose(1, 2).to(query.dtype).contiguous(), None
 
 
