@@ -63,7 +63,9 @@ def run_plugin(plugin_dir: Path, base: Path) -> tuple[bool, str]:
     if names != [f"hfplug-{name}"] or listing.returncode != 0:
         return False, f"expected exactly hfplug-{name} to load, got {names}: {listing.stderr[-2000:]}"
 
-    tests = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(plugin_dir)], cwd=ROOT)
+    tests = subprocess.run(
+        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(plugin_dir)], cwd=ROOT
+    )
     return tests.returncode == 0, f"pytest exit code {tests.returncode}"
 
 

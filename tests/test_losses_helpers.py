@@ -69,3 +69,9 @@ def test_finisher_receives_the_loss_function_and_is_consumed_once():
     attach_loss_finisher(outputs, finisher)
     torch.testing.assert_close(wrapped(outputs, labels, num_items_in_batch=4), 2 * plain)
     torch.testing.assert_close(wrapped(outputs, labels, num_items_in_batch=4), plain)
+
+
+def test_reduce_loss_without_mask_counts_every_item():
+    per_item = torch.tensor([1.0, 2.0, 3.0, 6.0])
+    assert reduce_loss(per_item).item() == pytest.approx(3.0)
+    assert reduce_loss(per_item, num_items_in_batch=6).item() == pytest.approx(2.0)

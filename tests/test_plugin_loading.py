@@ -155,7 +155,11 @@ def _cli(fake_plugins, *args, select):
         "HFPLUG_PLUGINS": select,
     }
     return subprocess.run(
-        [sys.executable, "-m", "hfplug", "plugins", *args], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "hfplug", "plugins", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
 
 

@@ -33,7 +33,9 @@ def package_dir(import_name: str, install: str) -> Path:
 def _asset(import_name: str, install: str, relative: str) -> Path:
     path = package_dir(import_name, install) / relative
     if not path.exists():
-        raise MissingDataPackageError(f"{path} is missing; reinstall with: pip install --force-reinstall {install}")
+        raise MissingDataPackageError(
+            f"{path} is missing; reinstall with: pip install --force-reinstall {install}"
+        )
     return path
 
 

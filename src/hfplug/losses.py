@@ -43,7 +43,9 @@ def pop_loss_finisher(outputs: Any) -> LossFinisher | None:
     return finisher
 
 
-def call_loss(loss_fn: LossFn, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+def call_loss(
+    loss_fn: LossFn, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None
+) -> torch.Tensor:
     """``loss_fn(outputs, labels, num_items_in_batch)``, routed through a finisher if one is attached."""
     finisher = pop_loss_finisher(outputs)
     if finisher is not None:
@@ -64,14 +66,18 @@ def trainer_loss(loss_fn: LossFn) -> LossFn:
     return wrapped
 
 
-def reduce_loss(per_item: torch.Tensor, valid: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+def reduce_loss(
+    per_item: torch.Tensor, valid: torch.Tensor | None = None, num_items_in_batch: Any = None
+) -> torch.Tensor:
     """``sum(per_item[valid]) / num_items_in_batch``, or the mean over valid items when it is None.
 
-    With no valid item the result is 0 and its gradient is defined (zero), never NaN.
+    ``valid=None`` means every item counts. With no valid item the result is 0 and its gradient is defined
+    (zero), never NaN.
     """
-    total = torch.where(valid, per_item, torch.zeros_like(per_item)).sum()
+    total = per_item.sum() if valid is None else torch.where(valid, per_item, 0.0).sum()
     if num_items_in_batch is None:
-        count = valid.sum().clamp(min=1)
+        count = torch.tensor(per_item.numel(), device=total.device) if valid is None else valid.sum()
+        count = count.clamp(min=1)
     else:
         count = torch.as_tensor(num_items_in_batch, device=total.device, dtype=total.dtype).clamp(min=1)
     return total / count
@@ -85,10 +91,14 @@ class TrainerLoss(torch.nn.Module):
     module's device; call ``.to(device)`` or let :meth:`loss` move them to the logits' device.
     """
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+    def loss(
+        self, logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: Any = None
+    ) -> torch.Tensor:
         raise NotImplementedError
 
-    def _from_outputs(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+    def _from_outputs(
+        self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None
+    ) -> torch.Tensor:
         logits = outputs if isinstance(outputs, torch.Tensor) else outputs["logits"]
         return self.loss(logits, labels, num_items_in_batch)
 

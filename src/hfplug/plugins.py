@@ -93,7 +93,9 @@ class PluginSystem:
                 if wanted is None or {_normalise(dist_name), _normalise(ep.name)} & wanted:
                     found.append((ep, dist))
         if wanted:
-            known = {_normalise(d.metadata["Name"] or "") for _, d in found} | {_normalise(e.name) for e, _ in found}
+            known = {_normalise(d.metadata["Name"] or "") for _, d in found} | {
+                _normalise(e.name) for e, _ in found
+            }
             missing = sorted(wanted - known)
             if missing:
                 self.plugins.append(
@@ -158,7 +160,9 @@ class PluginSystem:
                     info.error = exc
                     break
                 except Exception as exc:
-                    info.error = PluginLoadError(f"{info.label} raised in {hook_name}: {type(exc).__name__}: {exc}")
+                    info.error = PluginLoadError(
+                        f"{info.label} raised in {hook_name}: {type(exc).__name__}: {exc}"
+                    )
                     info.error.__cause__ = exc
                     break
 
@@ -168,7 +172,9 @@ class PluginSystem:
             self.registry.add(kind, name, obj, distribution, mask_fn=mask_fn)
         else:
             if args:
-                raise PluginLoadError(f"{distribution}: {kind.hook} takes register(name, obj), got extra {args!r}")
+                raise PluginLoadError(
+                    f"{distribution}: {kind.hook} takes register(name, obj), got extra {args!r}"
+                )
             self.registry.add(kind, name, obj, distribution)
 
     # -- listing -----------------------------------------------------------------------------------------

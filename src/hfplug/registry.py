@@ -32,7 +32,15 @@ KNOWN_PROVIDERS: dict[str, dict[str, str]] = {
     ),
     "attention backend": {"favor": "hfplug-favor"},
     "logits processor": dict.fromkeys(
-        ["consistent_top_k", "consistent_top_p", "consistent_min_p", "self_terminating", "dry", "loop_stop"],
+        [
+            "consistent_top_k",
+            "consistent_top_p",
+            "consistent_min_p",
+            "self_terminating",
+            "dry",
+            "loop_stop",
+            "loop_eos",
+        ],
         "hfplug-noloop",
     ),
     "tokenizer": {"wobert": "hfplug-wobert"},
@@ -121,7 +129,9 @@ class Registry:
 
     def add(self, kind: Kind, name: str, obj: Any, distribution: str, **extra: Any) -> None:
         if not isinstance(name, str) or not name:
-            raise InvalidComponentError(f"{distribution} registered a {kind.label} with an invalid name {name!r}")
+            raise InvalidComponentError(
+                f"{distribution} registered a {kind.label} with an invalid name {name!r}"
+            )
         try:
             kind.validate(obj, **extra)
         except TypeError as exc:

@@ -104,7 +104,9 @@ def write_plugin_distribution(
     return dist_info
 
 
-def run_torchrun(script, *args: str, nproc: int = 2, timeout: float = 300.0, env: dict[str, str] | None = None):
+def run_torchrun(
+    script, *args: str, nproc: int = 2, timeout: float = 300.0, env: dict[str, str] | None = None
+):
     """Run ``script`` under ``torchrun --nproc_per_node nproc`` (gloo on CPU) and return the CompletedProcess.
 
     Raises ``AssertionError`` with both output streams when the launch fails. The script typically writes
