@@ -214,6 +214,7 @@ def test_favor_report_error_falls_with_m():
 
 
 def test_feature_redraw_callback_in_trainer(tmp_path):
+    pytest.importorskip("accelerate")  # the Trainer needs it
     config = FAMILIES["bert"]()
     config.attention_probs_dropout_prob = 0.0
     model = build(config, task=tf.AutoModelForSequenceClassification).train()
