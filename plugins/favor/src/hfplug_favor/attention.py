@@ -363,9 +363,9 @@ def favor_attention_forward(
     config = favor_config_from(getattr(module, "config", None))
     if dropout and dropout > 0 and not config.ignore_dropout:
         raise ValueError(
-            f"attention dropout p={dropout} cannot be applied by FAVOR+ (there is no attention matrix): set the "
-            "model's attention dropout to 0 (config.attention_probs_dropout_prob for BERT-likes, "
-            "config.attention_dropout for Llama-likes) or FavorConfig(ignore_dropout=True)"
+            f"attention dropout p={dropout} cannot be applied by FAVOR+ (there is no attention matrix): load the "
+            "model with attention dropout 0 (from_pretrained(..., attention_probs_dropout_prob=0.0) for BERT-likes, "
+            "attention_dropout=0.0 for Llama-likes) or use FavorConfig(ignore_dropout=True)"
         )
     Lq, Lk = query.shape[-2], key.shape[-2]
     key_valid, causal = _parse_mask(attention_mask, bool(getattr(module, "is_causal", False)), Lq, Lk)
