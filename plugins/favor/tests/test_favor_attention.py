@@ -39,7 +39,7 @@ def quadratic_favor(q, k, v, W, valid=None, causal=False, scaling=None):
         A = A.tril(k.shape[-2] - q.shape[-2])
     if valid is not None:
         A = A * valid[:, None, None, :]
-    return (A @ v) / A.sum(-1, keepdim=True)
+    return (A @ v) / A.sum(-1, keepdim=True).clamp_min(1e-300)  # rows without keys: 0
 
 
 def inputs(B=2, H=4, Hkv=2, L=37, D=16, scale=0.6, seed=0):
@@ -236,3 +236,20 @@ def test_config_round_trips_through_dict():
     assert FavorConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="unknown FavorConfig"):
         FavorConfig.from_dict({"nb_feature": 3})
+
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+def test_gradients_match_the_quadratic_form(causal, padded):
+    q, k, v = (t.double().requires_grad_() for t in inputs(L=21))
+    valid = torch.ones(2, 21, dtype=torch.bool)
+    valid[1, :4] = not padded
+    W = gaussian_projection(32, 16, seed=8)
+    upstream = torch.randn(2, 4, 21, 16, dtype=torch.float64)
+    rows = (valid.cumsum(-1) > 0)[:, None, :, None]
+    out, _ = favor_attention(q, k, v, W, causal=causal, key_padding_mask=valid, chunk_size=6)
+    grads = torch.autograd.grad((out.double() * upstream * rows).sum(), (q, k, v))
+    ref = quadratic_favor(q, k, v, W, valid, causal=causal)
+    ref_grads = torch.autograd.grad((ref * upstream * rows).sum(), (q, k, v))
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)

@@ -25,8 +25,6 @@ import torch
 from .configuration_favor import FavorConfig, favor_config_from
 from .feature_maps import derive_seed, feature_logits, gaussian_projection
 
-_TINY = torch.finfo(torch.float32).tiny
-
 
 @dataclass
 class FavorState:
@@ -42,18 +40,24 @@ def _finite(x: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(x), x, torch.zeros_like(x))
 
 
+def _safe(denominator: torch.Tensor) -> torch.Tensor:
+    # rows that see no key at all (left padding) have numerator 0: divide by 1, so gradients stay finite
+    return torch.where(denominator > 0, denominator, torch.ones_like(denominator))
+
+
 def _query_features(projected: torch.Tensor) -> torch.Tensor:
     # u - max(u) = projected - max(projected): the per-row offset |x|²/2 cancels with the row stabiliser
-    return torch.exp(projected - projected.detach().amax(-1, keepdim=True))
+    return (projected - projected.detach().amax(-1, keepdim=True)).exp_()
 
 
 def _prefix_state(
     projected: torch.Tensor, offset: torch.Tensor, value: torch.Tensor, valid: torch.Tensor | None
 ) -> FavorState:
     """Sums over all keys; log-features u = projected - offset ((B, Hkv, Lk, m), (B, Hkv, Lk, 1))."""
-    offset = offset.detach() if valid is None else offset.masked_fill(~valid[:, None, :, None], float("inf"))
+    if valid is not None:
+        offset = offset.masked_fill(~valid[:, None, :, None], float("inf"))
     r = (projected.detach().amax(-1, keepdim=True) - offset.detach()).amax(dim=(-2, -1))
-    phi_k = torch.exp(projected - (offset + _finite(r)[..., None, None]))  # padded keys: exp(-inf) = 0
+    phi_k = (projected - (offset + _finite(r)[..., None, None])).exp_()  # padded keys: exp(-inf) = 0
     return FavorState(phi_k.transpose(-2, -1) @ value, phi_k.sum(-2), r)
 
 
@@ -76,7 +80,7 @@ def _read_state(phi_q: torch.Tensor, state: FavorState) -> torch.Tensor:
     """phi_q (B, Hkv, N, m) against a state: (B, Hkv, N, Dv)."""
     numerator = phi_q @ state.S
     denominator = phi_q @ state.z.unsqueeze(-1)
-    return numerator / denominator.clamp_min(_TINY)
+    return numerator / _safe(denominator)
 
 
 def _causal(
@@ -99,10 +103,9 @@ def _causal(
     C = min(chunk_size, L)
     n = math.ceil(L / C)
     pad = n * C - L
-    offset_k = offset_k.detach()
     if valid is not None:
         offset_k = offset_k.masked_fill(~valid[:, None, :, None], float("inf"))  # padded keys: phi = 0
-    key_max = (projected_k.detach().amax(-1, keepdim=True) - offset_k).squeeze(-1)
+    key_max = (projected_k.detach().amax(-1, keepdim=True) - offset_k.detach()).squeeze(-1)
     if pad:
         projected_q = torch.nn.functional.pad(projected_q, (0, 0, 0, pad))
         projected_k = torch.nn.functional.pad(projected_k, (0, 0, 0, pad))
@@ -118,7 +121,7 @@ def _causal(
     # running key stabiliser s_t = max over keys <= t (and the state's), never looking ahead
     running = torch.maximum(key_max.cummax(-1).values, state.r[..., None])
     stab = _finite(running)
-    phi_k = torch.exp(projected_k - (offset_k + stab[..., None]))
+    phi_k = (projected_k - (offset_k + stab[..., None])).exp_()
     phi_q = _query_features(projected_q)
 
     phi_q = phi_q.view(B, Hkv, G, n, C, m)
@@ -128,7 +131,7 @@ def _causal(
 
     # inside each chunk: masked quadratic form, key j rescaled from units s_j to units s_t (factor <= 1)
     causal_mask = torch.ones(C, C, dtype=torch.bool, device=value.device).tril()
-    decay = torch.exp((stab[..., None, :] - stab[..., :, None]).clamp(max=0)).masked_fill(~causal_mask, 0.0)
+    decay = (stab[..., None, :] - stab[..., :, None]).clamp_(max=0).exp_().masked_fill_(~causal_mask, 0.0)
     scores = (phi_q @ phi_k.unsqueeze(2).transpose(-2, -1)) * decay.unsqueeze(2)
     numerator = scores @ value.unsqueeze(2)
     denominator = scores.sum(-1)
@@ -156,7 +159,7 @@ def _causal(
     carry = torch.exp((prefix_r[..., None] - stab).clamp(max=0)).unsqueeze(2)  # (B, Hkv, 1, n, C)
     numerator = numerator + (phi_q @ prefix_S.unsqueeze(2)) * carry[..., None]
     denominator = denominator + (phi_q @ prefix_z.unsqueeze(2).unsqueeze(-1)).squeeze(-1) * carry
-    out = numerator / denominator.clamp_min(_TINY)[..., None]
+    out = numerator / _safe(denominator)[..., None]
     out = out.reshape(B, Hkv, G, n * C, Dv)[..., :L, :]
     return out, FavorState(S, z, running[..., L - 1])
 
