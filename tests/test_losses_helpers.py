@@ -75,3 +75,14 @@ def test_reduce_loss_without_mask_counts_every_item():
     per_item = torch.tensor([1.0, 2.0, 3.0, 6.0])
     assert reduce_loss(per_item).item() == pytest.approx(3.0)
     assert reduce_loss(per_item, num_items_in_batch=6).item() == pytest.approx(2.0)
+
+
+def test_finisher_survives_outputs_rebuilt_by_a_wrapper():
+    """DDP(find_unused_parameters=True) hands the loss a rebuilt outputs object without the attribute."""
+    logits = torch.randn(4, 3)
+    labels = torch.tensor([0, 1, 2, 0])
+    plain = F.cross_entropy(logits, labels, reduction="sum") / 4
+    attach_loss_finisher(SequenceClassifierOutput(logits=logits), lambda fn, o, y, n: 3 * fn(o, y, n))
+    rebuilt = SequenceClassifierOutput(logits=logits)
+    torch.testing.assert_close(CrossEntropy()(rebuilt, labels, 4), 3 * plain)
+    torch.testing.assert_close(CrossEntropy()(rebuilt, labels, 4), plain)  # consumed once

@@ -13,6 +13,7 @@ function gets the same behaviour through :func:`trainer_loss`.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -30,16 +31,31 @@ class LossFinisher(Protocol):
     ) -> torch.Tensor: ...
 
 
+# The last finisher attached in this context: DDP with find_unused_parameters=True rebuilds the model
+# outputs (dropping attributes) before the loss sees them, so the attribute alone is not enough.
+_PENDING: contextvars.ContextVar[LossFinisher | None] = contextvars.ContextVar(
+    "hfplug_loss_finisher", default=None
+)
+
+
 def attach_loss_finisher(outputs: Any, finisher: LossFinisher) -> None:
-    """Ask the loss that receives ``outputs`` to call ``finisher(loss_fn, outputs, labels, num_items_in_batch)``."""
+    """Ask the loss that receives ``outputs`` to call ``finisher(loss_fn, outputs, labels, num_items_in_batch)``.
+
+    The finisher also stays pending in the current context until the next loss call consumes it, so it
+    survives wrappers that rebuild the outputs object.
+    """
     object.__setattr__(outputs, FINISHER_ATTRIBUTE, finisher)
+    _PENDING.set(finisher)
 
 
 def pop_loss_finisher(outputs: Any) -> LossFinisher | None:
-    """Remove and return the finisher attached to ``outputs`` (None when there is none)."""
+    """Remove and return the finisher attached to ``outputs``, else the pending one (None when neither)."""
     finisher = getattr(outputs, FINISHER_ATTRIBUTE, None)
     if finisher is not None:
         object.__delattr__(outputs, FINISHER_ATTRIBUTE)
+    else:
+        finisher = _PENDING.get()
+    _PENDING.set(None)
     return finisher
 
 

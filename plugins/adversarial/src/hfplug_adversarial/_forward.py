@@ -176,9 +176,7 @@ class ForwardWrapper:
                 "adversarial training attached a loss finisher to the model outputs, but the Trainer's loss did "
                 "not call it, so the step trained on the clean loss only. With Trainer(compute_loss_func=fn), "
                 "wrap it: compute_loss_func=hfplug.losses.trainer_loss(fn) (hfplug losses need no wrapping). "
-                "Label smoothing (label_smoothing_factor > 0) is not supported. Under DDP with "
-                "find_unused_parameters=True (the Trainer's default) DDP rebuilds the outputs and drops the "
-                "finisher: pass TrainingArguments(ddp_find_unused_parameters=False)."
+                "Label smoothing (label_smoothing_factor > 0) is not supported."
             )
 
     def _scale(self, num_items_in_batch: Any, model_loss: bool) -> float:
