@@ -138,3 +138,17 @@ def run_torchrun(
             f"\n--- stderr ---\n{result.stderr[-5000:]}"
         )
     return result
+
+
+def finish_distributed() -> None:
+    """End a torchrun script cleanly: barrier, then destroy the process group (if one is running).
+
+    Without it, gloo's background threads can abort a rank at interpreter exit ("terminate called without
+    an active exception") after all the work succeeded. Call it as the last line of a script run by
+    :func:`run_torchrun`.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -9,6 +9,8 @@ import torch
 from _adversarial_helpers import flat_params, make_data, make_model, run_trainer
 from hfplug_adversarial import FGM, GradientPenalty
 
+from hfplug.testing import finish_distributed
+
 out = Path(sys.argv[1])
 # global batch 8 = 2 ranks x 4, or 2 ranks x 2 micro-batches of 2 (no_sync on the first micro-batch)
 runs = {
@@ -28,3 +30,4 @@ for name, (make_callback, path, shape) in runs.items():
     )  # fmt: skip
     assert trainer.state.global_step == 5 and trainer.args.world_size == 2
     torch.save(flat_params(trainer.model), out / f"{name}_rank{trainer.args.process_index}.pt")
+finish_distributed()

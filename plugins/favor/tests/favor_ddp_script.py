@@ -8,6 +8,7 @@ import transformers as tf
 from hfplug_favor import FavorConfig, FeatureRedrawCallback, get_favor_config, set_favor_config
 
 import hfplug
+from hfplug.testing import finish_distributed
 
 out_dir = sys.argv[1]
 hfplug.use_attention("favor")
@@ -45,3 +46,4 @@ torch.save(
     },
     f"{out_dir}/rank{rank}.pt",
 )
+finish_distributed()

@@ -13,7 +13,7 @@ import torch
 from hfplug_imbalance import FocalLoss, LogitAdjustedLoss, class_counts
 from transformers import Trainer, TrainingArguments
 
-from hfplug.testing import tiny_model
+from hfplug.testing import finish_distributed, tiny_model
 
 NUM_LABELS = 3
 LEARNING_RATE = 0.5
@@ -80,3 +80,4 @@ def main(out_path: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    finish_distributed()

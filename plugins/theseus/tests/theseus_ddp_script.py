@@ -9,7 +9,7 @@ import torch
 from hfplug_theseus import ConstantReplacementScheduler, TheseusCallback, theseus_wrap
 from transformers import Trainer, TrainingArguments
 
-from hfplug.testing import tiny_model
+from hfplug.testing import finish_distributed, tiny_model
 
 
 class Data(torch.utils.data.Dataset):
@@ -64,3 +64,4 @@ def main(out: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    finish_distributed()
