@@ -51,10 +51,10 @@ class LoopDetector:
         self.periods, self.spans = periods, spans
         self.tail = int(spans.max())
         checks = int((spans - periods).max())  # comparisons x[T - j] == x[T - j - p], j < p * (c - 1)
-        j = torch.arange(checks)
-        self._a = self.tail - 1 - j  # (J,)
-        self._b = (self._a[None, :] - periods[:, None]).clamp(min=0)  # (P, J)
-        self._relevant = j[None, :] < (spans - periods)[:, None]  # (P, J)
+        self._checks = -(-checks // 8) * 8  # a multiple of 8: the (P, J) bool rows are read as int64 words
+        self._width = max(self.tail, max_pattern_size + self._checks)  # reversed tail, padded for the views
+        relevant = torch.arange(self._checks)[None, :] < (spans - periods)[:, None]  # (P, J)
+        self._relevant = relevant.to(torch.uint8).view(torch.int64)  # (P, J / 8), bytes 0 / 1
 
     def __call__(self, input_ids: torch.LongTensor, num_generated: int | torch.Tensor) -> torch.LongTensor:
         """Period of the loop ending each row (0 = no loop); ``num_generated`` (an int or one per row) is
@@ -63,15 +63,24 @@ class LoopDetector:
         device = input_ids.device
         if isinstance(num_generated, int) and num_generated < int(self.spans.min()):
             return torch.zeros(rows, dtype=torch.long, device=device)
-        generated = torch.as_tensor(num_generated, device=device).reshape(-1, 1)
-        tail = input_ids[:, -self.tail :]
-        if tail.shape[1] < self.tail:  # short sequence: pad on the left (padding is never "generated")
-            tail = torch.nn.functional.pad(tail, (self.tail - tail.shape[1], 0), value=-1)
-        a = tail[:, self._a.to(device)]  # (R, J)
-        b = tail[:, self._b.to(device).reshape(-1)].reshape(rows, *self._b.shape)  # (R, P, J)
-        mismatch = (a[:, None, :] != b) & self._relevant.to(device)
-        found = ~mismatch.any(-1) & (self.spans.to(device)[None, :] <= generated)  # (R, P)
-        first = torch.where(found, self.periods.to(device)[None, :], self.max_pattern_size + 1).amin(-1)
+        if self._relevant.device != device:
+            self.periods, self.spans, self._relevant = (
+                t.to(device) for t in (self.periods, self.spans, self._relevant)
+            )
+        # reversed tail: rev[:, j] = x[T - j], padded with -1 (padding is never "generated")
+        rev = input_ids[:, -self.tail :].flip(1)
+        rev = torch.nn.functional.pad(rev, (0, self._width - rev.shape[1]), value=-1)
+        # shifted[:, p - p_min, j] = rev[:, j + p] = x[T - j - p]: a strided view, no gather
+        shifted = rev.unfold(1, self._checks, 1)[:, self.min_pattern_size : self.max_pattern_size + 1]
+        mismatch = torch.empty(shifted.shape, dtype=torch.bool, device=device)  # contiguous
+        torch.ne(shifted, rev[:, None, : self._checks], out=mismatch)
+        # any relevant mismatch, eight bytes (0 / 1, so every word is >= 0) at a time
+        found = (mismatch.view(torch.int64) & self._relevant).amax(-1) == 0  # (R, P)
+        if isinstance(num_generated, int):
+            found &= self.spans <= num_generated
+        else:
+            found &= self.spans[None, :] <= torch.as_tensor(num_generated, device=device).reshape(-1, 1)
+        first = torch.where(found, self.periods, self.max_pattern_size + 1).amin(-1)
         return torch.where(first <= self.max_pattern_size, first, 0)
 
     def first_loop_end(self, tokens: torch.Tensor | list[int]) -> int | None:
