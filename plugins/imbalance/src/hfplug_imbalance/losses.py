@@ -121,6 +121,69 @@ def _modulated_nll(logp: torch.Tensor, gamma: float) -> torch.Tensor:
     return nll * _one_minus_p(logp).pow(gamma) if gamma else nll
 
 
+class _PrecomputedGrad(torch.autograd.Function):
+    """Value and gradient from one no-grad pass: ``compute(x) -> (loss, dloss/dx)``, backward is a product.
+
+    ``loss`` has the shape of ``x`` or of ``x`` without its last dimension (one value per row).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, compute: Any) -> torch.Tensor:
+        loss, grad = compute(x)
+        ctx.save_for_backward(grad)
+        ctx.row = loss.dim() < x.dim()
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (grad,) = ctx.saved_tensors
+        return grad * (grad_output[..., None] if ctx.row else grad_output), None
+
+
+def _sigmoid_focal(
+    x: torch.Tensor, y: torch.Tensor, gamma: float, alpha: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``alpha_t (1 - p_t)**gamma BCE(x, y)`` and its derivative in x (closed form, soft y allowed).
+
+    With ``u = 1 - p_t = p + y - 2 p y`` (floored at 1e-12): ``d/dx = alpha_t [(p - y) u**gamma
+    + BCE gamma u**(gamma - 1) (1 - 2 y) p (1 - p)]``.
+    """
+    bce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    p = torch.sigmoid(x)
+    sign = (-2.0 * y).add_(1.0)  # 1 - 2y = du/dp
+    u = torch.addcmul(y, p, sign).clamp_(min=_EPS)
+    w = u.pow(gamma)
+    dw = w.mul(gamma).div_(u)  # gamma u**(gamma - 1)
+    loss = bce * w
+    # dw * bce * (1 - 2y) * p (1 - p) + (p - y) w
+    grad = dw.mul_(bce).mul_(sign).mul_(p).mul_(1.0 - p).addcmul_(p.sub_(y), w)
+    if alpha is not None:
+        alpha_t = torch.addcmul(1.0 - alpha, y, 2.0 * alpha - 1.0)  # alpha y + (1 - alpha)(1 - y)
+        loss.mul_(alpha_t)
+        grad.mul_(alpha_t)
+    return loss, grad
+
+
+def _multilabel_ce(
+    s: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row ``log(1 + sum_neg e^s) + log(1 + sum_pos e^-s)`` and its derivative (a softmax in each group).
+
+    Each group is shifted by its own max (floored at 0, the implicit 0 logit), so no term under- or
+    overflows; invalid entries get -inf and drop out of both groups.
+    """
+    t = torch.where(pos, -s, s).masked_fill_(~valid, -math.inf)
+    m_pos = t.masked_fill(~pos, -math.inf).amax(-1).clamp_(min=0.0)
+    m_neg = t.masked_fill(pos, -math.inf).amax(-1).clamp_(min=0.0)
+    e = t.sub_(torch.where(pos, m_pos[..., None], m_neg[..., None])).exp_()
+    s_pos = torch.where(pos, e, 0.0).sum(-1)
+    d_pos = s_pos.add_(torch.exp(-m_pos))
+    d_neg = torch.where(pos, 0.0, e).sum(-1).add_(torch.exp(-m_neg))
+    loss = m_pos + d_pos.log() + m_neg + d_neg.log()
+    grad = e.mul_(torch.where(pos, -d_pos.reciprocal()[..., None], d_neg.reciprocal()[..., None]))
+    return loss, grad
+
+
 def _softmax_per_item(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -337,15 +400,10 @@ class FocalLoss(_FromCounts, _ImbalanceLoss):
             alpha = None if self.alpha is None else _per_class(self.alpha, z.shape[-1], "alpha", z)
             return _softmax_per_item(z, y, alpha, self.gamma, self.label_smoothing), valid
         x, y, valid = _sigmoid_inputs(logits, labels, self.ignore_index)
-        per = F.binary_cross_entropy_with_logits(x, y, reduction="none")
-        if self.gamma:
-            p = torch.sigmoid(x)
-            one_minus_pt = torch.addcmul(p, y, 1.0 - 2.0 * p)  # p (1 - y) + (1 - p) y
-            per = per * one_minus_pt.clamp(min=_EPS).pow(self.gamma)
-        if self.alpha is not None:
-            alpha = _per_class(self.alpha, x.shape[-1] if x.dim() else 1, "alpha", x)
-            per = per * torch.addcmul(1.0 - alpha, y, 2.0 * alpha - 1.0)  # alpha y + (1 - alpha)(1 - y)
-        return per, valid
+        alpha = (
+            None if self.alpha is None else _per_class(self.alpha, x.shape[-1] if x.dim() else 1, "alpha", x)
+        )
+        return _PrecomputedGrad.apply(x, lambda x: _sigmoid_focal(x, y, self.gamma, alpha)), valid
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, activation={self.activation!r}, alpha={'None' if self.alpha is None else 'set'}"
@@ -584,10 +642,7 @@ class MultiLabelCategoricalCrossEntropyLoss(_ImbalanceLoss):
             raise ValueError(
                 f"multi-label targets must be 0, 1 or ignore_index={self.ignore_index}; got {y[soft][0]:g}"
             )
-        zeros = s.new_zeros((*s.shape[:-1], 1))
-        neg_term = torch.cat([s.masked_fill(~neg, -math.inf), zeros], -1).logsumexp(-1)
-        pos_term = torch.cat([(-s).masked_fill(~pos, -math.inf), zeros], -1).logsumexp(-1)
-        return neg_term + pos_term, valid.any(-1)
+        return _PrecomputedGrad.apply(s, lambda s: _multilabel_ce(s, pos, valid)), valid.any(-1)
 
     def _items(self, num_items_in_batch: Any, logits: torch.Tensor) -> Any:
         return None if num_items_in_batch is None else num_items_in_batch / logits.shape[-1]
