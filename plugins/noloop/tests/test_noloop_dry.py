@@ -100,3 +100,23 @@ def test_known_value():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         DRYLogitsProcessor(**kwargs)
+
+
+def test_long_matches_over_several_blocks():
+    """Matches longer than the first block of offsets (32): lengths grow block by block (32, 64, ...)."""
+    generator = torch.Generator().manual_seed(7)
+    block = torch.randint(4, 50, (4, 9), generator=generator)  # no breaker, nothing protected
+    input_ids = block.repeat(1, 40)[:, :300]  # 9-token loops: every earlier copy matches far back
+    input_ids[1, 150] = 1  # a breaker cuts the matches of row 1
+    input_ids[2, -120] = 60  # a mismatch 120 tokens back ends the matches of row 2 in the third block
+    scores = torch.randn(4, 64, generator=generator)
+    settings = dict(multiplier=0.5, base=1.01, allowed_length=2, window=280, breakers=(1,), protected=(3,))
+    processor = DRYLogitsProcessor(
+        0.5, 1.01, 2, 280, sequence_breaker_ids=(1,), protected_token_ids=(3,), max_exponent=150
+    )
+    got = processor(input_ids, scores.clone())
+    expected = torch.stack(
+        [reference_dry(r, s, max_exponent=150, **settings) for r, s in zip(input_ids, scores, strict=True)]
+    )
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert (got != scores).any()

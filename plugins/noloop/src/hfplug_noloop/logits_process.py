@@ -223,49 +223,70 @@ class DRYLogitsProcessor(LogitsProcessor):
         if max_exponent is None:  # base ** e reaches 1e4: the penalty is a ban in practice, and finite
             max_exponent = math.ceil(math.log(1e4) / math.log(base)) if base > 1.0 else 0
         self.max_exponent = check_int(max_exponent, "max_exponent", 0)
+        self._penalties: dict[tuple, torch.Tensor] = {}
+
+    def penalties(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """Penalty by match length L (0 .. allowed_length + max_exponent, the longest length measured):
+        ``multiplier * base ** min(L - allowed_length, max_exponent)`` for L >= allowed_length, else 0."""
+        key = (dtype, device)
+        if key not in self._penalties:
+            length = torch.arange(self.allowed_length + self.max_exponent + 1, device=device)
+            exponent = (length - self.allowed_length).clamp(min=0, max=self.max_exponent).to(dtype)
+            penalty = torch.where(length >= self.allowed_length, self.multiplier * self.base**exponent, 0.0)
+            self._penalties[key] = penalty.to(dtype)
+        return self._penalties[key]
 
     def match_lengths(self, input_ids: torch.LongTensor) -> tuple[torch.Tensor, ...]:
         """The candidates (row, position i) of the window whose token equals the last token, with their
         match length and next token x[i+1]; lengths are exact up to allowed_length + max_exponent."""
         x = input_ids[:, -self.window :]
         width = x.shape[1]
-        device = x.device
-        breakers = torch.tensor(self.sequence_breaker_ids, dtype=x.dtype, device=device)
-        is_breaker = torch.isin(x, breakers)
+        if self.sequence_breaker_ids:
+            is_breaker = torch.isin(
+                x, torch.tensor(self.sequence_breaker_ids, dtype=x.dtype, device=x.device)
+            )
+            target = x.masked_fill(is_breaker, -2)  # a breaker matches nothing (ids >= 0, padding -1)
+            first = (x[:, :-1] == target[:, -1:]) & ~is_breaker[:, 1:]
+        else:
+            target, first = x, x[:, :-1] == x[:, -1:]
         # offset 0 on all positions; longer offsets only on the surviving candidates
-        first = (x[:, :-1] == x[:, -1:]) & ~is_breaker[:, -1:] & ~is_breaker[:, 1:]
         rows, positions = torch.nonzero(first, as_tuple=True)
         lengths = torch.ones_like(positions)
         cap = min(self.allowed_length + self.max_exponent, width - 1)
-        padded = torch.nn.functional.pad(x, (cap, 0), value=-1)
+        # windows[r, i + 1, cap - 1 - k] = x[r, i - k] (-1 left of the window), a strided view;
+        # target[r, width - cap:][cap - 1 - k] = x[r, width - 1 - k]: compare both along m = cap - 1 - k
+        windows = torch.nn.functional.pad(x, (cap, 0), value=-1).unfold(1, cap, 1)
+        suffix = target[:, width - cap :]
         alive = torch.ones_like(positions, dtype=torch.bool)
-        start, size = 1, 4
+        start, size = 1, 32
         while start < cap and bool(alive.any()):
-            offsets = torch.arange(start, min(cap, start + size), device=device)
-            left = padded[rows[:, None], positions[:, None] - offsets[None, :] + cap]
-            right = width - 1 - offsets[None, :]
-            match = (left == x[rows[:, None], right]) & ~is_breaker[rows[:, None], right]
-            run = torch.cumprod(match, dim=1).bool() & alive[:, None]
-            lengths += run.sum(dim=1)
-            alive = run[:, -1]
-            start, size = start + size, size * 2
+            end = min(cap, start + size)  # offsets k in [start, end): m in [cap - end, cap - start)
+            left = windows[rows, positions + 1, cap - end : cap - start]
+            mismatch = left != suffix[rows, cap - end : cap - start]
+            # the run of matches from k = start up: the last mismatch in m order (0 = none)
+            last = (mismatch * torch.arange(1, end - start + 1, device=x.device)).amax(dim=1)
+            run = (
+                end - start - last if start == 1 else torch.where(alive, end - start - last, 0)
+            )  # 1: all alive
+            lengths += run
+            alive = run == end - start
+            start, size = end, size * 2
         return rows, lengths, x[rows, positions + 1]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if input_ids.shape[1] < 2:
             return scores
         rows, lengths, next_tokens = self.match_lengths(input_ids)
-        exponent = (lengths - self.allowed_length).clamp(min=0, max=self.max_exponent).to(scores.dtype)
-        candidate = torch.where(lengths >= self.allowed_length, self.multiplier * self.base**exponent, 0.0)
-        if self.protected_token_ids:
-            protected = torch.tensor(self.protected_token_ids, device=scores.device)
-            candidate = candidate.masked_fill(torch.isin(next_tokens, protected), 0.0)
+        candidate = self.penalties(scores.dtype, scores.device)[lengths]
         # the penalty grows with the length, so the largest candidate penalty is the longest match's:
         # out_v = min(scores_v, min over candidates c with next token v of scores_v - penalty_c)
         flat = rows * scores.shape[1] + next_tokens
         penalised = scores.reshape(-1)[flat] - candidate
-        out = scores.reshape(-1).scatter_reduce(0, flat, penalised, reduce="amin", include_self=True)
-        return out.view_as(scores)
+        out = scores.clone(memory_format=torch.contiguous_format)  # one copy of the scores, not two
+        out.view(-1).scatter_reduce_(0, flat, penalised, reduce="amin", include_self=True)
+        if self.protected_token_ids:  # never penalised
+            out[:, self.protected_token_ids] = scores[:, self.protected_token_ids]
+        return out
 
 
 class LoopEOSLogitsProcessor(Clocked, LogitsProcessor):
