@@ -197,7 +197,7 @@ class DRYLogitsProcessor(LogitsProcessor):
     reaches 1e4 (17 for base 1.75): longer matches get the same, already prohibitive, penalty.
 
     Vectorised over rows and candidates: one comparison over the window finds the earlier copies of
-    the last token, then their match lengths grow in blocks of offsets (4, 8, 16, ...) until none still
+    the last token, then their match lengths grow in blocks of offsets (32, 64, 128, ...) until none still
     matches; cost O(window + candidates x longest match) per step, never O(context).
     """
 
