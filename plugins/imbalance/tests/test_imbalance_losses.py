@@ -468,13 +468,22 @@ def _plain_multilabel_ce(s, pos, valid):
 
 
 @pytest.mark.parametrize(
-    "case", ["focal_g2_alpha", "focal_g0.5_soft", "focal_g0_class_alpha", "multilabel", "multilabel_3d"]
+    "case",
+    [
+        "focal_g2_alpha",
+        "focal_g0.5_soft",
+        "focal_g0_class_alpha",
+        "multilabel",
+        "multilabel_3d",
+        "multilabel_all_valid",
+    ],
 )
 def test_hand_written_backward_passes_gradcheck_and_match_autograd(case):
     from hfplug_imbalance.losses import _multilabel_ce, _PrecomputedGrad, _sigmoid_focal
 
     g = torch.Generator().manual_seed(5)
     shape = (2, 3, 5) if case.endswith("3d") else (6, 5)
+    all_valid = case.endswith("all_valid")
     x = (3 * torch.randn(shape, generator=g, dtype=torch.float64)).requires_grad_(True)
     if case.startswith("focal"):
         gamma = {"focal_g2_alpha": 2.0, "focal_g0.5_soft": 0.5, "focal_g0_class_alpha": 0.0}[case]
@@ -491,12 +500,14 @@ def test_hand_written_backward_passes_gradcheck_and_match_autograd(case):
             return _plain_sigmoid_focal(x, y, gamma, alpha)
     else:
         t = torch.rand(shape, generator=g)
-        valid = t < 0.9
-        valid[0, ..., :] = False  # one all-ignored row (or sequence)
+        valid = torch.ones(shape, dtype=torch.bool) if all_valid else t < 0.9
+        valid[0, ..., :] = all_valid  # else one all-ignored row (or sequence)
         pos = valid & (t < 0.4)  # as in the loss: ignored entries are neither positive nor negative
 
         def ours(x):
-            return _PrecomputedGrad.apply(x, lambda v: _multilabel_ce(v, pos, valid))
+            return _PrecomputedGrad.apply(
+                x, lambda v: _multilabel_ce(v, pos.double(), None if all_valid else valid, -100)
+            )
 
         def plain(x):
             return _plain_multilabel_ce(x, pos, valid)

@@ -86,8 +86,9 @@ def _softmax_inputs(
 
 def _sigmoid_inputs(
     logits: torch.Tensor, targets: Any, ignore_index: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Float32 logits, float targets (ignored ones set to 0) and the valid mask, all of one shape."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Float32 logits, float targets (ignored ones set to 0) and the valid mask of the same shape (None
+    when nothing is ignored)."""
     targets = _as_labels(targets, logits)
     if logits.dim() >= 1 and logits.shape[-1] == 1 and targets.shape == logits.shape[:-1]:
         logits = logits.squeeze(-1)
@@ -100,7 +101,7 @@ def _sigmoid_inputs(
     if targets.numel() and not 0 <= ignore_index <= 1:
         low, high = torch.aminmax(targets)
         if bool((low >= 0) & (high <= 1)):  # common case, one pass: nothing ignored, nothing out of range
-            return logits.float(), targets, torch.ones_like(targets, dtype=torch.bool)
+            return logits.float(), targets, None
     valid = targets != ignore_index
     bad = valid & ((targets < 0) | (targets > 1))
     if bad.any():
@@ -148,39 +149,56 @@ def _sigmoid_focal(
     With ``u = 1 - p_t = p + y - 2 p y`` (floored at 1e-12): ``d/dx = alpha_t [(p - y) u**gamma
     + BCE gamma u**(gamma - 1) (1 - 2 y) p (1 - p)]``.
     """
-    bce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    bce = F.softplus(x).addcmul_(x, y, value=-1.0)  # softplus(x) - x y, stable for any x
     p = torch.sigmoid(x)
-    sign = (-2.0 * y).add_(1.0)  # 1 - 2y = du/dp
-    u = torch.addcmul(y, p, sign).clamp_(min=_EPS)
-    w = u.pow(gamma)
-    dw = w.mul(gamma).div_(u)  # gamma u**(gamma - 1)
-    loss = bce * w
-    # dw * bce * (1 - 2y) * p (1 - p) + (p - y) w
-    grad = dw.mul_(bce).mul_(sign).mul_(p).mul_(1.0 - p).addcmul_(p.sub_(y), w)
+    grad = torch.sub(p, y)
+    u = torch.addcmul(p, p, y, value=-2.0)  # p (1 - 2y) = u - y
+    du = p.neg_().add_(1.0).mul_(u)  # (1 - 2y) p (1 - p) = du/dx, in p's buffer
+    u.add_(y).clamp_(min=_EPS)
+    if gamma == 2.0:  # the default: u**(gamma - 1) = u
+        du.mul_(u)
+        w = u.mul_(u)
+    else:
+        w = u.pow(gamma)
+        du.mul_(w).div_(u)
+    grad.mul_(w).add_(du.mul_(bce), alpha=gamma)  # (p - y) u**gamma + gamma u**(gamma - 1) BCE du/dx
+    loss = bce.mul_(w)
     if alpha is not None:
-        alpha_t = torch.addcmul(1.0 - alpha, y, 2.0 * alpha - 1.0)  # alpha y + (1 - alpha)(1 - y)
+        alpha_t = torch.addcmul(1.0 - alpha, y, 2.0 * alpha - 1.0, out=du)  # alpha y + (1 - alpha)(1 - y)
         loss.mul_(alpha_t)
         grad.mul_(alpha_t)
     return loss, grad
 
 
 def _multilabel_ce(
-    s: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor
+    s: torch.Tensor, y: torch.Tensor, valid: torch.Tensor | None, ignore_index: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row ``log(1 + sum_neg e^s) + log(1 + sum_pos e^-s)`` and its derivative (a softmax in each group).
 
-    Each group is shifted by its own max (floored at 0, the implicit 0 logit), so no term under- or
-    overflows; invalid entries get -inf and drop out of both groups.
+    ``y``: targets in [0, 1] (0 where ignored; anything but 0 or 1 raises), ``valid``: None when nothing
+    is ignored. Each group is shifted by its own max (floored at 0, the implicit 0 logit), so no term
+    under- or overflows; ignored entries get -inf and drop out of both groups. Float arithmetic on ``y``
+    in two [..., C] buffers instead of boolean masks (several times faster on CPU).
     """
-    t = torch.where(pos, -s, s).masked_fill_(~valid, -math.inf)
-    m_pos = t.masked_fill(~pos, -math.inf).amax(-1).clamp_(min=0.0)
-    m_neg = t.masked_fill(pos, -math.inf).amax(-1).clamp_(min=0.0)
-    e = t.sub_(torch.where(pos, m_pos[..., None], m_neg[..., None])).exp_()
-    s_pos = torch.where(pos, e, 0.0).sum(-1)
-    d_pos = s_pos.add_(torch.exp(-m_pos))
-    d_neg = torch.where(pos, 0.0, e).sum(-1).add_(torch.exp(-m_neg))
+    buffer = torch.rsub(y, 1.0)
+    if torch.dot(y.reshape(-1), buffer.reshape(-1)) > 0:  # some y strictly inside (0, 1)
+        raise ValueError(
+            f"multi-label targets must be 0, 1 or ignore_index={ignore_index}; got {y[buffer * y > 0][0]:g}"
+        )
+    low, high = torch.aminmax(s) if s.numel() else (s.new_zeros(()), s.new_zeros(()))
+    below = -2.0 * torch.maximum(-low, high) - 1.0  # added to one group: below every entry of the other
+    t = torch.addcmul(s, s, y, value=-2.0)  # s for negatives, -s for positives
+    if valid is not None:
+        t.masked_fill_(~valid, -math.inf)
+    m_pos = torch.addcmul(t, buffer, below, out=buffer).amax(-1).clamp_(min=0.0)
+    m_neg = torch.addcmul(t, y, below, out=buffer).amax(-1).clamp_(min=0.0)
+    e = t.sub_(torch.lerp(m_neg[..., None], m_pos[..., None], y, out=buffer)).exp_()
+    e_pos = torch.mul(e, y, out=buffer)
+    e_neg = e.sub_(e_pos)  # exact: y is 0 or 1
+    d_pos = e_pos.sum(-1).add_(torch.exp(-m_pos))
+    d_neg = e_neg.sum(-1).add_(torch.exp(-m_neg))
     loss = m_pos + d_pos.log() + m_neg + d_neg.log()
-    grad = e.mul_(torch.where(pos, -d_pos.reciprocal()[..., None], d_neg.reciprocal()[..., None]))
+    grad = e_neg.div_(d_neg[..., None]).sub_(e_pos.div_(d_pos[..., None]))
     return loss, grad
 
 
@@ -244,7 +262,7 @@ class _FromCounts:
 
 
 class _ImbalanceLoss(TrainerLoss):
-    """Shared checks and reduction. Subclasses implement ``per_item(logits, labels) -> (per_item, valid)``."""
+    """Shared checks and reduction. Subclasses implement ``per_item(logits, labels) -> (per_item, valid or None)``."""
 
     def __init__(self, *, ignore_index: int = -100, check_finite: bool = True) -> None:
         super().__init__()
@@ -253,7 +271,7 @@ class _ImbalanceLoss(TrainerLoss):
         self.ignore_index = ignore_index
         self.check_finite = bool(check_finite)
 
-    def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
 
     def _items(self, num_items_in_batch: Any, logits: torch.Tensor) -> Any:
@@ -272,6 +290,8 @@ class _ImbalanceLoss(TrainerLoss):
             )
             raise ValueError(f"{what}; the model diverged or overflowed before the loss")
         per_item, valid = self.per_item(logits, labels)
+        if valid is not None and valid.all():  # one cheap pass instead of a masked sum and its backward
+            valid = None
         return reduce_loss(per_item, valid, self._items(num_items_in_batch, logits))
 
 
@@ -292,7 +312,7 @@ class _SoftmaxLoss(_ImbalanceLoss):
         """Per-class weights ``[C]`` (or a scalar) for these logits, or None."""
         return None
 
-    def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         z, y, valid = _softmax_inputs(logits, labels, self.ignore_index)
         return _softmax_per_item(
             self.adjust_logits(z, y), y, self.weights(z), self.gamma, self.label_smoothing
@@ -394,7 +414,7 @@ class FocalLoss(_FromCounts, _ImbalanceLoss):
             raise ValueError("FocalLoss.from_dataset sets per-class alpha for activation='softmax' only")
         return cls(alpha=class_weights(counts, weighting, beta=beta, smoothing=smoothing), **kwargs)
 
-    def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.activation == "softmax":
             z, y, valid = _softmax_inputs(logits, labels, self.ignore_index)
             alpha = None if self.alpha is None else _per_class(self.alpha, z.shape[-1], "alpha", z)
@@ -554,7 +574,7 @@ class DiceLoss(_ImbalanceLoss):
     def _dice(self, p: torch.Tensor, q: torch.Tensor | float) -> torch.Tensor:
         return 1.0 - (2.0 * p * q + self.smooth) / (p + q + self.smooth)
 
-    def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.activation == "softmax":
             z, y, valid = _softmax_inputs(logits, labels, self.ignore_index)
             logp = z.log_softmax(-1)
@@ -589,7 +609,7 @@ class F1WeightedCrossEntropyLoss(_ImbalanceLoss):
     def _f1(true_positive: torch.Tensor, positives: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
         return 2 * true_positive / (positives + predicted).clamp(min=_EPS)
 
-    def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.activation == "softmax":
             z, y, valid = _softmax_inputs(logits, labels, self.ignore_index)
             logp = z.log_softmax(-1)
@@ -610,7 +630,7 @@ class F1WeightedCrossEntropyLoss(_ImbalanceLoss):
         x, y, valid = _sigmoid_inputs(logits, labels, self.ignore_index)
         with torch.no_grad():
             dims = tuple(range(x.dim() - 1)) if x.dim() > 1 else (0,)
-            p, weight = torch.sigmoid(x), valid.to(x.dtype)
+            p, weight = torch.sigmoid(x), 1.0 if valid is None else valid.to(x.dtype)
             f1 = self._f1((p * y * weight).sum(dims), (y * weight).sum(dims), (p * weight).sum(dims))
         return y * (1 - f1 / 2) * F.softplus(-x) + (1.0 - y) * (f1 / 2) * F.softplus(x), valid
 
@@ -627,7 +647,7 @@ class MultiLabelCategoricalCrossEntropyLoss(_ImbalanceLoss):
     divided by C to count rows (exact when whole rows are ignored, as for padding tokens).
     """
 
-    def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         targets = _as_labels(labels, logits)
         if logits.dim() < 1 or targets.shape != logits.shape:
             raise ValueError(
@@ -635,14 +655,8 @@ class MultiLabelCategoricalCrossEntropyLoss(_ImbalanceLoss):
                 f"got logits {tuple(logits.shape)} and targets {tuple(targets.shape)}"
             )
         s, y, valid = _sigmoid_inputs(logits, targets, self.ignore_index)
-        pos = y == 1
-        neg = valid & ~pos
-        soft = neg & (y != 0)
-        if soft.any():
-            raise ValueError(
-                f"multi-label targets must be 0, 1 or ignore_index={self.ignore_index}; got {y[soft][0]:g}"
-            )
-        return _PrecomputedGrad.apply(s, lambda s: _multilabel_ce(s, pos, valid)), valid.any(-1)
+        per_row = _PrecomputedGrad.apply(s, lambda s: _multilabel_ce(s, y, valid, self.ignore_index))
+        return per_row, None if valid is None else valid.any(-1)
 
     def _items(self, num_items_in_batch: Any, logits: torch.Tensor) -> Any:
         return None if num_items_in_batch is None else num_items_in_batch / logits.shape[-1]
