@@ -476,10 +476,11 @@ def _plain_multilabel_ce(s, pos, valid):
         "multilabel",
         "multilabel_3d",
         "multilabel_all_valid",
+        "soft_dice",
     ],
 )
 def test_hand_written_backward_passes_gradcheck_and_match_autograd(case):
-    from hfplug_imbalance.losses import _multilabel_ce, _PrecomputedGrad, _sigmoid_focal
+    from hfplug_imbalance.losses import _multilabel_ce, _PrecomputedGrad, _sigmoid_focal, _sigmoid_soft_dice
 
     g = torch.Generator().manual_seed(5)
     shape = (2, 3, 5) if case.endswith("3d") else (6, 5)
@@ -498,6 +499,15 @@ def test_hand_written_backward_passes_gradcheck_and_match_autograd(case):
 
         def plain(x):
             return _plain_sigmoid_focal(x, y, gamma, alpha)
+    elif case == "soft_dice":
+        y = torch.rand(shape, generator=g, dtype=torch.float64)  # soft targets
+
+        def ours(x):
+            return _PrecomputedGrad.apply(x, lambda v: _sigmoid_soft_dice(v, y, 0.5))
+
+        def plain(x):
+            p = torch.sigmoid(x)
+            return 1 - (2 * p * y + 0.5) / (p + y + 0.5)
     else:
         t = torch.rand(shape, generator=g)
         valid = torch.ones(shape, dtype=torch.bool) if all_valid else t < 0.9

@@ -170,6 +170,16 @@ def _sigmoid_focal(
     return loss, grad
 
 
+def _sigmoid_soft_dice(x: torch.Tensor, y: torch.Tensor, smooth: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft Dice ``1 - (2 p y + s) / (p + y + s) = (p + y - 2 p y) / (p + y + s)`` and its derivative
+    ``(s - 2 y (y + s)) p (1 - p) / (p + y + s)**2``, in three buffers."""
+    p = torch.sigmoid(x)
+    denominator = torch.add(p, y).add_(smooth)
+    loss = torch.addcmul(p, p, y, value=-2.0).add_(y).div_(denominator)
+    grad = p.addcmul_(p, p, value=-1.0).div_(denominator).div_(denominator)  # p (1 - p) / D**2
+    return loss, grad.mul_(torch.add(y, smooth, out=denominator).mul_(y).mul_(-2.0).add_(smooth))
+
+
 def _multilabel_ce(
     s: torch.Tensor, y: torch.Tensor, valid: torch.Tensor | None, ignore_index: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -584,6 +594,8 @@ class DiceLoss(_ImbalanceLoss):
             per = (p / (p + self.smooth)).sum(-1) - p_y / (p_y + self.smooth) + self._dice(p_y, 1.0)
             return per, valid
         x, y, valid = _sigmoid_inputs(logits, labels, self.ignore_index)
+        if not self.alpha:
+            return _PrecomputedGrad.apply(x, lambda x: _sigmoid_soft_dice(x, y, self.smooth)), valid
         return self._dice(self._adjusted(torch.sigmoid(x), torch.sigmoid(-x)), y), valid
 
     def extra_repr(self) -> str:
