@@ -477,10 +477,17 @@ def _plain_multilabel_ce(s, pos, valid):
         "multilabel_3d",
         "multilabel_all_valid",
         "soft_dice",
+        "f1_weighted_bce",
     ],
 )
 def test_hand_written_backward_passes_gradcheck_and_match_autograd(case):
-    from hfplug_imbalance.losses import _multilabel_ce, _PrecomputedGrad, _sigmoid_focal, _sigmoid_soft_dice
+    from hfplug_imbalance.losses import (
+        _f1_weighted_bce,
+        _multilabel_ce,
+        _PrecomputedGrad,
+        _sigmoid_focal,
+        _sigmoid_soft_dice,
+    )
 
     g = torch.Generator().manual_seed(5)
     shape = (2, 3, 5) if case.endswith("3d") else (6, 5)
@@ -499,6 +506,17 @@ def test_hand_written_backward_passes_gradcheck_and_match_autograd(case):
 
         def plain(x):
             return _plain_sigmoid_focal(x, y, gamma, alpha)
+    elif case == "f1_weighted_bce":
+        y = (torch.rand(shape, generator=g) < 0.4).double()
+        half_f1 = torch.linspace(0.05, 0.45, 5, dtype=torch.float64)
+
+        def ours(x):
+            return _PrecomputedGrad.apply(
+                x, lambda v: _f1_weighted_bce(v, y, half_f1, torch.sigmoid(v.detach()))
+            )
+
+        def plain(x):
+            return y * (1 - half_f1) * F.softplus(-x) + (1 - y) * half_f1 * F.softplus(x)
     elif case == "soft_dice":
         y = torch.rand(shape, generator=g, dtype=torch.float64)  # soft targets
 

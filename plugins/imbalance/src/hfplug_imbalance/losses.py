@@ -180,6 +180,17 @@ def _sigmoid_soft_dice(x: torch.Tensor, y: torch.Tensor, smooth: float) -> tuple
     return loss, grad.mul_(torch.add(y, smooth, out=denominator).mul_(y).mul_(-2.0).add_(smooth))
 
 
+def _f1_weighted_bce(
+    x: torch.Tensor, y: torch.Tensor, half_f1: torch.Tensor, p: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``y (1 - a) softplus(-x) + (1 - y) a softplus(x)`` with ``a = F1 / 2`` held constant, and its
+    derivative ``p (y (1 - a) + (1 - y) a) - y (1 - a)``; ``p = sigmoid(x)`` is reused as a buffer."""
+    positive = torch.mul(y, 1.0 - half_f1)
+    negative = torch.rsub(y, 1.0).mul_(half_f1)
+    loss = F.softplus(-x).mul_(positive).addcmul_(F.softplus(x), negative)
+    return loss, p.mul_(negative.add_(positive)).sub_(positive)
+
+
 def _multilabel_ce(
     s: torch.Tensor, y: torch.Tensor, valid: torch.Tensor | None, ignore_index: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -644,7 +655,7 @@ class F1WeightedCrossEntropyLoss(_ImbalanceLoss):
             dims = tuple(range(x.dim() - 1)) if x.dim() > 1 else (0,)
             p, weight = torch.sigmoid(x), 1.0 if valid is None else valid.to(x.dtype)
             f1 = self._f1((p * y * weight).sum(dims), (y * weight).sum(dims), (p * weight).sum(dims))
-        return y * (1 - f1 / 2) * F.softplus(-x) + (1.0 - y) * (f1 / 2) * F.softplus(x), valid
+        return _PrecomputedGrad.apply(x, lambda x: _f1_weighted_bce(x, y, f1 / 2, p)), valid
 
     def extra_repr(self) -> str:
         return f"activation={self.activation!r}"
