@@ -8,6 +8,7 @@ import pytest
 import torch
 import transformers as tf
 from hfplug_favor import (
+    FavorCache,
     FavorConfig,
     FeatureRedrawCallback,
     favor_attention_forward,
@@ -120,7 +121,8 @@ def quadratic_favor_attention(module, query, key, value, attention_mask, scaling
     return out.transpose(1, 2).to(query.dtype), None
 
 
-def test_generate_matches_a_reference_loop_with_quadratic_favor(monkeypatch):
+@pytest.mark.parametrize("cache", ["dynamic", "favor"])
+def test_generate_matches_a_reference_loop_with_quadratic_favor(monkeypatch, cache):
     tf.AttentionInterface.register("favor_reference", quadratic_favor_attention)
     tf.masking_utils.AttentionMaskInterface.register("favor_reference", tf.masking_utils.sdpa_mask)
     config = FAMILIES["llama"]()
@@ -135,9 +137,15 @@ def test_generate_matches_a_reference_loop_with_quadratic_favor(monkeypatch):
 
     original = attention._cached_state
     monkeypatch.setattr(attention, "_cached_state", lambda *a: reused.append(original(*a)) or reused[-1])
+    past = FavorCache() if cache == "favor" else None
     with torch.no_grad():
         generated = model.generate(
-            input_ids=prompt, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0
+            input_ids=prompt,
+            attention_mask=mask,
+            max_new_tokens=6,
+            do_sample=False,
+            pad_token_id=0,
+            past_key_values=past,
         )
         model.set_attn_implementation("favor_reference")
         ids, am = prompt, mask
@@ -147,7 +155,70 @@ def test_generate_matches_a_reference_loop_with_quadratic_favor(monkeypatch):
             ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], 1)
             am = torch.cat([am, torch.ones(2, 1, dtype=am.dtype)], 1)
     assert torch.equal(generated, ids)
-    assert sum(state is not None for state in reused) == 2 * 5  # every decode step used the recurrent state
+    if cache == "dynamic":
+        assert (
+            sum(state is not None for state in reused) == 2 * 5
+        )  # every decode step used the recurrent state
+    else:
+        assert not reused  # FavorCache bypasses the module state
+        assert past.get_seq_length() == 9 + 5 and all(layer.keys is None for layer in past.layers)
+        assert past.layers[0].state.S.shape == (2, 2, 64, 8)  # (B, Hkv, m, Dv): all the cache holds
+
+
+def decode_step_trace(model, context: int) -> list[tuple]:
+    """Every aten op (name and the shapes of all tensor arguments and results) of one decode step after a
+    prefill of ``context`` tokens with a FavorCache."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class Trace(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            result = func(*args, **(kwargs or {}))
+            shapes = [
+                tuple(t.shape) for t in tree_leaves((args, kwargs, result)) if isinstance(t, torch.Tensor)
+            ]
+            self.ops.append((str(func), tuple(shapes)))
+            return result
+
+    prompt = torch.randint(5, 100, (1, context), generator=torch.Generator().manual_seed(context))
+    token = torch.tensor([[7]])
+    cache = FavorCache()
+    with torch.no_grad():
+        model(input_ids=prompt, past_key_values=cache, use_cache=True)
+        with Trace() as trace:
+            model(input_ids=token, past_key_values=cache, use_cache=True)
+    return trace.ops
+
+
+def test_favor_cache_decode_step_work_does_not_depend_on_context_length():
+    model = build(FAMILIES["qwen2"](), task=tf.AutoModelForCausalLM)
+    set_favor_config(model, FavorConfig(nb_features=64, chunk_size=4))
+    short, long = decode_step_trace(model, 5), decode_step_trace(model, 77)
+    assert len(short) > 50 and short == long  # the same ops on tensors of the same shapes
+    touched = {dim for _, shapes in long for shape in shapes for dim in shape}
+    assert not touched & {77, 78}  # no tensor of a step spans the context
+
+
+def test_favor_cache_refuses_other_backends_and_changed_features():
+    model = build(FAMILIES["llama"](), implementation="sdpa", task=tf.AutoModelForCausalLM)
+    ids = torch.randint(5, 100, (1, 6), generator=torch.Generator().manual_seed(4))
+    cache = FavorCache()
+    with torch.no_grad():
+        model(input_ids=ids[:, :5], past_key_values=cache, use_cache=True)
+        with pytest.raises(RuntimeError, match="not attn_implementation='favor'"):
+            model(input_ids=ids[:, 5:], past_key_values=cache, use_cache=True)
+        model.set_attn_implementation("favor")
+        cache = FavorCache()
+        model(input_ids=ids[:, :5], past_key_values=cache, use_cache=True)
+        set_favor_config(model, FavorConfig(nb_features=32))
+        with pytest.raises(RuntimeError, match="features changed"):
+            model(input_ids=ids[:, 5:], past_key_values=cache, use_cache=True)
+    with pytest.raises(ValueError, match="cannot crop"):
+        cache.crop(-1)
 
 
 def test_decode_logits_match_recomputation():

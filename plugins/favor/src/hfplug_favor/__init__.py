@@ -3,15 +3,19 @@
 import hfplug
 model = AutoModel.from_pretrained(path, attn_implementation=hfplug.use_attention("favor"))
 hfplug_favor.set_favor_config(model, hfplug_favor.FavorConfig(nb_features=256))
+model.generate(**inputs, past_key_values=hfplug_favor.FavorCache())  # O(1) work per generated token
 """
 
 from .attention import FavorState, favor_attention, favor_attention_forward, register_favor
+from .cache import FavorCache, FavorCacheLayer
 from .callbacks import FeatureRedrawCallback
 from .configuration_favor import FavorConfig, check_favor_support, get_favor_config, set_favor_config
 from .feature_maps import gaussian_projection
 from .report import favor_report
 
 __all__ = [
+    "FavorCache",
+    "FavorCacheLayer",
     "FavorConfig",
     "FavorState",
     "FeatureRedrawCallback",

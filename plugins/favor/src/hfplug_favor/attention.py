@@ -25,6 +25,8 @@ import torch
 from .configuration_favor import FavorConfig, favor_config_from
 from .feature_maps import derive_seed, feature_logits, gaussian_projection
 
+CACHE_HANDOFF = "_favor_cache_layer"  # attribute of keys returned by a FavorCacheLayer: the layer itself
+
 
 @dataclass
 class FavorState:
@@ -373,10 +375,29 @@ def favor_attention_forward(
     Lq, Lk = query.shape[-2], key.shape[-2]
     key_valid, causal = _parse_mask(attention_mask, bool(getattr(module, "is_causal", False)), Lq, Lk)
     projection = projection_for(module, config, query.shape[-1], query.device)
+    tag = (module._favor_projection[0], config.kernel, scaling)
+    cache_layer = getattr(key, CACHE_HANDOFF, None)
+    if cache_layer is not None:  # FavorCache: key/value hold the new tokens only, the state all earlier ones
+        if not causal:
+            raise ValueError(
+                "FavorCache holds causal prefix sums; it cannot serve a non-causal attention module"
+            )
+        out, cache_layer.state = favor_attention(
+            query,
+            key,
+            value,
+            projection,
+            scaling=scaling,
+            causal=True,
+            key_padding_mask=key_valid,
+            kernel=config.kernel,
+            chunk_size=config.chunk_size,
+            state=cache_layer.consume(tag),
+        )
+        return out.transpose(1, 2).to(query.dtype).contiguous(), None
     recurrent = causal and config.recurrent_decode and not torch.is_grad_enabled() and not module.training
     state = fingerprint = None
     if recurrent:
-        tag = (module._favor_projection[0], config.kernel, scaling)
         cached = _cached_state(module, key, key_valid, Lk - Lq, tag)
         if cached is not None:
             state, fingerprint = cached

@@ -35,9 +35,10 @@ class FavorConfig:
         shift_keys: softmax kernel, non-causal attention: subtract c = mean(k) + mean(q) from every key before
             the feature map. Exact (softmax is invariant to a common key shift) and it minimises the mean
             |q + k - c|², which drives the estimator's variance.
-        recurrent_decode: keep the causal prefix state (sum phi(k) v^T, sum phi(k)) on each attention module
-            during no-grad inference, so a decode step costs O(m·d) attention math instead of recomputing the
-            features of the whole cache.
+        recurrent_decode: with a key/value cache (DynamicCache), keep the causal prefix state (sum phi(k) v^T,
+            sum phi(k)) on each attention module during no-grad inference, so a decode step featurizes only the
+            new token; an exact fingerprint of the cached keys (O(L·d) integer sums) checks that the state still
+            stands for the cache. :class:`~hfplug_favor.FavorCache` needs no check and is O(1) per token.
     """
 
     nb_features: int = 256
