@@ -1,4 +1,4 @@
-"""Run under torchrun by test_adversarial_ddp.py: 5 steps of two methods on 2 ranks, parameters saved per rank."""
+"""Run under torchrun by test_adversarial_ddp.py: 5 steps of three methods on 2 ranks, parameters saved per rank."""
 
 import sys
 from pathlib import Path
@@ -7,13 +7,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import torch
 from _adversarial_helpers import flat_params, make_data, make_model, run_trainer
-from hfplug_adversarial import FGM, GradientPenalty
+from hfplug_adversarial import FGM, FreeLB, GradientPenalty
 
 from hfplug.testing import finish_distributed
 
 out = Path(sys.argv[1])
 # global batch 8 = 2 ranks x 4, or 2 ranks x 2 micro-batches of 2 (no_sync on the first micro-batch)
 runs = {
+    "freelb_model": (lambda: FreeLB(init_magnitude=0), "model", dict(batch_size=2, accumulation=2)),
     "fgm_model": (lambda: FGM(epsilon=0.5, norm="per_example"), "model", dict(batch_size=4)),
     "gp_loss_func": (
         lambda: GradientPenalty(epsilon=1.0),

@@ -184,6 +184,23 @@ def gp_objective(ref: Reference, eps: float):
     return loss + 0.5 * eps * g.pow(2).sum()
 
 
+def freelb_objective(ref: Reference, eps=1.0, alpha=0.1, steps=3, init_magnitude=None):
+    """FreeLB as the official code: random start (generator seeded 0), per-example ascent, mean of the losses."""
+    e = ref.embed().detach()
+    gen = torch.Generator().manual_seed(0)
+    init = eps if init_magnitude is None else init_magnitude
+    delta = (2 * torch.rand(e.shape, generator=gen) - 1) * ref.mask * init / sqrt_len(ref.mask, e.shape[-1])
+    total = 0.0
+    for t in range(steps):
+        d = delta.clone().requires_grad_()
+        loss = ref.loss(ref.embed() + d)
+        total = total + loss / steps
+        if t < steps - 1:
+            (g,) = torch.autograd.grad(loss, d, retain_graph=True)
+            delta = project(delta + alpha * g / (l2(g, True) + 1e-8), eps, True)
+    return total
+
+
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 

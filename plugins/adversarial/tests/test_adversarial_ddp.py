@@ -1,7 +1,8 @@
 """DDP (torchrun, 2 ranks, gloo): identical parameters across ranks, equal to one process on the global batch.
 
-FGM per-example with the model's loss (4 per rank); gradient penalty with compute_loss_func under gradient
-accumulation (2 micro-batches of 2 per rank, so the no_sync window is exercised)."""
+FGM per-example with the model's loss (4 per rank); gradient penalty with compute_loss_func and FreeLB
+(per-example, zero start, parameter gradients handed to the backward as a gradient term) with the model's loss,
+both under gradient accumulation (2 micro-batches of 2 per rank, so the no_sync window is exercised)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from _adversarial_helpers import Reference, fgm_objective, flat_params, gp_objective, make_data, make_model
+from _adversarial_helpers import (
+    Reference,
+    fgm_objective,
+    flat_params,
+    freelb_objective,
+    gp_objective,
+    make_data,
+    make_model,
+)
 
 from hfplug.testing import run_torchrun
 
@@ -27,6 +36,7 @@ def test_ddp_two_ranks_match_single_process(tmp_path: Path):
     expected = {
         "fgm_model": _reference(lambda ref: fgm_objective(ref, 0.5, per_example=True), "model"),
         "gp_loss_func": _reference(lambda ref: gp_objective(ref, 1.0), "loss_func"),
+        "freelb_model": _reference(lambda ref: freelb_objective(ref, init_magnitude=0), "model"),
     }
     start = flat_params(make_model("seq"))
     for name, reference in expected.items():

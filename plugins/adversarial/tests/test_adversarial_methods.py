@@ -10,16 +10,16 @@ from _adversarial_helpers import (
     assert_same_update,
     fgm_objective,
     flat_params,
+    freelb_objective,
     gp_objective,
-    l2,
     make_data,
     make_model,
     project,
     relative_error,
     run_trainer,
-    sqrt_len,
 )
 from hfplug_adversarial import FGM, FGSM, PGD, SMART, FreeLB, GradientPenalty
+from hfplug_adversarial import callbacks as callbacks_module
 
 PATHS = ("model", "loss_func")
 
@@ -48,21 +48,6 @@ def pgd_ref(ref, eps=1.0, alpha=0.3, steps=3, objective="adversarial", random_st
             (g,) = torch.autograd.grad(ref.loss(ref.embed() + d), d)
     adv = ref.loss(ref.embed() + delta)
     return clean + adv if objective == "sum" else adv
-
-
-def freelb_ref(ref, eps=1.0, alpha=0.1, steps=3):
-    e = ref.embed().detach()
-    gen = torch.Generator().manual_seed(0)
-    delta = (2 * torch.rand(e.shape, generator=gen) - 1) * ref.mask * eps / sqrt_len(ref.mask, e.shape[-1])
-    total = 0.0
-    for t in range(steps):
-        d = delta.clone().requires_grad_()
-        loss = ref.loss(ref.embed() + d)
-        total = total + loss / steps
-        if t < steps - 1:
-            (g,) = torch.autograd.grad(loss, d, retain_graph=True)
-            delta = project(delta + alpha * g / (l2(g, True) + 1e-8), eps, True)
-    return total
 
 
 def smart_ref(ref, weight=1.0, eps=1.0, step_size=1e-3, noise_std=1e-5):
@@ -98,7 +83,7 @@ CASES = {
         lambda: PGD(random_start=True, objective="sum", seed=0),
         lambda ref: pgd_ref(ref, objective="sum", random_start=True),
     ),
-    "freelb": (lambda: FreeLB(seed=0), freelb_ref),
+    "freelb": (lambda: FreeLB(seed=0), freelb_objective),
     "gradient_penalty": (lambda: GradientPenalty(epsilon=1.0), lambda ref: gp_objective(ref, 1.0)),
     "smart": (lambda: SMART(seed=0), smart_ref),
 }
@@ -134,6 +119,19 @@ def test_one_step_matches_reference_token_tasks(name, task, path):
     ref = Reference(model, data, task, path)
     expected = ref.step(reference(ref))
     trainer = run_trainer(model, data, [make_callback()], task=task, path=path)
+    assert_same_update(trainer.model, expected, start)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_freelb_partitioned_weights_path_matches_reference(path, monkeypatch):
+    """Under FSDP/DeepSpeed FreeLB keeps every pass's graph for one backward instead of differentiating the
+    parameters pass by pass: the same update."""
+    monkeypatch.setattr(callbacks_module, "weights_sharded", lambda model, args: True)
+    model, data = make_model("seq"), make_data("seq")
+    start = flat_params(model)
+    ref = Reference(model, data, "seq", path)
+    expected = ref.step(freelb_objective(ref))
+    trainer = run_trainer(model, data, [FreeLB(seed=0)], task="seq", path=path)
     assert_same_update(trainer.model, expected, start)
 
 

@@ -11,6 +11,7 @@ from _adversarial_helpers import (
     assert_same_update,
     fgm_objective,
     flat_params,
+    freelb_objective,
     gp_objective,
     make_data,
     make_model,
@@ -26,13 +27,15 @@ import hfplug
 
 @pytest.mark.parametrize("path", ["model", "loss_func"])
 def test_gradient_accumulation_per_example_equals_full_batch(path):
-    """GA=2 x batch 4 gives the update of one batch of 8 (reference), FGM per-example and gradient penalty.
+    """GA=2 x batch 4 gives the update of one batch of 8 (reference): FGM per-example, gradient penalty and
+    FreeLB (per-example, zero start).
 
     In the model path this also needs the BertForSequenceClassification loss rescaling (DESIGN.md fact 2)."""
     data = make_data("seq")
     for callback, objective in (
         (FGM(epsilon=0.5, norm="per_example"), lambda ref: fgm_objective(ref, 0.5, per_example=True)),
         (GradientPenalty(epsilon=1.0), lambda ref: gp_objective(ref, 1.0)),
+        (FreeLB(init_magnitude=0), lambda ref: freelb_objective(ref, init_magnitude=0)),
     ):
         model = make_model("seq")
         start = flat_params(model)
@@ -115,7 +118,8 @@ def test_logs_adversarial_loss_and_perturbation_norm():
     assert math.isclose(log["adv_loss"], log["loss"], rel_tol=1e-5)  # objective "adversarial"
 
 
-def test_non_finite_perturbation_is_skipped_and_counted():
+@pytest.mark.parametrize("make_callback", [lambda: FGM(0.5), lambda: FreeLB(seed=0)], ids=["fgm", "freelb"])
+def test_non_finite_perturbation_is_skipped_and_counted(make_callback):
     def huge(outputs, labels, num_items_in_batch=None):  # gradients overflow float32 in the squared norm
         return user_loss("seq")(outputs, labels, num_items_in_batch) * 1e30
 
@@ -130,7 +134,7 @@ def test_non_finite_perturbation_is_skipped_and_counted():
     from transformers import Trainer
 
     trainer = Trainer(
-        model, args, train_dataset=DictDataset(make_data("seq")), callbacks=[FGM(0.5)],
+        model, args, train_dataset=DictDataset(make_data("seq")), callbacks=[make_callback()],
         compute_loss_func=trainer_loss(huge),
     )  # fmt: skip
     trainer.train()

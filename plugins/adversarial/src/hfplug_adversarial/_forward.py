@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,6 +117,38 @@ def forward_ignores_num_items(model: torch.nn.Module) -> bool:
     except (OSError, TypeError):
         return False
     return "loss_function" not in source and "num_items_in_batch" not in source
+
+
+def weights_sharded(model: torch.nn.Module, args: Any) -> bool:
+    """True when the parameters are partitioned or flattened by FSDP or DeepSpeed (the Trainer's arguments,
+    Accelerate's environment, DTensor or ZeRO-3 parameters): then ``model.parameters()`` are not the tensors
+    the forward differentiates, and gradients must reach them through the Trainer's own backward."""
+    if getattr(args, "fsdp", None) or getattr(args, "deepspeed_plugin", None) is not None:
+        return True
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true", "yes"):
+        return True
+    dtensor = None
+    if torch.distributed.is_available():
+        from torch.distributed.tensor import DTensor as dtensor
+    return any(
+        hasattr(p, "ds_id") or (dtensor is not None and isinstance(p, dtensor)) for p in model.parameters()
+    )
+
+
+class GradientTerm(torch.autograd.Function):
+    """``GradientTerm.apply(grads, scale, *params)``: a scalar 0 whose gradient with respect to ``params[i]`` is
+    ``scale * grads[i]`` (times the incoming gradient). Hands parameter gradients computed earlier in the
+    forward to the Trainer's one backward, so loss scaling, DDP reduction and clipping apply to them."""
+
+    @staticmethod
+    def forward(ctx, grads: list[torch.Tensor], scale: float, *params: torch.Tensor) -> torch.Tensor:
+        ctx.grads, ctx.scale = grads, scale
+        return params[0].new_zeros(())
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        factor = grad_output * ctx.scale
+        return (None, None, *[g * factor for g in ctx.grads])
 
 
 def _attention_mask(kwargs: dict) -> torch.Tensor | None:

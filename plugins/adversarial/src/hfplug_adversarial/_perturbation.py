@@ -62,7 +62,17 @@ def share_by_token(grads: Tensors, ids: list[torch.Tensor | None]) -> Tensors:
 
 
 def total_norm(tensors: Tensors) -> float:
-    return float(norms(tensors, "global")[0])
+    """Global L2 norm for the logs (``torch.linalg.vector_norm``: no squared copy of the tensors)."""
+    return float(
+        torch.linalg.vector_norm(
+            torch.stack(
+                [
+                    torch.linalg.vector_norm(t, dtype=torch.promote_types(t.dtype, torch.float32))
+                    for t in tensors
+                ]
+            )
+        )
+    )
 
 
 def symmetric_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 from transformers import TrainerCallback
 
 from . import _perturbation as P
-from ._forward import ForwardWrapper, MicroBatch
+from ._forward import ForwardWrapper, GradientTerm, MicroBatch, weights_sharded
 
 OBJECTIVES = ("adversarial", "sum")
 
@@ -291,8 +291,11 @@ class FreeLB(AdversarialCallback):
     ``delta_0 = init_magnitude * U(-1, 1) / sqrt(n_tokens * hidden)`` per example on non-padding tokens (the
     official code; ``init_magnitude`` defaults to ``epsilon``, 0 starts at the clean point), then
     ``delta <- Proj(delta + alpha * g / ||g||)`` with per-example norms by default. The parameter gradients of
-    all ``steps`` passes are accumulated (one backward of their mean), as in the paper. Defaults: epsilon
-    1.0, alpha 0.1, steps 3.
+    all ``steps`` passes are accumulated, as in the paper: each ascent pass's backward gives ``g`` and its
+    parameter gradients at once (one backward per pass, as a hand-written loop), and the sum reaches the
+    Trainer's backward of the last pass as a gradient term. Under FSDP or DeepSpeed (partitioned parameters)
+    the graphs of all passes are kept instead and the Trainer back-propagates their mean (two extra input
+    backwards). Defaults: epsilon 1.0, alpha 0.1, steps 3.
     """
 
     def __init__(
@@ -313,6 +316,7 @@ class FreeLB(AdversarialCallback):
             raise ValueError(f"init_magnitude must be a number >= 0 or None, got {init_magnitude!r}")
         self.init_magnitude = self.epsilon if init_magnitude is None else float(init_magnitude)
         self.norm = _choice("norm", norm, ("global", "per_example"))
+        self._sharded = False
 
     def _initial_delta(self, output, mask):
         if self.init_magnitude == 0:
@@ -324,25 +328,51 @@ class FreeLB(AdversarialCallback):
         magnitude = self.init_magnitude / sizes.sqrt()
         return (2 * self._random(output) - 1) * weights * magnitude.view(-1, *[1] * (output.dim() - 1))
 
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        super().on_train_begin(args, state, control, model=model, **kwargs)
+        self._sharded = weights_sharded(model, args)
+
     def _adversarial(self, batch: MicroBatch) -> torch.Tensor:
         deltas = [
             d.float() if d is not None else torch.zeros_like(e, dtype=torch.float32)
             for d, e in zip(batch.deltas, batch.embeds, strict=True)
         ]
-        loss, embeds = batch.loss, batch.embeds
-        total = loss / self.steps
+        params = None
+        if not self._sharded:
+            params = [p for p in self._wrapper.model.parameters() if p.requires_grad] or None
+        losses, embeds = [batch.loss], batch.embeds
+        param_grads: list[list[torch.Tensor]] = []  # parameter gradients of each pass differentiated so far
         for _ in range(1, self.steps):
-            grads = self._grad(loss, embeds, retain=True)
+            if params is None:
+                grads = self._grad(losses[-1], embeds, retain=True)
+            else:
+                grads = self._grad(losses[-1], [*embeds, *params], retain=False)
+                grads, ours = grads[: len(embeds)], grads[len(embeds) :]
+                param_grads.append(ours)
             direction, finite = P.normalize(grads, self.norm)
-            if not finite:
-                return self._skip(batch.loss)
+            if not finite:  # train on the first pass only
+                if params is None:
+                    return self._skip(batch.loss)
+                return self._skip(
+                    batch.loss.detach() + self._gradient_term(param_grads[0], 1.0, params, batch.loss)
+                )
             deltas = P.project(
                 [d + self.alpha * u for d, u in zip(deltas, direction, strict=True)], self.epsilon, self.norm
             )
             loss, _, embeds = batch.forward(deltas)
-            total = total + loss / self.steps
+            losses.append(loss)
+        if params is None or not param_grads:
+            total = sum(loss / self.steps for loss in losses)
+        else:
+            summed = [sum(gs) for gs in zip(*param_grads, strict=True)]
+            total = sum(loss.detach() / self.steps for loss in losses[:-1]) + losses[-1] / self.steps
+            total = total + self._gradient_term(summed, 1.0 / self.steps, params, total)
         self._record(total, deltas)
         return total
+
+    @staticmethod
+    def _gradient_term(grads, scale: float, params, like: torch.Tensor) -> torch.Tensor:
+        return GradientTerm.apply(grads, scale, *params).to(like.dtype)
 
 
 class GradientPenalty(AdversarialCallback):
