@@ -126,6 +126,7 @@ EDGE_TEXTS = [
     "控制\x00字符\x07和\u200b零宽\ufffd替换\u2028行",
     "https://example.com/a?b=1&c=2 email@x.cn #话题# @某人 (括号) 【书名】",
     "x" * 150 + " 超长单词 " + "阿" * 3,
+    "ΟΔΟΣ café ΣΑΣ",  # final sigma: lower() of the whole text differs from character-wise lower()
 ]
 
 
@@ -146,7 +147,9 @@ def test_offsets_slice_back_to_every_token(wobert_tokenizer, real_sentences):
                 continue
             assert end > start
             if token != "[UNK]":
-                assert token.removeprefix("##") in ref_normalize(text[start:end]), (text, token, start, end)
+                # a final sigma lower-cases to ς in context, to σ when sliced out alone
+                piece = token.removeprefix("##").replace("ς", "σ")
+                assert piece in ref_normalize(text[start:end]).replace("ς", "σ"), (text, token, start, end)
                 checked += 1
     assert checked > 50_000
 

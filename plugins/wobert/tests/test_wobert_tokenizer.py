@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 from hfplug_wobert import WoBertTokenizer
 
@@ -134,3 +136,58 @@ def test_bad_input_raises_clear_errors(wobert_tokenizer, wobert_vocab):
         WoBertTokenizer(vocab=wobert_vocab, user_dict=[("词", -1)])
     with pytest.raises(ValueError, match="does not exist"):
         WoBertTokenizer(vocab=wobert_vocab, user_dict="missing_user_dict.txt")
+
+
+def test_offsets_do_not_change_ids(wobert_tokenizer, real_sentences):
+    """The two encoding paths (piece cache without offsets, alignment with offsets) give the same ids."""
+    texts = [*real_sentences[::10], "ΟΔΟΣ café ΣΑΣ", "Ｃａｆé naïve ﬁ ǅ İstanbul", "[CLS]北京[MASK]天安门"]
+    plain = wobert_tokenizer(texts, ["北京" + t[:5] for t in texts])
+    with_offsets = wobert_tokenizer(texts, ["北京" + t[:5] for t in texts], return_offsets_mapping=True)
+    assert plain["input_ids"] == with_offsets["input_ids"]
+    assert plain["token_type_ids"] == with_offsets["token_type_ids"]
+    assert plain.tokens(3) == wobert_tokenizer.convert_ids_to_tokens(plain["input_ids"][3])
+
+
+def test_piece_cache_eviction_and_settings_keep_ids(wobert_vocab, real_sentences):
+    texts = real_sentences[:300]
+    expected = WoBertTokenizer(vocab=wobert_vocab)(texts)["input_ids"]
+    tok = WoBertTokenizer(vocab=wobert_vocab)
+    tok(texts[:10])
+    tok.cache.maxsize = 7  # emptied every 7 new words
+    assert tok(texts)["input_ids"] == expected
+    assert len(tok.cache) <= 7
+    tok.normalize_before_segmentation = False  # a settings change starts a new cache
+    other = WoBertTokenizer(vocab=wobert_vocab, normalize_before_segmentation=False)
+    assert tok(texts)["input_ids"] == other(texts)["input_ids"]
+
+
+def test_pickles_leave_the_piece_cache_behind(wobert_vocab, real_sentences):
+    import copy
+    import pickle
+
+    tok = WoBertTokenizer(vocab=wobert_vocab)
+    ids = tok(real_sentences[:50])["input_ids"]
+    assert len(tok.cache) > 100
+    for again in (pickle.loads(pickle.dumps(tok)), copy.deepcopy(tok)):
+        assert "cache" not in again.__dict__
+        assert again(real_sentences[:50])["input_ids"] == ids
+
+
+def test_separator_avoids_vocabulary_characters(wobert_vocab):
+    """A vocabulary word made of U+E000 is kept whole (jieba yields it), so the pieces use U+E001."""
+    vocab = {**wobert_vocab, "\ue000": len(wobert_vocab)}
+    tok = WoBertTokenizer(vocab=vocab)
+    split = json.loads(tok.backend_tokenizer.to_str())["pre_tokenizer"]
+    assert (split["type"], split["pattern"], split["behavior"]) == ("Split", {"String": "\ue001"}, "Removed")
+    assert tok.tokenize("北京\ue000天安门") == ["北京", "\ue000", "天安门"]
+    enc = tok("北京\ue000天安门", return_offsets_mapping=True, add_special_tokens=False)
+    assert enc["offset_mapping"] == [(0, 2), (2, 3), (3, 6)]
+    # in the default vocabulary U+E000 is free: dropped from text like any private-use character
+    assert WoBertTokenizer(vocab=wobert_vocab).tokenize("北京\ue000天安门") == ["北京", "天安门"]
+
+
+def test_added_token_holding_the_separator_is_refused(wobert_vocab):
+    tok = WoBertTokenizer(vocab=wobert_vocab)
+    tok.add_tokens(["a\ue000b"])
+    with pytest.raises(ValueError, match=r"added token 'a\\ue000b' contains '\\ue000'"):
+        tok("北京")

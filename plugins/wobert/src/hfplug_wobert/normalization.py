@@ -46,7 +46,8 @@ def is_unspaced(char: str) -> bool:
     return _UNSPACED.fullmatch(char) is not None
 
 
-def _normalize(text: str, lowercase: bool, strip_accents: bool) -> str:
+def normalize_text(text: str, lowercase: bool, strip_accents: bool) -> str:
+    """``lower(strip_accents(NFD(text)))`` without the alignment (each step only when its flag is set)."""
     if strip_accents:
         text = _NONSPACING_MARKS.sub("", unicodedata.normalize("NFD", text))
     return text.lower() if lowercase else text
@@ -58,12 +59,15 @@ def normalize(text: str, lowercase: bool, strip_accents: bool) -> tuple[str, lis
     Returns ``(normalized, alignment)``: ``alignment[j]`` is the index in ``text`` of the character that
     produced ``normalized[j]``; ``None`` when every character maps to exactly one character (identity).
     """
-    out = _normalize(text, lowercase, strip_accents)
+    out = normalize_text(text, lowercase, strip_accents)
     same_length = len(out) == len(text)
     if same_length and (
         not strip_accents
         or (unicodedata.is_normalized("NFD", text) and _NONSPACING_MARKS.search(text) is None)
     ):
         return out, None
-    parts = [_normalize(char, lowercase, strip_accents) for char in text]
-    return "".join(parts), [i for i, part in enumerate(parts) for _ in part]
+    # Character by character the lengths add up to len(out): lower() differs from the whole-string result only
+    # in the same-length final sigma, NFD only in the order of combining marks. ``out`` stays the whole-string
+    # result so the ids never depend on whether offsets were asked for.
+    parts = [normalize_text(char, lowercase, strip_accents) for char in text]
+    return out, [i for i, part in enumerate(parts) for _ in part]

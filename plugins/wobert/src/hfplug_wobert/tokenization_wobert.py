@@ -6,15 +6,18 @@ For a text ``s`` (Su Jianlin, "WoBERT", kexue.fm/archives/7758; bert4keras ``Tok
     w_1..w_n = jieba.cut(s', HMM=False)
     tokens = concat_i ( [w_i] if w_i in vocab else WordPiece(BERT basic split(w_i)) )
 
-Segmentation and the vocabulary test run in Python (rjieba by default); the pieces then go to the Rust
-WordPiece model as pre-split words, so padding, truncation, tensors and special tokens are the usual
-transformers machinery. The backend holds no Python component, so the tokenizer pickles as is.
+Segmentation and the vocabulary test run in Python (rjieba by default; each word's pieces are cached). The
+pieces of a text go to the Rust backend as one string, joined by a private-use character absent from the
+vocabulary, which the backend's ``Split`` pre-tokenizer removes; WordPiece then runs on each piece, and padding,
+truncation, tensors and special tokens are the usual transformers machinery. The backend holds no Python
+component, so the tokenizer pickles as is.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from itertools import accumulate
 from typing import Any
 
 import regex
@@ -22,10 +25,52 @@ from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, process
 from tokenizers.models import WordPiece
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
-from .normalization import BASIC_PIECES, is_unspaced, normalize
-from .segmentation import SEGMENTERS, load_segmenter, parse_user_dict
+from .normalization import BASIC_PIECES, is_unspaced, normalize, normalize_text
+from .segmentation import SEGMENTERS, Segmenter, load_segmenter, parse_user_dict
 
 VOCAB_FILES_NAMES = {"vocab_file": "vocab.txt", "tokenizer_file": "tokenizer.json"}
+PRIVATE_USE = range(0xE000, 0xF900)
+
+
+def pick_separator(vocab: Iterable[str]) -> str:
+    """The first private-use character (U+E000..U+F8FF) that no vocabulary token contains.
+
+    BERT's basic tokenisation drops private-use characters (category ``Co``), so a piece contains the
+    separator only if a vocabulary word kept whole does, which this choice rules out.
+    """
+    used = set("".join(vocab))
+    for code in PRIVATE_USE:
+        if chr(code) not in used:
+            return chr(code)
+    raise ValueError(
+        "the vocabulary uses every private-use character U+E000..U+F8FF; none is free as separator"
+    )
+
+
+class _PieceCache(dict):
+    """``word -> its WordPiece inputs joined by the separator``: the (normalised) word itself when it is in the
+    vocabulary, else its BERT basic pieces (``""`` when there are none). Filled on first lookup; emptied when it
+    holds ``maxsize`` words. ``settings`` = (lower-case, strip accents, normalise before segmentation): with
+    normalisation after segmentation each word is normalised here."""
+
+    def __init__(
+        self,
+        vocab: Mapping[str, int],
+        separator: str,
+        settings: tuple[bool, bool, bool],
+        maxsize: int = 1 << 17,
+    ) -> None:
+        super().__init__()
+        self.vocab, self.separator, self.settings, self.maxsize = vocab, separator, settings, maxsize
+
+    def __missing__(self, word: str) -> str:
+        if len(self) >= self.maxsize:
+            self.clear()
+        lowercase, accents, before = self.settings
+        piece = word if before else normalize_text(word, lowercase, accents)
+        value = piece if piece in self.vocab else self.separator.join(BASIC_PIECES.findall(piece))
+        self[word] = value
+        return value
 
 
 def load_vocab_file(path: str | os.PathLike) -> dict[str, int]:
@@ -120,12 +165,14 @@ class WoBertTokenizer(TokenizersBackend):
             user_words = tuple((self._normalize(word)[0], freq) for word, freq in user_words)
         self.user_dict = user_words
         self._vocab = dict(vocab)
+        self._separator = pick_separator(self._vocab)
 
         self._tokenizer = Tokenizer(
             WordPiece(
                 self._vocab, unk_token=str(unk_token), max_input_chars_per_word=max_input_chars_per_word
             )
         )
+        self._tokenizer.pre_tokenizer = pre_tokenizers.Split(self._separator, "removed")
         self._tokenizer.decoder = decoders.WordPiece(prefix="##")
         super().__init__(
             do_lower_case=do_lower_case,
@@ -149,85 +196,116 @@ class WoBertTokenizer(TokenizersBackend):
             special_tokens=[(cls, self.cls_token_id), (sep, self.sep_token_id)],
         )
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for name in (
+            "cache",
+            "_pattern_cache",
+        ):  # rebuilt on first use; keeps pickles (Dataset.map workers) small
+            state.pop(name, None)
+        return state
+
     # -- segmentation --------------------------------------------------------------------------------------
     def _normalize(self, text: str) -> tuple[str, list[int] | None]:
         return normalize(text, self.do_lower_case, self._accents)
 
     def _protected_pattern(self, split_special_tokens: bool) -> regex.Pattern | None:
-        """Pattern matching the added tokens (special ones too unless ``split_special_tokens``)."""
+        """Pattern matching the added tokens (special ones too unless ``split_special_tokens``), longest first;
+        rebuilt only when the added tokens change."""
+        added = tuple(
+            (token.content, token.special) for token in self._tokenizer.get_added_tokens_decoder().values()
+        )
+        key = (split_special_tokens, added)
+        cached = self.__dict__.get("_pattern_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
         contents = sorted(
-            {
-                token.content
-                for token in self._tokenizer.get_added_tokens_decoder().values()
-                if not (split_special_tokens and token.special) and token.content
-            },
+            {content for content, special in added if content and not (split_special_tokens and special)},
             key=lambda content: (-len(content), content),
         )
-        key = tuple(contents)
-        cache = self.__dict__.get("_protected_cache")
-        if cache is None or cache[0] != key:
-            cache = (key, regex.compile("|".join(map(regex.escape, contents))) if contents else None)
-            self.__dict__["_protected_cache"] = cache
-        return cache[1]
+        for content in contents:
+            if self._separator in content:
+                raise ValueError(
+                    f"added token {content!r} contains {self._separator!r}, the private-use character this "
+                    "tokenizer's vocabulary leaves free to separate pieces; remove that character from the token"
+                )
+        pattern = regex.compile("|".join(map(regex.escape, contents))) if contents else None
+        self.__dict__["_pattern_cache"] = (key, pattern)
+        return pattern
 
-    def _words_to_pieces(
-        self, words: list[str], base: int, align: list[int] | None, pieces: list[str], starts: list | None
+    @staticmethod
+    def _runs(text: str, pattern: regex.Pattern | None) -> Iterator[tuple[int, str, bool]]:
+        """``(start, run, protected)``: the protected (added) tokens of ``text`` and the runs between them."""
+        pos = 0
+        for match in pattern.finditer(text) if pattern is not None else ():
+            if match.start() > pos:
+                yield pos, text[pos : match.start()], False
+            yield match.start(), match.group(), True
+            pos = match.end()
+        if pos < len(text):
+            yield pos, text[pos:], False
+
+    def _piece_cache(self) -> _PieceCache:
+        settings = (self.do_lower_case, self._accents, self.normalize_before_segmentation)
+        # Named ``cache`` like the word caches of transformers' Python tokenizers: datasets empties an attribute
+        # of that name when it fingerprints a tokenizer, so filling it does not change Dataset.map's cache key.
+        cache = self.__dict__.get("cache")
+        if not isinstance(cache, _PieceCache) or cache.settings != settings:
+            cache = self.__dict__["cache"] = _PieceCache(self._vocab, self._separator, settings)
+        return cache
+
+    def _joined(
+        self, text: str, pattern: regex.Pattern | None, segmenter: Segmenter, cache: _PieceCache
+    ) -> str:
+        """The WordPiece inputs of ``text`` joined by the separator (the backend's pre-tokenizer splits them)."""
+        parts = []
+        for _, run, protected in self._runs(text, pattern):
+            if protected:
+                parts.append(run)
+                continue
+            if self.normalize_before_segmentation:
+                run = normalize_text(run, self.do_lower_case, self._accents)
+            parts.append(self._separator.join(map(cache.__getitem__, segmenter.cut(run))))
+        return self._separator.join(parts)
+
+    def _pieces_with_starts(
+        self, text: str, pattern: regex.Pattern | None, segmenter: Segmenter
+    ) -> tuple[list[str], list]:
+        """The WordPiece inputs of ``text`` and where each starts in ``text``: an int when the characters map
+        one to one, else a tuple with the original index of each piece character."""
+        pieces: list[str] = []
+        starts: list = []
+        for begin, run, protected in self._runs(text, pattern):
+            if protected:
+                pieces.append(run)
+                starts.append(begin)
+            elif self.normalize_before_segmentation:
+                normalized, align = self._normalize(run)
+                self._add_pieces(segmenter.cut(normalized), begin, align, pieces, starts)
+            else:
+                for word in segmenter.cut(run):
+                    normalized, align = self._normalize(word)
+                    self._add_pieces([normalized], begin, align, pieces, starts)
+                    begin += len(word)
+        return pieces, starts
+
+    def _add_pieces(
+        self, words: list[str], base: int, align: list[int] | None, pieces: list[str], starts: list
     ) -> None:
-        """Keep in-vocabulary words, BERT-split the others; record piece starts in the original text.
-
-        A start is an int (identity alignment) or a tuple with the original index of each piece character.
-        """
-        vocab = self._vocab
-        if starts is None:
-            append, extend, findall = pieces.append, pieces.extend, BASIC_PIECES.findall
-            for word in words:
-                if word in vocab:
-                    append(word)
-                else:
-                    extend(findall(word))
-            return
+        """Keep in-vocabulary words, BERT-split the others; record piece starts (``base`` + alignment)."""
         pos = 0
         for word in words:
-            if word in vocab:
-                split = ((word, 0),)
+            if word in self._vocab:
+                split: Iterable[tuple[str, int]] = ((word, 0),)
             else:
-                split = tuple((m.group(), m.start()) for m in BASIC_PIECES.finditer(word))
+                split = ((m.group(), m.start()) for m in BASIC_PIECES.finditer(word))
             for piece, offset in split:
-                pieces.append(piece)
                 at = pos + offset
+                pieces.append(piece)
                 starts.append(
                     base + at if align is None else tuple(base + i for i in align[at : at + len(piece)])
                 )
             pos += len(word)
-
-    def _segment_span(self, text: str, base: int, pieces: list[str], starts: list | None) -> None:
-        if not text:
-            return
-        segmenter = load_segmenter(self.segmenter, self.hmm, self.user_dict)
-        if self.normalize_before_segmentation:
-            normalized, align = self._normalize(text)
-            self._words_to_pieces(segmenter.cut(normalized), base, align, pieces, starts)
-            return
-        pos = 0
-        for word in segmenter.cut(text):
-            normalized, align = self._normalize(word)
-            self._words_to_pieces([normalized], base + pos, align, pieces, starts)
-            pos += len(word)
-
-    def pre_tokenize(self, text: str, split_special_tokens: bool = False, return_starts: bool = False):
-        """The pieces handed to WordPiece (and, with ``return_starts``, where each starts in ``text``)."""
-        pieces: list[str] = []
-        starts: list | None = [] if return_starts else None
-        pattern = self._protected_pattern(split_special_tokens)
-        pos = 0
-        for match in pattern.finditer(text) if pattern is not None else ():
-            self._segment_span(text[pos : match.start()], pos, pieces, starts)
-            pieces.append(match.group())
-            if starts is not None:
-                starts.append(match.start())
-            pos = match.end()
-        self._segment_span(text[pos:], pos, pieces, starts)
-        return (pieces, starts) if return_starts else pieces
 
     # -- encoding ------------------------------------------------------------------------------------------
     @staticmethod
@@ -247,31 +325,25 @@ class WoBertTokenizer(TokenizersBackend):
                 "pass strings (join the words first)"
             )
         texts, batched = self._as_texts(text, "text")
-        pairs = None
+        sequences = [texts]
         if text_pair is not None:
             pairs, pair_batched = self._as_texts(text_pair, "text_pair")
             if pair_batched != batched or len(pairs) != len(texts):
                 raise ValueError("text_pair must match text: both single strings or lists of the same length")
+            sequences.append(pairs)
         split = kwargs.get("split_special_tokens")
-        split = self.split_special_tokens if split is None else split
-        with_offsets = bool(kwargs.get("return_offsets_mapping"))
-        seg_a = [self.pre_tokenize(t, split, with_offsets) for t in texts]
-        seg_b = [self.pre_tokenize(t, split, with_offsets) for t in pairs] if pairs is not None else None
-        if not with_offsets:
-            pieces_a, pieces_b = seg_a, seg_b
-        else:
-            pieces_a = [p for p, _ in seg_a]
-            pieces_b = [p for p, _ in seg_b] if seg_b is not None else None
-        if not batched:
-            pieces_a = pieces_a[0]
-            pieces_b = pieces_b[0] if pieces_b is not None else None
-        kwargs["is_split_into_words"] = True
-        if not with_offsets:
-            return super()._encode_plus(pieces_a, pieces_b, **kwargs)
+        pattern = self._protected_pattern(self.split_special_tokens if split is None else split)
+        segmenter = load_segmenter(self.segmenter, self.hmm, self.user_dict)
+        if not kwargs.get("return_offsets_mapping"):
+            cache = self._piece_cache()
+            joined = [[self._joined(t, pattern, segmenter, cache) for t in seq] for seq in sequences]
+            return super()._encode_plus(*(j if batched else j[0] for j in joined), **kwargs)
+        segmented = [[self._pieces_with_starts(t, pattern, segmenter) for t in seq] for seq in sequences]
+        sep = self._separator
+        joined = [[sep.join(pieces) for pieces, _ in seq] for seq in segmented]
         return_tensors = kwargs.pop("return_tensors", None)
-        out = super()._encode_plus(pieces_a, pieces_b, return_tensors=None, **kwargs)
-        starts = ([s for _, s in seg_a], [s for _, s in seg_b] if seg_b is not None else None)
-        offsets = self._original_offsets(out, starts)
+        out = super()._encode_plus(*(j if batched else j[0] for j in joined), return_tensors=None, **kwargs)
+        offsets = self._original_offsets(out, segmented)
         out["offset_mapping"] = offsets if (batched or "overflow_to_sample_mapping" in out) else offsets[0]
         if return_tensors is None:
             return out
@@ -283,8 +355,13 @@ class WoBertTokenizer(TokenizersBackend):
         return type(out)(data, out.encodings, tensor_type=return_tensors)
 
     @staticmethod
-    def _original_offsets(out: Any, starts: tuple[list, list | None]) -> list[list[tuple[int, int]]]:
+    def _original_offsets(
+        out: Any, segmented: list[list[tuple[list[str], list]]]
+    ) -> list[list[tuple[int, int]]]:
+        """Token offsets in the original texts from the backend's offsets in the joined pieces (a piece
+        starts one separator after the previous one)."""
         samples = out.get("overflow_to_sample_mapping") or range(len(out.encodings))
+        in_joined: dict[tuple[int, int], list[int]] = {}
         rows = []
         for encoding, sample in zip(out.encodings, samples, strict=True):
             row = []
@@ -294,7 +371,11 @@ class WoBertTokenizer(TokenizersBackend):
                 if word is None or end <= begin:
                     row.append((0, 0))
                     continue
-                start = starts[sequence][sample][word]
+                pieces, starts = segmented[sequence][sample]
+                if (sequence, sample) not in in_joined:
+                    in_joined[sequence, sample] = list(accumulate((len(p) + 1 for p in pieces), initial=0))
+                shift = in_joined[sequence, sample][word]
+                begin, end, start = begin - shift, end - shift, starts[word]
                 if isinstance(start, int):
                     row.append((start + begin, start + end))
                 else:
