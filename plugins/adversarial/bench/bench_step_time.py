@@ -6,13 +6,14 @@ PyTorch steps are interleaved over ``--rounds`` rounds; each value is the median
 CPU time (robust to other jobs on a shared machine) and as wall time. Peak memory: one subprocess per
 configuration, peak RSS growth during training (VmHWM, reset just before ``train()``, minus the RSS then).
 
-    python plugins/adversarial/bench/bench_step_time.py            # writes bench/results/step_time.json
+    python plugins/adversarial/bench/bench_step_time.py    # writes bench/results/step_time.{json,png}
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -247,6 +248,34 @@ def peak_memory(name: str) -> dict[str, int]:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def plot(result: dict, path: Path) -> None:
+    """Grouped bars: Trainer + callback and hand-written loop, ratio to their plain step; target as a tick."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in CALLBACKS if n != "plain"]
+    x = range(len(names))
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.bar([i - 0.2 for i in x], [result["trainer_ratio"][n] for n in names], 0.4, label="Trainer + callback")
+    hand = [result["hand_ratio"].get(n, float("nan")) for n in names]
+    ax.bar([i + 0.2 for i in x], hand, 0.4, label="hand-written loop")
+    targets = [(i, TARGETS[n]) for i, n in enumerate(names) if n in TARGETS]
+    ax.scatter(
+        [i for i, _ in targets], [t for _, t in targets], marker="_", s=900, color="k", label="issue target"
+    )
+    ax.set_xticks(list(x), names, rotation=20, ha="right")
+    ax.set_ylabel("step time / plain step (CPU time)")
+    ax.set_title(
+        f"BERT h256 L4, batch {BATCH} x {LENGTH}, CPU fp32, 1 thread (load {result['load_average_start'][0]:.1f})"
+    )
+    ax.set_ylim(0, 5.2)
+    ax.legend(frameon=False, fontsize=8, loc="upper left", ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=2)
@@ -262,6 +291,7 @@ def main() -> None:
     if cli.memory_child:
         peak_memory_child(cli.memory_child)
         return
+    load_start, started = os.getloadavg(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     trainer_times: dict[str, list[tuple[float, float]]] = {name: [] for name in CALLBACKS}
     hand = hand_steps()
     hand_times: dict[str, list[tuple[float, float]]] = {name: [] for name in hand}
@@ -287,7 +317,10 @@ def main() -> None:
         "setup": f"BertForSequenceClassification h256 L4, batch {BATCH} x {LENGTH}, CPU fp32, AdamW",
         "torch_threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
-        "note": "shared 2-core machine, other jobs running: ratios of CPU time are the reliable ones",
+        "note": "shared 2-core machine, other jobs may run: ratios of CPU time are the reliable ones",
+        "started_utc": started,
+        "load_average_start": load_start,
+        "load_average_end": os.getloadavg(),
         "rounds": cli.rounds,
         "steps_per_round": cli.steps,
         "trainer_cpu_s": trainer_cpu,
@@ -305,6 +338,7 @@ def main() -> None:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "step_time.json").write_text(json.dumps(result, indent=2))
+    plot(result, RESULTS / "step_time.png")
     print(json.dumps(result, indent=2))
 
 
