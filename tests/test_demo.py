@@ -1,0 +1,74 @@
+"""The demo pipeline (``python -m demo``) at smoke size: it runs end to end, is deterministic for a seed,
+its table shows the run's numbers, and its training stages run on two processes with ranks in agreement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from demo.__main__ import parse_args, run
+from demo.table import render
+from hfplug.testing import run_torchrun
+
+REPO = Path(__file__).resolve().parents[1]
+TIMINGS = {"seconds", "train_seconds", "latency_ms"}
+
+
+def without_timings(value):
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if k not in TIMINGS}
+    return value
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    return [
+        run(
+            parse_args(
+                ["--preset", "smoke", "--no-progress", "--output-dir", str(tmp_path_factory.mktemp(name))]
+            )
+        )
+        for name in ("first", "second")
+    ]
+
+
+def test_same_seed_gives_the_same_results(smoke_runs):
+    first, second = smoke_runs
+    assert without_timings(first) == without_timings(second)
+
+
+def test_pipeline_shape_and_table(smoke_runs):
+    results = smoke_runs[0]
+    classifiers = results["classifiers"]
+    assert classifiers["theseus"]["layers"] == classifiers["cross_entropy"]["layers"] // 2
+    assert results["data"]["train_counts"] == [60, 10]
+    assert results["tokenizers"]["word"]["reviews"] < results["tokenizers"]["char"]["reviews"]
+    # the floor (start 4, epsilon 0.05) ends every greedy row within 4 + 14 < 24 new tokens
+    assert results["generation"]["noloop"]["non_termination"] == 0.0
+    table = render(results)
+    for key in ("cross_entropy", "fgm_logit_adjusted", "theseus"):
+        assert f"{classifiers[key]['balanced_accuracy']:.4f}" in table
+    assert f"{results['generation']['plain']['rep_4']:.3f}" in table
+    assert f"{results['tokenizers']['word']['peoples_daily']:.3f}" in table
+
+
+def test_bad_arguments_are_rejected():
+    with pytest.raises(SystemExit):
+        parse_args(["--attention", "linear"])
+
+
+@pytest.mark.distributed
+def test_finetune_stage_on_two_ranks_agrees(tmp_path):
+    run_torchrun(REPO / "tests/scripts/demo_finetune_ddp.py", str(tmp_path), env={"PYTHONPATH": str(REPO)})
+    params = [torch.load(tmp_path / f"params{rank}.pt") for rank in (0, 1)]
+    assert params[0].keys() == params[1].keys()
+    for name in params[0]:
+        torch.testing.assert_close(params[0][name], params[1][name], rtol=0, atol=0, msg=name)
+    metrics = [(tmp_path / f"metrics{rank}.json").read_text() for rank in (0, 1)]
+    assert metrics[0] == metrics[1] and '"world_size": 2' in metrics[0]
+    pretrained = load_file(tmp_path / "mlm/model.safetensors")
+    name = "bert.encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(params[0][name], pretrained[name])  # fine-tuning changed the encoder
