@@ -67,6 +67,7 @@ def pretrain_mlm(
             seed,
             settings.pretrain_lr,
             settings.pretrain_batch_size,
+            progress,
             max_steps=settings.pretrain_steps,
         ),
         train_dataset=blocks,

