@@ -30,26 +30,41 @@ CACHE_HANDOFF = "_favor_cache_layer"  # attribute of keys returned by a FavorCac
 
 @dataclass
 class FavorState:
-    """Causal prefix state of one attention layer: S (B, Hkv, m, Dv), z (B, Hkv, m), both in units of
-    exp(-r), r (B, Hkv) the running key stabiliser (-inf while no key was seen)."""
+    """Causal prefix state of one attention layer, in units of exp(-r): Sz (B, Hkv, m, Dv + 1) holds
+    S = sum phi(k) v^T in its first Dv columns and z = sum phi(k) in the last; r (B, Hkv) is the running key
+    stabiliser (-inf while no key was seen)."""
 
-    S: torch.Tensor
-    z: torch.Tensor
+    Sz: torch.Tensor
     r: torch.Tensor
+
+    @property
+    def S(self) -> torch.Tensor:
+        return self.Sz[..., :-1]
+
+    @property
+    def z(self) -> torch.Tensor:
+        return self.Sz[..., -1]
 
 
 def _finite(x: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(x), x, torch.zeros_like(x))
 
 
-def _safe(denominator: torch.Tensor) -> torch.Tensor:
+def _with_ones(value: torch.Tensor) -> torch.Tensor:
+    # [v, 1]: one product then gives the numerator (first Dv columns) and the denominator (last column)
+    return torch.cat([value, value.new_ones(*value.shape[:-1], 1)], -1)
+
+
+def _normalise(numerator_and_denominator: torch.Tensor) -> torch.Tensor:
+    numerator, denominator = numerator_and_denominator[..., :-1], numerator_and_denominator[..., -1:]
     # rows that see no key at all (left padding) have numerator 0: divide by 1, so gradients stay finite
-    return torch.where(denominator > 0, denominator, torch.ones_like(denominator))
+    return numerator / torch.where(denominator > 0, denominator, torch.ones_like(denominator))
 
 
 def _query_features(projected: torch.Tensor) -> torch.Tensor:
-    # u - max(u) = projected - max(projected): the per-row offset |x|²/2 cancels with the row stabiliser
-    return (projected - projected.detach().amax(-1, keepdim=True)).exp_()
+    # u - max(u) = projected - max(projected): the per-row offset |x|²/2 cancels with the row stabiliser.
+    # In place: ``projected`` is a fresh product whose backward does not need it.
+    return projected.sub_(projected.detach().amax(-1, keepdim=True)).exp_()
 
 
 def _prefix_state(
@@ -59,8 +74,8 @@ def _prefix_state(
     if valid is not None:
         offset = offset.masked_fill(~valid[:, None, :, None], float("inf"))
     r = (projected.detach().amax(-1, keepdim=True) - offset.detach()).amax(dim=(-2, -1))
-    phi_k = (projected - (offset + _finite(r)[..., None, None])).exp_()  # padded keys: exp(-inf) = 0
-    return FavorState(phi_k.transpose(-2, -1) @ value, phi_k.sum(-2), r)
+    phi_k = projected.sub_(offset + _finite(r)[..., None, None]).exp_()  # padded keys: exp(-inf) = 0
+    return FavorState(phi_k.transpose(-2, -1) @ _with_ones(value), r)
 
 
 def _key_shift(query: torch.Tensor, key: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
@@ -78,13 +93,6 @@ def _key_shift(query: torch.Tensor, key: torch.Tensor, valid: torch.Tensor | Non
     return key_mean + query_mean.unsqueeze(2)
 
 
-def _read_state(phi_q: torch.Tensor, state: FavorState) -> torch.Tensor:
-    """phi_q (B, Hkv, N, m) against a state: (B, Hkv, N, Dv)."""
-    numerator = phi_q @ state.S
-    denominator = phi_q @ state.z.unsqueeze(-1)
-    return numerator / _safe(denominator)
-
-
 def _causal(
     projected_q: torch.Tensor,
     projected_k: torch.Tensor,
@@ -98,7 +106,8 @@ def _causal(
 
     projected_q (B, Hkv, G, L, m); projected_k (B, Hkv, L, m), offset_k (B, Hkv, L, 1); value (B, Hkv, L, Dv);
     valid (B, L). ``state`` holds the keys before these L positions (seen by every query). Returns the output
-    (B, Hkv, G, L, Dv) and the state after the L positions.
+    (B, Hkv, G, L, Dv) and the state after the L positions. Inside a chunk of C rows the masked quadratic
+    form costs O(C·(m + Dv)) per row; between chunks the carried state costs O(m·Dv) per row.
     """
     B, Hkv, G, L, m = projected_q.shape
     Dv = value.shape[-1]
@@ -108,6 +117,7 @@ def _causal(
     if valid is not None:
         offset_k = offset_k.masked_fill(~valid[:, None, :, None], float("inf"))  # padded keys: phi = 0
     key_max = (projected_k.detach().amax(-1, keepdim=True) - offset_k.detach()).squeeze(-1)
+    value = _with_ones(value)
     if pad:
         projected_q = torch.nn.functional.pad(projected_q, (0, 0, 0, pad))
         projected_k = torch.nn.functional.pad(projected_k, (0, 0, 0, pad))
@@ -115,55 +125,42 @@ def _causal(
         value = torch.nn.functional.pad(value, (0, 0, 0, pad))
         key_max = torch.nn.functional.pad(key_max, (0, pad), value=float("-inf"))
     if state is None:
-        state = FavorState(
-            value.new_zeros(B, Hkv, m, Dv),
-            value.new_zeros(B, Hkv, m),
-            value.new_full((B, Hkv), float("-inf")),
-        )
+        state = FavorState(value.new_zeros(B, Hkv, m, Dv + 1), value.new_full((B, Hkv), float("-inf")))
     # running key stabiliser s_t = max over keys <= t (and the state's), never looking ahead
     running = torch.maximum(key_max.cummax(-1).values, state.r[..., None])
     stab = _finite(running)
-    phi_k = (projected_k - (offset_k + stab[..., None])).exp_()
+    phi_k = projected_k.sub_(offset_k + stab[..., None]).exp_()
     phi_q = _query_features(projected_q)
 
     phi_q = phi_q.view(B, Hkv, G, n, C, m)
     phi_k = phi_k.view(B, Hkv, n, C, m)
-    value = value.view(B, Hkv, n, C, Dv)
+    value = value.view(B, Hkv, n, C, Dv + 1)
     stab = stab.view(B, Hkv, n, C)
 
     # inside each chunk: masked quadratic form, key j rescaled from units s_j to units s_t (factor <= 1)
     causal_mask = torch.ones(C, C, dtype=torch.bool, device=value.device).tril()
     decay = (stab[..., None, :] - stab[..., :, None]).clamp_(max=0).exp_().masked_fill_(~causal_mask, 0.0)
-    scores = (phi_q @ phi_k.unsqueeze(2).transpose(-2, -1)) * decay.unsqueeze(2)
-    numerator = scores @ value.unsqueeze(2)
-    denominator = scores.sum(-1)
+    scores = (phi_q @ phi_k.unsqueeze(2).transpose(-2, -1)).mul_(decay.unsqueeze(2))
+    out = scores @ value.unsqueeze(2)  # numerator | denominator
 
     # per-chunk sums in units of the chunk's last stabiliser, then exclusive prefix states between chunks
     chunk_stab = stab[..., -1]
     weight = torch.exp((stab - chunk_stab[..., None]).clamp(max=0)).unsqueeze(-1)  # (B, Hkv, n, C, 1)
-    chunk_kv = phi_k.transpose(-2, -1) @ (value * weight)
-    chunk_z = (phi_k.transpose(-2, -1) @ weight).squeeze(-1)
-    S, z, r = state.S, state.z, _finite(state.r)
-    prefix_S, prefix_z, prefix_r = [], [], []
-    for c in range(n):
-        prefix_S.append(S)
-        prefix_z.append(z)
+    chunk_kv = phi_k.transpose(-2, -1) @ (value * weight)  # (B, Hkv, n, m, Dv + 1)
+    Sz, r = state.Sz, _finite(state.r)
+    prefix_Sz, prefix_r = [], []
+    # unbind, not indexing: its backward stacks the n gradients instead of zero-filling n full-size buffers
+    for kv, next_r in zip(chunk_kv.unbind(2), chunk_stab.unbind(-1), strict=True):
+        prefix_Sz.append(Sz)
         prefix_r.append(r)
-        factor = torch.exp((r - chunk_stab[..., c]).clamp(max=0))
-        S = S * factor[..., None, None] + chunk_kv[:, :, c]
-        z = z * factor[..., None] + chunk_z[:, :, c]
-        r = chunk_stab[..., c]
-    prefix_S, prefix_z, prefix_r = (
-        torch.stack(prefix_S, 2),
-        torch.stack(prefix_z, 2),
-        torch.stack(prefix_r, 2),
-    )
-    carry = torch.exp((prefix_r[..., None] - stab).clamp(max=0)).unsqueeze(2)  # (B, Hkv, 1, n, C)
-    numerator = numerator + (phi_q @ prefix_S.unsqueeze(2)) * carry[..., None]
-    denominator = denominator + (phi_q @ prefix_z.unsqueeze(2).unsqueeze(-1)).squeeze(-1) * carry
-    out = numerator / _safe(denominator)[..., None]
-    out = out.reshape(B, Hkv, G, n * C, Dv)[..., :L, :]
-    return out, FavorState(S, z, running[..., L - 1])
+        Sz = torch.addcmul(kv, Sz, torch.exp((r - next_r).clamp(max=0))[..., None, None])
+        r = next_r
+    carry = torch.exp((torch.stack(prefix_r, 2)[..., None] - stab).clamp(max=0)).unsqueeze(
+        -1
+    )  # (B, Hkv, n, C, 1)
+    out = out + (phi_q @ torch.stack(prefix_Sz, 2).unsqueeze(2)) * carry.unsqueeze(2)
+    out = _normalise(out).reshape(B, Hkv, G, n * C, Dv)[..., :L, :]
+    return out, FavorState(Sz, running[..., L - 1])
 
 
 def favor_attention(
@@ -212,7 +209,7 @@ def favor_attention(
             state = _prefix_state(projected_k, offset_k, value[:, :, :offset], valid)
         if not causal:
             phi_q = _query_features(projected_q).view(B, Hkv, G * Lq, -1)
-            return _read_state(phi_q, state).view(B, H, Lq, -1), None
+            return _normalise(phi_q @ state.Sz).view(B, H, Lq, -1), None
         valid = None if key_padding_mask is None else key_padding_mask[:, offset:]
         projected_k, offset_k = feature_logits(key[:, :, offset:], projection, scaling, kernel)
         out, state = _causal(

@@ -1,7 +1,7 @@
 """``FavorCache``: a transformers ``Cache`` that keeps FAVOR+'s recurrent state instead of keys and values.
 
 Per layer it stores the causal prefix sums S = sum_j phi(k_j) v_j^T (B, Hkv, m, Dv), z = sum_j phi(k_j)
-(B, Hkv, m) and the running key stabiliser r (B, Hkv), plus the token count. A decode step hands only the
+(B, Hkv, m) (one tensor [S, z]) and the running key stabiliser r (B, Hkv), plus the token count. A decode step hands only the
 new keys/values to the attention function, which reads and advances the state: the work and memory of a step
 are O(m·Dv) per head, independent of the context length. Masks are built for the new tokens only
 (``get_mask_sizes`` returns (query_length, seen_tokens)); padded tokens of earlier steps are already inside
@@ -92,7 +92,7 @@ class FavorCacheLayer(CacheLayerMixin):
 
     def _map_state(self, function: Any) -> None:
         if self.state is not None:
-            self.state = FavorState(function(self.state.S), function(self.state.z), function(self.state.r))
+            self.state = FavorState(function(self.state.Sz), function(self.state.r))
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         self._map_state(lambda t: t.index_select(0, beam_idx.to(t.device)))

@@ -98,12 +98,12 @@ def feature_logits(
 
     Softmax: projected = w·x, offset = |x|²/2. ReLU: projected = log(relu(w·x) + 1e-3), offset = 0.
     ``scaling`` is the attention's logit scale (1/sqrt(d) for most models, 1.0 for T5), split evenly between
-    queries and keys. Kept apart so stabilisers can be folded into the per-row offset.
+    queries and keys (folded into W, so the (..., d) input is not rescaled). Kept apart so stabilisers can be
+    folded into the per-row offset.
     """
-    x = x * math.sqrt(scaling)
-    projected = x @ projection.T
+    projected = x @ (projection * math.sqrt(scaling)).T
     if kernel == "softmax":
-        return projected, 0.5 * (x * x).sum(-1, keepdim=True)
+        return projected, (0.5 * scaling) * x.pow(2).sum(-1, keepdim=True)
     if kernel == "relu":
         return torch.log(torch.relu(projected) + RELU_EPSILON), projected.new_zeros(
             (*projected.shape[:-1], 1)
