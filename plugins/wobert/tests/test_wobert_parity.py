@@ -111,6 +111,7 @@ def test_parity_with_reference_on_real_sentences(
         if ids != expected:
             mismatches.append(text)
     assert not mismatches, f"{len(mismatches)} mismatches, first: {mismatches[:3]}"
+    assert wobert_tokenizer.encode_ids(real_sentences, add_special_tokens=False) == batch
     # The word vocabulary really is used: far fewer tokens than characters.
     n_tokens = sum(map(len, batch))
     n_chars = sum(map(len, real_sentences))
@@ -134,6 +135,7 @@ EDGE_TEXTS = [
 def test_parity_on_edge_cases(wobert_tokenizer, wobert_vocab, reference_tokens, text):
     ids = wobert_tokenizer(text, add_special_tokens=False)["input_ids"]
     assert ids == [wobert_vocab[t] for t in reference_tokens(text)]
+    assert wobert_tokenizer.encode_ids(text, add_special_tokens=False) == ids
 
 
 def test_offsets_slice_back_to_every_token(wobert_tokenizer, real_sentences):

@@ -10,14 +10,15 @@ Segmentation and the vocabulary test run in Python (rjieba by default; each word
 pieces of a text go to the Rust backend as one string, joined by a private-use character absent from the
 vocabulary, which the backend's ``Split`` pre-tokenizer removes; WordPiece then runs on each piece, and padding,
 truncation, tensors and special tokens are the usual transformers machinery. The backend holds no Python
-component, so the tokenizer pickles as is.
+component, so the tokenizer pickles as is. ``encode_ids`` skips the backend: per-word ids cached in Python
+(WordPiece written out), the same ids without Rust encodings.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
-from itertools import accumulate
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from itertools import accumulate, chain
 from typing import Any
 
 import regex
@@ -47,30 +48,46 @@ def pick_separator(vocab: Iterable[str]) -> str:
     )
 
 
-class _PieceCache(dict):
-    """``word -> its WordPiece inputs joined by the separator``: the (normalised) word itself when it is in the
-    vocabulary, else its BERT basic pieces (``""`` when there are none). Filled on first lookup; emptied when it
-    holds ``maxsize`` words. ``settings`` = (lower-case, strip accents, normalise before segmentation): with
-    normalisation after segmentation each word is normalised here."""
+class _WordCache(dict):
+    """``word -> compute(word)``, computed on first lookup; emptied when it holds ``maxsize`` words. ``key``
+    records what the values depend on (settings, vocabulary, added tokens)."""
 
-    def __init__(
-        self,
-        vocab: Mapping[str, int],
-        separator: str,
-        settings: tuple[bool, bool, bool],
-        maxsize: int = 1 << 17,
-    ) -> None:
+    def __init__(self, compute: Callable[[str], Any], key: tuple, maxsize: int = 1 << 17) -> None:
         super().__init__()
-        self.vocab, self.separator, self.settings, self.maxsize = vocab, separator, settings, maxsize
+        self.compute, self.key, self.maxsize = compute, key, maxsize
 
-    def __missing__(self, word: str) -> str:
+    def __missing__(self, word: str) -> Any:
         if len(self) >= self.maxsize:
             self.clear()
-        lowercase, accents, before = self.settings
-        piece = word if before else normalize_text(word, lowercase, accents)
-        value = piece if piece in self.vocab else self.separator.join(BASIC_PIECES.findall(piece))
-        self[word] = value
+        value = self[word] = self.compute(word)
         return value
+
+
+def word_pieces(word: str, vocab: Mapping[str, int], normalize_word: tuple[bool, bool] | None) -> list[str]:
+    """The WordPiece inputs of a segmented word: the word itself when it is in the vocabulary, else its BERT
+    basic pieces. ``normalize_word = (lowercase, strip_accents)`` normalises the word first (normalisation
+    after segmentation)."""
+    if normalize_word is not None:
+        word = normalize_text(word, *normalize_word)
+    return [word] if word in vocab else BASIC_PIECES.findall(word)
+
+
+def wordpiece_ids(piece: str, vocab: Mapping[str, int], unk_id: int, max_chars: int) -> list[int]:
+    """BERT's WordPiece on one piece: greedy longest prefix, continuations as ``##`` + rest; the unknown id for
+    the whole piece when a part matches nothing or the piece is longer than ``max_chars`` characters."""
+    if len(piece) > max_chars:
+        return [unk_id]
+    ids, start = [], 0
+    while start < len(piece):
+        for end in range(len(piece), start, -1):
+            index = vocab.get(piece[start:end] if start == 0 else "##" + piece[start:end])
+            if index is not None:
+                ids.append(index)
+                start = end
+                break
+        else:
+            return [unk_id]
+    return ids
 
 
 def load_vocab_file(path: str | os.PathLike) -> dict[str, int]:
@@ -107,6 +124,7 @@ class WoBertTokenizer(TokenizersBackend):
 
     Special and added tokens are cut out of the text before anything else and never reach the segmenter.
     ``is_split_into_words=True`` is not supported (segmentation would ignore the caller's word boundaries).
+    ``encode_ids(texts)`` returns only the ids, several times faster than calling the tokenizer.
     """
 
     vocab_files_names = VOCAB_FILES_NAMES
@@ -245,17 +263,29 @@ class WoBertTokenizer(TokenizersBackend):
         if pos < len(text):
             yield pos, text[pos:], False
 
-    def _piece_cache(self) -> _PieceCache:
-        settings = (self.do_lower_case, self._accents, self.normalize_before_segmentation)
-        # Named ``cache`` like the word caches of transformers' Python tokenizers: datasets empties an attribute
-        # of that name when it fingerprints a tokenizer, so filling it does not change Dataset.map's cache key.
-        cache = self.__dict__.get("cache")
-        if not isinstance(cache, _PieceCache) or cache.settings != settings:
-            cache = self.__dict__["cache"] = _PieceCache(self._vocab, self._separator, settings)
+    def _word_cache(self, kind: str, key: tuple, compute: Callable[[str], Any]) -> _WordCache:
+        # Kept under ``cache`` like the word caches of transformers' Python tokenizers: datasets empties an
+        # attribute of that name when it fingerprints a tokenizer, so filling it leaves Dataset.map's cache key.
+        caches = self.__dict__.get("cache")
+        if not isinstance(caches, dict):
+            caches = self.__dict__["cache"] = {}
+        cache = caches.get(kind)
+        if not isinstance(cache, _WordCache) or cache.key != key:
+            cache = caches[kind] = _WordCache(compute, key)
         return cache
 
+    def _normalize_word(self) -> tuple[bool, bool] | None:
+        return None if self.normalize_before_segmentation else (self.do_lower_case, self._accents)
+
+    def _fragment_cache(self) -> _WordCache:
+        """``word -> its WordPiece inputs joined by the separator``."""
+        normalize_word, vocab, sep = self._normalize_word(), self._vocab, self._separator
+        return self._word_cache(
+            "pieces", (normalize_word, sep), lambda word: sep.join(word_pieces(word, vocab, normalize_word))
+        )
+
     def _joined(
-        self, text: str, pattern: regex.Pattern | None, segmenter: Segmenter, cache: _PieceCache
+        self, text: str, pattern: regex.Pattern | None, segmenter: Segmenter, cache: _WordCache
     ) -> str:
         """The WordPiece inputs of ``text`` joined by the separator (the backend's pre-tokenizer splits them)."""
         parts = []
@@ -335,7 +365,7 @@ class WoBertTokenizer(TokenizersBackend):
         pattern = self._protected_pattern(self.split_special_tokens if split is None else split)
         segmenter = load_segmenter(self.segmenter, self.hmm, self.user_dict)
         if not kwargs.get("return_offsets_mapping"):
-            cache = self._piece_cache()
+            cache = self._fragment_cache()
             joined = [[self._joined(t, pattern, segmenter, cache) for t in seq] for seq in sequences]
             return super()._encode_plus(*(j if batched else j[0] for j in joined), **kwargs)
         segmented = [[self._pieces_with_starts(t, pattern, segmenter) for t in seq] for seq in sequences]
@@ -353,6 +383,72 @@ class WoBertTokenizer(TokenizersBackend):
             else {k: [v] for k, v in out.items()}
         )
         return type(out)(data, out.encodings, tensor_type=return_tensors)
+
+    def encode_ids(
+        self, text: str | list[str], add_special_tokens: bool = True, max_length: int | None = None
+    ) -> list[int] | list[list[int]]:
+        """Only the token ids: ``self(text, truncation=max_length is not None, max_length=max_length)["input_ids"]``,
+        computed in Python from cached per-word ids instead of Rust encodings.
+
+        Several times faster than calling the tokenizer, for preprocessing that needs nothing else: no offsets,
+        word ids, padding or tensors (pad later with ``self.pad`` or a data collator). ``max_length`` keeps the
+        first ``max_length`` tokens, [CLS] and [SEP] included (default ``None``: no truncation). A text in which
+        an added token appears inside a normalised word (e.g. added ``"abc"``, text ``"ABC"``) takes the full
+        path, so the ids always agree with ``__call__``.
+        """
+        texts, batched = self._as_texts(text, "text")
+        special = (
+            [self.cls_token_id, self.sep_token_id]
+            if _check_flag("add_special_tokens", add_special_tokens)
+            else []
+        )
+        if max_length is not None and (not isinstance(max_length, int) or max_length < max(len(special), 1)):
+            raise ValueError(
+                f"max_length must be None or an int >= {max(len(special), 1)} (room for the special tokens), "
+                f"got {max_length!r}"
+            )
+        pattern = self._protected_pattern(self.split_special_tokens)
+        segmenter = load_segmenter(self.segmenter, self.hmm, self.user_dict)
+        cache = self._id_cache(pattern)
+        added = {token.content: index for index, token in self._tokenizer.get_added_tokens_decoder().items()}
+        normalize_first = self.normalize_before_segmentation
+        rows = []
+        for item in texts:
+            ids: list[int] | None = []
+            for _, run, protected in self._runs(item, pattern):
+                if protected:
+                    ids.append(added[run])
+                    continue
+                if normalize_first:
+                    run = normalize_text(run, self.do_lower_case, self._accents)
+                per_word = list(map(cache.__getitem__, segmenter.cut(run)))
+                if None in per_word:
+                    ids = None
+                    break
+                ids.extend(chain.from_iterable(per_word))
+            if ids is None:
+                ids = self(item, add_special_tokens=False)["input_ids"]
+            if max_length is not None:
+                ids = ids[: max_length - len(special)]
+            rows.append([*special[:1], *ids, *special[1:]])
+        return rows if batched else rows[0]
+
+    def _id_cache(self, pattern: regex.Pattern | None) -> _WordCache:
+        """``word -> tuple of its ids``, or ``None`` when an added token occurs in one of its pieces (the Rust
+        backend would cut it out there)."""
+        normalize_word, vocab = self._normalize_word(), self._vocab
+        model = self._tokenizer.model
+        unk_id, max_chars = vocab[model.unk_token], model.max_input_chars_per_word
+
+        def ids_of(word: str) -> tuple[int, ...] | None:
+            ids: list[int] = []
+            for piece in word_pieces(word, vocab, normalize_word):
+                if pattern is not None and pattern.search(piece):
+                    return None
+                ids.extend(wordpiece_ids(piece, vocab, unk_id, max_chars))
+            return tuple(ids)
+
+        return self._word_cache("ids", (normalize_word, pattern, unk_id, max_chars), ids_of)
 
     @staticmethod
     def _original_offsets(
