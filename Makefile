@@ -33,6 +33,11 @@ demo: $(STAMP)
 	$(VENV)/bin/hfplug plugins
 	$(PY) -m demo $(ARGS)
 
+# Every benchmark and reproduction, then docs/results.md (about an hour; not part of CI).
+# ARGS="--only favor noloop" runs some sections; ARGS="--render-only" only regenerates the page.
+report: $(STAMP)
+	$(PY) scripts/report.py $(ARGS)
+
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -1,0 +1,273 @@
+"""``make report``: run every plugin's benchmark and reproduction, then regenerate ``docs/results.md``.
+
+    python scripts/report.py                     # run every job (about an hour on 2 cores), then render
+    python scripts/report.py --only favor noloop # run those sections' jobs, then render everything
+    python scripts/report.py --render-only       # render docs/results.md from the JSON already on disk
+
+Each section reads the JSON its jobs wrote and states, per claim: the anchor (published or baseline number),
+our number, the ratio, the seeds and the command that reproduces it. A job that fails stops the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_PAGE = ROOT / "docs" / "results.md"
+
+
+@dataclass(frozen=True)
+class Row:
+    claim: str
+    anchor: str
+    ours: str
+    ratio: str = ""
+    seeds: str = ""
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    title: str
+    jobs: tuple[tuple[str, ...], ...]  # argument lists for the venv's python, run from the repository root
+    rows: Callable[[], list[Row]]
+    note: str = ""
+
+
+def load(relative: str) -> dict:
+    return json.loads((ROOT / relative).read_text())
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}f}"
+
+
+def ratio(ours: float, anchor: float, digits: int = 2) -> str:
+    return f"{ours / anchor:.{digits}f}x"
+
+
+def mean_sd(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
+    values = [v * scale for v in values]
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+# --- sections -------------------------------------------------------------------------------------------
+
+
+def demo_rows() -> list[Row]:
+    r = load("examples/results/demo.json")
+    clf, gen, tok = r["classifiers"], r["generation"], r["tokenizers"]
+    seed = str(r["seed"])
+    return [
+        Row(
+            "tokens per character, People's Daily (WoBERT vs char BERT)",
+            fmt(tok["char"]["peoples_daily"]),
+            fmt(tok["word"]["peoples_daily"]),
+            ratio(tok["word"]["peoples_daily"], tok["char"]["peoples_daily"]),
+            seed,
+        ),
+        Row(
+            "balanced accuracy, long-tailed reviews (FGM + logit-adjusted vs cross-entropy)",
+            fmt(clf["cross_entropy"]["balanced_accuracy"]),
+            fmt(clf["fgm_logit_adjusted"]["balanced_accuracy"]),
+            ratio(clf["fgm_logit_adjusted"]["balanced_accuracy"], clf["cross_entropy"]["balanced_accuracy"]),
+            seed,
+        ),
+        Row(
+            "balanced accuracy, Theseus successor vs its predecessor",
+            fmt(clf["fgm_logit_adjusted"]["balanced_accuracy"]),
+            fmt(clf["theseus"]["balanced_accuracy"]),
+            ratio(clf["theseus"]["balanced_accuracy"], clf["fgm_logit_adjusted"]["balanced_accuracy"]),
+            seed,
+        ),
+        Row(
+            "latency, one 64-review batch, successor vs predecessor (ms)",
+            fmt(clf["fgm_logit_adjusted"]["latency_ms"], 1),
+            fmt(clf["theseus"]["latency_ms"], 1),
+            ratio(clf["theseus"]["latency_ms"], clf["fgm_logit_adjusted"]["latency_ms"]),
+            seed,
+        ),
+        Row(
+            f"greedy non-termination at {gen['max_new_tokens']} new tokens (no-loop vs plain)",
+            fmt(gen["plain"]["non_termination"]),
+            fmt(gen["noloop"]["non_termination"]),
+            "",
+            seed,
+        ),
+        Row(
+            "greedy rep-4 (no-loop vs plain)",
+            fmt(gen["plain"]["rep_4"]),
+            fmt(gen["noloop"]["rep_4"]),
+            ratio(gen["noloop"]["rep_4"], gen["plain"]["rep_4"]) if gen["plain"]["rep_4"] else "",
+            seed,
+        ),
+    ]
+
+
+def theseus_rows() -> list[Row]:
+    bench = load("plugins/theseus/bench/results/theseus_bench.json")
+    repro = load("examples/results/theseus_snownlp.json")
+    runs = repro["runs"]
+    seeds = ", ".join(str(run["seed"]) for run in runs)
+    latency = bench["inference_latency"]
+    return [
+        Row(
+            "train step, Theseus (p = 0.5) vs fine-tuning the 6-block predecessor (s)",
+            fmt(bench["train_step_median_s"]["predecessor_finetune"], 2),
+            fmt(bench["train_step_median_s"]["theseus"], 2),
+            ratio(
+                bench["train_step_median_s"]["theseus"], bench["train_step_median_s"]["predecessor_finetune"]
+            ),
+        ),
+        Row(
+            "inference batch 32 x 128, exported 3-block successor vs predecessor (s); expected n/N = 0.5",
+            fmt(latency["batch32"]["predecessor_s"], 2),
+            fmt(latency["batch32"]["successor_s"], 2),
+            ratio(latency["batch32"]["successor_s"], latency["batch32"]["predecessor_s"]),
+        ),
+        Row(
+            "accuracy, Theseus 3 blocks vs first 3 blocks fine-tuned (post: 59.36 vs 57.96 on IFLYTEK)",
+            mean_sd([run["first3_finetuned_3"] for run in runs], 100, 2),
+            mean_sd([run["theseus_3"] for run in runs], 100, 2),
+            ratio(
+                statistics.mean(run["theseus_3"] for run in runs),
+                statistics.mean(run["first3_finetuned_3"] for run in runs),
+                3,
+            ),
+            seeds,
+        ),
+    ]
+
+
+def wobert_rows() -> list[Row]:
+    bench = load("plugins/wobert/bench/results/tokenizers.json")
+    repro = load("examples/results/wobert_snownlp.json")
+    speed, lengths, summary = bench["speed"], bench["lengths_without_special_tokens"], repro["summary"]
+    seeds = ", ".join(map(str, repro["settings"]["seeds"]))
+    return [
+        Row(
+            "chars/s, WoBertTokenizer vs RoFormerTokenizer, same vocabulary (goal >= 4x)",
+            f"{speed['roformer_same_vocab']['chars_per_s']:,}",
+            f"{speed['wobert']['chars_per_s']:,}",
+            ratio(speed["wobert"]["chars_per_s"], speed["roformer_same_vocab"]["chars_per_s"]),
+        ),
+        Row(
+            "chars/s, WoBertTokenizer vs BertTokenizer char level (goal >= 0.75x)",
+            f"{speed['bert_char']['chars_per_s']:,}",
+            f"{speed['wobert']['chars_per_s']:,}",
+            ratio(speed["wobert"]["chars_per_s"], speed["bert_char"]["chars_per_s"]),
+        ),
+        Row(
+            "tokens per character, People's Daily (anchor: 0.742 word vs 0.996 char)",
+            fmt(lengths["bert_char"]["tokens_per_char"]),
+            fmt(lengths["wobert"]["tokens_per_char"]),
+            ratio(lengths["wobert"]["tokens_per_char"], lengths["bert_char"]["tokens_per_char"]),
+        ),
+        Row(
+            "review sentiment accuracy, word vs char vocabulary (post: equal accuracy, faster)",
+            f"{summary['char']['accuracy_mean']:.3f} ± {summary['char']['accuracy_std']:.3f}",
+            f"{summary['word']['accuracy_mean']:.3f} ± {summary['word']['accuracy_std']:.3f}",
+            ratio(summary["word"]["accuracy_mean"], summary["char"]["accuracy_mean"], 3),
+            seeds,
+        ),
+        Row(
+            "training throughput (examples/s), word vs char",
+            fmt(summary["char"]["train_examples_per_s_mean"], 1),
+            fmt(summary["word"]["train_examples_per_s_mean"], 1),
+            ratio(summary["word"]["train_examples_per_s_mean"], summary["char"]["train_examples_per_s_mean"]),
+            seeds,
+        ),
+    ]
+
+
+SECTIONS: list[Section] = [
+    Section(
+        "demo",
+        "The demo pipeline (`make demo`)",
+        (("-m", "demo", "--no-progress", "--output-dir", "runs/report-demo"),),
+        demo_rows,
+        "One run of the quick preset; the anchor column is the comparison model of the same run.",
+    ),
+    Section(
+        "theseus",
+        "hfplug-theseus: BERT-of-Theseus",
+        (("plugins/theseus/bench/bench_theseus.py",), ("examples/theseus_snownlp.py",)),
+        theseus_rows,
+    ),
+    Section(
+        "wobert",
+        "hfplug-wobert: the WoBERT tokenizer",
+        (("plugins/wobert/bench/bench_tokenizers.py",), ("examples/wobert_snownlp.py",)),
+        wobert_rows,
+    ),
+]
+
+
+# --- running and rendering ------------------------------------------------------------------------------
+
+
+def run_jobs(section: Section) -> None:
+    for job in section.jobs:
+        command = [sys.executable, *job]
+        print(f"[report] {section.name}: {' '.join(job)}", flush=True)
+        start = time.perf_counter()
+        subprocess.run(command, cwd=ROOT, check=True)
+        print(f"[report] {section.name}: done in {time.perf_counter() - start:.0f} s", flush=True)
+    if section.name == "demo":  # the demo writes into runs/ (ignored by git): keep its JSON with the others
+        shutil.copy(ROOT / "runs/report-demo/results.json", ROOT / "examples/results/demo.json")
+
+
+def render_section(section: Section) -> str:
+    commands = "\n".join(f"    python {' '.join(job)}" for job in section.jobs)
+    lines = [f"## {section.title}", "", "Reproduce:", "", commands, ""]
+    try:
+        rows = section.rows()
+    except FileNotFoundError as error:
+        return "\n".join(
+            [*lines, f"*Not run yet* ({Path(error.filename).relative_to(ROOT)} is missing).", ""]
+        )
+    if section.note:
+        lines += [section.note, ""]
+    lines += ["| claim | anchor | ours | ratio | seeds |", "|---|---|---|---|---|"]
+    lines += [f"| {r.claim} | {r.anchor} | {r.ours} | {r.ratio} | {r.seeds} |" for r in rows]
+    return "\n".join([*lines, ""])
+
+
+def render(sections: list[Section]) -> str:
+    header = [
+        "# Results",
+        "",
+        "Generated by `make report` (`scripts/report.py`) from the JSON that each benchmark and reproduction",
+        "writes; do not edit by hand. Numbers come from a 2-core CPU machine: timing ratios are from methods run",
+        "side by side in one process; see each plugin's page for the full tables and conditions.",
+        "",
+    ]
+    return "\n".join(header + [render_section(section) for section in sections])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=[s.name for s in SECTIONS], help="run only these jobs")
+    parser.add_argument("--render-only", action="store_true", help="do not run anything, only render")
+    args = parser.parse_args()
+    if not args.render_only:
+        for section in SECTIONS:
+            if args.only is None or section.name in args.only:
+                run_jobs(section)
+    RESULTS_PAGE.write_text(render(SECTIONS))
+    print(f"[report] wrote {RESULTS_PAGE.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
