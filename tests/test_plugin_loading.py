@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -181,3 +182,38 @@ def test_cli_table(fake_plugins):
     assert "loss: scaled_ce" in result.stdout
     empty = _cli(fake_plugins, select="")
     assert "No hfplug plugins installed" in empty.stdout
+
+
+def test_lazy_tokenizer_reference_is_imported_on_first_lookup(fake_plugins):
+    fake_plugins.add("fake-lazy-tokenizer", "lazy_tokenizer")
+    module = "fake_lazy_tokenization"
+    source = Path(__file__).parent / "fake_plugins" / f"{module}.py"
+    (fake_plugins.root / f"{module}.py").write_text(source.read_text())
+    fake_plugins.modules.append(module)
+    fake_plugins.select("fake-lazy-tokenizer")
+    hfplug.load_plugins()
+    assert module not in sys.modules  # loading plugins imported nothing behind the reference
+    assert hfplug.list_plugins()[0]["registered"]["tokenizer"] == [
+        "lazy_bert",
+        "lazy_missing",
+        "lazy_not_a_tokenizer",
+    ]
+    assert module not in sys.modules
+    cls = hfplug.get_tokenizer_class("lazy_bert")
+    assert cls.__name__ == "LazyBertTokenizer" and cls.__module__ == module
+    assert hfplug.get_tokenizer_class("lazy_bert") is cls
+    with pytest.raises(InvalidComponentError, match=r"fake-lazy-tokenizer.*lazy_missing.*cannot be imported"):
+        hfplug.get_tokenizer_class("lazy_missing")
+    with pytest.raises(InvalidComponentError, match=r"lazy_not_a_tokenizer.*PreTrainedTokenizerBase"):
+        hfplug.get_tokenizer_class("lazy_not_a_tokenizer")
+
+
+def test_malformed_lazy_reference_fails_at_registration(fake_plugins):
+    fake_plugins.add("fake-bad-reference", "invalid_tokenizer")
+    hooks = fake_plugins.root / "fake_bad_reference_hooks.py"
+    hooks.write_text(
+        hooks.read_text().replace('register("not_a_tokenizer", str)', 'register("bad", "no colon here")')
+    )
+    fake_plugins.select("fake-bad-reference")
+    with pytest.raises(InvalidComponentError, match=r"fake-bad-reference.*'package\.module:ClassName'"):
+        hfplug.load_plugins()

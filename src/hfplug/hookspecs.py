@@ -42,7 +42,7 @@ class RegisterLogitsProcessor(Protocol):
 
 
 class RegisterTokenizer(Protocol):
-    def __call__(self, name: str, tokenizer_cls: type[PreTrainedTokenizerBase]) -> None: ...
+    def __call__(self, name: str, tokenizer_cls: type[PreTrainedTokenizerBase] | str) -> None: ...
 
 
 @hookspec
@@ -88,6 +88,8 @@ def register_logits_processors(register: RegisterLogitsProcessor) -> None:
 def register_tokenizers(register: RegisterTokenizer) -> None:
     """Register tokenizer classes: ``register(name, tokenizer_cls)``.
 
-    ``tokenizer_cls`` must subclass ``transformers.PreTrainedTokenizerBase``;
-    ``hfplug.get_tokenizer_class(name)`` returns it.
+    ``tokenizer_cls`` must subclass ``transformers.PreTrainedTokenizerBase``, or be a lazy
+    ``"package.module:ClassName"`` string that ``hfplug.get_tokenizer_class(name)`` imports on first lookup
+    (so registering the class with ``AutoTokenizer`` happens when asked, not when plugins load);
+    ``hfplug.get_tokenizer_class(name)`` returns the class.
     """

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,8 +98,18 @@ def _validate_logits_processor(obj: Any) -> None:
 def _validate_tokenizer(obj: Any) -> None:
     from transformers import PreTrainedTokenizerBase
 
+    if isinstance(obj, str):  # a lazy "package.module:ClassName" reference, imported on first lookup
+        if not _REFERENCE.fullmatch(obj):
+            raise TypeError(f"a lazy reference must look like 'package.module:ClassName', got {obj!r}")
+        return
     if not _is_subclass(obj, (PreTrainedTokenizerBase,)):
-        raise TypeError(f"expected a subclass of transformers.PreTrainedTokenizerBase, got {obj!r}")
+        raise TypeError(
+            f"expected a subclass of transformers.PreTrainedTokenizerBase or a 'package.module:ClassName' "
+            f"string, got {obj!r}"
+        )
+
+
+_REFERENCE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 
 
 @dataclass(frozen=True)
@@ -149,6 +161,8 @@ class Registry:
     def get(self, label: str, name: str) -> Component:
         table = self._tables[label]
         if name in table:
+            if isinstance(table[name].obj, str):
+                table[name] = self._resolve(table[name])
             return table[name]
         message = f"no {label} named {name!r}."
         close = difflib.get_close_matches(name, list(table), n=3)
@@ -160,6 +174,24 @@ class Registry:
         if provider:
             message += f" {name!r} is provided by {provider}: pip install {provider}"
         raise UnknownComponentError(message)
+
+    @staticmethod
+    def _resolve(component: Component) -> Component:
+        """Import a lazy ``"module:attr"`` registration and validate what it names."""
+        module_name, attr = component.obj.split(":")
+        where = (
+            f"{component.distribution} registered {component.kind} {component.name!r} as {component.obj!r}"
+        )
+        try:
+            obj = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise InvalidComponentError(f"{where}, which cannot be imported: {exc}") from exc
+        kind = next(kind for kind in KINDS.values() if kind.label == component.kind)
+        try:
+            kind.validate(obj, **component.extra)
+        except TypeError as exc:
+            raise InvalidComponentError(f"{where}: {exc}") from None
+        return Component(component.kind, component.name, obj, component.distribution, component.extra)
 
     def names(self, label: str) -> list[str]:
         return sorted(self._tables[label])

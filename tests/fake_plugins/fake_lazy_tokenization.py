@@ -1,0 +1,9 @@
+from transformers import BertTokenizer
+
+
+class LazyBertTokenizer(BertTokenizer):
+    pass
+
+
+class NotATokenizer:
+    pass
