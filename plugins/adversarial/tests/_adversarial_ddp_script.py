@@ -13,21 +13,23 @@ from hfplug.testing import finish_distributed
 
 out = Path(sys.argv[1])
 # global batch 8 = 2 ranks x 4, or 2 ranks x 2 micro-batches of 2 (no_sync on the first micro-batch)
+# find_unused_parameters=True is the Trainer's default: DDP then rebuilds the outputs through its hook node, which
+# sends gradients into every output tensor (also the first pass's logits, whose graph FGM has already freed) and
+# drops the loss finisher attached to them. FreeLB runs with False: its gradient term feeds DDP's reducer.
 runs = {
-    "freelb_model": (lambda: FreeLB(init_magnitude=0), "model", dict(batch_size=2, accumulation=2)),
-    "fgm_model": (lambda: FGM(epsilon=0.5, norm="per_example"), "model", dict(batch_size=4)),
+    "fgm_model": (lambda: FGM(epsilon=0.5, norm="per_example"), "model", True, dict(batch_size=4)),
     "gp_loss_func": (
         lambda: GradientPenalty(epsilon=1.0),
         "loss_func",
+        True,
         dict(batch_size=2, accumulation=2),
     ),
+    "freelb_model": (lambda: FreeLB(init_magnitude=0), "model", False, dict(batch_size=2, accumulation=2)),
 }
-for name, (make_callback, path, shape) in runs.items():
+for name, (make_callback, path, find_unused, shape) in runs.items():
     trainer = run_trainer(
         make_model("seq"), make_data("seq"), [make_callback()], task="seq", path=path, epochs=5,
-        # the loss-function path runs with the Trainer's default find_unused_parameters=True, under which
-        # DDP rebuilds the outputs and the finisher must still reach the loss
-        **{"ddp_find_unused_parameters": path == "loss_func", **shape},
+        ddp_find_unused_parameters=find_unused, **shape,
     )  # fmt: skip
     assert trainer.state.global_step == 5 and trainer.args.world_size == 2
     torch.save(flat_params(trainer.model), out / f"{name}_rank{trainer.args.process_index}.pt")

@@ -1,8 +1,9 @@
 """DDP (torchrun, 2 ranks, gloo): identical parameters across ranks, equal to one process on the global batch.
 
-FGM per-example with the model's loss (4 per rank); gradient penalty with compute_loss_func and FreeLB
-(per-example, zero start, parameter gradients handed to the backward as a gradient term) with the model's loss,
-both under gradient accumulation (2 micro-batches of 2 per rank, so the no_sync window is exercised)."""
+FGM per-example with the model's loss (4 per rank) and gradient penalty with compute_loss_func, both under the
+Trainer's default find_unused_parameters=True; FreeLB (per-example, zero start, parameter gradients handed to the
+backward as a gradient term) with the model's loss and find_unused_parameters=False. The last two under gradient
+accumulation (2 micro-batches of 2 per rank, so the no_sync window is exercised)."""
 
 from __future__ import annotations
 

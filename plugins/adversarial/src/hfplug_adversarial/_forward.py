@@ -151,6 +151,17 @@ class GradientTerm(torch.autograd.Function):
         return (None, None, *[g * factor for g in ctx.grads])
 
 
+def _detached(value: Any) -> Any:
+    """``value`` with its tensors detached. Under ``DDP(find_unused_parameters=True)`` every output tensor goes
+    through DDP's backward hook node, which sends a zero gradient into each, also into the graph of a first pass
+    that ``torch.autograd.grad`` has already freed; only the returned loss carries the graph to train on."""
+    if torch.is_tensor(value):
+        return value.detach()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_detached(v) for v in value)
+    return value
+
+
 def _attention_mask(kwargs: dict) -> torch.Tensor | None:
     mask = kwargs.get("attention_mask")
     return mask if torch.is_tensor(mask) and mask.dim() == 2 else None
@@ -254,7 +265,10 @@ class ForwardWrapper:
             batch = MicroBatch(
                 loss_of=loss_of, num_items_in_batch=num_items, scale=self._scale(num_items, True), **common
             )
-            outputs["loss"] = self.method(batch)
+            loss = self.method(batch)
+            for key in [k for k in outputs if k != "loss"]:  # the first pass's graph may be freed
+                outputs[key] = _detached(outputs[key])
+            outputs["loss"] = loss
             return outputs
         if torch.is_tensor(kwargs.get("labels")):
             raise ValueError(

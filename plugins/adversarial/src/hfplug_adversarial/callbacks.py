@@ -341,14 +341,15 @@ class FreeLB(AdversarialCallback):
         if not self._sharded:
             params = [p for p in self._wrapper.model.parameters() if p.requires_grad] or None
         losses, embeds = [batch.loss], batch.embeds
-        param_grads: list[list[torch.Tensor]] = []  # parameter gradients of each pass differentiated so far
+        param_grads: list[
+            dict[int, torch.Tensor]
+        ] = []  # per differentiated pass: parameter index -> gradient
         for _ in range(1, self.steps):
             if params is None:
                 grads = self._grad(losses[-1], embeds, retain=True)
             else:
-                grads = self._grad(losses[-1], [*embeds, *params], retain=False)
-                grads, ours = grads[: len(embeds)], grads[len(embeds) :]
-                param_grads.append(ours)
+                grads, reached = self._embedding_and_parameter_grads(losses[-1], embeds, params)
+                param_grads.append(reached)
             direction, finite = P.normalize(grads, self.norm)
             if not finite:  # train on the first pass only
                 if params is None:
@@ -364,15 +365,37 @@ class FreeLB(AdversarialCallback):
         if params is None or not param_grads:
             total = sum(loss / self.steps for loss in losses)
         else:
-            summed = [sum(gs) for gs in zip(*param_grads, strict=True)]
+            summed: dict[int, torch.Tensor] = {}
+            for reached in param_grads:
+                for i, g in reached.items():
+                    summed[i] = g if i not in summed else summed[i] + g
             total = sum(loss.detach() / self.steps for loss in losses[:-1]) + losses[-1] / self.steps
             total = total + self._gradient_term(summed, 1.0 / self.steps, params, total)
         self._record(total, deltas)
         return total
 
     @staticmethod
-    def _gradient_term(grads, scale: float, params, like: torch.Tensor) -> torch.Tensor:
-        return GradientTerm.apply(grads, scale, *params).to(like.dtype)
+    def _embedding_and_parameter_grads(loss, embeds, params):
+        """One backward for ``dL/de`` (zeros where an embedding call does not reach the loss) and the parameter
+        gradients, keyed by parameter index; parameters the pass does not reach are left out, so the gradient
+        term never marks them used (DDP's ``find_unused_parameters``)."""
+        grads = torch.autograd.grad(loss, [*embeds, *params], allow_unused=True)
+        embed_grads = [
+            torch.zeros_like(e) if g is None else g for e, g in zip(embeds, grads[: len(embeds)], strict=True)
+        ]
+        reached = {i: g for i, g in enumerate(grads[len(embeds) :]) if g is not None}
+        return embed_grads, reached
+
+    @staticmethod
+    def _gradient_term(
+        grads: dict[int, torch.Tensor], scale: float, params, like: torch.Tensor
+    ) -> torch.Tensor:
+        if not grads:
+            return like.new_zeros(())
+        index = sorted(grads)
+        return GradientTerm.apply([grads[i] for i in index], scale, *[params[i] for i in index]).to(
+            like.dtype
+        )
 
 
 class GradientPenalty(AdversarialCallback):
