@@ -63,6 +63,19 @@ def test_datasets_map_with_two_processes(wobert_tokenizer, real_sentences):
     assert mapped["input_ids"] == wobert_tokenizer(texts)["input_ids"]
 
 
+def test_using_the_tokenizer_keeps_its_datasets_fingerprint(wobert_vocab):
+    """Dataset.map reuses its cache files only if the function's hash is stable; the lazily filled caches
+    live under ``cache``, which datasets' hasher empties."""
+    fingerprint = pytest.importorskip("datasets.fingerprint")
+    from hfplug_wobert import WoBertTokenizer
+
+    tok = WoBertTokenizer(vocab=wobert_vocab)
+    before = fingerprint.Hasher.hash(tok)
+    tok(["我爱北京天安门", "今天天气很好"], return_offsets_mapping=True)
+    tok.encode_ids(["完全不同的新词语"])
+    assert fingerprint.Hasher.hash(tok) == before
+
+
 AUTO_SCRIPT = """
 import json, sys
 from transformers import AutoTokenizer

@@ -184,6 +184,7 @@ class WoBertTokenizer(TokenizersBackend):
         self.user_dict = user_words
         self._vocab = dict(vocab)
         self._separator = pick_separator(self._vocab)
+        self.cache: dict[str, Any] = {}  # see _caches
 
         self._tokenizer = Tokenizer(
             WordPiece(
@@ -216,11 +217,7 @@ class WoBertTokenizer(TokenizersBackend):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for name in (
-            "cache",
-            "_pattern_cache",
-        ):  # rebuilt on first use; keeps pickles (Dataset.map workers) small
-            state.pop(name, None)
+        state["cache"] = {}  # refilled on use; keeps pickles (Dataset.map workers) small
         return state
 
     # -- segmentation --------------------------------------------------------------------------------------
@@ -234,7 +231,7 @@ class WoBertTokenizer(TokenizersBackend):
             (token.content, token.special) for token in self._tokenizer.get_added_tokens_decoder().values()
         )
         key = (split_special_tokens, added)
-        cached = self.__dict__.get("_pattern_cache")
+        cached = self._caches().get("pattern")
         if cached is not None and cached[0] == key:
             return cached[1]
         contents = sorted(
@@ -248,7 +245,7 @@ class WoBertTokenizer(TokenizersBackend):
                     "tokenizer's vocabulary leaves free to separate pieces; remove that character from the token"
                 )
         pattern = regex.compile("|".join(map(regex.escape, contents))) if contents else None
-        self.__dict__["_pattern_cache"] = (key, pattern)
+        self._caches()["pattern"] = (key, pattern)
         return pattern
 
     @staticmethod
@@ -263,12 +260,17 @@ class WoBertTokenizer(TokenizersBackend):
         if pos < len(text):
             yield pos, text[pos:], False
 
-    def _word_cache(self, kind: str, key: tuple, compute: Callable[[str], Any]) -> _WordCache:
-        # Kept under ``cache`` like the word caches of transformers' Python tokenizers: datasets empties an
-        # attribute of that name when it fingerprints a tokenizer, so filling it leaves Dataset.map's cache key.
+    def _caches(self) -> dict[str, Any]:
+        """Everything derived lazily (added-token pattern, word caches). Kept under ``cache`` like the word caches
+        of transformers' Python tokenizers: datasets empties an attribute of that name when it fingerprints a
+        tokenizer, so filling it leaves ``Dataset.map``'s cache key unchanged."""
         caches = self.__dict__.get("cache")
         if not isinstance(caches, dict):
             caches = self.__dict__["cache"] = {}
+        return caches
+
+    def _word_cache(self, kind: str, key: tuple, compute: Callable[[str], Any]) -> _WordCache:
+        caches = self._caches()
         cache = caches.get(kind)
         if not isinstance(cache, _WordCache) or cache.key != key:
             cache = caches[kind] = _WordCache(compute, key)
