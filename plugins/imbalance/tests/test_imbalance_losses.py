@@ -467,82 +467,190 @@ def _plain_multilabel_ce(s, pos, valid):
     return neg + torch.cat([(-s).masked_fill(~pos, -math.inf), zeros], -1).logsumexp(-1)
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        "focal_g2_alpha",
-        "focal_g0.5_soft",
-        "focal_g0_class_alpha",
-        "multilabel",
-        "multilabel_3d",
-        "multilabel_all_valid",
-        "soft_dice",
-        "f1_weighted_bce",
-    ],
-)
-def test_hand_written_backward_passes_gradcheck_and_match_autograd(case):
+def _plain_softmax_dice(z, y, alpha, smooth):
+    """Autograd reference: sum over classes of 1 - (2 p~ q + s) / (p~ + q + s), p~ = p (1 - p)**alpha."""
+    p = torch.softmax(z, -1)
+    adjusted = p * (1 - p).clamp(min=1e-12) ** alpha
+    q = F.one_hot(y, z.shape[-1]).to(z.dtype)
+    return (1 - (2 * adjusted * q + smooth) / (adjusted + q + smooth)).sum(-1)
+
+
+def _plain_softmax_f1_ce(z, y, valid):
+    """Autograd reference: F1 / 2 per class from the valid rows (constant), then the weighted CE per row."""
+    q = F.one_hot(y, z.shape[-1]).to(z.dtype)
+    with torch.no_grad():
+        p, w = torch.softmax(z, -1), valid.to(z.dtype)[:, None]
+        half_f1 = (p * q * w).sum(0) / ((q * w).sum(0) + (p * w).sum(0))
+    logp = torch.log_softmax(z, -1)
+    return (q * (1 - half_f1) * -logp + (1 - q) * half_f1 * -torch.log1p(-logp.exp())).sum(-1)
+
+
+class _Reusable(torch.autograd.Function):
+    """Test-only twin of ``_PrecomputedGrad`` whose backward is an out-of-place product, so that gradcheck
+    can backpropagate one graph many times; it checks the hand-written ``compute(x) -> (loss, grad)``."""
+
+    @staticmethod
+    def forward(ctx, x, compute):
+        loss, grad = compute(x)
+        ctx.save_for_backward(grad)
+        ctx.row = loss.dim() < x.dim()
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        return grad * (grad_output[..., None] if ctx.row else grad_output), None
+
+
+def _gradcheck_case(case):
+    """(ours, plain, x): the hand-written Function and an autograd formula of the same per-item loss."""
     from hfplug_imbalance.losses import (
+        _cross_entropy,
         _f1_weighted_bce,
         _multilabel_ce,
-        _PrecomputedGrad,
         _sigmoid_focal,
+        _sigmoid_focal_hard,
         _sigmoid_soft_dice,
+        _softmax_dice,
+        _softmax_f1_ce,
     )
 
     g = torch.Generator().manual_seed(5)
     shape = (2, 3, 5) if case.endswith("3d") else (6, 5)
-    all_valid = case.endswith("all_valid")
     x = (3 * torch.randn(shape, generator=g, dtype=torch.float64)).requires_grad_(True)
-    if case.startswith("focal"):
-        gamma = {"focal_g2_alpha": 2.0, "focal_g0.5_soft": 0.5, "focal_g0_class_alpha": 0.0}[case]
-        y = torch.rand(shape, generator=g, dtype=torch.float64)
-        y = y if case.endswith("soft") else (y < 0.4).double()
-        alpha = {"focal_g2_alpha": torch.tensor(0.25, dtype=torch.float64), "focal_g0.5_soft": None}.get(
-            case, torch.linspace(0.1, 0.9, 5, dtype=torch.float64)
-        )
+    hard = (torch.rand(shape, generator=g, dtype=torch.float64) < 0.4).double()
+    labels = torch.randint(0, 5, shape[:1], generator=g)
 
-        def ours(x):
-            return _PrecomputedGrad.apply(x, lambda v: _sigmoid_focal(v, y, gamma, alpha))
+    def apply(compute):
+        return lambda x: _Reusable.apply(x, compute)
 
-        def plain(x):
-            return _plain_sigmoid_focal(x, y, gamma, alpha)
-    elif case == "f1_weighted_bce":
-        y = (torch.rand(shape, generator=g) < 0.4).double()
+    class_alpha = torch.linspace(0.1, 0.9, 5, dtype=torch.float64)
+    if case.startswith("focal"):  # focal_<path>_<gamma>_<alpha>
+        _, path, gamma, alpha = case.split("_")
+        gamma = float(gamma)
+        alpha = {"none": None, "scalar": 0.25, "class": class_alpha}[alpha]
+        if path == "hard":
+            y = hard
+            compute = lambda v: _sigmoid_focal_hard(v, y, gamma, alpha)
+        else:
+            y = torch.rand(shape, generator=g, dtype=torch.float64)  # soft targets
+            tensor_alpha = None if alpha is None else torch.as_tensor(alpha, dtype=torch.float64)
+            compute = lambda v: _sigmoid_focal(v, y, gamma, tensor_alpha)
+        return apply(compute), lambda x: _plain_sigmoid_focal(x, y, gamma, alpha), x
+    if case.startswith("f1_weighted_bce"):
         half_f1 = torch.linspace(0.05, 0.45, 5, dtype=torch.float64)
-
-        def ours(x):
-            return _PrecomputedGrad.apply(
-                x, lambda v: _f1_weighted_bce(v, y, half_f1, torch.sigmoid(v.detach()))
-            )
-
-        def plain(x):
-            return y * (1 - half_f1) * F.softplus(-x) + (1 - y) * half_f1 * F.softplus(x)
-    elif case == "soft_dice":
+        extent = 100.0 if case.endswith("softplus") else 0.0  # takes the softplus path / the sigmoid-log path
+        ours = apply(lambda v: _f1_weighted_bce(v, hard, half_f1, torch.sigmoid(v.detach()), extent))
+        return (
+            ours,
+            lambda x: hard * (1 - half_f1) * F.softplus(-x) + (1 - hard) * half_f1 * F.softplus(x),
+            x,
+        )
+    if case == "soft_dice":
         y = torch.rand(shape, generator=g, dtype=torch.float64)  # soft targets
-
-        def ours(x):
-            return _PrecomputedGrad.apply(x, lambda v: _sigmoid_soft_dice(v, y, 0.5))
 
         def plain(x):
             p = torch.sigmoid(x)
             return 1 - (2 * p * y + 0.5) / (p + y + 0.5)
-    else:
-        t = torch.rand(shape, generator=g)
-        valid = torch.ones(shape, dtype=torch.bool) if all_valid else t < 0.9
-        valid[0, ..., :] = all_valid  # else one all-ignored row (or sequence)
-        pos = valid & (t < 0.4)  # as in the loss: ignored entries are neither positive nor negative
 
-        def ours(x):
-            return _PrecomputedGrad.apply(
-                x, lambda v: _multilabel_ce(v, pos.double(), None if all_valid else valid, -100)
-            )
+        return apply(lambda v: _sigmoid_soft_dice(v, y, 0.5)), plain, x
+    if case.startswith("softmax_dice"):
+        alpha = float(case.split("_")[-1])
+        return (
+            apply(lambda v: _softmax_dice(v, labels, alpha, 0.7)),
+            lambda x: _plain_softmax_dice(x, labels, alpha, 0.7),
+            x,
+        )
+    if case == "softmax_f1_ce":
+        valid = torch.tensor([True, True, False, True, True, True])
+        return (
+            apply(lambda v: _softmax_f1_ce(v, labels, valid)),
+            lambda x: _plain_softmax_f1_ce(x, labels, valid),
+            x,
+        )
+    if case.startswith("cross_entropy"):
+        offsets = torch.linspace(-2.0, 0.0, 5, dtype=torch.float64)
+        weight = class_alpha if case.endswith("weighted") else None
+        scale = 1.0 if case.endswith("plain") else 2.5
+        w_y = 1.0 if weight is None else weight[labels]
 
-        def plain(x):
-            return _plain_multilabel_ce(x, pos, valid)
+        def adjust(v):
+            return v if case.endswith("plain") else scale * v + offsets
 
-    assert torch.autograd.gradcheck(ours, (x,))
-    upstream = torch.randn(ours(x).shape, generator=g, dtype=torch.float64)
+        def compute(v):
+            a = adjust(v)
+            return _cross_entropy(a, labels, weight, scale, fresh=a is not v)
+
+        return apply(compute), lambda x: w_y * F.cross_entropy(adjust(x), labels, reduction="none"), x
+    t = torch.rand(shape, generator=g)
+    all_valid = case.endswith("all_valid")
+    valid = torch.ones(shape, dtype=torch.bool) if all_valid else t < 0.9
+    valid[0, ..., :] = all_valid  # else one all-ignored row (or sequence)
+    pos = valid & (t < 0.4)  # as in the loss: ignored entries are neither positive nor negative
+    extent = 100.0 if "shifted" in case else 0.0  # shifted by the group maxima / plain sums
+    ours = apply(lambda v: _multilabel_ce(v, pos.double(), None if all_valid else valid, -100, extent))
+    return ours, lambda x: _plain_multilabel_ce(x, pos, valid), x
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "focal_hard_2_scalar",
+        "focal_hard_0.5_none",
+        "focal_hard_1_class",
+        "focal_hard_0_scalar",
+        "focal_hard_3_none",
+        "focal_soft_2_scalar",
+        "focal_soft_0.5_none",
+        "focal_soft_0_class",
+        "multilabel",
+        "multilabel_shifted",
+        "multilabel_3d",
+        "multilabel_all_valid",
+        "multilabel_shifted_all_valid",
+        "soft_dice",
+        "f1_weighted_bce",
+        "f1_weighted_bce_softplus",
+        "softmax_dice_0",
+        "softmax_dice_1",
+        "softmax_dice_0.5",
+        "softmax_dice_2.5",
+        "softmax_f1_ce",
+        "cross_entropy_plain",
+        "cross_entropy_adjusted",
+        "cross_entropy_adjusted_weighted",
+    ],
+)
+def test_hand_written_backward_passes_gradcheck_and_match_autograd(case):
+    ours, plain, x = _gradcheck_case(case)
+    before = x.detach().clone()
+    # softmax F1 CE recomputes its stop-gradient F1 weights from the logits: finite differences would see them
+    # move, so that case is checked against the autograd formula (same stop-gradient) only
+    assert case == "softmax_f1_ce" or torch.autograd.gradcheck(ours, (x,))
+    assert torch.equal(x.detach(), before)  # the inputs are never overwritten
+    upstream = torch.randn(ours(x).shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     (got,) = torch.autograd.grad(ours(x), x, upstream)
     (want,) = torch.autograd.grad(plain(x), x, upstream)
     torch.testing.assert_close(ours(x), plain(x))
     torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("row", [False, True])
+def test_precomputed_grad_scales_its_buffer_once(row):
+    """The loss Function hands its gradient buffer on, scaled by the upstream gradient, and refuses a second
+    backward through the same graph (the buffer is gone)."""
+    from hfplug_imbalance.losses import _PrecomputedGrad
+
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    stored = torch.arange(12.0, dtype=torch.float64).reshape(4, 3)
+
+    def compute(v):
+        return (v.sum(-1) if row else v * 1.0), stored.clone()
+
+    upstream = torch.randn(4 if row else (4, 3), dtype=torch.float64)
+    value = _PrecomputedGrad.apply(x, compute)
+    torch.testing.assert_close(value, x.detach().sum(-1) if row else x.detach())
+    value.backward(upstream, retain_graph=True)
+    torch.testing.assert_close(x.grad, stored * (upstream[:, None] if row else upstream))
+    with pytest.raises(RuntimeError, match="second backward through the same loss"):
+        value.backward(upstream)

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from hfplug.losses import TrainerLoss, reduce_loss
 
@@ -28,6 +29,9 @@ ACTIVATIONS = ("softmax", "sigmoid")
 
 # Floor for 1 - p before a fractional power or a log: keeps gradients finite for gamma < 1 at p -> 1.
 _EPS = 1e-12
+# Logits with |x| <= 80 keep sigmoid(+-x) and exp(+-x) normal float32 numbers, so their logs are finite: the
+# element-wise losses then take a path with fewer passes (one sigmoid and one log instead of softplus).
+_FAST_EXTENT = 80.0
 
 
 def _check_number(
@@ -122,23 +126,79 @@ def _modulated_nll(logp: torch.Tensor, gamma: float) -> torch.Tensor:
     return nll * _one_minus_p(logp).pow(gamma) if gamma else nll
 
 
-class _PrecomputedGrad(torch.autograd.Function):
-    """Value and gradient from one no-grad pass: ``compute(x) -> (loss, dloss/dx)``, backward is a product.
+def _extent(x: torch.Tensor, extent: float | None) -> float:
+    """``max |x|`` (``extent`` when the finiteness check already computed it)."""
+    if extent is not None or not x.numel():
+        return extent or 0.0
+    low, high = torch.aminmax(x)
+    return max(-float(low), float(high))
 
-    ``loss`` has the shape of ``x`` or of ``x`` without its last dimension (one value per row).
+
+def _is_hard(y: torch.Tensor, scratch: torch.Tensor) -> bool:
+    """Whether every target in [0, 1] is exactly 0 or 1: ``sum y (1 - y)`` adds non-negative terms, all 0 then.
+    ``scratch``: a buffer of y's shape that is overwritten."""
+    return not bool(torch.dot(y.reshape(-1), torch.neg(y, out=scratch).add_(1.0).reshape(-1)) > 0)
+
+
+def _neg_softplus(x: torch.Tensor, extent: float) -> torch.Tensor:
+    """``-softplus(x) = log sigmoid(-x)`` in a new buffer: a sigmoid and a log when ``|x| <= 80``."""
+    if extent <= _FAST_EXTENT:
+        return torch.neg(x).sigmoid_().log_()
+    return F.softplus(x).neg_()
+
+
+class _PrecomputedGrad(torch.autograd.Function):
+    """Value and gradient from one no-grad pass: ``compute(x) -> (loss, dloss/dx)``.
+
+    ``loss`` has the shape of ``x`` or of ``x`` without its last dimension (one value per row). Backward
+    scales the stored gradient in place and hands that buffer on (no new [..., C] tensor), so the graph can
+    be backpropagated once: a second backward through the same loss (``retain_graph=True``) raises.
     """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, compute: Any) -> torch.Tensor:
         loss, grad = compute(x)
-        ctx.save_for_backward(grad)
-        ctx.row = loss.dim() < x.dim()
+        ctx.grad, ctx.row = grad, loss.dim() < x.dim()
         return loss
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (grad,) = ctx.saved_tensors
-        return grad * (grad_output[..., None] if ctx.row else grad_output), None
+        grad, ctx.grad = ctx.grad, None
+        if grad is None:
+            raise RuntimeError(
+                "this hfplug_imbalance loss hands its gradient buffer on at the first backward; a second "
+                "backward through the same loss (retain_graph=True) is not supported: compute the loss again"
+            )
+        return grad.mul_(grad_output[..., None] if ctx.row else grad_output), None
+
+
+def _sigmoid_focal_hard(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    gamma: float,
+    alpha: float | torch.Tensor | None,
+    buffer: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sigmoid focal loss for 0/1 targets and ``|x| <= 80``, in three buffers.
+
+    With ``t = (2y - 1) x``, ``p_t = sigmoid(t)``, ``u = 1 - p_t``: loss ``alpha_t u**gamma (-log p_t)`` and
+    derivative ``(1 - 2y) alpha_t u**gamma (u - gamma p_t log p_t)``; the ``u**(gamma - 1)`` of the general
+    form cancels, so the gradient is finite for every ``gamma >= 0``. ``alpha``: None, a float or ``[C]``;
+    ``buffer``: an optional scratch tensor of x's shape to work in.
+    """
+    u = torch.addcmul(x, x, y, value=-2.0, out=buffer).neg_().sigmoid_()  # p_t
+    loss = torch.log(u)  # log p_t, made the loss in place below
+    grad = torch.mul(u, loss).mul_(-gamma).add_(u.neg_().add_(1.0))  # u - gamma p_t log p_t
+    if gamma:
+        weight = u.mul_(u) if gamma == 2.0 else u if gamma == 1.0 else u.log_().mul_(gamma).exp_()  # u**gamma
+        grad.mul_(weight)
+        loss.mul_(weight)
+    if alpha is None:  # (1 - 2y) alpha_t = 1 - 2y
+        return loss.neg_(), grad.mul_(torch.mul(y, -2.0, out=u).add_(1.0))
+    factor = torch.neg(y, out=u).add_(1.0 - alpha)  # (1 - 2y) alpha_t = (1 - alpha) - y for 0/1 targets
+    grad.mul_(factor)
+    return loss.mul_(factor.abs_().neg_()), grad  # alpha_t = |factor|; the minus sign of -log p_t
 
 
 def _sigmoid_focal(
@@ -174,53 +234,154 @@ def _sigmoid_soft_dice(x: torch.Tensor, y: torch.Tensor, smooth: float) -> tuple
     """Soft Dice ``1 - (2 p y + s) / (p + y + s) = (p + y - 2 p y) / (p + y + s)`` and its derivative
     ``(s - 2 y (y + s)) p (1 - p) / (p + y + s)**2``, in three buffers."""
     p = torch.sigmoid(x)
-    denominator = torch.add(p, y).add_(smooth)
-    loss = torch.addcmul(p, p, y, value=-2.0).add_(y).div_(denominator)
-    grad = p.addcmul_(p, p, value=-1.0).div_(denominator).div_(denominator)  # p (1 - p) / D**2
-    return loss, grad.mul_(torch.add(y, smooth, out=denominator).mul_(y).mul_(-2.0).add_(smooth))
+    r = torch.add(p, y).add_(smooth).reciprocal_()  # 1 / (p + y + s)
+    loss = torch.addcmul(p, p, y, value=-2.0).add_(y).mul_(r)
+    grad = p.addcmul_(p, p, value=-1.0).mul_(r.mul_(r))  # p (1 - p) / D**2
+    return loss, grad.mul_(torch.add(y, smooth, out=r).mul_(y).mul_(-2.0).add_(smooth))
 
 
 def _f1_weighted_bce(
-    x: torch.Tensor, y: torch.Tensor, half_f1: torch.Tensor, p: torch.Tensor
+    x: torch.Tensor,
+    y: torch.Tensor,
+    half_f1: torch.Tensor,
+    p: torch.Tensor,
+    extent: float,
+    buffer: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``y (1 - a) softplus(-x) + (1 - y) a softplus(x)`` with ``a = F1 / 2`` held constant, and its
-    derivative ``p (y (1 - a) + (1 - y) a) - y (1 - a)``; ``p = sigmoid(x)`` is reused as a buffer."""
-    positive = torch.mul(y, 1.0 - half_f1)
-    negative = torch.rsub(y, 1.0).mul_(half_f1)
-    loss = F.softplus(-x).mul_(positive).addcmul_(F.softplus(x), negative)
-    return loss, p.mul_(negative.add_(positive)).sub_(positive)
+    """``y (1 - a) softplus(-x) + (1 - y) a softplus(x)`` with ``a = F1 / 2`` held constant, computed as
+    ``w softplus(x) - x y (1 - a)`` with ``w = a + y (1 - 2a)``; derivative ``p w - y (1 - a)``.
+    ``p = sigmoid(x)`` is reused as a buffer, and so is ``buffer`` (x's shape) if given; three in all."""
+    w = torch.addcmul(half_f1, y, 1.0 - 2.0 * half_f1, out=buffer)
+    loss = _neg_softplus(x, extent).mul_(w)  # -w softplus(x)
+    grad = p.mul_(w)
+    positive = torch.mul(y, 1.0 - half_f1, out=w)  # y (1 - a)
+    return loss.addcmul_(x, positive).neg_(), grad.sub_(positive)
 
 
 def _multilabel_ce(
-    s: torch.Tensor, y: torch.Tensor, valid: torch.Tensor | None, ignore_index: int
+    s: torch.Tensor, y: torch.Tensor, valid: torch.Tensor | None, ignore_index: int, extent: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row ``log(1 + sum_neg e^s) + log(1 + sum_pos e^-s)`` and its derivative (a softmax in each group).
 
     ``y``: targets in [0, 1] (0 where ignored; anything but 0 or 1 raises), ``valid``: None when nothing
-    is ignored. Each group is shifted by its own max (floored at 0, the implicit 0 logit), so no term
-    under- or overflows; ignored entries get -inf and drop out of both groups. Float arithmetic on ``y``
-    in two [..., C] buffers instead of boolean masks (several times faster on CPU).
+    is ignored, ``extent``: ``max |s|``. When ``extent + log C <= 80`` no exponential or row sum can
+    overflow and the sums are taken as they are; otherwise each group is shifted by its own max (floored
+    at 0, the implicit 0 logit). Ignored entries get -inf and drop out of both groups. Float arithmetic on
+    ``y`` in two [..., C] buffers instead of boolean masks (several times faster on CPU).
     """
     buffer = torch.rsub(y, 1.0)
     if torch.dot(y.reshape(-1), buffer.reshape(-1)) > 0:  # some y strictly inside (0, 1)
         raise ValueError(
             f"multi-label targets must be 0, 1 or ignore_index={ignore_index}; got {y[buffer * y > 0][0]:g}"
         )
-    low, high = torch.aminmax(s) if s.numel() else (s.new_zeros(()), s.new_zeros(()))
-    below = -2.0 * torch.maximum(-low, high) - 1.0  # added to one group: below every entry of the other
     t = torch.addcmul(s, s, y, value=-2.0)  # s for negatives, -s for positives
     if valid is not None:
         t.masked_fill_(~valid, -math.inf)
-    m_pos = torch.addcmul(t, buffer, below, out=buffer).amax(-1).clamp_(min=0.0)
-    m_neg = torch.addcmul(t, y, below, out=buffer).amax(-1).clamp_(min=0.0)
-    e = t.sub_(torch.lerp(m_neg[..., None], m_pos[..., None], y, out=buffer)).exp_()
-    e_pos = torch.mul(e, y, out=buffer)
-    e_neg = e.sub_(e_pos)  # exact: y is 0 or 1
-    d_pos = e_pos.sum(-1).add_(torch.exp(-m_pos))
-    d_neg = e_neg.sum(-1).add_(torch.exp(-m_neg))
-    loss = m_pos + d_pos.log() + m_neg + d_neg.log()
-    grad = e_neg.div_(d_neg[..., None]).sub_(e_pos.div_(d_pos[..., None]))
+    if extent + math.log(max(s.shape[-1], 1)) <= _FAST_EXTENT:
+        e_neg = buffer.mul_(t.exp_())  # exact: 1 - y is 0 or 1
+        e_pos = t.sub_(e_neg)
+        d_pos, d_neg = e_pos.sum(-1).add_(1.0), e_neg.sum(-1).add_(1.0)
+        loss = d_pos.log() + d_neg.log()
+    else:
+        below = -2.0 * extent - 1.0  # added to one group: below every entry of the other
+        m_pos = torch.add(t, buffer, alpha=below, out=buffer).amax(-1).clamp_(min=0.0)
+        m_neg = torch.add(t, y, alpha=below, out=buffer).amax(-1).clamp_(min=0.0)
+        e = t.sub_(torch.lerp(m_neg[..., None], m_pos[..., None], y, out=buffer)).exp_()
+        e_pos = torch.mul(e, y, out=buffer)
+        e_neg = e.sub_(e_pos)  # exact: y is 0 or 1
+        d_pos = e_pos.sum(-1).add_(torch.exp(-m_pos))
+        d_neg = e_neg.sum(-1).add_(torch.exp(-m_neg))
+        loss = m_pos + d_pos.log() + m_neg + d_neg.log()
+    grad = e_neg.mul_(d_neg.reciprocal_()[..., None]).addcmul_(
+        e_pos, d_pos.reciprocal_()[..., None], value=-1.0
+    )
     return loss, grad
+
+
+def _cross_entropy(
+    a: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, scale: float, fresh: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``w_y (logsumexp(a) - a_y)`` per row and its derivative ``scale w_y (softmax(a) - onehot(y))`` in the
+    logits z, for adjusted logits ``a = scale z + offsets`` ``[N, C]``. ``fresh``: ``a`` is a temporary that
+    may be overwritten. One exp and a few in-place passes (PyTorch's fused kernel makes two exp passes)."""
+    index = y[:, None]
+    shifted = a.amax(-1, keepdim=True).neg_()
+    e = a.add_(shifted) if fresh else torch.add(a, shifted)
+    e_y = e.gather(-1, index)
+    total = e.exp_().sum(-1, keepdim=True)
+    loss = total.log() - e_y
+    step = torch.full_like(e_y, scale) if weight is None else weight[y][:, None] * scale
+    if weight is not None:
+        loss.mul_(weight[y][:, None])
+    grad = e.mul_(step / total).scatter_add_(-1, index, step.neg_())
+    return loss.squeeze(-1), grad
+
+
+def _softmax_dice(
+    z: torch.Tensor, y: torch.Tensor, alpha: float, smooth: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row Dice ``sum_c 1 - (2 p~_c q_c + s) / (p~_c + q_c + s)``, ``q = onehot(y)``, ``p~ = p (1 - p)**alpha``,
+    ``p = softmax(z)``, and its derivative.
+
+    A non-target class adds ``p~ / (p~ + s)``, the target ``(1 - p~) / (1 + s + p~)``. With ``G = dloss/dp``
+    (``s (dp~/dp) / (p~ + s)**2`` off target, ``-(2 + s) (dp~/dp) / (1 + s + p~)**2`` on it) and
+    ``dp~/dp = (1 - p)**(alpha - 1) (1 - (1 + alpha) p)`` (``1 - p`` floored at 1e-12), the gradient is
+    ``p G - p <p, G>``.
+    """
+    index = y[:, None]
+    p = torch.softmax(z, -1)
+    if not alpha:
+        adjusted, slope = p, None
+    else:
+        q = torch.rsub(p, 1.0).clamp_(min=_EPS)
+        if alpha == 1:
+            adjusted, slope = q.mul_(p), None  # (1 - p)**(alpha - 1) = 1
+        else:
+            slope = q.log_().mul_(alpha - 1.0).exp_()  # (1 - p)**(alpha - 1)
+            adjusted = torch.rsub(p, 1.0).mul_(slope).mul_(p)
+    r = torch.add(adjusted, smooth).reciprocal_()  # 1 / (p~ + s)
+    p_y, adjusted_y = p.gather(-1, index), adjusted.gather(-1, index)
+    # every class as a non-target, then the target's own term in place of its non-target one
+    ratio = adjusted.mul_(r) if adjusted is not p else torch.mul(p, r)
+    loss = (
+        ratio.sum(-1, keepdim=True) - ratio.gather(-1, index) + (1 - adjusted_y) / (1 + smooth + adjusted_y)
+    )
+    del ratio, adjusted
+    grad = r.mul_(r).mul_(smooth)
+    slope_y = 1.0
+    if alpha:
+        if slope is not None:
+            grad.mul_(slope)
+            slope_y = (1.0 - p_y).clamp_(min=_EPS).pow_(alpha - 1.0)
+        grad.addcmul_(grad, p, value=-(1.0 + alpha))
+        slope_y = slope_y * (1.0 - (1.0 + alpha) * p_y)
+    grad.scatter_(-1, index, -(2.0 + smooth) * slope_y / (1.0 + smooth + adjusted_y) ** 2)
+    grad.mul_(p)
+    return loss.squeeze(-1), grad.addcmul_(p, grad.sum(-1, keepdim=True), value=-1.0)
+
+
+def _softmax_f1_ce(
+    z: torch.Tensor, y: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row ``-sum_c a_c log(1 - p_c) + a_y log(1 - p_y) - (1 - a_y) log p_y`` with ``a = F1 / 2`` of the
+    batch (one-vs-rest smooth F1 over the valid rows, held constant) and its derivative ``h - p sum_c h_c``,
+    ``h_c = a_c p_c / (1 - p_c)`` off target, ``h_y = -(1 - a_y)`` (``1 - p`` floored at 1e-12)."""
+    index = y[:, None]
+    logp = torch.log_softmax(z, -1)
+    logp_y = logp.gather(-1, index).squeeze(-1)
+    p = torch.exp(logp)
+    weight = valid.to(z.dtype)
+    predicted = weight @ p
+    true_positive = z.new_zeros(z.shape[-1]).index_add_(0, y, logp_y.exp() * weight)
+    positives = z.new_zeros(z.shape[-1]).index_add_(0, y, weight)
+    half_f1 = true_positive / (positives + predicted).clamp(min=_EPS)
+    q = torch.neg(p, out=logp).add_(1.0).clamp_(min=_EPS)  # 1 - p, in logp's buffer
+    h = torch.div(p, q).mul_(half_f1)
+    log_q = q.log_()
+    a_y = half_f1[y]
+    loss = a_y * log_q.gather(-1, index).squeeze(-1) - log_q @ half_f1 - (1 - a_y) * logp_y
+    h.scatter_(-1, index, (a_y - 1.0)[:, None])
+    return loss, h.addcmul_(p, h.sum(-1, keepdim=True), value=-1.0)
 
 
 def _softmax_per_item(
@@ -292,7 +453,11 @@ class _ImbalanceLoss(TrainerLoss):
         self.ignore_index = ignore_index
         self.check_finite = bool(check_finite)
 
-    def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def per_item(
+        self, logits: torch.Tensor, labels: Any, extent: float | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-item losses and the valid mask (None: all valid); ``extent`` is ``max |logits|`` when the
+        finiteness check computed it, else None."""
         raise NotImplementedError
 
     def _items(self, num_items_in_batch: Any, logits: torch.Tensor) -> Any:
@@ -301,43 +466,55 @@ class _ImbalanceLoss(TrainerLoss):
     def loss(self, logits: torch.Tensor, labels: Any, num_items_in_batch: Any = None) -> torch.Tensor:
         if not isinstance(logits, torch.Tensor):
             raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
-        # one reduction instead of torch.isfinite (3 passes): any NaN or inf makes the sum non-finite
-        if self.check_finite and not torch.isfinite(logits.detach().sum(dtype=torch.float32)):
-            bad = int((~torch.isfinite(logits)).sum())
-            what = (
-                f"{bad} of {logits.numel()} logits are NaN or inf"
-                if bad
-                else "the logits' sum overflows float32"
-            )
-            raise ValueError(f"{what}; the model diverged or overflowed before the loss")
-        per_item, valid = self.per_item(logits, labels)
+        extent = None
+        if self.check_finite and logits.numel():
+            # one reduction instead of torch.isfinite (3 passes): a NaN or inf shows up in the min or max
+            low, high = (float(v) for v in torch.aminmax(logits.detach()))
+            if not (math.isfinite(low) and math.isfinite(high)):
+                bad = int((~torch.isfinite(logits)).sum())
+                raise ValueError(
+                    f"{bad} of {logits.numel()} logits are NaN or inf; the model diverged or overflowed before "
+                    "the loss"
+                )
+            extent = max(-low, high)
+        per_item, valid = self.per_item(logits, labels, extent)
         if valid is not None and valid.all():  # one cheap pass instead of a masked sum and its backward
             valid = None
         return reduce_loss(per_item, valid, self._items(num_items_in_batch, logits))
 
 
 class _SoftmaxLoss(_ImbalanceLoss):
-    """Softmax losses: optional logit offsets, class weights, focal modulation and label smoothing."""
-
-    gamma: float = 0.0
+    """Softmax cross-entropy on adjusted logits ``scale z + offsets``, with optional class weights and label
+    smoothing. Without label smoothing the value and gradient come from one hand-written pass."""
 
     def __init__(self, *, label_smoothing: float = 0.0, ignore_index: int = -100, check_finite: bool = True):
         super().__init__(ignore_index=ignore_index, check_finite=check_finite)
         self.label_smoothing = _check_number(label_smoothing, "label_smoothing", 0.0, 1.0, high_open=True)
 
+    #: ``d adjust_logits / d logits`` (the adjustment is ``logit_scale * z + offsets``).
+    logit_scale: float = 1.0
+
     def adjust_logits(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The float32 logits ``[N, C]`` the softmax is taken of (identity here)."""
+        """The float32 logits ``[N, C]`` the softmax is taken of (identity here; else a new tensor)."""
         return logits
 
     def weights(self, logits: torch.Tensor) -> torch.Tensor | None:
-        """Per-class weights ``[C]`` (or a scalar) for these logits, or None."""
+        """Per-class weights ``[C]`` for these logits, or None."""
         return None
 
-    def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def per_item(
+        self, logits: torch.Tensor, labels: Any, extent: float | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         z, y, valid = _softmax_inputs(logits, labels, self.ignore_index)
-        return _softmax_per_item(
-            self.adjust_logits(z, y), y, self.weights(z), self.gamma, self.label_smoothing
-        ), valid
+        weights = self.weights(z)
+        if self.label_smoothing:
+            return _softmax_per_item(self.adjust_logits(z, y), y, weights, 0.0, self.label_smoothing), valid
+
+        def compute(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            a = self.adjust_logits(z, y)
+            return _cross_entropy(a, y, weights, self.logit_scale, fresh=a is not z)
+
+        return _PrecomputedGrad.apply(z, compute), valid
 
 
 class WeightedCrossEntropyLoss(_FromCounts, _SoftmaxLoss):
@@ -435,7 +612,9 @@ class FocalLoss(_FromCounts, _ImbalanceLoss):
             raise ValueError("FocalLoss.from_dataset sets per-class alpha for activation='softmax' only")
         return cls(alpha=class_weights(counts, weighting, beta=beta, smoothing=smoothing), **kwargs)
 
-    def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def per_item(
+        self, logits: torch.Tensor, labels: Any, extent: float | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.activation == "softmax":
             z, y, valid = _softmax_inputs(logits, labels, self.ignore_index)
             alpha = None if self.alpha is None else _per_class(self.alpha, z.shape[-1], "alpha", z)
@@ -444,6 +623,12 @@ class FocalLoss(_FromCounts, _ImbalanceLoss):
         alpha = (
             None if self.alpha is None else _per_class(self.alpha, x.shape[-1] if x.dim() else 1, "alpha", x)
         )
+        buffer = torch.empty_like(x)
+        if _extent(x, extent) <= _FAST_EXTENT and _is_hard(y, buffer):
+            hard_alpha = float(alpha) if alpha is not None and not alpha.dim() else alpha
+            return _PrecomputedGrad.apply(
+                x, lambda x: _sigmoid_focal_hard(x, y, self.gamma, hard_alpha, buffer)
+            ), valid
         return _PrecomputedGrad.apply(x, lambda x: _sigmoid_focal(x, y, self.gamma, alpha)), valid
 
     def extra_repr(self) -> str:
@@ -547,6 +732,10 @@ class LDAMLoss(_FromCounts, _SoftmaxLoss):
         self.register_buffer("drw_weights", weights.float())
         self.reweight = False
 
+    @property
+    def logit_scale(self) -> float:  # type: ignore[override]
+        return self.scale
+
     def adjust_logits(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         margins = _per_class(self.margins, logits.shape[-1], "margins", logits)
         scaled = logits * self.scale  # a new tensor: the in-place margin below does not touch the logits
@@ -595,15 +784,12 @@ class DiceLoss(_ImbalanceLoss):
     def _dice(self, p: torch.Tensor, q: torch.Tensor | float) -> torch.Tensor:
         return 1.0 - (2.0 * p * q + self.smooth) / (p + q + self.smooth)
 
-    def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def per_item(
+        self, logits: torch.Tensor, labels: Any, extent: float | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.activation == "softmax":
             z, y, valid = _softmax_inputs(logits, labels, self.ignore_index)
-            logp = z.log_softmax(-1)
-            p = self._adjusted(logp.exp(), -torch.expm1(logp))
-            # with q one-hot, a non-target class contributes 1 - smooth / (p + smooth) = p / (p + smooth)
-            p_y = p.gather(-1, y[:, None]).squeeze(-1)
-            per = (p / (p + self.smooth)).sum(-1) - p_y / (p_y + self.smooth) + self._dice(p_y, 1.0)
-            return per, valid
+            return _PrecomputedGrad.apply(z, lambda z: _softmax_dice(z, y, self.alpha, self.smooth)), valid
         x, y, valid = _sigmoid_inputs(logits, labels, self.ignore_index)
         if not self.alpha:
             return _PrecomputedGrad.apply(x, lambda x: _sigmoid_soft_dice(x, y, self.smooth)), valid
@@ -628,34 +814,27 @@ class F1WeightedCrossEntropyLoss(_ImbalanceLoss):
         super().__init__(ignore_index=ignore_index, check_finite=check_finite)
         self.activation = _check_activation(activation)
 
-    @staticmethod
-    def _f1(true_positive: torch.Tensor, positives: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
-        return 2 * true_positive / (positives + predicted).clamp(min=_EPS)
-
-    def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def per_item(
+        self, logits: torch.Tensor, labels: Any, extent: float | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.activation == "softmax":
             z, y, valid = _softmax_inputs(logits, labels, self.ignore_index)
-            logp = z.log_softmax(-1)
-            logp_y = logp.gather(-1, y[:, None]).squeeze(-1)
-            with torch.no_grad():  # per-class smooth F1 of this batch, one-vs-rest
-                weight = valid.to(z.dtype)
-                predicted = logp.exp().t() @ weight
-                true_positive = z.new_zeros(z.shape[-1]).index_add_(0, y, logp_y.exp() * weight)
-                positives = z.new_zeros(z.shape[-1]).index_add_(0, y, weight)
-                f1 = self._f1(true_positive, positives, predicted)
-            log_one_minus_p = _one_minus_p(logp).log()
-            # sum over all classes of the negative term, minus the target's, plus the target's positive term
-            negatives = -(log_one_minus_p @ (f1 / 2))
-            target = (
-                log_one_minus_p.gather(-1, y[:, None]).squeeze(-1) * (f1[y] / 2) - (1 - f1[y] / 2) * logp_y
-            )
-            return negatives + target, valid
+            return _PrecomputedGrad.apply(z, lambda z: _softmax_f1_ce(z, y, valid)), valid
         x, y, valid = _sigmoid_inputs(logits, labels, self.ignore_index)
-        with torch.no_grad():
-            dims = tuple(range(x.dim() - 1)) if x.dim() > 1 else (0,)
-            p, weight = torch.sigmoid(x), 1.0 if valid is None else valid.to(x.dtype)
-            f1 = self._f1((p * y * weight).sum(dims), (y * weight).sum(dims), (p * weight).sum(dims))
-        return _PrecomputedGrad.apply(x, lambda x: _f1_weighted_bce(x, y, f1 / 2, p)), valid
+        with torch.no_grad():  # per-column smooth F1; y is already 0 where ignored
+            columns = x.shape[-1] if x.dim() > 1 else 1
+            ones = x.new_ones(x.numel() // columns)
+
+            def column_sums(t: torch.Tensor) -> torch.Tensor:
+                return ones @ t.reshape(-1, columns)
+
+            p = torch.sigmoid(x)
+            buffer = torch.mul(p, y)
+            true_positive = column_sums(buffer)
+            predicted = column_sums(p if valid is None else torch.mul(p, valid, out=buffer))
+            half_f1 = true_positive / (column_sums(y) + predicted).clamp(min=_EPS)
+        extent = _extent(x, extent)
+        return _PrecomputedGrad.apply(x, lambda x: _f1_weighted_bce(x, y, half_f1, p, extent, buffer)), valid
 
     def extra_repr(self) -> str:
         return f"activation={self.activation!r}"
@@ -670,7 +849,9 @@ class MultiLabelCategoricalCrossEntropyLoss(_ImbalanceLoss):
     divided by C to count rows (exact when whole rows are ignored, as for padding tokens).
     """
 
-    def per_item(self, logits: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def per_item(
+        self, logits: torch.Tensor, labels: Any, extent: float | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         targets = _as_labels(labels, logits)
         if logits.dim() < 1 or targets.shape != logits.shape:
             raise ValueError(
@@ -678,7 +859,8 @@ class MultiLabelCategoricalCrossEntropyLoss(_ImbalanceLoss):
                 f"got logits {tuple(logits.shape)} and targets {tuple(targets.shape)}"
             )
         s, y, valid = _sigmoid_inputs(logits, targets, self.ignore_index)
-        per_row = _PrecomputedGrad.apply(s, lambda s: _multilabel_ce(s, y, valid, self.ignore_index))
+        extent = _extent(s, extent)
+        per_row = _PrecomputedGrad.apply(s, lambda s: _multilabel_ce(s, y, valid, self.ignore_index, extent))
         return per_row, None if valid is None else valid.any(-1)
 
     def _items(self, num_items_in_batch: Any, logits: torch.Tensor) -> Any:
