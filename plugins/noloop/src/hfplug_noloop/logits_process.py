@@ -17,9 +17,9 @@ from ._utils import Clocked, PromptClock, as_token_ids, check_int, check_positiv
 from .stopping_criteria import LoopDetector
 
 
-def _check_finite(log_total: torch.Tensor, where: str) -> None:
-    """``log_total`` = logsumexp of each row: NaN or +inf there means a NaN or +inf score in the row."""
-    bad = torch.isnan(log_total) | (log_total == float("inf"))
+def _check_finite(row_max: torch.Tensor, where: str) -> None:
+    """``row_max`` = max of each row: NaN or +inf there means a NaN or +inf score in the row."""
+    bad = torch.isnan(row_max) | (row_max == float("inf"))
     if bool(bad.any()):
         rows = torch.nonzero(bad).flatten().tolist()
         raise ValueError(f"{where}: scores hold NaN or +inf in rows {rows}; the model output is not finite")
@@ -169,8 +169,17 @@ class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
             self.raised.append(torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device))
             return scores
         eos = self.eos_token_id
+        # cheap test first: log p_eos >= max_eos - max - log(vocab); when every row is that far above the
+        # floor (margin 1e-2 + 1e-4 |max| for float rounding), the rows are left as they are without the
+        # full logsumexp. NaN / +inf scores make the test fail and are reported below.
+        top = scores.amax(dim=-1).float()
+        eos_top = (scores[:, eos[0]] if len(eos) == 1 else scores[:, eos].amax(dim=-1)).float()
+        slack = torch.sub(eos_top, top).sub_(top.abs(), alpha=1e-4)
+        if bool((slack >= math.log(floor) + math.log(scores.shape[-1]) + 1e-2).all()):
+            self.raised.append(torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device))
+            return scores
+        _check_finite(top, "SelfTerminatingLogitsProcessor")
         log_total = torch.logsumexp(scores.float(), dim=-1)
-        _check_finite(log_total, "SelfTerminatingLogitsProcessor")
         log_p_eos = (torch.logsumexp(scores[:, eos].float(), dim=-1) - log_total).double()  # (R,)
         # rows whose eos ids are all banned (-inf, e.g. by min_new_tokens) are left alone
         raise_rows = (log_p_eos < math.log(floor)) & torch.isfinite(log_p_eos)
@@ -180,9 +189,11 @@ class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
         # renormalised log-probabilities: log p_v + log((1 - f) / (1 - p_eos)), log p_e + log(f / p_eos)
         shift_other = math.log1p(-floor) - torch.log1p(-log_p_eos.exp()) - log_total
         shift_eos = math.log(floor) - log_p_eos - log_total
-        new = scores.float() + shift_other.float()[:, None]
-        new[:, eos] = scores[:, eos].float() + shift_eos.float()[:, None]
-        return torch.where(raise_rows[:, None], new, scores.float()).to(scores.dtype)
+        rows = torch.nonzero(raise_rows).flatten()
+        out = scores.float().clone()  # one copy; only the raised rows change
+        out[rows] = scores[rows].float() + shift_other.float()[rows, None]
+        out[rows[:, None], eos] = scores[rows][:, eos].float() + shift_eos.float()[rows, None]
+        return out.to(scores.dtype)
 
 
 class DRYLogitsProcessor(LogitsProcessor):
@@ -197,8 +208,9 @@ class DRYLogitsProcessor(LogitsProcessor):
     reaches 1e4 (17 for base 1.75): longer matches get the same, already prohibitive, penalty.
 
     Vectorised over rows and candidates: one comparison over the window finds the earlier copies of
-    the last token, then their match lengths grow in blocks of offsets (32, 64, 128, ...) until none still
-    matches; cost O(window + candidates x longest match) per step, never O(context).
+    the last ``allowed_length`` tokens (when there are none, the scores are returned as they are), then
+    their match lengths grow in blocks of offsets (32, 64, 128, ...) until none still matches; cost
+    O(window x allowed_length + candidates x longest match) per step, never O(context).
     """
 
     def __init__(
@@ -224,6 +236,8 @@ class DRYLogitsProcessor(LogitsProcessor):
             max_exponent = math.ceil(math.log(1e4) / math.log(base)) if base > 1.0 else 0
         self.max_exponent = check_int(max_exponent, "max_exponent", 0)
         self._penalties: dict[tuple, torch.Tensor] = {}
+        self._orders: dict[torch.device, torch.Tensor] = {}
+        self._protected: dict[torch.device, torch.Tensor] = {}
 
     def penalties(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """Penalty by match length L (0 .. allowed_length + max_exponent, the longest length measured):
@@ -237,55 +251,83 @@ class DRYLogitsProcessor(LogitsProcessor):
         return self._penalties[key]
 
     def match_lengths(self, input_ids: torch.LongTensor) -> tuple[torch.Tensor, ...]:
-        """The candidates (row, position i) of the window whose token equals the last token, with their
-        match length and next token x[i+1]; lengths are exact up to allowed_length + max_exponent."""
+        """The candidates (row, position i) of the window whose suffix matches the sequence's suffix over
+        at least ``allowed_length`` tokens (the only ones penalised), with their match length and next
+        token x[i+1]; lengths are exact up to allowed_length + max_exponent."""
         x = input_ids[:, -self.window :]
         width = x.shape[1]
+        cap = min(self.allowed_length + self.max_exponent, width - 1)
+        if cap < self.allowed_length:  # too short for any match of allowed_length tokens
+            empty = x.new_empty(0)
+            return empty, empty, empty
         if self.sequence_breaker_ids:
             is_breaker = torch.isin(
                 x, torch.tensor(self.sequence_breaker_ids, dtype=x.dtype, device=x.device)
             )
             target = x.masked_fill(is_breaker, -2)  # a breaker matches nothing (ids >= 0, padding -1)
-            first = (x[:, :-1] == target[:, -1:]) & ~is_breaker[:, 1:]
         else:
-            target, first = x, x[:, :-1] == x[:, -1:]
-        # offset 0 on all positions; longer offsets only on the surviving candidates
+            target = x
+        # candidates i in [allowed - 1, width - 2] with x[i - k] == target[width - 1 - k] for k < allowed
+        start = self.allowed_length
+        first = x[:, start - 1 : width - 1] == target[:, width - 1 :]
+        for k in range(1, start):
+            first &= x[:, start - 1 - k : width - 1 - k] == target[:, width - 1 - k : width - k]
+        if self.sequence_breaker_ids:
+            first &= ~is_breaker[:, start:]  # the next token x[i + 1] is not a breaker
         rows, positions = torch.nonzero(first, as_tuple=True)
-        lengths = torch.ones_like(positions)
-        cap = min(self.allowed_length + self.max_exponent, width - 1)
-        # windows[r, i + 1, cap - 1 - k] = x[r, i - k] (-1 left of the window), a strided view;
-        # target[r, width - cap:][cap - 1 - k] = x[r, width - 1 - k]: compare both along m = cap - 1 - k
-        windows = torch.nn.functional.pad(x, (cap, 0), value=-1).unfold(1, cap, 1)
-        suffix = target[:, width - cap :]
-        alive = torch.ones_like(positions, dtype=torch.bool)
-        start, size = 1, 32
-        while start < cap and bool(alive.any()):
+        if not rows.numel():
+            return rows, positions, positions
+        nexts = positions + start  # i + 1
+        # longer offsets only on the candidates, along m = cap - 1 - k for k in [start, cap):
+        # windows[r * (width + cap) + i + 1, m] = x[r, i - k] (-1 left of the window), a strided view
+        # of the padded rows laid end to end; suffix[r, m] = target[r, width - 1 - k]
+        padded = torch.constant_pad_nd(x, (cap, 0), -1)
+        windows = (
+            padded.view(-1)
+            .unfold(0, cap - start, 1)
+            .index_select(0, torch.add(nexts, rows, alpha=width + cap))
+        )
+        suffix = target[:, width - cap : width - start].index_select(0, rows)
+        lengths, alive, size = None, None, 32  # alive None: every candidate still matches
+        while start < cap and (alive is None or bool(alive.any())):
             end = min(cap, start + size)  # offsets k in [start, end): m in [cap - end, cap - start)
-            left = windows[rows, positions + 1, cap - end : cap - start]
-            mismatch = left != suffix[rows, cap - end : cap - start]
+            mismatch = windows[:, cap - end : cap - start] != suffix[:, cap - end : cap - start]
             # the run of matches from k = start up: the last mismatch in m order (0 = none)
-            last = (mismatch * torch.arange(1, end - start + 1, device=x.device)).amax(dim=1)
-            run = (
-                end - start - last if start == 1 else torch.where(alive, end - start - last, 0)
-            )  # 1: all alive
-            lengths += run
+            last = (mismatch * self._order(end - start, x.device)).amax(dim=1)
+            run = torch.sub(end - start, last) if alive is None else torch.where(alive, end - start - last, 0)
             alive = run == end - start
+            lengths = run.add_(start) if lengths is None else lengths.add_(run)
             start, size = end, size * 2
-        return rows, lengths, x[rows, positions + 1]
+        if lengths is None:
+            lengths = torch.full_like(positions, start)
+        return rows, lengths, x[rows, nexts]
+
+    def _order(self, size: int, device: torch.device) -> torch.Tensor:
+        """1, 2, ..., size on ``device`` (cached)."""
+        order = self._orders.get(device)
+        if order is None or order.numel() < size:
+            order = self._orders[device] = torch.arange(1, max(size, 32) + 1, device=device)
+        return order[:size]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if input_ids.shape[1] < 2:
             return scores
         rows, lengths, next_tokens = self.match_lengths(input_ids)
+        if not rows.numel():  # no repeat of allowed_length tokens: nothing to penalise
+            return scores
         candidate = self.penalties(scores.dtype, scores.device)[lengths]
+        if self.protected_token_ids:  # never penalised: penalty 0 leaves the score as it is
+            protected = self._protected.get(scores.device)
+            if protected is None:
+                protected = torch.tensor(self.protected_token_ids, device=scores.device)
+                self._protected[scores.device] = protected
+            candidate.masked_fill_(torch.isin(next_tokens, protected), 0.0)
         # the penalty grows with the length, so the largest candidate penalty is the longest match's:
         # out_v = min(scores_v, min over candidates c with next token v of scores_v - penalty_c)
-        flat = rows * scores.shape[1] + next_tokens
-        penalised = scores.reshape(-1)[flat] - candidate
+        flat = torch.add(next_tokens, rows, alpha=scores.shape[1])
+        penalised = scores.take(flat).sub_(candidate)
         out = scores.clone(memory_format=torch.contiguous_format)  # one copy of the scores, not two
         out.view(-1).scatter_reduce_(0, flat, penalised, reduce="amin", include_self=True)
-        if self.protected_token_ids:  # never penalised
-            out[:, self.protected_token_ids] = scores[:, self.protected_token_ids]
         return out
 
 
