@@ -120,3 +120,22 @@ def test_long_matches_over_several_blocks():
     )
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     assert (got != scores).any()
+
+
+def test_rows_without_a_repeat_keep_their_scores_exactly():
+    """Large vocabulary, few repeats: only the rows with a repeated (allowed_length)-gram change."""
+    generator = torch.Generator().manual_seed(11)
+    input_ids = torch.randperm(5000, generator=generator)[:600].reshape(4, 150)  # no token repeats
+    input_ids[1, 40:42] = input_ids[1, -2:]  # a repeated bigram: penalises input_ids[1, 42]
+    input_ids[2, 70] = input_ids[2, -1]  # a repeat of the last token alone: below allowed_length 2
+    scores = torch.randn(4, 5000, generator=generator)
+    processor = DRYLogitsProcessor(protected_token_ids=[3])
+    got = processor(input_ids, scores.clone())
+    settings = dict(
+        multiplier=0.8, base=1.75, allowed_length=2, window=1024, breakers=(), protected=(3,), max_exponent=17
+    )
+    expected = torch.stack([reference_dry(r, s, **settings) for r, s in zip(input_ids, scores, strict=True)])
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    changed = (got != scores).any(dim=1).tolist()
+    assert changed == [False, True, False, False]
+    assert processor(input_ids[[0, 2, 3]], scores[[0, 2, 3]]).equal(scores[[0, 2, 3]])

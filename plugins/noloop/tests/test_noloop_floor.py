@@ -142,3 +142,27 @@ def test_nan_scores_are_reported():
     scores[1, 4] = float("nan")
     with pytest.raises(ValueError, match=r"rows \[1\]"):
         floor(torch.zeros(2, 3, dtype=torch.long), scores)
+
+
+@pytest.mark.parametrize("scale", [0.5, 3.0, 20.0])
+def test_raise_decision_matches_a_double_precision_reference(scale):
+    """Rows below the floor are raised to it exactly, the others are returned bit for bit; the decision
+    equals p_eos < floor computed in float64, also when every row is far above (the cheap bound)."""
+    generator = torch.Generator().manual_seed(int(scale * 10))
+    scores = torch.randn(64, 3000, generator=generator) * scale
+    for eps, gaps in ((0.01, (-15.0, 12.0)), (1e-6, (-1.0, 3.0))):  # mixed rows; all far above
+        scores[:, EOS] = scores.amax(dim=-1) + torch.linspace(*gaps, 64)
+        step = 40
+        floor_value = 1 - (1 - eps) ** step
+        processor = SelfTerminatingLogitsProcessor(eps, EOS)
+        for t in range(step):  # the clock counts generated tokens from the shapes it sees
+            out = processor(torch.zeros(64, 5 + t, dtype=torch.long), scores.clone())
+        p_eos = torch.softmax(scores.double(), dim=-1)[:, EOS]
+        below = p_eos < floor_value
+        assert processor.raised[-1].tolist() == below.tolist()
+        assert out[~below].equal(scores[~below])
+        q_eos = torch.softmax(out.double(), dim=-1)[:, EOS]
+        torch.testing.assert_close(
+            q_eos[below], torch.full_like(q_eos[below], floor_value), rtol=1e-5, atol=0
+        )
+        assert 0 < int(below.sum()) < 64 if eps == 0.01 else not below.any()
