@@ -303,12 +303,15 @@ def _cross_entropy(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``w_y (logsumexp(a) - a_y)`` per row and its derivative ``scale w_y (softmax(a) - onehot(y))`` in the
     logits z, for adjusted logits ``a = scale z + offsets`` ``[N, C]``. ``fresh``: ``a`` is a temporary that
-    may be overwritten. One exp and a few in-place passes (PyTorch's fused kernel makes two exp passes)."""
+    may be overwritten. One exp and a few in-place passes (PyTorch's fused kernel makes two exp passes);
+    probabilities below e^-80 are floored there."""
     index = y[:, None]
     shifted = a.amax(-1, keepdim=True).neg_()
     e = a.add_(shifted) if fresh else torch.add(a, shifted)
     e_y = e.gather(-1, index)
-    total = e.exp_().sum(-1, keepdim=True)
+    # exp(-80) is still a normal float: no denormals (slow on CPU) from strongly scaled logits, e.g. LDAM's
+    # s = 30; the floor adds at most C e^-80 to the sum
+    total = e.clamp_(min=-_FAST_EXTENT).exp_().sum(-1, keepdim=True)
     loss = total.log() - e_y
     step = torch.full_like(e_y, scale) if weight is None else weight[y][:, None] * scale
     if weight is not None:
