@@ -51,6 +51,7 @@ class LoopDetector:
         self.periods, self.spans = periods, spans
         self.tail = int(spans.max())
         checks = int((spans - periods).max())  # comparisons x[T - j] == x[T - j - p], j < p * (c - 1)
+        self._head = min(4, int((spans - periods).min()))  # checks every period makes
         self._checks = -(-checks // 8) * 8  # a multiple of 8: the (P, J) bool rows are read as int64 words
         self._width = max(self.tail, max_pattern_size + self._checks)  # reversed tail, padded for the views
         relevant = torch.arange(self._checks)[None, :] < (spans - periods)[:, None]  # (P, J)
@@ -72,12 +73,17 @@ class LoopDetector:
         rev = torch.nn.functional.pad(rev, (0, self._width - rev.shape[1]), value=-1)
         # shifted[:, p - p_min, j] = rev[:, j + p] = x[T - j - p]: a strided view, no gather
         shifted = rev.unfold(1, self._checks, 1)[:, self.min_pattern_size : self.max_pattern_size + 1]
+        # necessary condition first: the first few checks of some (row, period) all hold
+        head = self._head
+        if not bool((shifted[:, :, :head] == rev[:, None, :head]).all(-1).any()):
+            return torch.zeros(rows, dtype=torch.long, device=device)
         mismatch = torch.empty(shifted.shape, dtype=torch.bool, device=device)  # contiguous
         torch.ne(shifted, rev[:, None, : self._checks], out=mismatch)
         # any relevant mismatch, eight bytes (0 / 1, so every word is >= 0) at a time
         found = (mismatch.view(torch.int64) & self._relevant).amax(-1) == 0  # (R, P)
         if isinstance(num_generated, int):
-            found &= self.spans <= num_generated
+            if num_generated < self.tail:
+                found &= self.spans <= num_generated
         else:
             found &= self.spans[None, :] <= torch.as_tensor(num_generated, device=device).reshape(-1, 1)
         first = torch.where(found, self.periods, self.max_pattern_size + 1).amin(-1)
@@ -124,6 +130,7 @@ class LoopStoppingCriteria(Clocked, StoppingCriteria):
     ) -> None:
         self.detector = LoopDetector(min_pattern_size, max_pattern_size, min_count, window, min_loop_tokens)
         self.eos_token_id = as_token_ids(eos_token_id, "eos_token_id", allow_empty=True)
+        self._eos = torch.tensor(self.eos_token_id, dtype=torch.long)
         self._clock = PromptClock(offset=1)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
@@ -135,12 +142,14 @@ class LoopStoppingCriteria(Clocked, StoppingCriteria):
             self._ended = torch.zeros(rows, dtype=torch.bool, device=input_ids.device)
         period = self.detector(input_ids, num_generated)
         fired = period > 0
-        fresh = fired & (self.stopped_at < 0) & ~self._ended
-        self.loop_period = torch.where(fresh, period, self.loop_period)
-        self.stopped_at = torch.where(fresh, num_generated, self.stopped_at)
+        if bool(fired.any()):
+            fresh = fired & (self.stopped_at < 0) & ~self._ended
+            self.loop_period = torch.where(fresh, period, self.loop_period)
+            self.stopped_at = torch.where(fresh, num_generated, self.stopped_at)
         if self.eos_token_id:
-            eos = torch.tensor(self.eos_token_id, device=input_ids.device)
-            self._ended |= torch.isin(input_ids[:, -1], eos)
+            if self._eos.device != input_ids.device:
+                self._eos = self._eos.to(input_ids.device)
+            self._ended |= torch.isin(input_ids[:, -1], self._eos)
         return fired
 
     def report(self) -> list[dict]:
