@@ -198,6 +198,22 @@ def test_sigmoid_focal_matches_torchvision(alpha, gamma):
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("scale", [3.0, 200.0])  # |logits| below / beyond 80: sigmoid-log / softplus paths
+def test_sigmoid_focal_soft_and_hard_targets_match_torchvision(scale):
+    g = torch.Generator().manual_seed(7)
+    logits = torch.randn(16, 6, generator=g, dtype=torch.float64) * scale
+    hard = (torch.rand(16, 6, generator=g) < 0.3).double()
+    soft = hard.clone()
+    soft[3, 2] = 0.7  # one soft target sends the whole batch down the general path
+    for targets in (hard, soft):
+        ref_value, ref_grad = _grad(
+            lambda x, t=targets: _torchvision_sigmoid_focal_loss(x, t, 0.25, 2.0), logits
+        )
+        value, grad = _grad(FocalLoss(alpha=0.25, activation="sigmoid"), logits.float(), targets.float())
+        torch.testing.assert_close(value.double(), ref_value, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-7)
+
+
 def test_logit_adjusted_matches_menon_pairwise_form():
     """Menon et al. (2021) eq. 11: log[1 + sum_{y' != y} (pi_y'/pi_y)^tau exp(f_y' - f_y)]."""
     logits, labels = _batch(20, 4, seed=6)

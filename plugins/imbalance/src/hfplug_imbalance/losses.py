@@ -135,9 +135,9 @@ def _extent(x: torch.Tensor, extent: float | None) -> float:
 
 
 def _is_hard(y: torch.Tensor, scratch: torch.Tensor) -> bool:
-    """Whether every target in [0, 1] is exactly 0 or 1: ``sum y (1 - y)`` adds non-negative terms, all 0 then.
-    ``scratch``: a buffer of y's shape that is overwritten."""
-    return not bool(torch.dot(y.reshape(-1), torch.neg(y, out=scratch).add_(1.0).reshape(-1)) > 0)
+    """Whether every target in [0, 1] is exactly 0 or 1: ``y - y**2`` is 0 for those and positive (also in
+    float32) for any other; ``scratch``: a buffer of y's shape that is overwritten."""
+    return not bool(torch.addcmul(y, y, y, value=-1.0, out=scratch).amax() > 0) if y.numel() else True
 
 
 def _neg_softplus(x: torch.Tensor, extent: float) -> torch.Tensor:
