@@ -341,9 +341,8 @@ class FreeLB(AdversarialCallback):
         if not self._sharded:
             params = [p for p in self._wrapper.model.parameters() if p.requires_grad] or None
         losses, embeds = [batch.loss], batch.embeds
-        param_grads: list[
-            dict[int, torch.Tensor]
-        ] = []  # per differentiated pass: parameter index -> gradient
+        # per differentiated pass: parameter index -> gradient
+        param_grads: list[dict[int, torch.Tensor]] = []
         for _ in range(1, self.steps):
             if params is None:
                 grads = self._grad(losses[-1], embeds, retain=True)
