@@ -26,7 +26,7 @@ from hfplug.data import load_peoples_daily, long_tailed_reviews
 from . import compress, finetune, generation, pretrain, vocabulary
 from .settings import ATTENTION_CHOICES, PRESETS, preset
 from .table import render
-from .training import is_main_process, main_process_first
+from .training import finish, is_main_process, main_process_first
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
             f"\nseed {args.seed}, preset {args.preset}, {args.attention} attention, {results['seconds']:.0f} s; "
             f"latency is measured (all other numbers are deterministic for a seed); details in {args.output_dir / 'results.json'}"
         )
+    finish()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from transformers import DataCollatorWithPadding, PreTrainedModel, PreTrainedTok
 
 from .finetune import classification_trainer, test_metrics
 from .settings import DemoSettings
+from .training import is_main_process
 
 
 def compress(
@@ -48,7 +49,8 @@ def compress(
     trainer.train()
     seconds = time.perf_counter() - start
     successor = export_successor(trainer.model)
-    successor.save_pretrained(out_dir)
+    if is_main_process():
+        successor.save_pretrained(out_dir)
     scorer = classification_trainer(
         successor, tokenizer, train, test, settings, seed, out_dir / "eval", False
     )

@@ -79,7 +79,7 @@ def train_lm(
     trainer = Trainer(
         model=model,
         args=training_arguments(
-            out_dir, seed, settings.pretrain_lr, settings.lm_batch_size, progress, max_steps=settings.lm_steps
+            out_dir, seed, settings.lm_lr, settings.lm_batch_size, progress, max_steps=settings.lm_steps
         ),
         train_dataset=examples,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),

@@ -16,7 +16,13 @@ from transformers import (
 )
 
 from .settings import DemoSettings
-from .training import attention_implementation, configure_attention, training_arguments, wait_for_everyone
+from .training import (
+    attention_implementation,
+    configure_attention,
+    is_main_process,
+    training_arguments,
+    wait_for_everyone,
+)
 
 
 def mlm_blocks(ids: list[list[int]], tokenizer: PreTrainedTokenizerBase, max_length: int) -> datasets.Dataset:
@@ -76,8 +82,9 @@ def pretrain_mlm(
     start = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - start
-    trainer.save_model(str(out_dir))
-    tokenizer.save_pretrained(out_dir)
+    trainer.save_model(str(out_dir))  # rank 0 writes
+    if is_main_process():
+        tokenizer.save_pretrained(out_dir)
     wait_for_everyone()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return {

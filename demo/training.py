@@ -63,3 +63,11 @@ def main_process_first():
 
 def wait_for_everyone() -> None:
     PartialState().wait_for_everyone()
+
+
+def finish() -> None:
+    """Under torchrun: wait for every rank, then close the process group (gloo aborts at exit otherwise)."""
+    state = PartialState()
+    if state.use_distributed:
+        state.wait_for_everyone()
+        state.destroy_process_group()
