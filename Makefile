@@ -23,7 +23,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install $(PIP_FLAGS) -c constraints.txt pip hatchling
-	$(PIP) install $(PIP_FLAGS) -c constraints.txt --no-build-isolation -e ".[dev,data]"
+	$(PIP) install $(PIP_FLAGS) -c constraints.txt --no-build-isolation -e ".[dev,data,metrics]"
 	$(if $(PLUGIN_DIRS),$(PIP) install $(PIP_FLAGS) -c constraints.txt --no-build-isolation $(foreach p,$(PLUGIN_DIRS),-e $(p)))
 	$(PIP) install $(PIP_FLAGS) -c constraints.txt --no-deps $(ASSETS)
 	@touch $@
