@@ -652,21 +652,57 @@ def test_hand_written_backward_passes_gradcheck_and_match_autograd(case):
 
 
 @pytest.mark.parametrize("row", [False, True])
-def test_precomputed_grad_scales_its_buffer_once(row):
-    """The loss Function hands its gradient buffer on, scaled by the upstream gradient, and refuses a second
-    backward through the same graph (the buffer is gone)."""
+def test_precomputed_grad_backward_in_place_retained_and_double(row):
+    """The loss Function scales its stored gradient by the upstream one: out of place while the graph is kept
+    (a second backward gives the same), in place (the buffer itself becomes .grad) when it is freed, and
+    through the plain ``reference`` formula under create_graph (checked by gradgradcheck)."""
     from hfplug_imbalance.losses import _PrecomputedGrad
 
     x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
-    stored = torch.arange(12.0, dtype=torch.float64).reshape(4, 3)
+
+    def reference(v):  # sum(v**3 / 3) per row or per element; its gradient v**2 is what compute returns
+        return (v**3 / 3).sum(-1) if row else v**3 / 3
 
     def compute(v):
-        return (v.sum(-1) if row else v * 1.0), stored.clone()
+        return reference(v), v**2
+
+    def ours(v):
+        return _PrecomputedGrad.apply(v, compute, reference)
 
     upstream = torch.randn(4 if row else (4, 3), dtype=torch.float64)
-    value = _PrecomputedGrad.apply(x, compute)
-    torch.testing.assert_close(value, x.detach().sum(-1) if row else x.detach())
+    expected = x.detach() ** 2 * (upstream[:, None] if row else upstream)
+    value = ours(x)
+    torch.testing.assert_close(value, reference(x.detach()))
     value.backward(upstream, retain_graph=True)
-    torch.testing.assert_close(x.grad, stored * (upstream[:, None] if row else upstream))
-    with pytest.raises(RuntimeError, match="second backward through the same loss"):
-        value.backward(upstream)
+    torch.testing.assert_close(x.grad, expected)
+    x.grad = None
+    value.backward(upstream)
+    torch.testing.assert_close(x.grad, expected)
+    assert torch.autograd.gradgradcheck(ours, (x,))
+
+
+@pytest.mark.parametrize("name", sorted(ALL_LOSSES))
+def test_gradient_penalty_double_backward_matches_plain_autograd(name):
+    """create_graph=True (a gradient penalty's double backward): the first-order gradient is the usual one and
+    the penalty's gradient matches central differences of the penalty along a random direction (the F1 losses
+    recompute their stop-gradient weights from the logits, so only finiteness is checked for them)."""
+    loss = ALL_LOSSES[name]()
+    logits = torch.randn(8, 4, generator=torch.Generator().manual_seed(17)) * 2
+    targets = _targets(name)
+    x = logits.clone().requires_grad_(True)
+    (plain_grad,) = torch.autograd.grad(loss(x, targets), x)
+    (grad,) = torch.autograd.grad(loss(x, targets), x, create_graph=True)
+    torch.testing.assert_close(grad, plain_grad)
+    (penalty_grad,) = torch.autograd.grad(grad.pow(2).sum(), x)
+    assert torch.isfinite(penalty_grad).all() and penalty_grad.abs().sum() > 0
+    if name.startswith("f1_weighted_ce"):
+        return
+
+    def penalty(v):
+        (g,) = torch.autograd.grad(loss(v.requires_grad_(True), targets), v)
+        return float(g.double().pow(2).sum())
+
+    direction = torch.randn(8, 4, generator=torch.Generator().manual_seed(18))
+    eps = 1e-2
+    numeric = (penalty(logits + eps * direction) - penalty(logits - eps * direction)) / (2 * eps)
+    assert float((penalty_grad * direction).sum()) == pytest.approx(numeric, rel=2e-2, abs=1e-6)

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from hfplug.losses import TrainerLoss, reduce_loss
 
@@ -147,30 +146,92 @@ def _neg_softplus(x: torch.Tensor, extent: float) -> torch.Tensor:
     return F.softplus(x).neg_()
 
 
+def _graph_is_kept() -> bool:
+    """Whether the running backward keeps the graph (``retain_graph`` / ``create_graph``); True when this torch
+    cannot tell (the query is the one torch's own AOT autograd uses to free saved tensors early)."""
+    query = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+    return True if query is None else bool(query())
+
+
 class _PrecomputedGrad(torch.autograd.Function):
     """Value and gradient from one no-grad pass: ``compute(x) -> (loss, dloss/dx)``.
 
     ``loss`` has the shape of ``x`` or of ``x`` without its last dimension (one value per row). Backward
-    scales the stored gradient in place and hands that buffer on (no new [..., C] tensor), so the graph can
-    be backpropagated once: a second backward through the same loss (``retain_graph=True``) raises.
+    scales the stored gradient by the upstream one: in place, handing that buffer on (no new [..., C] tensor),
+    when the graph is freed after this backward; out of place when it is kept (``retain_graph=True``).
+    Under ``create_graph=True`` (double backward, e.g. a gradient penalty) it differentiates
+    ``reference(x)``, the same loss written in plain autograd operations, instead.
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, compute: Any) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, compute: Any, reference: Any) -> torch.Tensor:
         loss, grad = compute(x)
-        ctx.grad, ctx.row = grad, loss.dim() < x.dim()
+        ctx.save_for_backward(x)
+        ctx.grad, ctx.row, ctx.reference = grad, loss.dim() < x.dim(), reference
         return loss
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        if torch.is_grad_enabled():
+            (x,) = ctx.saved_tensors
+            (grad,) = torch.autograd.grad(ctx.reference(x), x, grad_output, create_graph=True)
+            return grad, None, None
+        scale = grad_output[..., None] if ctx.row else grad_output
+        if _graph_is_kept():
+            return ctx.grad * scale, None, None
         grad, ctx.grad = ctx.grad, None
-        if grad is None:
-            raise RuntimeError(
-                "this hfplug_imbalance loss hands its gradient buffer on at the first backward; a second "
-                "backward through the same loss (retain_graph=True) is not supported: compute the loss again"
-            )
-        return grad.mul_(grad_output[..., None] if ctx.row else grad_output), None
+        return grad.mul_(scale), None, None
+
+
+# Plain autograd formulas of the hand-written losses, differentiated under create_graph=True.
+
+
+def _plain_sigmoid_focal(
+    x: torch.Tensor, y: torch.Tensor, gamma: float, alpha: float | torch.Tensor | None
+) -> torch.Tensor:
+    p = torch.sigmoid(x)
+    loss = (p + y - 2 * p * y).clamp(min=_EPS) ** gamma * F.binary_cross_entropy_with_logits(
+        x, y, reduction="none"
+    )
+    return loss if alpha is None else loss * (alpha * y + (1 - alpha) * (1 - y))
+
+
+def _plain_sigmoid_soft_dice(x: torch.Tensor, y: torch.Tensor, smooth: float) -> torch.Tensor:
+    p = torch.sigmoid(x)
+    return 1 - (2 * p * y + smooth) / (p + y + smooth)
+
+
+def _plain_f1_weighted_bce(x: torch.Tensor, y: torch.Tensor, half_f1: torch.Tensor) -> torch.Tensor:
+    return y * (1 - half_f1) * F.softplus(-x) + (1 - y) * half_f1 * F.softplus(x)
+
+
+def _plain_multilabel_ce(s: torch.Tensor, y: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    keep = torch.ones_like(y, dtype=torch.bool) if valid is None else valid
+    zeros = torch.zeros_like(s[..., :1])
+    negatives = torch.cat([s.masked_fill(~keep | (y > 0), -math.inf), zeros], -1).logsumexp(-1)
+    return negatives + torch.cat([(-s).masked_fill(~keep | (y == 0), -math.inf), zeros], -1).logsumexp(-1)
+
+
+def _plain_softmax_dice(z: torch.Tensor, y: torch.Tensor, alpha: float, smooth: float) -> torch.Tensor:
+    p = torch.softmax(z, -1)
+    adjusted = p * (1 - p).clamp(min=_EPS) ** alpha if alpha else p
+    adjusted_y = adjusted.gather(-1, y[:, None]).squeeze(-1)
+    ratio = adjusted / (adjusted + smooth)
+    return ratio.sum(-1) - adjusted_y / (adjusted_y + smooth) + (1 - adjusted_y) / (1 + smooth + adjusted_y)
+
+
+def _plain_softmax_f1_ce(z: torch.Tensor, y: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    logp = torch.log_softmax(z, -1)
+    logp_y = logp.gather(-1, y[:, None]).squeeze(-1)
+    log_q = torch.log((1 - logp.exp()).clamp(min=_EPS))
+    with torch.no_grad():
+        weight = valid.to(z.dtype)
+        predicted = weight @ logp.exp()
+        true_positive = z.new_zeros(z.shape[-1]).index_add_(0, y, logp_y.exp() * weight)
+        positives = z.new_zeros(z.shape[-1]).index_add_(0, y, weight)
+        half_f1 = true_positive / (positives + predicted).clamp(min=_EPS)
+    a_y = half_f1[y]
+    return a_y * log_q.gather(-1, y[:, None]).squeeze(-1) - log_q @ half_f1 - (1 - a_y) * logp_y
 
 
 def _sigmoid_focal_hard(
@@ -517,7 +578,10 @@ class _SoftmaxLoss(_ImbalanceLoss):
             a = self.adjust_logits(z, y)
             return _cross_entropy(a, y, weights, self.logit_scale, fresh=a is not z)
 
-        return _PrecomputedGrad.apply(z, compute), valid
+        def reference(z: torch.Tensor) -> torch.Tensor:
+            return _softmax_per_item(self.adjust_logits(z, y), y, weights, 0.0, 0.0)
+
+        return _PrecomputedGrad.apply(z, compute, reference), valid
 
 
 class WeightedCrossEntropyLoss(_FromCounts, _SoftmaxLoss):
@@ -630,9 +694,15 @@ class FocalLoss(_FromCounts, _ImbalanceLoss):
         if _extent(x, extent) <= _FAST_EXTENT and _is_hard(y, buffer):
             hard_alpha = float(alpha) if alpha is not None and not alpha.dim() else alpha
             return _PrecomputedGrad.apply(
-                x, lambda x: _sigmoid_focal_hard(x, y, self.gamma, hard_alpha, buffer)
+                x,
+                lambda x: _sigmoid_focal_hard(x, y, self.gamma, hard_alpha, buffer),
+                lambda x: _plain_sigmoid_focal(x, y, self.gamma, hard_alpha),
             ), valid
-        return _PrecomputedGrad.apply(x, lambda x: _sigmoid_focal(x, y, self.gamma, alpha)), valid
+        return _PrecomputedGrad.apply(
+            x,
+            lambda x: _sigmoid_focal(x, y, self.gamma, alpha),
+            lambda x: _plain_sigmoid_focal(x, y, self.gamma, alpha),
+        ), valid
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, activation={self.activation!r}, alpha={'None' if self.alpha is None else 'set'}"
@@ -792,10 +862,18 @@ class DiceLoss(_ImbalanceLoss):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.activation == "softmax":
             z, y, valid = _softmax_inputs(logits, labels, self.ignore_index)
-            return _PrecomputedGrad.apply(z, lambda z: _softmax_dice(z, y, self.alpha, self.smooth)), valid
+            return _PrecomputedGrad.apply(
+                z,
+                lambda z: _softmax_dice(z, y, self.alpha, self.smooth),
+                lambda z: _plain_softmax_dice(z, y, self.alpha, self.smooth),
+            ), valid
         x, y, valid = _sigmoid_inputs(logits, labels, self.ignore_index)
         if not self.alpha:
-            return _PrecomputedGrad.apply(x, lambda x: _sigmoid_soft_dice(x, y, self.smooth)), valid
+            return _PrecomputedGrad.apply(
+                x,
+                lambda x: _sigmoid_soft_dice(x, y, self.smooth),
+                lambda x: _plain_sigmoid_soft_dice(x, y, self.smooth),
+            ), valid
         return self._dice(self._adjusted(torch.sigmoid(x), torch.sigmoid(-x)), y), valid
 
     def extra_repr(self) -> str:
@@ -822,7 +900,9 @@ class F1WeightedCrossEntropyLoss(_ImbalanceLoss):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.activation == "softmax":
             z, y, valid = _softmax_inputs(logits, labels, self.ignore_index)
-            return _PrecomputedGrad.apply(z, lambda z: _softmax_f1_ce(z, y, valid)), valid
+            return _PrecomputedGrad.apply(
+                z, lambda z: _softmax_f1_ce(z, y, valid), lambda z: _plain_softmax_f1_ce(z, y, valid)
+            ), valid
         x, y, valid = _sigmoid_inputs(logits, labels, self.ignore_index)
         with torch.no_grad():  # per-column smooth F1; y is already 0 where ignored
             columns = x.shape[-1] if x.dim() > 1 else 1
@@ -837,7 +917,11 @@ class F1WeightedCrossEntropyLoss(_ImbalanceLoss):
             predicted = column_sums(p if valid is None else torch.mul(p, valid, out=buffer))
             half_f1 = true_positive / (column_sums(y) + predicted).clamp(min=_EPS)
         extent = _extent(x, extent)
-        return _PrecomputedGrad.apply(x, lambda x: _f1_weighted_bce(x, y, half_f1, p, extent, buffer)), valid
+        return _PrecomputedGrad.apply(
+            x,
+            lambda x: _f1_weighted_bce(x, y, half_f1, p, extent, buffer),
+            lambda x: _plain_f1_weighted_bce(x, y, half_f1),
+        ), valid
 
     def extra_repr(self) -> str:
         return f"activation={self.activation!r}"
@@ -863,7 +947,11 @@ class MultiLabelCategoricalCrossEntropyLoss(_ImbalanceLoss):
             )
         s, y, valid = _sigmoid_inputs(logits, targets, self.ignore_index)
         extent = _extent(s, extent)
-        per_row = _PrecomputedGrad.apply(s, lambda s: _multilabel_ce(s, y, valid, self.ignore_index, extent))
+        per_row = _PrecomputedGrad.apply(
+            s,
+            lambda s: _multilabel_ce(s, y, valid, self.ignore_index, extent),
+            lambda s: _plain_multilabel_ce(s, y, valid),
+        )
         return per_row, None if valid is None else valid.any(-1)
 
     def _items(self, num_items_in_batch: Any, logits: torch.Tensor) -> Any:
