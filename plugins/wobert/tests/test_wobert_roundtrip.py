@@ -86,6 +86,10 @@ out["plain"] = [type(tok).__name__, tok(texts)["input_ids"]]
 import hfplug_wobert._hooks  # importing the plugin's hooks module registers nothing
 out["hooks_import"] = type(AutoTokenizer.from_pretrained(folder)).__name__
 import hfplug
+hfplug.load_plugins()  # loading plugins neither imports the tokenizer class nor registers it
+out["loaded"] = [
+    "hfplug_wobert.tokenization_wobert" in sys.modules, type(AutoTokenizer.from_pretrained(folder)).__name__
+]
 out["class"] = hfplug.get_tokenizer_class("wobert").__name__
 tok = AutoTokenizer.from_pretrained(folder)
 out["after"] = [type(tok).__name__, tok(texts)["input_ids"]]
@@ -111,6 +115,7 @@ def test_auto_tokenizer_resolves_after_registry_lookup(wobert_tokenizer, tmp_pat
     # Before registration: the saved folder still loads (placeholder, character level), with other ids.
     assert out["plain"][0] == "TokenizersBackend" and out["plain"][1] != expected
     assert out["hooks_import"] == "TokenizersBackend"
+    assert out["loaded"] == [False, "TokenizersBackend"]
     assert out["class"] == "WoBertTokenizer"
     assert out["after"] == ["WoBertTokenizer", expected]
 

@@ -7,7 +7,6 @@ import hfplug
 
 @hfplug.hookimpl
 def register_tokenizers(register) -> None:
-    # Importing the class module also lets AutoTokenizer resolve "WoBertTokenizer" (see tokenization_wobert).
-    from hfplug_wobert.tokenization_wobert import WoBertTokenizer
-
-    register("wobert", WoBertTokenizer)
+    # A lazy reference: loading plugins imports nothing. The first lookup (hfplug.get_tokenizer_class("wobert"))
+    # imports the class module, which also lets AutoTokenizer resolve "WoBertTokenizer" (see tokenization_wobert).
+    register("wobert", "hfplug_wobert.tokenization_wobert:WoBertTokenizer")
