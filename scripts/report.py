@@ -191,6 +191,75 @@ def wobert_rows() -> list[Row]:
     ]
 
 
+def favor_rows() -> list[Row]:
+    bench = load("plugins/favor/bench/results/favor_bench.json")
+    timings = {(t["length"], t["causal"], t["backward"]): t for t in bench["timings"]}
+    longest = max(length for length, _, _ in timings)
+    rows = []
+    for causal, backward, label in (
+        (False, False, "forward"),
+        (False, True, "fwd+bwd"),
+        (True, False, "causal forward"),
+        (True, True, "causal fwd+bwd"),
+    ):
+        t = timings[(longest, causal, backward)]
+        key = ("causal_" if causal else "non_causal_") + ("fwd_bwd" if backward else "fwd")
+        rows.append(
+            Row(
+                f"{label} at L = {longest}, SDPA vs FAVOR+ m = 256 (ms); FAVOR+ faster from L = {bench['crossover'][key]}",
+                fmt(t["ms"]["sdpa"], 0),
+                fmt(t["ms"]["favor"], 0),
+                ratio(t["ms"]["sdpa"], t["ms"]["favor"]),
+            )
+        )
+    causal_vs_performer = [
+        t["favor_vs_performer"]
+        for (_, causal, _), t in timings.items()
+        if causal and t.get("favor_vs_performer")
+    ]
+    rows.append(
+        Row(
+            "causal, performer-pytorch time / ours, worst L measured (goal >= 10x)",
+            "1.00x",
+            "",
+            f"{min(causal_vs_performer):.1f}x",
+        )
+    )
+    decode = bench["decode"]
+    rows.append(
+        Row(
+            f"decode ms per token at context {decode[0]['context']} -> {decode[-1]['context']} (SDPA grows, FAVOR+ flat)",
+            f"{fmt(decode[0]['sdpa'], 2)} -> {fmt(decode[-1]['sdpa'], 2)}",
+            f"{fmt(decode[0]['favor'], 2)} -> {fmt(decode[-1]['favor'], 2)}",
+            ratio(decode[-1]["favor"], decode[0]["favor"]),
+        )
+    )
+    error = load("examples/results/favor_error_vs_m.json")["minilm"]["mean"]
+    shifted = (
+        error["favor"]["orthogonal+shifted"]
+        if "orthogonal+shifted" in error["favor"]
+        else error["favor"]["iid+shifted"]
+    )
+    rows.append(
+        Row(
+            "relative error of attention output on MiniLM's own q/k, m = 256 (anchor: uniform attention)",
+            fmt(error["uniform"]),
+            fmt(shifted["256"]),
+            ratio(shifted["256"], error["uniform"]),
+        )
+    )
+    swap = load("examples/results/favor_finetune_after_swap.json")
+    rows.append(
+        Row(
+            "accuracy after swapping SDPA -> FAVOR+ in a trained BERT, then a short fine-tune",
+            fmt(swap["sdpa_trained"]["accuracy"]),
+            fmt(swap["favor_finetuned"]["accuracy"]),
+            ratio(swap["favor_finetuned"]["accuracy"], swap["sdpa_trained"]["accuracy"], 3),
+        )
+    )
+    return rows
+
+
 SECTIONS: list[Section] = [
     Section(
         "demo",
@@ -198,6 +267,17 @@ SECTIONS: list[Section] = [
         (("-m", "demo", "--no-progress", "--output-dir", "runs/report-demo"),),
         demo_rows,
         "One run of the quick preset; the anchor column is the comparison model of the same run.",
+    ),
+    Section(
+        "favor",
+        "hfplug-favor: FAVOR+ attention",
+        (
+            ("plugins/favor/bench/bench_favor.py", "--full"),
+            ("examples/favor_error_vs_m.py",),
+            ("examples/favor_finetune_after_swap.py",),
+        ),
+        favor_rows,
+        "Timings: batch 1, 8 heads, head dim 64, one torch thread, medians of interleaved repeats.",
     ),
     Section(
         "theseus",
