@@ -82,13 +82,20 @@ class ConsistentTopPLogitsWarper(_ConsistentWarper):
     def _to_remove(self, scores: torch.Tensor) -> torch.Tensor:
         # Keep v iff the mass of the tokens ranked above it is < top_p (transformers' rule, which sums
         # the ascending sort instead; the two agree up to float rounding at the boundary). The nucleus
-        # is searched in the top 64, then 1024 tokens, and only then in the whole sorted vocabulary.
+        # is searched in the top 64, then 1024 tokens, and only then in the whole sorted vocabulary. A
+        # search that cannot succeed for some row is skipped, by the bounds mass(top k) <= k x max p and
+        # mass(top k) <= mass(p >= tau) + k x tau with tau = top_p / 2k.
         probs = scores.softmax(dim=-1)
         if self.top_p >= 1.0:  # transformers removes only the tokens of zero probability
             return probs <= 0.0
         vocab = probs.shape[-1]
-        for k in (64, 1024, vocab):
-            k = min(vocab, max(k, self.min_tokens_to_keep))
+        sizes = [min(vocab, max(k, self.min_tokens_to_keep)) for k in (64, 1024)]
+        reach = self.top_p - 1e-4  # margin for float rounding of the cumulative sums
+        if bool((sizes[0] * probs.amax(dim=-1) < reach).any()):
+            tau = self.top_p / (2 * sizes[1])
+            heavy = torch.where(probs >= tau, probs, 0.0).sum(dim=-1)
+            sizes = sizes[1:] if bool((heavy + sizes[1] * tau >= reach).all()) else []
+        for k in (*sizes, vocab):
             top, index = (
                 torch.sort(probs, dim=-1, descending=True) if k == vocab else torch.topk(probs, k, dim=-1)
             )
@@ -118,6 +125,8 @@ class ConsistentMinPLogitsWarper(_ConsistentWarper):
     def _to_remove(self, scores: torch.Tensor) -> torch.Tensor:
         probs = scores.softmax(dim=-1)
         remove = probs < self.min_p * probs.amax(dim=-1, keepdim=True)
+        if self.min_tokens_to_keep == 1:  # the most likely token is never below min_p x itself
+            return remove
         keep = torch.topk(probs, min(self.min_tokens_to_keep, probs.shape[-1]), dim=-1).indices
         return remove.scatter(-1, keep, False)
 
