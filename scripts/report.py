@@ -191,6 +191,37 @@ def wobert_rows() -> list[Row]:
     ]
 
 
+def adversarial_rows() -> list[Row]:
+    bench = load("plugins/adversarial/bench/results/step_time.json")
+    rows = [
+        Row(
+            f"{method} step, Trainer + callback vs plain Trainer step (target <= {target}x; hand loop {bench['hand_ratio'][method]:.2f}x)",
+            "1.00x",
+            "",
+            f"{bench['trainer_ratio'][method]:.2f}x",
+        )
+        for method, target in bench["targets"].items()
+    ]
+    repro = load("examples/results/adversarial_snownlp_scaled_eps.json")
+    seeds = ", ".join(map(str, repro["setup"]["seeds"]))
+    summary = repro["summary"]
+    for name, stats in summary.items():
+        if name == "none":
+            continue
+        for split in ("clean", "robust"):
+            base, ours = summary["none"][split], stats[split]
+            rows.append(
+                Row(
+                    f"{split} accuracy, {name} vs no adversarial training (post: FGM +2 clean points)",
+                    f"{base['mean']:.3f} ± {base['std']:.3f}",
+                    f"{ours['mean']:.3f} ± {ours['std']:.3f}",
+                    ratio(ours["mean"], base["mean"], 3),
+                    seeds,
+                )
+            )
+    return rows
+
+
 def favor_rows() -> list[Row]:
     bench = load("plugins/favor/bench/results/favor_bench.json")
     timings = {(t["length"], t["causal"], t["backward"]): t for t in bench["timings"]}
@@ -267,6 +298,16 @@ SECTIONS: list[Section] = [
         (("-m", "demo", "--no-progress", "--output-dir", "runs/report-demo"),),
         demo_rows,
         "One run of the quick preset; the anchor column is the comparison model of the same run.",
+    ),
+    Section(
+        "adversarial",
+        "hfplug-adversarial: adversarial training on embeddings",
+        (
+            ("plugins/adversarial/bench/bench_step_time.py",),
+            ("examples/adversarial_snownlp.py", "--scale-eps"),
+        ),
+        adversarial_rows,
+        "Step times are CPU-time ratios to a plain Trainer step in the same run (BERT h256 L4, batch 32 x 128).",
     ),
     Section(
         "favor",
