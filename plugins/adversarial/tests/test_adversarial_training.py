@@ -236,3 +236,21 @@ def test_hfplug_trainer_loss_needs_no_wrapping():
         model, args, train_dataset=DictDataset(data), callbacks=[FGM(0.5)], compute_loss_func=CrossEntropy()
     ).train()
     assert_same_update(model, expected, start)
+
+
+def test_partitioned_weights_are_detected(monkeypatch):
+    """FreeLB's per-pass parameter gradients need ordinary parameters: FSDP/DeepSpeed are recognised."""
+    from types import SimpleNamespace
+
+    from hfplug_adversarial._forward import weights_sharded
+
+    model = make_model("seq")
+    plain = SimpleNamespace(fsdp=[], deepspeed_plugin=None)
+    assert not weights_sharded(model, plain)
+    assert weights_sharded(model, SimpleNamespace(fsdp=["full_shard"], deepspeed_plugin=None))
+    assert weights_sharded(model, SimpleNamespace(fsdp=[], deepspeed_plugin=object()))
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    assert weights_sharded(model, plain)
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    next(model.parameters()).ds_id = 0  # how DeepSpeed ZeRO-3 tags its partitioned parameters
+    assert weights_sharded(model, plain)
