@@ -294,7 +294,7 @@ class FreeLB(AdversarialCallback):
     all ``steps`` passes are accumulated, as in the paper: each ascent pass's backward gives ``g`` and its
     parameter gradients at once (one backward per pass, as a hand-written loop), and the sum reaches the
     Trainer's backward of the last pass as a gradient term. Under FSDP or DeepSpeed (partitioned parameters)
-    the graphs of all passes are kept instead and the Trainer back-propagates their mean (two extra input
+    the graphs of all passes are kept instead and the Trainer back-propagates their mean (``steps - 1`` extra input
     backwards). Defaults: epsilon 1.0, alpha 0.1, steps 3.
     """
 
