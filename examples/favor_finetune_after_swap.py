@@ -88,8 +88,8 @@ def main() -> None:
     parser.add_argument("--minilm", action="store_true", help="start from the pretrained MiniLM-L6")
     args = parser.parse_args()
     if args.minilm:
-        n_train, n_test, base_steps, tune_steps, batch_size, max_length = 3000, 600, 150, 50, 16, 48
-        base_lr, tune_lr = 5e-5, 3e-5
+        n_train, n_test, base_steps, tune_steps, batch_size, max_length = 3000, 600, 600, 150, 16, 48
+        base_lr, tune_lr = 1e-4, 3e-5
     else:
         n_train, n_test, base_steps, tune_steps = (
             (16000, 2000, 1500, 300) if args.full else (6000, 1000, 400, 100)
@@ -124,7 +124,8 @@ def main() -> None:
             minilm_dir(), num_labels=2, attention_probs_dropout_prob=0.0, attn_implementation="sdpa"
         )
         description = "pretrained all-MiniLM-L6-v2 (6x384, 12 heads) + new head, fine-tuned with sdpa"
-        unknown = float((train_x["input_ids"] == tokenizer.unk_token_id).float().mean())
+        tokens = train_x["attention_mask"].bool()
+        unknown = float((train_x["input_ids"][tokens] == tokenizer.unk_token_id).float().mean())
     else:
         config = BertConfig(
             vocab_size=tokenizer.vocab_size,
