@@ -1,25 +1,37 @@
-"""Per-token overhead of the no-loop processors against transformers' RepetitionPenalty and NoRepeatNGram.
+"""Per-token overhead of the no-loop processors inside ``generate``, against transformers' own processors.
 
-Two measurements, both in one run, settings interleaved and the median of the repeats kept:
+Setup (issue #7): a tiny GPT-2 (2 layers, 64 wide, random weights, vocab 21,128) decodes 64 new tokens
+greedily for a batch of 8 at a final context of 256 / 1,024 / 4,096 tokens, one CPU thread. A probe
+processor placed first records a timestamp at every decoding step, so a step time covers the whole
+step (model forward, every processor, argmax, stopping criteria) and the prefill is left out; the
+step time of one ``generate`` call is the median of its 63 step intervals.
 
-1. in ``generate``: a tiny GPT-2 (2 layers, 64 wide, vocab 21,128) decodes 64 new tokens greedily for a
-   batch of 8 at a final context of 256 / 1,024 tokens; overhead = (time - time with no processor) / 64.
-2. isolated: one call of each processor on (8, context) ids and (8, 21,128) scores: random histories
-   with flat scores (random logits: the nucleus holds most of the vocabulary), looping histories (an
-   8-token block repeated: the worst case for DRY and the loop check) and random histories with peaked
-   scores (logits x 6, a trained-LM-like distribution). The loop stop is timed on the detection it
-   runs every step with the whole context generated. transformers' TopK / TopP / MinP warpers are timed
-   beside our consistent ones.
+Every repeat runs all settings once, in a fresh random order; the overhead of a setting in a repeat is
+its step time minus the step time of "none" in the same repeat. The JSON gives, per setting, the median
+and the interquartile range of those paired differences over the repeats.
 
-    python plugins/noloop/bench/bench_overhead.py [--repeats 5]
+The random model loops under greedy decoding, so the generated tail is a loop: the worst case for DRY
+and the loop check (their early exits do not fire). Rows never stop (no eos; the loop criteria run
+their full check every step but their verdicts are ignored). transformers' TopK / TopP / MinP warpers
+run as custom processors beside our consistent ones (greedy decoding ignores their output, not their
+cost). The top-p rows sort the whole vocabulary every step: a random model's distribution is nearly
+flat, so the nucleus holds most tokens; on peaked (trained-model) scores ours searches only the top 64.
 
-Writes plugins/noloop/bench/results/overhead.json. The machine may be shared: compare rows of one run.
+An isolated section times one call of each component on fixed (8, 1,024) ids: random history with flat
+scores, a looping history (an 8-token block repeated) and peaked scores (logits x 6).
+
+    flock /tmp/hfplug/bench.lock python plugins/noloop/bench/bench_overhead.py [--repeats 15 15 7]
+
+Writes plugins/noloop/bench/results/overhead.json and overhead.png. The machine may be shared (load is
+recorded): compare rows of one run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import random
 import statistics
 import time
 from pathlib import Path
@@ -34,6 +46,7 @@ from hfplug_noloop import (
     NoLoopConfig,
     SelfTerminatingLogitsProcessor,
 )
+from hfplug_noloop.logits_process import LoopEOSLogitsProcessor
 from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
@@ -48,33 +61,58 @@ from transformers import (
 )
 
 VOCAB, BATCH, NEW, EOS = 21128, 8, 64, 2
-OUT = Path(__file__).resolve().parent / "results" / "overhead.json"
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGET_MS = 0.25
+OURS = "ours"
 
 
 def settings() -> dict[str, dict]:
-    """name -> generate kwargs, or factories for our processors / criteria (fresh objects per call)."""
-    floor = lambda: SelfTerminatingLogitsProcessor(1e-9, EOS)  # active every step, never decisive
+    """name -> {"kind": "baseline" | "ours", "procs": factory, "stops": factory} (fresh objects per run)."""
+
+    def ours(procs=None, stops=None, counterpart=None) -> dict:
+        return {"kind": OURS, "procs": procs, "stops": stops, "counterpart": counterpart}
+
+    def baseline(procs) -> dict:
+        return {"kind": "transformers", "procs": procs, "stops": None, "counterpart": None}
+
     return {
-        "none": {},
-        "transformers repetition_penalty=1.2": {
-            "repetition_penalty": 1.2,
-            "isolated": lambda: [RepetitionPenaltyLogitsProcessor(1.2)],
-        },
-        "transformers no_repeat_ngram_size=3": {
-            "no_repeat_ngram_size": 3,
-            "isolated": lambda: [NoRepeatNGramLogitsProcessor(3)],
-        },
-        "transformers TopK (k=50), isolated only": {"isolated": lambda: [TopKLogitsWarper(50)]},
-        "transformers TopP (p=0.9), isolated only": {"isolated": lambda: [TopPLogitsWarper(0.9)]},
-        "transformers MinP (0.05), isolated only": {"isolated": lambda: [MinPLogitsWarper(0.05)]},
-        "consistent_top_k (k=50)": {"procs": lambda: [ConsistentTopKLogitsWarper(50, EOS)]},
-        "consistent_top_p (p=0.9)": {"procs": lambda: [ConsistentTopPLogitsWarper(0.9, EOS)]},
-        "consistent_min_p (0.05)": {"procs": lambda: [ConsistentMinPLogitsWarper(0.05, EOS)]},
-        "self_terminating": {"procs": lambda: [floor()]},
-        "dry (window 1024)": {"procs": lambda: [DRYLogitsProcessor(protected_token_ids=[EOS])]},
-        "loop_stop": {"stops": lambda: [LoopStoppingCriteria(eos_token_id=EOS)]},
-        "NoLoopConfig() all defaults": {"config": lambda: NoLoopConfig(start=0, epsilon=1e-9).build(EOS)},
+        "none": {"kind": "none", "procs": None, "stops": None, "counterpart": None},
+        "transformers RepetitionPenalty (1.2)": baseline(lambda: [RepetitionPenaltyLogitsProcessor(1.2)]),
+        "transformers NoRepeatNGram (3)": baseline(lambda: [NoRepeatNGramLogitsProcessor(3)]),
+        "transformers TopK (50)": baseline(lambda: [TopKLogitsWarper(50)]),
+        "transformers TopP (0.9)": baseline(lambda: [TopPLogitsWarper(0.9)]),
+        "transformers MinP (0.05)": baseline(lambda: [MinPLogitsWarper(0.05)]),
+        "consistent_top_k (50)": ours(
+            lambda: [ConsistentTopKLogitsWarper(50, EOS)], counterpart="transformers TopK (50)"
+        ),
+        "consistent_top_p (0.9)": ours(
+            lambda: [ConsistentTopPLogitsWarper(0.9, EOS)], counterpart="transformers TopP (0.9)"
+        ),
+        "consistent_min_p (0.05)": ours(
+            lambda: [ConsistentMinPLogitsWarper(0.05, EOS)], counterpart="transformers MinP (0.05)"
+        ),
+        # eps 1e-9: active every step, never binding (the usual case); eps 0.05: raises every row every step
+        "self_terminating (not binding)": ours(lambda: [SelfTerminatingLogitsProcessor(1e-9, EOS)]),
+        "self_terminating (binding every step)": ours(lambda: [SelfTerminatingLogitsProcessor(0.05, EOS)]),
+        "dry (window 1024)": ours(lambda: [DRYLogitsProcessor(protected_token_ids=[EOS])]),
+        "loop_stop": ours(stops=lambda: [LoopStoppingCriteria(eos_token_id=EOS)]),
+        "loop eos (LoopEOSLogitsProcessor)": ours(lambda: [LoopEOSLogitsProcessor(EOS)]),
+        "NoLoopConfig defaults (start=0, eps 1e-9)": ours(
+            lambda: list(NoLoopConfig(start=0, epsilon=1e-9).build(EOS)[0]),
+            stops=lambda: list(NoLoopConfig(start=0, epsilon=1e-9).build(EOS)[1]),
+        ),
     }
+
+
+class Probe:
+    """First processor of the list: records the time at which each decoding step reaches the processors."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+
+    def __call__(self, input_ids, scores):
+        self.stamps.append(time.perf_counter())
+        return scores
 
 
 class MeasureOnly(StoppingCriteria):
@@ -88,16 +126,24 @@ class MeasureOnly(StoppingCriteria):
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
-def run_generate(model, ids, spec) -> float:
-    kwargs = {k: v for k, v in spec.items() if k not in ("procs", "stops", "config", "isolated")}
-    procs, stops = LogitsProcessorList(), StoppingCriteriaList()
-    if "config" in spec:
-        procs, stops = spec["config"]()
-    procs.extend(spec["procs"]() if "procs" in spec else [])
-    stops.extend(spec["stops"]() if "stops" in spec else [])
-    # the random model loops: let the criteria do their work every step but never cut a row
-    stops = StoppingCriteriaList([MeasureOnly(stop) for stop in stops])
-    began = time.perf_counter()
+class LoopEOSWithoutEffect:
+    """Runs LoopEOSLogitsProcessor every step (detection and masking) but passes the scores on unchanged,
+    so the rows keep looping and the timing stays comparable."""
+
+    def __init__(self, processor) -> None:
+        self.processor = processor
+
+    def __call__(self, input_ids, scores):
+        self.processor(input_ids, scores)
+        return scores
+
+
+def step_ms(model, ids: torch.Tensor, spec: dict) -> float:
+    """Median step time (ms) of one greedy ``generate`` call with ``spec``'s processors and criteria."""
+    probe = Probe()
+    procs = spec["procs"]() if spec["procs"] else []
+    procs = [LoopEOSWithoutEffect(p) if isinstance(p, LoopEOSLogitsProcessor) else p for p in procs]
+    stops = [MeasureOnly(s) for s in (spec["stops"]() if spec["stops"] else [])]
     out = model.generate(
         ids,
         attention_mask=torch.ones_like(ids),
@@ -106,106 +152,164 @@ def run_generate(model, ids, spec) -> float:
         do_sample=False,
         eos_token_id=None,
         pad_token_id=0,
-        logits_processor=procs,
-        stopping_criteria=stops,
-        **kwargs,
+        logits_processor=LogitsProcessorList([probe, *procs]),
+        stopping_criteria=StoppingCriteriaList(stops),
     )
-    elapsed = time.perf_counter() - began
-    assert out.shape[1] == ids.shape[1] + NEW
-    return elapsed
+    assert out.shape[1] == ids.shape[1] + NEW and len(probe.stamps) == NEW
+    return 1000 * statistics.median(b - a for a, b in zip(probe.stamps, probe.stamps[1:], strict=False))
 
 
-def work(component, ids: torch.Tensor, scores: torch.Tensor) -> None:
-    """What a component computes per generated token, with the whole context counted as generated."""
-    if isinstance(component, LoopStoppingCriteria):
-        component.detector(ids, ids.shape[1])
-    else:
-        getattr(component, "reset", lambda: None)()
-        component(ids, scores)
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, median, q3
 
 
-def isolated(spec, ids: torch.Tensor, scores: torch.Tensor, calls: int) -> float | None:
-    """Median seconds of one call on fixed inputs (None for generate-only settings)."""
-    make = spec.get("isolated") or spec.get("procs") or spec.get("stops")
-    if "config" in spec:
-        make = lambda: [*spec["config"]()[0], *spec["config"]()[1]]
-    if make is None:
-        return None
-    components = make()
-    times = []
-    for _ in range(calls):
-        began = time.perf_counter()
-        for c in components:
-            work(c, ids, scores)
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
+def in_generate(model, specs: dict, context: int, repeats: int, order: random.Random) -> dict:
+    ids = torch.randint(3, VOCAB, (BATCH, context - NEW), generator=torch.Generator().manual_seed(context))
+    step_ms(model, ids, specs["none"])  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in specs}
+    names = list(specs)
+    for _ in range(repeats):
+        order.shuffle(names)
+        for name in names:
+            times[name].append(step_ms(model, ids, specs[name]))
+    rows = {}
+    for name, spec in specs.items():
+        overhead = [t - base for t, base in zip(times[name], times["none"], strict=True)]
+        q1, median, q3 = quartiles(overhead)
+        row = {
+            "kind": spec["kind"],
+            "ms_per_token": round(statistics.median(times[name]), 4),
+            "overhead_ms_per_token": round(median, 4),
+            "overhead_iqr": [round(q1, 4), round(q3, 4)],
+        }
+        if spec["counterpart"]:
+            extra = [t - c for t, c in zip(times[name], times[spec["counterpart"]], strict=True)]
+            row["minus_counterpart_ms_per_token"] = round(statistics.median(extra), 4)
+            row["counterpart"] = spec["counterpart"]
+        rows[name] = row
+        print(f"ctx {context:5d} {name:44s} {row}", flush=True)
+    return rows
+
+
+def isolated(specs: dict, calls: int) -> dict:
+    """Median ms of one call on fixed (8, 1,024) inputs: random / looping history, flat / peaked scores."""
+    generator = torch.Generator().manual_seed(2)
+    random_ids = torch.randint(3, VOCAB, (BATCH, 1024), generator=generator)
+    block = torch.randint(3, VOCAB, (BATCH, 8), generator=generator)
+    looping_ids = block.repeat(1, 1024 // 8)
+    scores = torch.randn(BATCH, VOCAB, generator=generator)
+    cases = {"random_ms": (random_ids, scores), "looping_ms": (looping_ids, scores)}
+    cases["peaked_scores_ms"] = (random_ids, 6.0 * scores)
+    rows = {}
+    for name, spec in specs.items():
+        if name == "none":
+            continue
+        components = [
+            *(spec["procs"]() if spec["procs"] else []),
+            *(spec["stops"]() if spec["stops"] else []),
+        ]
+        row = {}
+        for case, (ids, case_scores) in cases.items():
+            times = []
+            for _ in range(calls if "top_p" not in name and "TopP" not in name else max(3, calls // 5)):
+                fresh = case_scores.clone()  # a new tensor each call, as in generate
+                began = time.perf_counter()
+                for component in components:
+                    getattr(component, "reset", lambda: None)()  # every call starts a generation
+                    if isinstance(component, LoopStoppingCriteria):
+                        component.detector(ids, ids.shape[1])  # the check as if all 1,024 were generated
+                    elif isinstance(component, LoopEOSLogitsProcessor):
+                        component.detector(ids, ids.shape[1])
+                    else:
+                        component(ids, fresh)
+                times.append(time.perf_counter() - began)
+            row[case] = round(1000 * statistics.median(times), 4)
+        rows[name] = row
+        print(f"isolated {name:44s} {row}", flush=True)
+    return rows
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    contexts = list(report["generate"])
+    names = [n for n in report["generate"][contexts[0]] if n != "none"]
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    width = 0.8 / len(contexts)
+    for i, context in enumerate(contexts):
+        rows = report["generate"][context]
+        medians = [max(rows[n]["overhead_ms_per_token"], 1e-3) for n in names]
+        low = [m - max(rows[n]["overhead_iqr"][0], 1e-3) for m, n in zip(medians, names, strict=True)]
+        high = [max(rows[n]["overhead_iqr"][1], 1e-3) - m for m, n in zip(medians, names, strict=True)]
+        x = [j + (i - (len(contexts) - 1) / 2) * width for j in range(len(names))]
+        ax.bar(
+            x,
+            medians,
+            width,
+            yerr=[[max(v, 0) for v in low], [max(v, 0) for v in high]],
+            label=f"context {context}",
+        )
+    ax.axhline(TARGET_MS, color="k", linestyle="--", linewidth=1, label=f"target {TARGET_MS} ms/token")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("added ms per token (median, IQR bars; log scale)")
+    ax.set_title("Per-token overhead in generate(): batch 8, vocab 21,128, tiny GPT-2, 1 thread")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--contexts", type=int, nargs="+", default=[256, 1024])
-    parser.add_argument("--isolated-contexts", type=int, nargs="+", default=[256, 1024, 4096])
+    parser.add_argument("--contexts", type=int, nargs="+", default=[256, 1024, 4096])
+    parser.add_argument("--repeats", type=int, nargs="+", default=[15, 15, 7], help="one per context")
+    parser.add_argument("--isolated-calls", type=int, default=50)
     args = parser.parse_args()
-    torch.set_num_threads(1)  # shared machine: fewer threads, steadier numbers
+    repeats = (
+        args.repeats if len(args.repeats) == len(args.contexts) else args.repeats[:1] * len(args.contexts)
+    )
+    torch.set_num_threads(1)
     torch.manual_seed(0)
-    config = GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, n_positions=1100, eos_token_id=EOS)
+    config = GPT2Config(
+        n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, n_positions=max(args.contexts), eos_token_id=EOS
+    )
     model = GPT2LMHeadModel(config).eval()
     specs = settings()
-    in_generate = {name: spec for name, spec in specs.items() if set(spec) != {"isolated"}}
     report = {
         "setup": {
-            "model": "GPT-2 2 layers, 64 wide, random weights",
+            "model": "GPT-2 2 layers, 64 wide, random weights, sdpa attention",
             "batch": BATCH,
             "vocab": VOCAB,
             "new_tokens": NEW,
-            "repeats": args.repeats,
+            "contexts": args.contexts,
+            "repeats": dict(zip(map(str, args.contexts), repeats, strict=True)),
             "threads": 1,
-            "note": "shared 2-core CPU; medians of interleaved repeats; compare rows within this run",
+            "method": "probe timestamps per step; per call the median step; per setting the median and IQR "
+            "over repeats of (step - step of 'none' in the same repeat); settings shuffled every repeat",
+            "target_ms_per_token": TARGET_MS,
+            "load_before": os.getloadavg(),
+            "torch": torch.__version__,
         },
         "generate": {},
-        "isolated": {},
     }
+    began = time.perf_counter()
     with torch.inference_mode():
-        for context in args.contexts:
-            ids = torch.randint(3, VOCAB, (BATCH, context - NEW), generator=torch.Generator().manual_seed(1))
-            run_generate(model, ids, specs["none"])  # warm-up
-            times = {name: [] for name in in_generate}
-            for _ in range(args.repeats):
-                for name, spec in in_generate.items():
-                    times[name].append(run_generate(model, ids, spec))
-            base = statistics.median(times["none"])
-            rows = {}
-            for name, values in times.items():
-                median = statistics.median(values)
-                rows[name] = {
-                    "s_per_generate": round(median, 4),
-                    "ms_per_token": round(1000 * median / NEW, 3),
-                    "overhead_ms_per_token": round(1000 * (median - base) / NEW, 3),
-                    "ratio_vs_none": round(median / base, 3),
-                }
-                print(f"ctx {context:5d} {name:40s} {rows[name]}", flush=True)
-            report["generate"][str(context)] = rows
-        for context in args.isolated_contexts:
-            generator = torch.Generator().manual_seed(2)
-            random_ids = torch.randint(3, VOCAB, (BATCH, context), generator=generator)
-            block = torch.randint(3, VOCAB, (BATCH, 8), generator=generator)
-            looping_ids = block.repeat(1, context // 8 + 1)[:, :context]
-            scores = torch.randn(BATCH, VOCAB, generator=generator)
-            peaked = 6.0 * scores
-            rows = {}
-            for name, spec in specs.items():
-                cases = {"random_ms": (random_ids, scores), "looping_ms": (looping_ids, scores)}
-                cases["peaked_scores_ms"] = (random_ids, peaked)
-                timed = {key: isolated(spec, i, s, 3 * args.repeats) for key, (i, s) in cases.items()}
-                if None in timed.values():
-                    continue
-                rows[name] = {key: round(1000 * value, 3) for key, value in timed.items()}
-                print(f"isolated ctx {context:5d} {name:40s} {rows[name]}", flush=True)
-            report["isolated"][str(context)] = rows
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(report, indent=2))
-    print(f"wrote {OUT}")
+        for context, count in zip(args.contexts, repeats, strict=True):
+            report["generate"][str(context)] = in_generate(
+                model, specs, context, count, random.Random(context)
+            )
+        report["isolated_ctx1024"] = isolated(specs, args.isolated_calls)
+    report["setup"]["load_after"] = os.getloadavg()
+    report["setup"]["wall_s"] = round(time.perf_counter() - began, 1)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "overhead.json").write_text(json.dumps(report, indent=2))
+    plot(report, RESULTS / "overhead.png")
+    print(f"wrote {RESULTS / 'overhead.json'} and overhead.png in {report['setup']['wall_s']} s")
 
 
 if __name__ == "__main__":

@@ -166,3 +166,15 @@ def test_raise_decision_matches_a_double_precision_reference(scale):
             q_eos[below], torch.full_like(q_eos[below], floor_value), rtol=1e-5, atol=0
         )
         assert 0 < int(below.sum()) < 64 if eps == 0.01 else not below.any()
+
+
+def test_floor_that_rounds_to_one_gives_eos_all_the_mass():
+    """1 - (1 - eps)^k is 1.0 in float64 for large k: eos takes all the mass, no math domain error."""
+    processor = SelfTerminatingLogitsProcessor(0.5, [2, 5])
+    scores = torch.randn(3, 10, generator=torch.Generator().manual_seed(0))
+    for t in range(80):
+        out = processor(torch.zeros(3, 4 + t, dtype=torch.long), scores.clone())
+    assert processor.floor(80) == 1.0
+    probs = out.double().softmax(dim=-1)
+    torch.testing.assert_close(probs[:, [2, 5]].sum(-1), torch.ones(3, dtype=torch.float64))
+    assert torch.isinf(out[:, [0, 1, 3, 4, 6, 7, 8, 9]]).all()

@@ -196,7 +196,8 @@ class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
         if not bool(raise_rows.any()):
             return scores
         # renormalised log-probabilities: log p_v + log((1 - f) / (1 - p_eos)), log p_e + log(f / p_eos)
-        shift_other = math.log1p(-floor) - torch.log1p(-log_p_eos.exp()) - log_total
+        log_other = math.log1p(-floor) if floor < 1.0 else -math.inf  # floor rounds to 1 for large t
+        shift_other = log_other - torch.log1p(-log_p_eos.exp()) - log_total
         shift_eos = math.log(floor) - log_p_eos - log_total
         rows = torch.nonzero(raise_rows).flatten()
         out = scores.float().clone()  # one copy; only the raised rows change
