@@ -106,13 +106,17 @@ def plot(report: dict, path: Path) -> None:
         for r in rows
     ]
     left.barh(names, [r["time_ratio_vs_cross_entropy"] for r in rows], color=colours)
+    left.plot([r["time_ratio_min_over_min"] for r in rows], names, "o", color="black", mfc="none", ms=5)
     for r_index, r in enumerate(rows):
         if r["time_target"] is not None:
             left.plot([r["time_target"]] * 2, [r_index - 0.4, r_index + 0.4], color="black", lw=1.5)
-    left.set_xlabel("forward+backward time / F.cross_entropy (median of rounds; black: target)")
+    left.set_xlabel(
+        "time / F.cross_entropy: bars = median of same-round ratios,\n"
+        "circles = ratio of minimum times, black lines = issue targets"
+    )
     right.barh(names, [r["peak_memory_x_logits"] for r in rows], color="tab:blue")
     right.axvline(3.0, color="black", lw=1, ls="--")
-    right.set_xlabel("peak memory during forward+backward (x logits; incl. the gradient)")
+    right.set_xlabel("peak memory in forward+backward\n(x logits, the gradient included)")
     load = report["load_average_1min"]
     fig.suptitle(
         f"logits {report['shape'][0]}x{report['shape'][1]} float32, {report['threads']} thread, "
