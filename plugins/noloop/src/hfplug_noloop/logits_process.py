@@ -199,6 +199,10 @@ class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
         log_other = math.log1p(-floor) if floor < 1.0 else -math.inf  # floor rounds to 1 for large t
         shift_other = log_other - torch.log1p(-log_p_eos.exp()) - log_total
         shift_eos = math.log(floor) - log_p_eos - log_total
+        if bool(raise_rows.all()):
+            out = scores.float() + shift_other.float()[:, None]
+            out[:, eos] = scores[:, eos].float() + shift_eos.float()[:, None]
+            return out.to(scores.dtype)
         rows = torch.nonzero(raise_rows).flatten()
         out = scores.float().clone()  # one copy; only the raised rows change
         out[rows] = scores[rows].float() + shift_other.float()[rows, None]
