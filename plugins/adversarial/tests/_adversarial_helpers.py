@@ -87,6 +87,7 @@ def run_trainer(
     epochs: int = 1,
     lr: float = 0.5,
     max_grad_norm: float = 0.0,
+    trainer_class: type[Trainer] = Trainer,
     **extra,
 ):
     args = TrainingArguments(
@@ -108,7 +109,7 @@ def run_trainer(
         **extra,
     )
     loss = trainer_loss(user_loss(task)) if path == "loss_func" else None
-    trainer = Trainer(
+    trainer = trainer_class(
         model, args, train_dataset=DictDataset(data), callbacks=callbacks, compute_loss_func=loss
     )
     trainer.train()

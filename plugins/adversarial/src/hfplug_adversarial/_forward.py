@@ -151,6 +151,72 @@ class GradientTerm(torch.autograd.Function):
         return (None, None, *[g * factor for g in ctx.grads])
 
 
+def _regather_root(model: torch.nn.Module) -> None:
+    """All-gather the parameters an FSDP2 root (``fully_shard``) owns directly before a further pass inside its
+    forward: a ``torch.autograd.grad`` over an earlier pass ends FSDP's backward, which reshards them, and the
+    root's forward pre-hook does not run again for passes made from inside its forward. No-op otherwise."""
+    if torch.distributed.is_available():
+        from torch.distributed.fsdp import FSDPModule
+
+        if isinstance(model, FSDPModule):
+            model.unshard()
+
+
+def _fsdp_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The FSDP2 (``fully_shard``) modules in ``model``, root first; empty without FSDP2."""
+    if not torch.distributed.is_available():
+        return []
+    from torch.distributed.fsdp import FSDPModule
+
+    return [m for m in model.modules() if isinstance(m, FSDPModule)]
+
+
+class UnshardedHold:
+    """Keeps FSDP2 parameters gathered from a double-backward step's first forward until :meth:`release`.
+
+    A graph built by ``torch.autograd.grad(..., create_graph=True)`` reads the gathered parameters in the
+    final backward through nodes that FSDP's pre-backward hooks never see; resharding (after forward or after
+    the inner backward) frees that storage under them (a segfault on CPU). So resharding is switched off and
+    the parameters are resharded at the end of the micro-batch's final backward, after FSDP's own
+    end-of-backward callback: gradient clipping and the optimizer then see the sharded parameters and
+    gradients, and the next forward gathers the updated shards. :meth:`restore` puts back each module's own
+    settings at train end. Cost: the full parameters stay on every rank through each micro-batch's forward and
+    backward. Reads FSDP2's per-group settings (``_get_fsdp_state``), which have no public getter."""
+
+    def __init__(self) -> None:
+        self.saved: list[tuple[torch.nn.Module, bool, list[bool]]] = []
+
+    def hold(self, model: torch.nn.Module) -> None:
+        if self.saved:
+            return
+        for module in _fsdp_modules(model):
+            groups = module._get_fsdp_state()._fsdp_param_groups
+            after_forward = any(g.post_forward_mesh_info is not None for g in groups)
+            self.saved.append((module, after_forward, [g.reshard_after_backward for g in groups]))
+            module.set_reshard_after_forward(False, recurse=False)
+            module.set_reshard_after_backward(False, recurse=False)
+
+    def release(self) -> None:
+        for module, _, _ in self.saved:
+            module.reshard()
+
+    def release_after_backward(self, tensor: torch.Tensor) -> None:
+        """Reshard once the backward that reaches ``tensor`` (a first-pass embedding output) has finished."""
+        if self.saved and tensor.requires_grad:
+            tensor.register_hook(self._queue_release)
+
+    def _queue_release(self, grad: torch.Tensor) -> None:
+        torch.autograd.Variable._execution_engine.queue_callback(self.release)
+
+    def restore(self) -> None:
+        self.release()
+        for module, after_forward, after_backward in self.saved:
+            module.set_reshard_after_forward(after_forward, recurse=False)
+            for group, value in zip(module._get_fsdp_state()._fsdp_param_groups, after_backward, strict=True):
+                group.reshard_after_backward = value
+        self.saved = []
+
+
 def _detached(value: Any) -> Any:
     """``value`` with its tensors detached. Under ``DDP(find_unused_parameters=True)`` every output tensor goes
     through DDP's backward hook node, which sends a zero gradient into each, also into the graph of a first pass
@@ -200,6 +266,7 @@ class ForwardWrapper:
         # fused attention kernels (flash, memory-efficient) have no double backward: use the math kernel
         self.kernel = (lambda: sdpa_kernel(SDPBackend.MATH)) if double_backward else contextlib.nullcontext
         self.pending_finisher = False
+        self.hold = UnshardedHold() if double_backward else None
         self.tap = EmbeddingTap(embeddings)
         self.instance_forward = model.__dict__.get("forward")  # e.g. Accelerate's autocast wrapper
         self.original = model.forward
@@ -207,6 +274,8 @@ class ForwardWrapper:
 
     def remove(self) -> None:
         self.tap.remove()
+        if self.hold is not None:
+            self.hold.restore()
         if self.model.__dict__.get("forward") is self:
             if self.instance_forward is None:
                 del self.model.forward  # the class method shows through again
@@ -232,6 +301,8 @@ class ForwardWrapper:
         if not (self.model.training and torch.is_grad_enabled()):
             return self.original(*args, **kwargs)
         self.check_finisher_consumed()
+        if self.hold is not None:
+            self.hold.hold(self.model)
         mask = _attention_mask(kwargs)
         initial = self.initial_delta
 
@@ -239,12 +310,16 @@ class ForwardWrapper:
             with self.kernel():
                 return self.tap.run(self.original, args, kwargs, delta_fn)
 
+        def rerun(delta_fn):
+            _regather_root(self.model)
+            return run(delta_fn)
+
         first_delta = None if initial is None else (lambda index, output: initial(output, mask))
         outputs = run(first_delta)
         if not isinstance(outputs, dict):
             raise TypeError("adversarial training needs dict-like model outputs (return_dict=True)")
         common = dict(
-            run=run,
+            run=rerun,
             tap=self.tap,
             outputs=outputs,
             embeds=list(self.tap.outputs),
@@ -266,6 +341,8 @@ class ForwardWrapper:
                 loss_of=loss_of, num_items_in_batch=num_items, scale=self._scale(num_items, True), **common
             )
             loss = self.method(batch)
+            if self.hold is not None:
+                self.hold.release_after_backward(batch.embeds[0])
             for key in [k for k in outputs if k != "loss"]:  # the first pass's graph may be freed
                 outputs[key] = _detached(outputs[key])
             outputs["loss"] = loss
@@ -288,7 +365,10 @@ class ForwardWrapper:
                 scale=self._scale(num_items_in_batch, False),
                 **{**common, "outputs": finished_outputs},
             )
-            return self.method(batch)
+            loss = self.method(batch)
+            if self.hold is not None:
+                self.hold.release_after_backward(batch.embeds[0])
+            return loss
 
         attach_loss_finisher(outputs, finisher)
         self.pending_finisher = True
