@@ -1,4 +1,4 @@
-"""Run under torchrun by test_adversarial_fsdp.py: 5 steps of three methods under FSDP2 full_shard on 2 CPU ranks.
+"""Run under torchrun by test_adversarial_fsdp.py: 5 steps of five methods under FSDP2 full_shard on 2 CPU ranks.
 
 Accelerate 1.15 turns the Trainer's FSDP plugin on only for accelerator devices (``AcceleratorState`` switches to
 ``DistributedType.FSDP`` for MULTI_GPU/XPU/NPU/..., never for MULTI_CPU), so ``Trainer(fsdp=True, use_cpu=True)``
@@ -6,6 +6,7 @@ silently trains with DDP. ``CPUFSDPTrainer`` sets the state that gate skips, rig
 Accelerator; everything after that (``fully_shard`` wrapping, sharded optimizer, reduce-scatter) is the stock
 Accelerate/PyTorch FSDP2 path over gloo. Each rank saves the gathered full parameters and its own shard sizes."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from _adversarial_helpers import make_data, make_model, run_trainer
 from accelerate import FullyShardedDataParallelPlugin
 from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType
-from hfplug_adversarial import FGM, FreeLB, GradientPenalty
+from hfplug_adversarial import FGM, PGD, SMART, FreeLB, GradientPenalty
 from torch.distributed.tensor import DTensor
 from transformers import Trainer
 
@@ -49,6 +50,8 @@ runs = {
         dict(batch_size=2, accumulation=2, max_grad_norm=0.3),
     ),
     "freelb_model": (lambda: FreeLB(init_magnitude=0), "model", dict(batch_size=2, accumulation=2)),
+    "pgd_loss_func": (lambda: PGD(norm="per_example"), "loss_func", dict(batch_size=4)),
+    "smart_model": (lambda: SMART(seed=0), "model", dict(batch_size=4)),  # noise generator seeded 0 + rank
 }
 for name, (make_callback, path, shape) in runs.items():
     trainer = run_trainer(
@@ -62,3 +65,9 @@ for name, (make_callback, path, shape) in runs.items():
     local = sum(p.to_local().numel() for p in params)
     torch.save({"full": full, "local": local}, out / f"{name}_rank{trainer.args.process_index}.pt")
 finish_distributed()
+# After all results are saved and the process group is destroyed, a rank still aborted at interpreter exit in 2 of 4
+# runs under load ("terminate called without an active exception", SIGABRT; not seen in the DDP script): skip the
+# interpreter teardown. The test checks the saved parameters, so nothing it asserts depends on the exit path.
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)

@@ -1,10 +1,13 @@
 """FSDP2 full_shard (torchrun, 2 CPU ranks, gloo): the gathered parameters equal one process on the global batch.
 
-The runs of the DDP test against the same hand-written references: FGM per-example with the model's loss (4 per
-rank), gradient penalty with compute_loss_func (and gradient clipping at 0.3, which is active) and FreeLB with the
-model's loss, the last two under gradient accumulation (2 micro-batches of 2 per rank). Each rank holds about half
-of the parameters. Without the plugin's FSDP handling, FGM and FreeLB fail on a resharded root parameter and the
-gradient penalty segfaults in the final backward."""
+Against hand-written references, 5 steps each: FGM per-example with the model's loss (4 per rank); gradient penalty
+with compute_loss_func and gradient clipping at 0.3 (active in 4 of the 5 steps) and FreeLB with the model's loss,
+both under gradient accumulation (2 micro-batches of 2 per rank); PGD per-example with compute_loss_func; SMART with
+the model's loss, its reference drawing each half of the batch's noise from that rank's generator (seed 0 + rank;
+the full-batch draw of seed 0 moves the result by 6%). Each rank holds about half of the parameters. Without the
+plugin's FSDP handling FGM fails on a resharded root parameter ("mixed torch.Tensor and DTensor") and the gradient
+penalty segfaults in the final backward (or, resharded only before the optimizer step, clips nothing and trains on
+stale gathered parameters)."""
 
 from __future__ import annotations
 
@@ -18,9 +21,12 @@ from _adversarial_helpers import (
     flat_params,
     freelb_objective,
     gp_objective,
+    l2,
     make_data,
     make_model,
+    project,
 )
+from test_adversarial_methods import smart_ref
 
 from hfplug.testing import run_torchrun
 
@@ -32,13 +38,40 @@ def _reference(objective, path: str, max_grad_norm: float = 0.0, steps: int = 5)
     return flat_params(ref.model)
 
 
+def pgd_per_example(ref: Reference, eps: float = 1.0, alpha: float = 0.3, steps: int = 3) -> torch.Tensor:
+    """PGD from the clean point with per-example normalisation and projection; trains on the last pass."""
+    e = ref.embed()
+    (g,) = torch.autograd.grad(ref.loss(e), e)
+    delta = torch.zeros_like(e)
+    for k in range(steps):
+        delta = project(delta + alpha * g / (l2(g, True) + 1e-8), eps, True)
+        if k < steps - 1:
+            d = delta.clone().requires_grad_()
+            (g,) = torch.autograd.grad(ref.loss(ref.embed() + d), d)
+    return ref.loss(ref.embed() + delta)
+
+
+def rank_seeded_draw():
+    """SMART's noise under 2 ranks: each rank draws for its 4 examples from a generator seeded 0 + rank."""
+    generators = [torch.Generator().manual_seed(rank) for rank in (0, 1)]
+
+    def draw(shape):
+        half = (shape[0] // 2, *shape[1:])
+        return torch.cat([torch.randn(half, generator=g) for g in generators])
+
+    return draw
+
+
 @pytest.mark.distributed
 def test_fsdp_two_cpu_ranks_match_single_process(tmp_path: Path):
     run_torchrun(Path(__file__).with_name("_adversarial_fsdp_script.py"), str(tmp_path))
+    draw = rank_seeded_draw()  # one pair of generators through the 5 steps, as each rank's callback
     expected = {
         "fgm_model": _reference(lambda ref: fgm_objective(ref, 0.5, per_example=True), "model"),
         "gp_loss_func": _reference(lambda ref: gp_objective(ref, 1.0), "loss_func", max_grad_norm=0.3),
         "freelb_model": _reference(lambda ref: freelb_objective(ref, init_magnitude=0), "model"),
+        "pgd_loss_func": _reference(pgd_per_example, "loss_func"),
+        "smart_model": _reference(lambda ref: smart_ref(ref, draw=draw), "model"),
     }
     start = flat_params(make_model("seq"))
     for name, reference in expected.items():

@@ -50,13 +50,14 @@ def pgd_ref(ref, eps=1.0, alpha=0.3, steps=3, objective="adversarial", random_st
     return clean + adv if objective == "sum" else adv
 
 
-def smart_ref(ref, weight=1.0, eps=1.0, step_size=1e-3, noise_std=1e-5):
+def smart_ref(ref, weight=1.0, eps=1.0, step_size=1e-3, noise_std=1e-5, draw=None):
+    """``draw`` gives the standard-normal draw of the initial noise (default: generator seeded 0, full batch)."""
     e = ref.embed()
     out = ref.outputs(e)
     clean_loss = ref.loss(e)
     clean = out.logits
-    gen = torch.Generator().manual_seed(0)
-    noise = (noise_std * torch.randn(e.shape, generator=gen) * ref.mask).requires_grad_()
+    z = torch.randn(e.shape, generator=torch.Generator().manual_seed(0)) if draw is None else draw(e.shape)
+    noise = (noise_std * z * ref.mask).requires_grad_()
     adv = ref.outputs(ref.embed() + noise).logits
     rows = ref.mask.squeeze(-1) if clean.dim() == 3 else torch.ones(clean.shape[0])
     kl = F.kl_div(adv.log_softmax(-1), clean.detach().log_softmax(-1), log_target=True, reduction="none")
