@@ -184,11 +184,13 @@ class UnshardedHold:
     backward. Reads FSDP2's per-group settings (``_get_fsdp_state``), which have no public getter."""
 
     def __init__(self) -> None:
+        self.held = False
         self.saved: list[tuple[torch.nn.Module, bool, list[bool]]] = []
 
     def hold(self, model: torch.nn.Module) -> None:
-        if self.saved:
+        if self.held:  # once per training run: FSDP wraps the model before the first training forward
             return
+        self.held = True
         for module in _fsdp_modules(model):
             groups = module._get_fsdp_state()._fsdp_param_groups
             after_forward = any(g.post_forward_mesh_info is not None for g in groups)
@@ -214,7 +216,7 @@ class UnshardedHold:
             module.set_reshard_after_forward(after_forward, recurse=False)
             for group, value in zip(module._get_fsdp_state()._fsdp_param_groups, after_backward, strict=True):
                 group.reshard_after_backward = value
-        self.saved = []
+        self.held, self.saved = False, []
 
 
 def _detached(value: Any) -> Any:
