@@ -375,6 +375,7 @@ class LoopEOSLogitsProcessor(Clocked, LogitsProcessor):
         if not bool(forced.any()):
             return scores
         eos_scores = scores[:, self.eos_token_id]
-        only_eos = torch.full_like(scores, -float("inf"))
-        only_eos[:, self.eos_token_id] = torch.where(torch.isfinite(eos_scores), eos_scores, 0.0)
-        return torch.where(forced[:, None], only_eos, scores)
+        forced_eos = torch.where(torch.isfinite(eos_scores), eos_scores, 0.0)
+        out = scores.masked_fill(forced[:, None], -float("inf"))  # one copy of the scores
+        out[:, self.eos_token_id] = torch.where(forced[:, None], forced_eos, eos_scores)
+        return out
