@@ -22,7 +22,7 @@ scores, a looping history (an 8-token block repeated) and peaked scores (logits 
 
     flock /tmp/hfplug/bench.lock python plugins/noloop/bench/bench_overhead.py [--repeats 15 15 7]
 
-Writes plugins/noloop/bench/results/overhead.json and overhead.png. The machine may be shared (load is
+Writes plugins/noloop/bench/results/overhead.json and overhead.png (``--name`` changes the stem). The machine may be shared (load is
 recorded): compare rows of one run.
 """
 
@@ -269,6 +269,7 @@ def main() -> None:
     parser.add_argument("--contexts", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--repeats", type=int, nargs="+", default=[15, 15, 7], help="one per context")
     parser.add_argument("--isolated-calls", type=int, default=50)
+    parser.add_argument("--name", default="overhead", help="results/<name>.json and .png")
     args = parser.parse_args()
     repeats = (
         args.repeats if len(args.repeats) == len(args.contexts) else args.repeats[:1] * len(args.contexts)
@@ -307,9 +308,9 @@ def main() -> None:
     report["setup"]["load_after"] = os.getloadavg()
     report["setup"]["wall_s"] = round(time.perf_counter() - began, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "overhead.json").write_text(json.dumps(report, indent=2))
-    plot(report, RESULTS / "overhead.png")
-    print(f"wrote {RESULTS / 'overhead.json'} and overhead.png in {report['setup']['wall_s']} s")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2))
+    plot(report, RESULTS / f"{args.name}.png")
+    print(f"wrote {RESULTS / args.name}.json and .png in {report['setup']['wall_s']} s")
 
 
 if __name__ == "__main__":
