@@ -113,3 +113,9 @@ def test_empty_and_invalid_inputs():
         ngrams.non_termination_ratio([[1]], 0, 0)
     with pytest.raises(ValueError, match="unknown hfplug metric module 'acc'"):
         hfplug.metrics.path("acc")
+
+
+@pytest.mark.parametrize("eos", [None, "2", [], [-1], [1.5], True])
+def test_bad_eos_is_a_value_error(eos):
+    with pytest.raises(ValueError, match="eos_token_id"):
+        ngrams.non_termination_ratio([[1, 2]], eos, 2)

@@ -29,11 +29,20 @@ def as_id_list(sequence: Tokens) -> list[int]:
 
 
 def eos_set(eos_token_id: int | Iterable[int]) -> set[int]:
-    """One or several eos ids as a set; an empty set is an error."""
-    ids = {eos_token_id} if isinstance(eos_token_id, int) else set(as_id_list(eos_token_id))
-    if not ids:
-        raise ValueError("eos_token_id must name at least one token id")
-    return ids
+    """One or several eos ids as a set of non-negative ints; anything else is a ValueError."""
+    if isinstance(eos_token_id, int) and not isinstance(eos_token_id, bool):
+        ids = [eos_token_id]
+    elif (
+        eos_token_id is None
+        or isinstance(eos_token_id, (str, bytes))
+        or not (hasattr(eos_token_id, "tolist") or isinstance(eos_token_id, Iterable))
+    ):
+        raise ValueError(f"eos_token_id must be an int or a list of ints, got {eos_token_id!r}")
+    else:
+        ids = as_id_list(eos_token_id)
+    if not ids or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ids):
+        raise ValueError(f"eos_token_id must name at least one non-negative token id, got {eos_token_id!r}")
+    return set(ids)
 
 
 def truncate_at_eos(
