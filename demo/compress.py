@@ -9,6 +9,7 @@ from pathlib import Path
 
 import datasets
 import torch
+from hfplug_imbalance import LogitAdjustedLoss
 from hfplug_theseus import ConstantReplacementScheduler, TheseusCallback, export_successor, theseus_wrap
 from transformers import DataCollatorWithPadding, PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
@@ -28,7 +29,8 @@ def compress(
     progress: bool = True,
 ) -> tuple[PreTrainedModel, dict]:
     """Theseus: successor blocks start as copies of the first n, replace predecessor groups with p = 0.5 for
-    70% of the steps, then train alone; the exported plain successor is saved to ``out_dir`` and scored."""
+    70% of the steps, then train alone, with the predecessor's logit-adjusted loss (plain cross-entropy here
+    would undo the long-tail correction); the exported plain successor is saved to ``out_dir`` and scored."""
     set_seed(seed)  # model initialisation draws from the global generator
     depth = predecessor.config.num_hidden_layers // 2
     wrapped = theseus_wrap(copy.deepcopy(predecessor), depth, seed=seed)
@@ -44,6 +46,7 @@ def compress(
         progress,
         max_steps=settings.theseus_steps,
         callbacks=[TheseusCallback(scheduler)],
+        compute_loss_func=LogitAdjustedLoss.from_dataset(train, tau=1.0),
     )
     start = time.perf_counter()
     trainer.train()
