@@ -124,6 +124,37 @@ def test_causal_with_cached_prefix_and_state_match_quadratic():
         torch.testing.assert_close(step.double(), ref[:, :, t : t + 1], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("padding", ["none", "left"])
+def test_causal_many_chunks_and_states_match_quadratic(padding):
+    # many chunks (the prefix states of all chunks come from one product), key norms growing along the
+    # sequence (the running stabiliser moves in every chunk), and prefill in pieces through the state
+    q, k, v = inputs(L=90, scale=0.6)
+    k = k * torch.linspace(0.5, 2.0, 90)[:, None]
+    valid = torch.ones(2, 90, dtype=torch.bool)
+    if padding == "left":
+        valid[1, :13] = False
+    W = gaussian_projection(64, 16, seed=3)
+    ref = quadratic_favor(q, k, v, W, valid, causal=True)
+    rows = (valid.cumsum(-1) > 0)[:, None, :].expand(-1, 4, -1)
+    for chunk_size in (3, 7, 16):
+        out, _ = favor_attention(q, k, v, W, causal=True, key_padding_mask=valid, chunk_size=chunk_size)
+        torch.testing.assert_close(out.double()[rows], ref[rows], rtol=1e-5, atol=1e-5)
+        state, pieces = None, []
+        for start, stop in ((0, 10), (10, 41), (41, 90)):
+            piece, state = favor_attention(
+                q[:, :, start:stop],
+                k[:, :, start:stop],
+                v[:, :, start:stop],
+                W,
+                causal=True,
+                key_padding_mask=valid[:, start:stop],
+                chunk_size=chunk_size,
+                state=state,
+            )
+            pieces.append(piece)
+        torch.testing.assert_close(torch.cat(pieces, 2).double()[rows], ref[rows], rtol=1e-5, atol=1e-5)
+
+
 def test_causal_output_does_not_depend_on_future_tokens():
     q, k, v = inputs(L=40)
     W = gaussian_projection(64, 16, seed=3)

@@ -124,10 +124,10 @@ def _causal(
         offset_k = torch.nn.functional.pad(offset_k, (0, 0, 0, pad), value=float("inf"))
         value = torch.nn.functional.pad(value, (0, 0, 0, pad))
         key_max = torch.nn.functional.pad(key_max, (0, pad), value=float("-inf"))
-    if state is None:
-        state = FavorState(value.new_zeros(B, Hkv, m, Dv + 1), value.new_full((B, Hkv), float("-inf")))
     # running key stabiliser s_t = max over keys <= t (and the state's), never looking ahead
-    running = torch.maximum(key_max.cummax(-1).values, state.r[..., None])
+    running = key_max.cummax(-1).values
+    if state is not None:
+        running = torch.maximum(running, state.r[..., None])
     stab = _finite(running)
     phi_k = projected_k.sub_(offset_k + stab[..., None]).exp_()
     phi_q = _query_features(projected_q)
@@ -143,22 +143,23 @@ def _causal(
     scores = (phi_q @ phi_k.unsqueeze(2).transpose(-2, -1)).mul_(decay.unsqueeze(2))
     out = scores @ value.unsqueeze(2)  # numerator | denominator
 
-    # per-chunk sums in units of the chunk's last stabiliser, then exclusive prefix states between chunks
+    # per-chunk sums in units of the chunk's last stabiliser r_c, then all exclusive prefix states in one
+    # product (no loop over chunks): before chunk i, P_i = sum_{c<i} exp(r_c - r_{i-1}) kv_c (+ the incoming
+    # state), in units of r_{i-1}. r is non-decreasing wherever kv is non-zero, so the clamps are exact.
     chunk_stab = stab[..., -1]
     weight = torch.exp((stab - chunk_stab[..., None]).clamp(max=0)).unsqueeze(-1)  # (B, Hkv, n, C, 1)
-    chunk_kv = phi_k.transpose(-2, -1) @ (value * weight)  # (B, Hkv, n, m, Dv + 1)
-    Sz, r = state.Sz, _finite(state.r)
-    prefix_Sz, prefix_r = [], []
-    # unbind, not indexing: its backward stacks the n gradients instead of zero-filling n full-size buffers
-    for kv, next_r in zip(chunk_kv.unbind(2), chunk_stab.unbind(-1), strict=True):
-        prefix_Sz.append(Sz)
-        prefix_r.append(r)
-        Sz = torch.addcmul(kv, Sz, torch.exp((r - next_r).clamp(max=0))[..., None, None])
-        r = next_r
-    carry = torch.exp((torch.stack(prefix_r, 2)[..., None] - stab).clamp(max=0)).unsqueeze(
-        -1
-    )  # (B, Hkv, n, C, 1)
-    out = out + (phi_q @ torch.stack(prefix_Sz, 2).unsqueeze(2)) * carry.unsqueeze(2)
+    chunk_kv = (phi_k.transpose(-2, -1) @ (value * weight)).flatten(-2)  # (B, Hkv, n, m (Dv + 1))
+    r_in = value.new_zeros(B, Hkv, 1) if state is None else _finite(state.r)[..., None]
+    prefix_r = torch.cat([r_in, chunk_stab[..., :-1]], -1)  # r_{i-1}, r_{-1} = the state's
+    mixing = (chunk_stab[..., None, :] - prefix_r[..., :, None]).clamp_(max=0).exp_().tril_(-1)
+    prefix_Sz = mixing @ chunk_kv  # (B, Hkv, n, m (Dv + 1))
+    if state is not None:
+        scale = torch.exp((r_in - prefix_r).clamp(max=0))[..., None]
+        prefix_Sz = prefix_Sz.addcmul_(scale, state.Sz.flatten(-2)[..., None, :])
+    last = torch.exp((prefix_r[..., -1:] - chunk_stab[..., -1:]).clamp(max=0))
+    Sz = (chunk_kv[:, :, -1] + prefix_Sz[:, :, -1] * last).view(B, Hkv, m, Dv + 1)
+    carry = torch.exp((prefix_r[..., None] - stab).clamp(max=0)).unsqueeze(-1)  # (B, Hkv, n, C, 1)
+    out = out.addcmul_(phi_q @ prefix_Sz.view(B, Hkv, 1, n, m, Dv + 1), carry.unsqueeze(2))
     out = _normalise(out).reshape(B, Hkv, G, n * C, Dv)[..., :L, :]
     return out, FavorState(Sz, running[..., L - 1])
 
@@ -199,7 +200,9 @@ def favor_attention(
         query, key, value = query.float(), key.float(), value.float()
         if shift_keys and not causal:
             key = key - _key_shift(query.view(B, Hkv, G, Lq, D), key, key_padding_mask)
-        projected_q, _ = feature_logits(query.view(B, Hkv, G, Lq, D), projection, scaling, kernel)
+        projected_q, _ = feature_logits(
+            query.view(B, Hkv, G, Lq, D), projection, scaling, kernel, offset=False
+        )
         offset = Lk - Lq if causal else Lk
         if offset < 0:
             raise ValueError(f"causal attention needs at least as many keys ({Lk}) as queries ({Lq})")

@@ -92,20 +92,25 @@ def gaussian_projection(
 
 
 def feature_logits(
-    x: torch.Tensor, projection: torch.Tensor, scaling: float, kernel: str = "softmax"
-) -> tuple[torch.Tensor, torch.Tensor]:
+    x: torch.Tensor,
+    projection: torch.Tensor,
+    scaling: float,
+    kernel: str = "softmax",
+    *,
+    offset: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log phi(x·sqrt(scaling)) = projected - offset for x (..., d), W (m, d): ((..., m), (..., 1)).
 
     Softmax: projected = w·x, offset = |x|²/2. ReLU: projected = log(relu(w·x) + 1e-3), offset = 0.
     ``scaling`` is the attention's logit scale (1/sqrt(d) for most models, 1.0 for T5), split evenly between
     queries and keys (folded into W, so the (..., d) input is not rescaled). Kept apart so stabilisers can be
-    folded into the per-row offset.
+    folded into the per-row offset. ``offset=False`` skips the offset (returns None): queries do not need it,
+    their per-row constant cancels with the row stabiliser.
     """
     projected = x @ (projection * math.sqrt(scaling)).T
     if kernel == "softmax":
-        return projected, (0.5 * scaling) * x.pow(2).sum(-1, keepdim=True)
+        return projected, (0.5 * scaling) * x.pow(2).sum(-1, keepdim=True) if offset else None
     if kernel == "relu":
-        return torch.log(torch.relu(projected) + RELU_EPSILON), projected.new_zeros(
-            (*projected.shape[:-1], 1)
-        )
+        zeros = projected.new_zeros((*projected.shape[:-1], 1)) if offset else None
+        return torch.log(torch.relu(projected) + RELU_EPSILON), zeros
     raise ValueError(f"kernel must be 'softmax' or 'relu', got {kernel!r}")
