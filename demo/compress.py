@@ -15,7 +15,7 @@ from transformers import DataCollatorWithPadding, PreTrainedModel, PreTrainedTok
 
 from .finetune import classification_trainer, test_metrics
 from .settings import DemoSettings
-from .training import is_main_process
+from .training import is_main_process, run_training
 
 
 def compress(
@@ -48,9 +48,7 @@ def compress(
         callbacks=[TheseusCallback(scheduler)],
         compute_loss_func=LogitAdjustedLoss.from_dataset(train, tau=1.0),
     )
-    start = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - start
+    seconds = run_training(trainer)["seconds"]
     successor = export_successor(trainer.model)
     if is_main_process():
         successor.save_pretrained(out_dir)

@@ -6,7 +6,6 @@ Two runs from the same checkpoint, seed and data order: plain cross-entropy, and
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import datasets
@@ -24,7 +23,7 @@ from transformers import (
 import hfplug.metrics
 
 from .settings import DemoSettings
-from .training import attention_implementation, training_arguments
+from .training import attention_implementation, run_training, training_arguments
 
 METHODS = ("cross_entropy", "fgm_logit_adjusted")
 
@@ -102,7 +101,5 @@ def finetune(
     trainer = classification_trainer(
         model, tokenizer, train, test, settings, seed, out_dir, progress, **extra
     )
-    start = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - start
+    seconds = run_training(trainer)["seconds"]
     return trainer.model, {**test_metrics(trainer), "train_seconds": seconds}

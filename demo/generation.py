@@ -23,7 +23,7 @@ import hfplug.metrics
 from hfplug.metrics.ngrams import truncate_at_eos
 
 from .settings import DemoSettings
-from .training import attention_implementation, configure_attention, training_arguments
+from .training import attention_implementation, configure_attention, run_training, training_arguments
 
 SENTENCE_END = re.compile(r"(?<=[。！？])")
 
@@ -84,16 +84,7 @@ def train_lm(
         train_dataset=examples,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
     )
-    start = time.perf_counter()
-    result = trainer.train()
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    stats = {
-        "sentences": len(examples),
-        "steps": result.global_step,
-        "final_loss": losses[-1] if losses else result.training_loss,
-        "seconds": time.perf_counter() - start,
-    }
-    return trainer.model, stats
+    return trainer.model, {"sentences": len(examples), **run_training(trainer)}
 
 
 @torch.no_grad()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import datasets
@@ -20,6 +19,7 @@ from .training import (
     attention_implementation,
     configure_attention,
     is_main_process,
+    run_training,
     training_arguments,
     wait_for_everyone,
 )
@@ -79,18 +79,9 @@ def pretrain_mlm(
         train_dataset=blocks,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15),
     )
-    start = time.perf_counter()
-    result = trainer.train()
-    seconds = time.perf_counter() - start
+    stats = run_training(trainer)
     trainer.save_model(str(out_dir))  # rank 0 writes
     if is_main_process():
         tokenizer.save_pretrained(out_dir)
     wait_for_everyone()
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return {
-        "blocks": len(blocks),
-        "steps": result.global_step,
-        "first_logged_loss": losses[0] if losses else None,
-        "final_loss": losses[-1] if losses else result.training_loss,
-        "seconds": seconds,
-    }
+    return {"blocks": len(blocks), **stats}

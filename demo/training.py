@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from accelerate import PartialState
-from transformers import PreTrainedModel, TrainingArguments
+from transformers import PreTrainedModel, Trainer, TrainingArguments
 
 import hfplug
 
@@ -50,6 +51,20 @@ def training_arguments(
         dataloader_num_workers=0,
         **kwargs,
     )
+
+
+def run_training(trainer: Trainer) -> dict:
+    """``trainer.train()``: optimizer steps, first and last logged training loss, wall seconds."""
+    start = time.perf_counter()
+    result = trainer.train()
+    seconds = time.perf_counter() - start
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return {
+        "steps": result.global_step,
+        "first_logged_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else result.training_loss,
+        "seconds": seconds,
+    }
 
 
 def is_main_process() -> bool:
