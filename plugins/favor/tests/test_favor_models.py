@@ -121,7 +121,7 @@ def quadratic_favor_attention(module, query, key, value, attention_mask, scaling
     return out.transpose(1, 2).to(query.dtype), None
 
 
-@pytest.mark.parametrize("cache", ["dynamic", "favor"])
+@pytest.mark.parametrize("cache", ["default", "dynamic", "favor"])
 def test_generate_matches_a_reference_loop_with_quadratic_favor(monkeypatch, cache):
     tf.AttentionInterface.register("favor_reference", quadratic_favor_attention)
     tf.masking_utils.AttentionMaskInterface.register("favor_reference", tf.masking_utils.sdpa_mask)
@@ -137,15 +137,20 @@ def test_generate_matches_a_reference_loop_with_quadratic_favor(monkeypatch, cac
 
     original = attention._cached_state
     monkeypatch.setattr(attention, "_cached_state", lambda *a: reused.append(original(*a)) or reused[-1])
-    past = FavorCache() if cache == "favor" else None
+    options = {
+        "default": {},  # plain generate(): FavorCache chosen by the plugin
+        "dynamic": {"cache_implementation": "dynamic"},  # the opt-out: transformers' DynamicCache
+        "favor": {"past_key_values": FavorCache()},
+    }[cache]
     with torch.no_grad():
-        generated = model.generate(
+        out = model.generate(
             input_ids=prompt,
             attention_mask=mask,
             max_new_tokens=6,
             do_sample=False,
             pad_token_id=0,
-            past_key_values=past,
+            return_dict_in_generate=True,
+            **options,
         )
         model.set_attn_implementation("favor_reference")
         ids, am = prompt, mask
@@ -154,15 +159,81 @@ def test_generate_matches_a_reference_loop_with_quadratic_favor(monkeypatch, cac
             logits = model(input_ids=ids, attention_mask=am, position_ids=positions, use_cache=False).logits
             ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], 1)
             am = torch.cat([am, torch.ones(2, 1, dtype=am.dtype)], 1)
-    assert torch.equal(generated, ids)
+    assert torch.equal(out.sequences, ids)
+    past = out.past_key_values
     if cache == "dynamic":
+        assert type(past) is tf.DynamicCache
         assert (
             sum(state is not None for state in reused) == 2 * 5
         )  # every decode step used the recurrent state
     else:
+        assert type(past) is FavorCache
+        assert cache == "default" or past is options["past_key_values"]
         assert not reused  # FavorCache bypasses the module state
         assert past.get_seq_length() == 9 + 5 and all(layer.keys is None for layer in past.layers)
         assert past.layers[0].state.S.shape == (2, 2, 64, 8)  # (B, Hkv, m, Dv): all the cache holds
+
+
+def generate_both_ways(model, **kwargs):
+    """generate() twice from the same RNG state: plain (FavorCache) and with the DynamicCache opt-out."""
+    outputs = []
+    for options in ({}, {"cache_implementation": "dynamic"}):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            outputs.append(model.generate(**kwargs, **options, return_dict_in_generate=True, pad_token_id=0))
+    return outputs
+
+
+def test_beam_search_and_sampling_with_the_default_favor_cache_match_the_dynamic_cache():
+    config = FAMILIES["llama"]()
+    config.vocab_size = 1000
+    model = build(config, task=tf.AutoModelForCausalLM)
+    set_favor_config(model, FavorConfig(nb_features=64, chunk_size=4))
+    prompt = torch.randint(5, 1000, (2, 8), generator=torch.Generator().manual_seed(5))
+    mask = torch.ones_like(prompt)
+    mask[0, :2] = 0  # left padding
+    inputs = dict(input_ids=prompt, attention_mask=mask, max_new_tokens=6)
+    # beam search reorders the cache every step; num_return_sequences > 1 repeats it
+    favor, dynamic = generate_both_ways(
+        model, **inputs, num_beams=3, num_return_sequences=2, output_scores=True
+    )
+    assert type(favor.past_key_values) is FavorCache and type(dynamic.past_key_values) is tf.DynamicCache
+    assert favor.past_key_values.layers[0].state.S.shape[0] == 2 * 3  # one state per beam
+    assert torch.equal(favor.sequences, dynamic.sequences) and favor.sequences.shape[0] == 4
+    torch.testing.assert_close(favor.sequences_scores, dynamic.sequences_scores, rtol=1e-4, atol=1e-5)
+    favor, dynamic = generate_both_ways(model, **inputs, do_sample=True, num_return_sequences=3)
+    assert type(favor.past_key_values) is FavorCache
+    assert torch.equal(favor.sequences, dynamic.sequences) and favor.sequences.shape[0] == 6
+
+
+def test_generate_keeps_the_dynamic_cache_where_a_favor_cache_cannot_serve():
+    config = FAMILIES["llama"]()
+    prompt = torch.tensor([[5, 6, 7, 8, 5, 6, 7, 8, 5, 6]])
+    options = dict(input_ids=prompt, max_new_tokens=4, do_sample=False, pad_token_id=0)
+    sdpa = build(config, implementation="sdpa", task=tf.AutoModelForCausalLM)
+    favor = build(config, task=tf.AutoModelForCausalLM)
+    with torch.no_grad():
+        assert type(sdpa.generate(**options, return_dict_in_generate=True).past_key_values) is tf.DynamicCache
+        greedy = favor.generate(**options)
+        # prompt-lookup (assisted) decoding crops the cache: it keeps a DynamicCache and the same tokens
+        assisted = favor.generate(**options, prompt_lookup_num_tokens=3, return_dict_in_generate=True)
+        assert type(assisted.past_key_values) is tf.DynamicCache
+        assert torch.equal(assisted.sequences, greedy)
+        assert favor.generate(**options, use_cache=False).tolist() == greedy.tolist()
+    generation_config = tf.GenerationConfig(max_length=20)
+    for mode, assistant in [
+        (tf.generation.utils.GenerationMode.CONTRASTIVE_SEARCH, None),  # inspects and crops past keys
+        (tf.generation.utils.GenerationMode.ASSISTED_GENERATION, None),
+        (tf.generation.utils.GenerationMode.GREEDY_SEARCH, True),  # the assistant's own cache is cropped
+    ]:
+        generation_config.is_assistant = assistant
+        model_kwargs = {}
+        favor._prepare_cache_for_generation(generation_config, model_kwargs, mode, 1, 19)
+        assert type(model_kwargs["past_key_values"]) is tf.DynamicCache, mode
+    generation_config.is_assistant = None
+    model_kwargs = {}
+    favor._prepare_cache_for_generation(generation_config, model_kwargs, "greedy_search", 1, 19)
+    assert type(model_kwargs["past_key_values"]) is FavorCache
 
 
 def decode_step_trace(model, context: int) -> list[tuple]:

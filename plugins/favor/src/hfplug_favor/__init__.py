@@ -3,7 +3,7 @@
 import hfplug
 model = AutoModel.from_pretrained(path, attn_implementation=hfplug.use_attention("favor"))
 hfplug_favor.set_favor_config(model, hfplug_favor.FavorConfig(nb_features=256))
-model.generate(**inputs, past_key_values=hfplug_favor.FavorCache())  # O(1) work per generated token
+model.generate(**inputs)  # a FavorCache by default: O(1) work per generated token
 """
 
 from .attention import FavorState, favor_attention, favor_attention_forward, register_favor

@@ -10,8 +10,10 @@ def register_attention_backends(register):
     from transformers.masking_utils import sdpa_mask
 
     from .attention import favor_attention_forward
+    from .cache import install_generate_default
 
     register("favor", favor_attention_forward, sdpa_mask)
+    install_generate_default()  # plain generate() on a favor decoder gets a FavorCache
 
 
 @hookimpl
