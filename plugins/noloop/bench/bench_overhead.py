@@ -14,8 +14,8 @@ The random model loops under greedy decoding, so the generated tail is a loop: t
 and the loop check (their early exits do not fire). Rows never stop (no eos; the loop criteria run
 their full check every step but their verdicts are ignored). transformers' TopK / TopP / MinP warpers
 run as custom processors beside our consistent ones (greedy decoding ignores their output, not their
-cost). The top-p rows sort the whole vocabulary every step: a random model's distribution is nearly
-flat, so the nucleus holds most tokens; on peaked (trained-model) scores ours searches only the top 64.
+cost). The top-p rows sort the whole vocabulary every step (transformers with torch.sort, ours the values
+only with NumPy on CPU): a random model's distribution is nearly flat, so the nucleus holds most tokens.
 
 An isolated section times one call of each component on fixed (8, 1,024) ids: random history with flat
 scores, a looping history (an 8-token block repeated) and peaked scores (logits x 6).

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 import torch
 from transformers import LogitsProcessor
 
+from ._selection import keep_at_least, kth_largest, sorted_values
 from ._utils import Clocked, PromptClock, as_token_ids, check_int, check_positive
 from .stopping_criteria import LoopDetector
 
@@ -26,20 +27,25 @@ def _check_finite(row_max: torch.Tensor, where: str) -> None:
 
 
 class _ConsistentWarper(LogitsProcessor):
-    """Truncation warper that never removes eos: V'_t = V_t ∪ {eos}, eos keeps its own logit."""
+    """Truncation warper that never removes eos: V'_t = V_t ∪ {eos}, eos keeps its own logit.
+
+    A subclass gives, per row, the smallest score it keeps (:meth:`_threshold`); every token scoring at
+    least that much is kept, so tokens tied at the boundary are all kept (transformers keeps some of them,
+    in its sort's order).
+    """
 
     def __init__(self, eos_token_id: int | list[int], filter_value: float, min_tokens_to_keep: int) -> None:
         self.eos_token_id = as_token_ids(eos_token_id, "eos_token_id")
         self.filter_value = filter_value
         self.min_tokens_to_keep = check_int(min_tokens_to_keep, "min_tokens_to_keep", 1)
 
-    def _to_remove(self, scores: torch.Tensor) -> torch.Tensor:
+    def _threshold(self, scores: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        remove = self._to_remove(scores)
-        remove[:, self.eos_token_id] = False
-        return scores.masked_fill(remove, self.filter_value)
+        out = keep_at_least(scores, self._threshold(scores), self.filter_value)
+        out[:, self.eos_token_id] = scores[:, self.eos_token_id]
+        return out
 
 
 class ConsistentTopKLogitsWarper(_ConsistentWarper):
@@ -58,14 +64,18 @@ class ConsistentTopKLogitsWarper(_ConsistentWarper):
         super().__init__(eos_token_id, filter_value, min_tokens_to_keep)
         self.top_k = max(check_int(top_k, "top_k", 1), self.min_tokens_to_keep)
 
-    def _to_remove(self, scores: torch.Tensor) -> torch.Tensor:
-        k = min(self.top_k, scores.shape[-1])
-        return scores < torch.topk(scores, k).values[..., -1:]
+    def _threshold(self, scores: torch.Tensor) -> torch.Tensor:
+        return kth_largest(scores, min(self.top_k, scores.shape[-1]))
 
 
 class ConsistentTopPLogitsWarper(_ConsistentWarper):
     """Nucleus sampling that always keeps eos: the smallest set of most likely tokens whose mass exceeds
-    ``top_p``, plus eos (default ``min_tokens_to_keep=1``)."""
+    ``top_p``, plus eos (default ``min_tokens_to_keep=1``).
+
+    The set is transformers' own: scores sorted ascending, softmax, cumulative sum; the tokens whose
+    cumulative mass is <= 1 - top_p are dropped (a prefix of the ascending order), the last
+    ``min_tokens_to_keep`` never.
+    """
 
     def __init__(
         self,
@@ -79,36 +89,20 @@ class ConsistentTopPLogitsWarper(_ConsistentWarper):
             raise ValueError(f"top_p must be a float in (0, 1], got {top_p!r}")
         self.top_p = float(top_p)
 
-    def _to_remove(self, scores: torch.Tensor) -> torch.Tensor:
-        # Keep v iff the mass of the tokens ranked above it is < top_p (transformers' rule, which sums
-        # the ascending sort instead; the two agree up to float rounding at the boundary). The nucleus
-        # is searched in the top 64, then 1024 tokens, and only then in the whole sorted vocabulary. A
-        # search that cannot succeed for some row is skipped, by the bounds mass(top k) <= k x max p and
-        # mass(top k) <= mass(p >= tau) + k x tau with tau = top_p / 2k.
-        probs = scores.softmax(dim=-1)
-        if self.top_p >= 1.0:  # transformers removes only the tokens of zero probability
-            return probs <= 0.0
-        vocab = probs.shape[-1]
-        sizes = [min(vocab, max(k, self.min_tokens_to_keep)) for k in (64, 1024)]
-        reach = self.top_p - 1e-4  # margin for float rounding of the cumulative sums
-        if bool((sizes[0] * probs.amax(dim=-1) < reach).any()):
-            tau = self.top_p / (2 * sizes[1])
-            heavy = torch.where(probs >= tau, probs, 0.0).sum(dim=-1)
-            sizes = sizes[1:] if bool((heavy + sizes[1] * tau >= reach).all()) else []
-        for k in (*sizes, vocab):
-            top, index = (
-                torch.sort(probs, dim=-1, descending=True) if k == vocab else torch.topk(probs, k, dim=-1)
-            )
-            cumulative = top.cumsum(dim=-1)
-            if k == vocab or bool((cumulative[:, -1] >= self.top_p).all()):
-                break
-        keep = (cumulative - top) < self.top_p
-        keep[:, : self.min_tokens_to_keep] = True
-        return torch.ones_like(probs, dtype=torch.bool).scatter(-1, index, ~keep)
+    def _threshold(self, scores: torch.Tensor) -> torch.Tensor:
+        ascending = sorted_values(scores)
+        cumulative = ascending.softmax(dim=-1).cumsum(dim=-1)  # non-decreasing: a binary search finds
+        bound = torch.full((scores.shape[0], 1), 1.0 - self.top_p, dtype=cumulative.dtype)
+        dropped = torch.searchsorted(cumulative, bound.to(cumulative.device), right=True)
+        dropped.clamp_(max=scores.shape[-1] - min(self.min_tokens_to_keep, scores.shape[-1]))
+        return ascending.gather(-1, dropped)
 
 
 class ConsistentMinPLogitsWarper(_ConsistentWarper):
-    """Min-p that always keeps eos: keep v if p(v) >= min_p * max_u p(u), plus eos."""
+    """Min-p that always keeps eos: keep v if p(v) >= min_p * max_u p(u), plus eos.
+
+    Tested in logit space, s(v) >= max_u s(u) + ln(min_p), which is the same set without a softmax.
+    """
 
     def __init__(
         self,
@@ -122,13 +116,13 @@ class ConsistentMinPLogitsWarper(_ConsistentWarper):
             raise ValueError(f"min_p must be a float in [0, 1], got {min_p!r}")
         self.min_p = float(min_p)
 
-    def _to_remove(self, scores: torch.Tensor) -> torch.Tensor:
-        probs = scores.softmax(dim=-1)
-        remove = probs < self.min_p * probs.amax(dim=-1, keepdim=True)
+    def _threshold(self, scores: torch.Tensor) -> torch.Tensor:
+        log_min_p = math.log(self.min_p) if self.min_p > 0.0 else -math.inf
+        threshold = scores.amax(dim=-1, keepdim=True).float().add_(log_min_p)
         if self.min_tokens_to_keep == 1:  # the most likely token is never below min_p x itself
-            return remove
-        keep = torch.topk(probs, min(self.min_tokens_to_keep, probs.shape[-1]), dim=-1).indices
-        return remove.scatter(-1, keep, False)
+            return threshold
+        keep = kth_largest(scores, min(self.min_tokens_to_keep, scores.shape[-1])).float()
+        return torch.minimum(threshold, keep)
 
 
 class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
@@ -188,8 +182,11 @@ class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
             self.raised.append(torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device))
             return scores
         _check_finite(top, "SelfTerminatingLogitsProcessor")
-        log_total = torch.logsumexp(scores.float(), dim=-1)
-        log_p_eos = (torch.logsumexp(scores[:, eos].float(), dim=-1) - log_total).double()  # (R,)
+        x = scores.float()
+        log_total = torch.sub(x, top[:, None]).exp_().sum(dim=-1).log_().add_(top)  # logsumexp, max known
+        eos_scores = x[:, eos]
+        log_eos = eos_scores[:, 0] if len(eos) == 1 else torch.logsumexp(eos_scores, dim=-1)
+        log_p_eos = (log_eos - log_total).double()  # (R,)
         # rows whose eos ids are all banned (-inf, e.g. by min_new_tokens) are left alone
         raise_rows = (log_p_eos < math.log(floor)) & torch.isfinite(log_p_eos)
         self.raised.append(raise_rows)
@@ -197,16 +194,16 @@ class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
             return scores
         # renormalised log-probabilities: log p_v + log((1 - f) / (1 - p_eos)), log p_e + log(f / p_eos)
         log_other = math.log1p(-floor) if floor < 1.0 else -math.inf  # floor rounds to 1 for large t
-        shift_other = log_other - torch.log1p(-log_p_eos.exp()) - log_total
-        shift_eos = math.log(floor) - log_p_eos - log_total
+        shift_other = (log_other - torch.log1p(-log_p_eos.exp()) - log_total).float()[:, None]
+        shift_eos = (math.log(floor) - log_p_eos - log_total).float()[:, None]
         if bool(raise_rows.all()):
-            out = scores.float() + shift_other.float()[:, None]
-            out[:, eos] = scores[:, eos].float() + shift_eos.float()[:, None]
+            out = x + shift_other
+            out[:, eos] = eos_scores + shift_eos
             return out.to(scores.dtype)
         rows = torch.nonzero(raise_rows).flatten()
-        out = scores.float().clone()  # one copy; only the raised rows change
-        out[rows] = scores[rows].float() + shift_other.float()[rows, None]
-        out[rows[:, None], eos] = scores[rows][:, eos].float() + shift_eos.float()[rows, None]
+        out = x.clone()  # one copy; only the raised rows change
+        out[rows] = x[rows] + shift_other[rows]
+        out[rows[:, None], eos] = eos_scores[rows] + shift_eos[rows]
         return out.to(scores.dtype)
 
 
@@ -374,8 +371,9 @@ class LoopEOSLogitsProcessor(Clocked, LogitsProcessor):
         self.forced.append(forced)
         if not bool(forced.any()):
             return scores
-        eos_scores = scores[:, self.eos_token_id]
-        forced_eos = torch.where(torch.isfinite(eos_scores), eos_scores, 0.0)
-        out = scores.masked_fill(forced[:, None], -float("inf"))  # one copy of the scores
-        out[:, self.eos_token_id] = torch.where(forced[:, None], forced_eos, eos_scores)
+        rows = torch.nonzero(forced).flatten()
+        eos_scores = scores[rows[:, None], self.eos_token_id]
+        out = scores.clone()  # one copy of the scores; only the forced rows change
+        out.index_fill_(0, rows, -float("inf"))
+        out[rows[:, None], self.eos_token_id] = torch.where(torch.isfinite(eos_scores), eos_scores, 0.0)
         return out
