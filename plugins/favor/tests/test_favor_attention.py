@@ -124,8 +124,26 @@ def test_causal_with_cached_prefix_and_state_match_quadratic():
         torch.testing.assert_close(step.double(), ref[:, :, t : t + 1], rtol=1e-5, atol=1e-5)
 
 
+# the causal path's variants: all keys against one reference (the default when the key scales span little),
+# every query row against its own running stabiliser (large spans), and one (batch, kv head) row per slice
+CAUSAL_PATHS = {
+    "one_reference": {"_ONE_REFERENCE_RANGE": math.inf},
+    "per_row": {"_ONE_REFERENCE_RANGE": -1.0},
+    "row_slices": {"_SLICE_FEATURES": 1},
+}
+
+
+@pytest.fixture(params=sorted(CAUSAL_PATHS))
+def causal_path(request, monkeypatch):
+    from hfplug_favor import attention
+
+    for name, value in CAUSAL_PATHS[request.param].items():
+        monkeypatch.setattr(attention, name, value)
+    return request.param
+
+
 @pytest.mark.parametrize("padding", ["none", "left"])
-def test_causal_many_chunks_and_states_match_quadratic(padding):
+def test_causal_many_chunks_and_states_match_quadratic(padding, causal_path):
     # many chunks (the prefix states of all chunks come from one product), key norms growing along the
     # sequence (the running stabiliser moves in every chunk), and prefill in pieces through the state
     q, k, v = inputs(L=90, scale=0.6)
@@ -153,6 +171,22 @@ def test_causal_many_chunks_and_states_match_quadratic(padding):
             )
             pieces.append(piece)
         torch.testing.assert_close(torch.cat(pieces, 2).double()[rows], ref[rows], rtol=1e-5, atol=1e-5)
+
+
+def test_causal_keys_of_widely_spread_scales_use_per_row_stabilisers(monkeypatch):
+    # a first key of large norm has log-feature scale a_0 ~ -75, the later keys ~ +2: weighting all keys
+    # against the first would overflow float32, so the per-row path runs, and matches the quadratic form
+    from hfplug_favor import attention
+
+    q, k, v = inputs(L=40)
+    k[:, :, 0] *= 12.0
+    W = gaussian_projection(64, 16, seed=5)
+    used = []
+    per_row = attention._causal_per_row
+    monkeypatch.setattr(attention, "_causal_per_row", lambda *a: used.append(1) or per_row(*a))
+    out, _ = favor_attention(q, k, v, W, causal=True, chunk_size=8)
+    assert used
+    torch.testing.assert_close(out.double(), quadratic_favor(q, k, v, W, causal=True), rtol=1e-5, atol=1e-5)
 
 
 def test_causal_output_does_not_depend_on_future_tokens():
@@ -271,7 +305,7 @@ def test_config_round_trips_through_dict():
 
 @pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("causal", [False, True])
-def test_gradients_match_the_quadratic_form(causal, padded):
+def test_gradients_match_the_quadratic_form(causal, padded, causal_path):
     q, k, v = (t.double().requires_grad_() for t in inputs(L=21))
     valid = torch.ones(2, 21, dtype=torch.bool)
     valid[1, :4] = not padded

@@ -93,42 +93,176 @@ def _key_shift(query: torch.Tensor, key: torch.Tensor, valid: torch.Tensor | Non
     return key_mean + query_mean.unsqueeze(2)
 
 
+# Largest spread (in log units) of the running key stabiliser over one call for which every key is expressed
+# relative to one reference: weights up to e^40 (~2e17) keep sums of 10^9 terms far below float32's 3e38.
+_ONE_REFERENCE_RANGE = 40.0
+
+
+# Feature entries (G·L·m per (batch, kv head) row) processed together by the causal path: slices of about 1 MiB
+# of float32 features keep the feature maps, chunk products and prefix sums in a core's L2 cache.
+_SLICE_FEATURES = 1 << 18
+
+
 def _causal(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    valid: torch.Tensor | None,
+    features: tuple[torch.Tensor, float, str],
+    chunk_size: int,
+    state: FavorState | None,
+) -> tuple[torch.Tensor, FavorState]:
+    """Chunked causal FAVOR+: query (B, Hkv, G, L, D), key (B, Hkv, L, D), value (B, Hkv, L, Dv), valid (B, L),
+    ``features`` = (W, scaling, kernel). ``state`` holds the keys before these L positions (seen by every query).
+    Returns the output (B, Hkv, G, L, Dv) and the state after the L positions.
+
+    The B·Hkv (batch, kv head) rows are independent: they are processed in slices of about
+    ``_SLICE_FEATURES`` feature entries (one row at a time for long sequences), features included, so the
+    working set stays in cache instead of streaming (B, Hkv, L, m) tensors through memory several times.
+    """
+    B, Hkv, G, L, _ = query.shape
+    rows = B * Hkv
+    per_slice = max(1, _SLICE_FEATURES // max(1, G * L * features[0].shape[0]))
+    if per_slice >= rows or query.device.type != "cpu":  # accelerators: one launch for all rows
+        return _causal_slice(query, key, value, valid, features, chunk_size, state)
+
+    def flat(tensor: torch.Tensor) -> torch.Tensor:  # (B, Hkv, ...) -> (B·Hkv, 1, ...)
+        return tensor.reshape(rows, 1, *tensor.shape[2:])
+
+    query, key, value = flat(query), flat(key), flat(value)
+    valid = None if valid is None else valid.repeat_interleave(Hkv, 0)
+    outs, sums, stabilisers = [], [], []
+    for start in range(0, rows, per_slice):
+        part = slice(start, start + per_slice)
+        out, new_state = _causal_slice(
+            query[part],
+            key[part],
+            value[part],
+            None if valid is None else valid[part],
+            features,
+            chunk_size,
+            None if state is None else FavorState(flat(state.Sz)[part], state.r.reshape(rows, 1)[part]),
+        )
+        outs.append(out)
+        sums.append(new_state.Sz)
+        stabilisers.append(new_state.r)
+    out = torch.cat(outs).view(B, Hkv, *outs[0].shape[2:])
+    return out, FavorState(
+        torch.cat(sums).view(B, Hkv, *sums[0].shape[2:]), torch.cat(stabilisers).view(B, Hkv)
+    )
+
+
+def _causal_slice(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    valid: torch.Tensor | None,
+    features: tuple[torch.Tensor, float, str],
+    chunk_size: int,
+    state: FavorState | None,
+) -> tuple[torch.Tensor, FavorState]:
+    """Causal FAVOR+ of some (batch, kv head) rows (shapes as in :func:`_causal`), on log-features
+    u = projected - offset.
+
+    Inside a chunk of C rows the masked quadratic form costs O(C·(m + Dv)) per row; between chunks the
+    carried state costs O(m·Dv) per row. Key j's features are phi(k_j) = exp(projected_j - max projected_j) ·
+    exp(a_j), a_j = max u_j. The running stabiliser s_t = max(a_j, j <= t) never looks ahead. When it spans
+    at most ``_ONE_REFERENCE_RANGE`` over the call, every key is weighted by exp(a_j - s_0) against the first
+    position's s_0 (one reference: the in-chunk mask is a plain triangle and the prefix states a cumulative
+    sum); otherwise every query row t uses its own s_t (an exp(s_j - s_t) decay matrix per chunk). Both are
+    the same exact formula; they differ by float rounding only.
+    """
+    projection, scaling, kernel = features
+    projected_q, _ = feature_logits(query, projection, scaling, kernel, offset=False)
+    projected_k, offset_k = feature_logits(key, projection, scaling, kernel)
+    if valid is not None:
+        offset_k = offset_k.masked_fill(~valid[:, None, :, None], float("inf"))  # padded keys: phi = 0
+    row_max = projected_k.detach().amax(-1, keepdim=True)
+    log_scale = row_max - offset_k  # a_j (B, Hkv, L, 1), -inf for padded keys
+    running = log_scale.detach().squeeze(-1).cummax(-1).values
+    if state is not None:
+        running = torch.maximum(running, state.r[..., None])
+    # the first finite s_t (rows before it see no key and output 0): never ahead of a row that sees a key
+    reference = _finite(torch.where(torch.isfinite(running), running, float("inf")).amin(-1))
+    spread = float((_finite(running[..., -1]) - reference).max())
+    if spread <= _ONE_REFERENCE_RANGE:
+        return _causal_one_reference(
+            projected_q, projected_k, row_max, log_scale, value, chunk_size, state, running, reference
+        )
+    return _causal_per_row(projected_q, projected_k, offset_k, value, chunk_size, state, running)
+
+
+def _chunked(tensor: torch.Tensor, dim: int, chunk_size: int, fill: float = 0.0) -> torch.Tensor:
+    """Pad ``dim`` (counted from the end) of ``tensor`` to a multiple of C with ``fill`` and split it as (n, C)."""
+    length = tensor.shape[dim]
+    pad = -length % chunk_size
+    if pad:
+        tensor = torch.nn.functional.pad(tensor, (0, 0) * (-dim - 1) + (0, pad), value=fill)
+    return tensor.unflatten(dim, (-1, chunk_size))
+
+
+def _causal_one_reference(
+    projected_q: torch.Tensor,
+    projected_k: torch.Tensor,
+    row_max: torch.Tensor,
+    log_scale: torch.Tensor,
+    value: torch.Tensor,
+    chunk_size: int,
+    state: FavorState | None,
+    running: torch.Tensor,
+    reference: torch.Tensor,
+) -> tuple[torch.Tensor, FavorState]:
+    """All keys in units of exp(reference) (B, Hkv): scores phi(q_t)·phi(k_j) exp(a_j - reference)."""
+    L = projected_q.shape[-2]
+    C = min(chunk_size, L)
+    phi_q = _chunked(_query_features(projected_q), -2, C)  # (B, Hkv, G, n, C, m)
+    phi_k = _chunked(projected_k.sub_(row_max).exp_(), -2, C)  # (B, Hkv, n, C, m)
+    weight = torch.exp(log_scale - reference[..., None, None])  # <= exp(_ONE_REFERENCE_RANGE); 0 if padded
+    weighted = _chunked(
+        _with_ones(value).mul_(weight), -2, C
+    )  # [v, 1] exp(a_j - reference): (B, Hkv, n, C, Dv + 1)
+
+    scores = (phi_q @ phi_k.unsqueeze(2).transpose(-2, -1)).tril_()  # causal inside each chunk
+    out = scores @ weighted.unsqueeze(2)  # numerator | denominator
+    # inclusive sums over chunks 0..i (B, Hkv, n, m, Dv + 1); chunk i's queries see those of chunks < i
+    totals = (phi_k.transpose(-2, -1) @ weighted).cumsum_(2)
+    if state is None:
+        before = totals.new_zeros(totals[:, :, :1].shape)
+    else:
+        before = (state.Sz * torch.exp(_finite(state.r) - reference)[..., None, None]).unsqueeze(
+            2
+        )  # factor <= 1
+        totals = totals + before
+    out = out.add_(phi_q @ torch.cat([before, totals[:, :, :-1]], 2).unsqueeze(2))
+    Sz = totals[:, :, -1]
+    out = _normalise(out).flatten(-3, -2)[..., :L, :]
+    last = running[..., L - 1]
+    return out, FavorState(Sz * torch.exp(reference - _finite(last))[..., None, None], last)
+
+
+def _causal_per_row(
     projected_q: torch.Tensor,
     projected_k: torch.Tensor,
     offset_k: torch.Tensor,
     value: torch.Tensor,
-    valid: torch.Tensor | None,
     chunk_size: int,
     state: FavorState | None,
+    running: torch.Tensor,
 ) -> tuple[torch.Tensor, FavorState]:
-    """Chunked causal FAVOR+ on log-features u = projected - offset.
-
-    projected_q (B, Hkv, G, L, m); projected_k (B, Hkv, L, m), offset_k (B, Hkv, L, 1); value (B, Hkv, L, Dv);
-    valid (B, L). ``state`` holds the keys before these L positions (seen by every query). Returns the output
-    (B, Hkv, G, L, Dv) and the state after the L positions. Inside a chunk of C rows the masked quadratic
-    form costs O(C·(m + Dv)) per row; between chunks the carried state costs O(m·Dv) per row.
-    """
+    """Every query row t in units of its own running stabiliser s_t (any spread of the key scales)."""
     B, Hkv, G, L, m = projected_q.shape
     Dv = value.shape[-1]
     C = min(chunk_size, L)
     n = math.ceil(L / C)
     pad = n * C - L
-    if valid is not None:
-        offset_k = offset_k.masked_fill(~valid[:, None, :, None], float("inf"))  # padded keys: phi = 0
-    key_max = (projected_k.detach().amax(-1, keepdim=True) - offset_k.detach()).squeeze(-1)
     value = _with_ones(value)
+    stab = _finite(running)
     if pad:
         projected_q = torch.nn.functional.pad(projected_q, (0, 0, 0, pad))
         projected_k = torch.nn.functional.pad(projected_k, (0, 0, 0, pad))
         offset_k = torch.nn.functional.pad(offset_k, (0, 0, 0, pad), value=float("inf"))
         value = torch.nn.functional.pad(value, (0, 0, 0, pad))
-        key_max = torch.nn.functional.pad(key_max, (0, pad), value=float("-inf"))
-    # running key stabiliser s_t = max over keys <= t (and the state's), never looking ahead
-    running = key_max.cummax(-1).values
-    if state is not None:
-        running = torch.maximum(running, state.r[..., None])
-    stab = _finite(running)
+        stab = torch.cat([stab, stab[..., -1:].expand(-1, -1, pad)], -1)  # the running max stays put
     phi_k = projected_k.sub_(offset_k + stab[..., None]).exp_()
     phi_q = _query_features(projected_q)
 
@@ -200,9 +334,6 @@ def favor_attention(
         query, key, value = query.float(), key.float(), value.float()
         if shift_keys and not causal:
             key = key - _key_shift(query.view(B, Hkv, G, Lq, D), key, key_padding_mask)
-        projected_q, _ = feature_logits(
-            query.view(B, Hkv, G, Lq, D), projection, scaling, kernel, offset=False
-        )
         offset = Lk - Lq if causal else Lk
         if offset < 0:
             raise ValueError(f"causal attention needs at least as many keys ({Lk}) as queries ({Lq})")
@@ -211,12 +342,21 @@ def favor_attention(
             projected_k, offset_k = feature_logits(key[:, :, :offset], projection, scaling, kernel)
             state = _prefix_state(projected_k, offset_k, value[:, :, :offset], valid)
         if not causal:
+            projected_q, _ = feature_logits(
+                query.view(B, Hkv, G, Lq, D), projection, scaling, kernel, offset=False
+            )
             phi_q = _query_features(projected_q).view(B, Hkv, G * Lq, -1)
             return _normalise(phi_q @ state.Sz).view(B, H, Lq, -1), None
         valid = None if key_padding_mask is None else key_padding_mask[:, offset:]
-        projected_k, offset_k = feature_logits(key[:, :, offset:], projection, scaling, kernel)
+        features = (projection, scaling, kernel)
         out, state = _causal(
-            projected_q, projected_k, offset_k, value[:, :, offset:], valid, chunk_size, state
+            query.view(B, Hkv, G, Lq, D),
+            key[:, :, offset:],
+            value[:, :, offset:],
+            valid,
+            features,
+            chunk_size,
+            state,
         )
         return out.reshape(B, H, Lq, -1), state
 
