@@ -47,7 +47,7 @@ class FavorState:
 
 
 def _finite(x: torch.Tensor) -> torch.Tensor:
-    return torch.where(torch.isfinite(x), x, torch.zeros_like(x))
+    return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _with_ones(value: torch.Tensor) -> torch.Tensor:
@@ -58,7 +58,7 @@ def _with_ones(value: torch.Tensor) -> torch.Tensor:
 def _normalise(numerator_and_denominator: torch.Tensor) -> torch.Tensor:
     numerator, denominator = numerator_and_denominator[..., :-1], numerator_and_denominator[..., -1:]
     # rows that see no key at all (left padding) have numerator 0: divide by 1, so gradients stay finite
-    return numerator / torch.where(denominator > 0, denominator, torch.ones_like(denominator))
+    return numerator / denominator.masked_fill(denominator <= 0, 1.0)
 
 
 def _query_features(projected: torch.Tensor) -> torch.Tensor:
@@ -98,9 +98,9 @@ def _key_shift(query: torch.Tensor, key: torch.Tensor, valid: torch.Tensor | Non
 _ONE_REFERENCE_RANGE = 40.0
 
 
-# Feature entries (G·L·m per (batch, kv head) row) processed together by the causal path: slices of about 1 MiB
-# of float32 features keep the feature maps, chunk products and prefix sums in a core's L2 cache.
-_SLICE_FEATURES = 1 << 18
+# Feature entries (G·L·m per (batch, kv head) row) processed together by the causal path: slices of about
+# 512 KiB of float32 features keep the feature maps, chunk products and prefix sums in a core's L2 cache.
+_SLICE_FEATURES = 1 << 17
 
 
 def _causal(
@@ -183,7 +183,7 @@ def _causal_slice(
     if state is not None:
         running = torch.maximum(running, state.r[..., None])
     # the first finite s_t (rows before it see no key and output 0): never ahead of a row that sees a key
-    reference = _finite(torch.where(torch.isfinite(running), running, float("inf")).amin(-1))
+    reference = _finite(torch.nan_to_num(running, neginf=float("inf")).amin(-1))
     spread = float((_finite(running[..., -1]) - reference).max())
     if spread <= _ONE_REFERENCE_RANGE:
         return _causal_one_reference(
