@@ -6,7 +6,6 @@ silently trains with DDP. ``CPUFSDPTrainer`` sets the state that gate skips, rig
 Accelerator; everything after that (``fully_shard`` wrapping, sharded optimizer, reduce-scatter) is the stock
 Accelerate/PyTorch FSDP2 path over gloo. Each rank saves the gathered full parameters and its own shard sizes."""
 
-import os
 import sys
 from pathlib import Path
 
@@ -65,9 +64,3 @@ for name, (make_callback, path, shape) in runs.items():
     local = sum(p.to_local().numel() for p in params)
     torch.save({"full": full, "local": local}, out / f"{name}_rank{trainer.args.process_index}.pt")
 finish_distributed()
-# After all results are saved and the process group is destroyed, a rank still aborted at interpreter exit in 2 of 4
-# runs under load ("terminate called without an active exception", SIGABRT; not seen in the DDP script): skip the
-# interpreter teardown. The test checks the saved parameters, so nothing it asserts depends on the exit path.
-sys.stdout.flush()
-sys.stderr.flush()
-os._exit(0)
