@@ -1,4 +1,5 @@
-"""use_attention: the function AND its mask function reach transformers under one name."""
+"""use_attention: the function AND its mask function reach transformers under one name, and the backend's
+on_use hook runs on every use_attention call, never at load time."""
 
 from __future__ import annotations
 
@@ -18,14 +19,17 @@ def test_use_attention_registers_function_and_mask_and_is_idempotent(fake_plugin
     fake_plugins.select("fake-complete")
     assert "counted_sdpa" not in AttentionInterface._global_mapping  # nothing registered at load time
     hfplug.load_plugins()
+    hooks = importlib.import_module("fake_complete_hooks")
     assert "counted_sdpa" not in AttentionInterface._global_mapping
+    assert hooks.USES == []
 
     assert hfplug.use_attention("counted_sdpa") == "counted_sdpa"
     assert hfplug.use_attention("counted_sdpa") == "counted_sdpa"
     assert "counted_sdpa" in AttentionInterface._global_mapping
     assert "counted_sdpa" in AttentionMaskInterface._global_mapping
+    assert hooks.USES == [0, 1]
 
-    calls = importlib.import_module("fake_complete_hooks").CALLS
+    calls = hooks.CALLS
     config = tiny_config("bert")
     torch.manual_seed(0)
     reference = AutoModel.from_config(copy.deepcopy(config), attn_implementation="sdpa").eval()

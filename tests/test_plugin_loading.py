@@ -136,6 +136,7 @@ def test_unknown_first_party_name_says_what_to_install(fake_plugins):
     [
         ("invalid_callback", "not_a_callback.*TrainerCallback"),
         ("invalid_attention", "no_mask.*mask_fn must be callable"),
+        ("invalid_on_use", "bad_on_use.*on_use must be a callable"),
         ("invalid_processor", "not_a_processor.*LogitsProcessor or transformers.StoppingCriteria"),
         ("invalid_tokenizer", "not_a_tokenizer.*PreTrainedTokenizerBase"),
         ("invalid_loss", "not_callable.*callable loss factory"),

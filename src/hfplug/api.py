@@ -34,7 +34,8 @@ def get_tokenizer_class(name: str) -> type:
 
 
 def use_attention(name: str) -> str:
-    """Register attention backend ``name`` and its mask function with transformers; return ``name``.
+    """Register attention backend ``name`` and its mask function with transformers, run the backend's
+    ``on_use`` hook if it has one, and return ``name``.
 
     Pass the result as ``attn_implementation``: ``from_pretrained(path, attn_implementation=use_attention("favor"))``.
     Idempotent; nothing is registered with transformers before this call.
@@ -45,6 +46,9 @@ def use_attention(name: str) -> str:
     component = _component("attention backend", name)
     AttentionInterface.register(name, component.obj)
     AttentionMaskInterface.register(name, component.extra["mask_fn"])
+    on_use = component.extra.get("on_use")
+    if on_use is not None:
+        on_use()
     return name
 
 

@@ -34,7 +34,13 @@ class RegisterLoss(Protocol):
 
 
 class RegisterAttentionBackend(Protocol):
-    def __call__(self, name: str, attention_fn: Callable[..., Any], mask_fn: Callable[..., Any]) -> None: ...
+    def __call__(
+        self,
+        name: str,
+        attention_fn: Callable[..., Any],
+        mask_fn: Callable[..., Any],
+        on_use: Callable[[], None] | None = None,
+    ) -> None: ...
 
 
 class RegisterLogitsProcessor(Protocol):
@@ -66,12 +72,15 @@ def register_losses(register: RegisterLoss) -> None:
 
 @hookspec
 def register_attention_backends(register: RegisterAttentionBackend) -> None:
-    """Register attention backends: ``register(name, attention_fn, mask_fn)``.
+    """Register attention backends: ``register(name, attention_fn, mask_fn, on_use=None)``.
 
     ``attention_fn(module, query, key, value, attention_mask, **kwargs) -> (attn_output, attn_weights)``
     follows ``transformers.AttentionInterface``; ``mask_fn`` follows ``AttentionMaskInterface`` (for example
     ``transformers.masking_utils.sdpa_mask``). Both are required: without a mask function transformers
-    silently passes ``attention_mask=None``. Nothing touches transformers until ``hfplug.use_attention(name)``.
+    silently passes ``attention_mask=None``. Nothing touches transformers until ``hfplug.use_attention(name)``,
+    which registers both and then calls ``on_use()`` (optional, idempotent: every call runs it), the place
+    for anything else the backend needs from transformers (hfplug-favor makes its cache the default of
+    ``generate()`` there).
     """
 
 

@@ -166,14 +166,19 @@ class PluginSystem:
                     info.error.__cause__ = exc
                     break
 
-    def _register(self, kind: Any, distribution: str, name: str, obj: Any, *args: Any) -> None:
+    def _register(self, kind: Any, distribution: str, name: str, obj: Any, *args: Any, **kwargs: Any) -> None:
         if kind.hook == "register_attention_backends":
-            mask_fn = args[0] if args else None
-            self.registry.add(kind, name, obj, distribution, mask_fn=mask_fn)
-        else:
-            if args:
+            extra = dict(zip(("mask_fn", "on_use"), args, strict=False))
+            if len(args) > 2 or set(kwargs) - {"mask_fn", "on_use"} or set(extra) & set(kwargs):
                 raise PluginLoadError(
-                    f"{distribution}: {kind.hook} takes register(name, obj), got extra {args!r}"
+                    f"{distribution}: {kind.hook} takes register(name, attention_fn, mask_fn, on_use=None), "
+                    f"got extra {args!r} {kwargs!r}"
+                )
+            self.registry.add(kind, name, obj, distribution, **{"mask_fn": None, **extra, **kwargs})
+        else:
+            if args or kwargs:
+                raise PluginLoadError(
+                    f"{distribution}: {kind.hook} takes register(name, obj), got extra {args!r} {kwargs!r}"
                 )
             self.registry.add(kind, name, obj, distribution)
 

@@ -76,7 +76,7 @@ def _validate_loss(obj: Any) -> None:
         raise TypeError(f"expected a callable loss factory (a class or a function), got {obj!r}")
 
 
-def _validate_attention(obj: Any, mask_fn: Any = None) -> None:
+def _validate_attention(obj: Any, mask_fn: Any = None, on_use: Any = None) -> None:
     if not callable(obj):
         raise TypeError(f"attention_fn must be callable, got {obj!r}")
     if not callable(mask_fn):
@@ -84,6 +84,8 @@ def _validate_attention(obj: Any, mask_fn: Any = None) -> None:
             f"mask_fn must be callable, got {mask_fn!r}: without a mask function transformers silently "
             "passes attention_mask=None (use transformers.masking_utils.sdpa_mask for a boolean mask)"
         )
+    if on_use is not None and not callable(on_use):
+        raise TypeError(f"on_use must be a callable taking no arguments, or None; got {on_use!r}")
 
 
 def _validate_logits_processor(obj: Any) -> None:

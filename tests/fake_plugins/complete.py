@@ -1,6 +1,7 @@
 from hfplug import hookimpl
 
 CALLS = []
+USES = []
 
 
 @hookimpl
@@ -36,7 +37,7 @@ def register_attention_backends(register):
         CALLS.append(attention_mask is not None)
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
-    register("counted_sdpa", counted_sdpa, sdpa_mask)
+    register("counted_sdpa", counted_sdpa, sdpa_mask, on_use=lambda: USES.append(len(USES)))
 
 
 @hookimpl

@@ -236,6 +236,29 @@ def test_generate_keeps_the_dynamic_cache_where_a_favor_cache_cannot_serve():
     assert type(model_kwargs["past_key_values"]) is FavorCache
 
 
+def test_generate_default_is_installed_by_use_attention_not_by_loading():
+    """Loading the plugins touches nothing in transformers; hfplug.use_attention("favor") makes FavorCache
+    the default of generate() (fresh process: other tests have installed it already)."""
+    import subprocess
+    import sys
+
+    code = """
+import hfplug
+from transformers.generation.utils import GenerationMixin
+
+marked = lambda: getattr(GenerationMixin._prepare_cache_for_generation, "_hfplug_favor", False)
+hfplug.load_plugins()
+assert "favor" in [n for p in hfplug.list_plugins() for n in p["registered"].get("attention backend", [])]
+assert not marked()
+hfplug.use_attention("favor")
+assert marked()
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
 def decode_step_trace(model, context: int) -> list[tuple]:
     """Every aten op (name and the shapes of all tensor arguments and results) of one decode step after a
     prefill of ``context`` tokens with a FavorCache."""

@@ -12,8 +12,8 @@ def register_attention_backends(register):
     from .attention import favor_attention_forward
     from .cache import install_generate_default
 
-    register("favor", favor_attention_forward, sdpa_mask)
-    install_generate_default()  # plain generate() on a favor decoder gets a FavorCache
+    # hfplug.use_attention("favor") runs on_use: plain generate() on a favor decoder then gets a FavorCache
+    register("favor", favor_attention_forward, sdpa_mask, on_use=install_generate_default)
 
 
 @hookimpl
