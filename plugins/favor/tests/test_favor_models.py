@@ -121,17 +121,24 @@ def quadratic_favor_attention(module, query, key, value, attention_mask, scaling
     return out.transpose(1, 2).to(query.dtype), None
 
 
-@pytest.mark.parametrize("cache", ["default", "dynamic", "favor"])
-def test_generate_matches_a_reference_loop_with_quadratic_favor(monkeypatch, cache):
-    tf.AttentionInterface.register("favor_reference", quadratic_favor_attention)
-    tf.masking_utils.AttentionMaskInterface.register("favor_reference", tf.masking_utils.sdpa_mask)
+def small_favor_lm(length: int, seed: int, padded_row: int, padding: int):
+    """A tiny Llama LM (vocabulary 1,000) with favor attention (m = 64, chunks of 4) and a batch of two random
+    prompts of ``length`` tokens, row ``padded_row`` left-padded by ``padding`` positions."""
     config = FAMILIES["llama"]()
     config.vocab_size = 1000
     model = build(config, task=tf.AutoModelForCausalLM)
     set_favor_config(model, FavorConfig(nb_features=64, chunk_size=4))
-    prompt = torch.randint(5, 1000, (2, 9), generator=torch.Generator().manual_seed(2))
+    prompt = torch.randint(5, 1000, (2, length), generator=torch.Generator().manual_seed(seed))
     mask = torch.ones_like(prompt)
-    mask[1, :3] = 0  # left padding
+    mask[padded_row, :padding] = 0
+    return model, prompt, mask
+
+
+@pytest.mark.parametrize("cache", ["default", "dynamic", "favor"])
+def test_generate_matches_a_reference_loop_with_quadratic_favor(monkeypatch, cache):
+    tf.AttentionInterface.register("favor_reference", quadratic_favor_attention)
+    tf.masking_utils.AttentionMaskInterface.register("favor_reference", tf.masking_utils.sdpa_mask)
+    model, prompt, mask = small_favor_lm(length=9, seed=2, padded_row=1, padding=3)
     reused = []
     from hfplug_favor import attention
 
@@ -185,13 +192,7 @@ def generate_both_ways(model, **kwargs):
 
 
 def test_beam_search_and_sampling_with_the_default_favor_cache_match_the_dynamic_cache():
-    config = FAMILIES["llama"]()
-    config.vocab_size = 1000
-    model = build(config, task=tf.AutoModelForCausalLM)
-    set_favor_config(model, FavorConfig(nb_features=64, chunk_size=4))
-    prompt = torch.randint(5, 1000, (2, 8), generator=torch.Generator().manual_seed(5))
-    mask = torch.ones_like(prompt)
-    mask[0, :2] = 0  # left padding
+    model, prompt, mask = small_favor_lm(length=8, seed=5, padded_row=0, padding=2)
     inputs = dict(input_ids=prompt, attention_mask=mask, max_new_tokens=6)
     # beam search reorders the cache every step; num_return_sequences > 1 repeats it
     favor, dynamic = generate_both_ways(
