@@ -92,8 +92,10 @@ class ConsistentTopPLogitsWarper(_ConsistentWarper):
     def _threshold(self, scores: torch.Tensor) -> torch.Tensor:
         ascending = sorted_values(scores)
         cumulative = ascending.softmax(dim=-1).cumsum(dim=-1)  # non-decreasing: a binary search finds
-        bound = torch.full((scores.shape[0], 1), 1.0 - self.top_p, dtype=cumulative.dtype)
-        dropped = torch.searchsorted(cumulative, bound.to(cumulative.device), right=True)
+        bound = torch.full(
+            (scores.shape[0], 1), 1.0 - self.top_p, dtype=cumulative.dtype, device=cumulative.device
+        )
+        dropped = torch.searchsorted(cumulative, bound, right=True)
         dropped.clamp_(max=scores.shape[-1] - min(self.min_tokens_to_keep, scores.shape[-1]))
         return ascending.gather(-1, dropped)
 
