@@ -9,6 +9,8 @@
     python -m demo                      # quick preset, < 10 min on 2 CPU cores
     python -m demo --preset full        # bigger models and data (not part of CI)
     torchrun --nproc_per_node 2 -m demo # training stages on two processes (gloo on CPU)
+
+One thread and AVX2 kernels by default, so the same seed gives the same table (see numerics.py).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import transformers
 
 from hfplug.data import load_peoples_daily, long_tailed_reviews
 
-from . import compress, finetune, generation, pretrain, vocabulary
+from . import compress, finetune, generation, numerics, pretrain, vocabulary
 from .settings import ATTENTION_CHOICES, PRESETS, preset
 from .table import render
 from .training import finish, is_main_process, main_process_first
@@ -38,6 +40,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="torch threads per process (default 1; the table is the same for the same seed and thread count)",
+    )
+    parser.add_argument(
         "--output-dir", type=Path, default=Path("runs/demo"), help="models, tokenizer, results.json"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -45,6 +53,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.full:
         args.preset = "full"
     return args
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
 
 
 def log(message: str) -> None:
@@ -58,6 +73,7 @@ def run(args: argparse.Namespace) -> dict:
     transformers.logging.set_verbosity_error()
     started = time.perf_counter()
     results: dict = {"preset": args.preset, "attention": args.attention, "seed": seed}
+    results["environment"] = numerics.environment()
 
     log("1/5 WoBERT vocabulary and tokenization")
     with main_process_first():
@@ -133,11 +149,14 @@ def run(args: argparse.Namespace) -> dict:
     for key, noloop in (("plain", False), ("noloop", True)):
         results["generation"][key] = generation.generation_metrics(lm, word_tok, prompts, settings, noloop)
     results["seconds"] = time.perf_counter() - started
+    results["environment"]["load_average_end"] = numerics.environment()["load_average"]
     return results
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    numerics.pin_cpu_kernels()  # before the first kernel runs
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     results = run(args)
     if is_main_process():
@@ -145,9 +164,11 @@ def main(argv: list[str] | None = None) -> None:
         (args.output_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
         print()
         print(render(results))
+        env = results["environment"]
         print(
-            f"\nseed {args.seed}, preset {args.preset}, {args.attention} attention, {results['seconds']:.0f} s; "
-            f"latency is measured (all other numbers are deterministic for a seed); details in {args.output_dir / 'results.json'}"
+            f"\nseed {args.seed}, preset {args.preset}, {args.attention} attention, {results['seconds']:.0f} s, "
+            f"{env['threads']} thread(s), {env['cpu_capability']} kernels; latency is measured, every other number "
+            f"is the same for the same seed, threads and kernels; details in {args.output_dir / 'results.json'}"
         )
     finish()
 

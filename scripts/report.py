@@ -22,7 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from demo.table import render as render_demo_table  # noqa: E402
+
 RESULTS_PAGE = ROOT / "docs" / "results.md"
+DEMO_PAGE = ROOT / "docs" / "demo.md"
 
 
 @dataclass(frozen=True)
@@ -372,7 +377,7 @@ SECTIONS: list[Section] = [
     Section(
         "demo",
         "The demo pipeline (`make demo`)",
-        (("-m", "demo", "--no-progress", "--output-dir", "runs/report-demo"),),
+        (("-m", "demo", "--no-progress", "--output-dir", "runs/report-demo"), ("scripts/demo_numerics.py",)),
         demo_rows,
         "One run of the quick preset; the anchor column is the comparison model of the same run.",
     ),
@@ -488,6 +493,56 @@ def render(sections: list[Section]) -> str:
     return "\n".join(header + [render_section(section) for section in sections])
 
 
+def demo_table_block() -> str:
+    """The demo's own printed tables for docs/demo.md, with the conditions its JSON recorded."""
+    r = load("examples/results/demo.json")
+    env = r["environment"]
+    conditions = (
+        f"seed {r['seed']}, {r['preset']} preset, {r['attention']} attention; {env['threads']} thread, "
+        f"{env['cpu_capability']} kernels, torch {env['torch']}; {r['seconds']:.0f} s on {env['cpu']} "
+        f"({env['cores']} cores, load {env['load_average'][0]:.1f} at the start), {env['date'][:10]}"
+    )
+    return f"```text\n{render_demo_table(r)}\n```\n\n{conditions}.\n"
+
+
+def demo_numerics_block() -> str:
+    """One row per run of scripts/demo_numerics.py: its numerics, time and headline numbers."""
+    runs = load("examples/results/demo_numerics.json")["runs"]
+    lines = [
+        "| run | threads | kernels | wall s | CE | FGM + LA | Theseus | greedy non-term. | greedy rep-4 "
+        "| no-loop non-term. | no-loop rep-4 | same numbers as the default |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        env, acc = run["environment"], run["balanced_accuracy"]
+        cells = [
+            run["label"],
+            str(env["threads"]),
+            env["cpu_capability"],
+            f"{run['wall_seconds']:.0f}",
+            *(fmt(acc[key]) for key in ("cross_entropy", "fgm_logit_adjusted", "theseus")),
+            fmt(run["non_termination"]["plain"], 2),
+            fmt(run["rep_4"]["plain"]),
+            fmt(run["non_termination"]["noloop"], 2),
+            fmt(run["rep_4"]["noloop"]),
+            "yes" if run["repeats_default"] else "no",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def fill_generated_blocks(page: Path, blocks: dict[str, Callable[[], str]]) -> None:
+    """Replace each ``<!-- generated: NAME -->`` ... ``<!-- end generated -->`` block of ``page``."""
+    text = page.read_text()
+    for name, make in blocks.items():
+        start, end = f"<!-- generated: {name} -->\n", "<!-- end generated -->"
+        head, found, rest = text.partition(start)
+        if not found:
+            raise SystemExit(f"{page.relative_to(ROOT)} has no block {start.strip()}")
+        text = head + start + make() + rest[rest.index(end) :]
+    page.write_text(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=[s.name for s in SECTIONS], help="run only these jobs")
@@ -498,7 +553,10 @@ def main() -> None:
             if args.only is None or section.name in args.only:
                 run_jobs(section)
     RESULTS_PAGE.write_text(render(SECTIONS))
-    print(f"[report] wrote {RESULTS_PAGE.relative_to(ROOT)}")
+    fill_generated_blocks(DEMO_PAGE, {"demo-table": demo_table_block, "demo-numerics": demo_numerics_block})
+    print(
+        f"[report] wrote {RESULTS_PAGE.relative_to(ROOT)} and the generated blocks of {DEMO_PAGE.relative_to(ROOT)}"
+    )
 
 
 if __name__ == "__main__":

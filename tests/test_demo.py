@@ -3,18 +3,24 @@ its table shows the run's numbers, and its training stages run on two processes 
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from demo import numerics
 from demo.__main__ import parse_args, run
 from demo.table import render
 from hfplug.testing import run_torchrun
 
 REPO = Path(__file__).resolve().parents[1]
-TIMINGS = {"seconds", "train_seconds", "latency_ms"}
+# measured, or the moment and machine load of the run: everything else must repeat exactly
+TIMINGS = {"seconds", "train_seconds", "latency_ms", "date", "load_average", "load_average_end"}
 
 
 def without_timings(value):
@@ -55,9 +61,42 @@ def test_pipeline_shape_and_table(smoke_runs):
     assert f"{results['tokenizers']['word']['peoples_daily']:.3f}" in table
 
 
-def test_bad_arguments_are_rejected():
+@pytest.mark.parametrize("argv", [["--attention", "linear"], ["--threads", "0"], ["--threads", "two"]])
+def test_bad_arguments_are_rejected(argv, capsys):
     with pytest.raises(SystemExit):
-        parse_args(["--attention", "linear"])
+        parse_args(argv)
+    assert argv[0] in capsys.readouterr().err
+
+
+def test_environment_is_recorded(smoke_runs):
+    env = smoke_runs[0]["environment"]
+    assert env["threads"] == torch.get_num_threads() and env["torch"] == torch.__version__
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def _has_avx2() -> bool:
+    cpuinfo = Path("/proc/cpuinfo")
+    return platform.machine() == "x86_64" and cpuinfo.exists() and " avx2" in cpuinfo.read_text()
+
+
+@pytest.mark.skipif(not _has_avx2(), reason="the kernel pin applies to x86-64 CPUs with AVX2")
+@pytest.mark.parametrize(("preset", "expected"), [(None, "AVX2"), ("default", "DEFAULT")])
+def test_kernel_pin_takes_effect_unless_the_user_chose(preset, expected):
+    """demo.numerics caps ATen at AVX2 when called before the first kernel; a value the user set wins."""
+    env = {k: v for k, v in os.environ.items() if k not in numerics.PINNED_KERNELS}
+    if preset is not None:
+        env["ATEN_CPU_CAPABILITY"] = preset
+    code = (
+        "import torch, transformers\n"  # imports run no kernel: pinning after them still works
+        "from demo import numerics\n"
+        "numerics.pin_cpu_kernels()\n"
+        "torch.ones(4).sum()\n"
+        "print(torch.backends.cpu.get_cpu_capability())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == expected
 
 
 @pytest.mark.distributed
