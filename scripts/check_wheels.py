@@ -72,17 +72,13 @@ def fill_wheelhouse(requirements: list[str], assets: list[str]) -> Path:
     return house
 
 
-def python_in(env_dir: Path) -> Path:
-    return env_dir / "bin" / "python"
-
-
 def check_plugin(plugin_dir: Path, core: Path, house: Path, assets: list[str]) -> str | None:
     """Install core + plugin wheels in a new venv and run the plugin's tests; the failure, or None."""
     name, distribution = plugin_dir.name, distribution_name(plugin_dir)
     env_dir = WORK / name
     shutil.rmtree(env_dir, ignore_errors=True)
     venv.EnvBuilder(with_pip=True).create(env_dir)
-    python, env = python_in(env_dir), clean_env()
+    python, env = env_dir / "bin" / "python", clean_env()
     pip = [str(python), "-m", "pip", "install", *PIP_QUIET, "--no-index", "--find-links", str(house)]
     install = [*pip, "-c", str(CONSTRAINTS), str(core), f"{wheel_of(distribution)}[test]"]
     if subprocess.run(install, env=env).returncode != 0:
@@ -101,24 +97,14 @@ def check_plugin(plugin_dir: Path, core: Path, house: Path, assets: list[str]) -
         loaded = [p["name"] for p in json.loads(listing.stdout or "[]")]
         if listing.returncode != 0 or loaded != [distribution]:
             return f"`hfplug plugins --json` listed {loaded}, expected [{distribution!r}]: {listing.stderr[-2000:]}"
-        purelib = subprocess.run(
-            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            capture_output=True,
-            text=True,
-            check=True,
-            env=env,
-        ).stdout.strip()
         module = distribution.replace("-", "_")
+        code = f"import sysconfig, hfplug, {module}; print(sysconfig.get_paths()['purelib'], hfplug.__file__, {module}.__file__)"
         where = subprocess.run(
-            [str(python), "-c", f"import hfplug, {module}; print(hfplug.__file__); print({module}.__file__)"],
-            capture_output=True,
-            text=True,
-            cwd=scratch,
-            env=env,
+            [str(python), "-c", code], capture_output=True, text=True, cwd=scratch, env=env
         )
-        files = where.stdout.split()
-        if where.returncode != 0 or len(files) != 2 or not all(f.startswith(purelib) for f in files):
-            return f"hfplug and {module} must import from {purelib}, got {files}: {where.stderr[-2000:]}"
+        purelib, *files = where.stdout.split() or [""]
+        if where.returncode != 0 or len(files) != 2 or not all(f.startswith(purelib + os.sep) for f in files):
+            return f"hfplug and {module} must import from the venv's site-packages, got {files}: {where.stderr[-2000:]}"
 
         tests = Path(scratch) / "tests"
         shutil.copytree(plugin_dir / "tests", tests, ignore=shutil.ignore_patterns("__pycache__"))
