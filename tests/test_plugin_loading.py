@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -151,18 +149,7 @@ def test_registration_is_validated(fake_plugins, source, pattern):
 
 
 def _cli(fake_plugins, *args, select):
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([fake_plugins.pythonpath, os.environ.get("PYTHONPATH", "")]),
-        "HFPLUG_PLUGINS": select,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "hfplug", "plugins", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    return fake_plugins.run("-m", "hfplug", "plugins", *args, select=select)
 
 
 def test_cli_json_lists_the_rest_when_one_plugin_is_broken(fake_plugins):
