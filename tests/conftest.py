@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -37,6 +39,15 @@ class FakePlugins:
     @property
     def pythonpath(self) -> str:
         return str(self.root)
+
+    def run(self, *args: str, select: str) -> subprocess.CompletedProcess:
+        """Run ``python *args`` in a new process that sees these distributions, with ``HFPLUG_PLUGINS=select``."""
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([self.pythonpath, os.environ.get("PYTHONPATH", "")]),
+            "HFPLUG_PLUGINS": select,
+        }
+        return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=120)
 
 
 @pytest.fixture

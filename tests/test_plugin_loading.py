@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -76,8 +74,9 @@ def test_broken_import_names_distribution_version_entry_point_and_module(fake_pl
     fake_plugins.add("fake-broken", "broken_import", version="0.9")
     fake_plugins.add("fake-focal", "focal_loss")
     fake_plugins.select("fake-broken", "fake-focal")
+    assert hfplug.get_loss("focal") is not None  # a broken plugin leaves the others usable
     with pytest.raises(PluginLoadError) as info:
-        hfplug.get_loss("focal")
+        hfplug.load_plugins()
     message = str(info.value)
     for part in ("fake-broken", "0.9", "'fake-broken'", "fake_broken_hooks", "this_module_does_not_exist"):
         assert part in message
@@ -151,18 +150,7 @@ def test_registration_is_validated(fake_plugins, source, pattern):
 
 
 def _cli(fake_plugins, *args, select):
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([fake_plugins.pythonpath, os.environ.get("PYTHONPATH", "")]),
-        "HFPLUG_PLUGINS": select,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "hfplug", "plugins", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    return fake_plugins.run("-m", "hfplug", "plugins", *args, select=select)
 
 
 def test_cli_json_lists_the_rest_when_one_plugin_is_broken(fake_plugins):

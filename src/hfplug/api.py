@@ -8,9 +8,7 @@ from .plugins import get_system
 
 
 def _component(label: str, name: str):
-    system = get_system()
-    system.load()
-    return system.registry.get(label, name)
+    return get_system().lookup(label, name)
 
 
 def get_callback(name: str, **kwargs: Any):

@@ -18,6 +18,8 @@ def _print_table(plugins: list[dict]) -> None:
         if plugin["error"]:
             print(f"    ERROR: {plugin['error']}")
             continue
+        for conflict in plugin["conflicts"]:
+            print(f"    CONFLICT: {conflict}")
         print(f"    hooks: {', '.join(plugin['hooks']) or '-'}")
         for kind, names in plugin["registered"].items():
             print(f"    {kind}: {', '.join(names)}")
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             print()
         else:
             _print_table(listing)
-        return 1 if any(p["error"] for p in listing) else 0
+        return 1 if any(p["error"] or p["conflicts"] for p in listing) else 0
     return 2  # unreachable: argparse enforces the sub-command
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from . import hookspecs
 from .errors import DuplicateComponentError, InvalidComponentError, UnknownComponentError
 
 # Names provided by the first-party plugins, so an unknown-name error can say what to install.
@@ -57,7 +59,13 @@ class Component:
     name: str
     obj: Any
     distribution: str
+    version: str
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def provider(self) -> str:
+        """``"distribution version"``: who registered the component."""
+        return f"{self.distribution} {self.version}"
 
 
 def _is_subclass(obj: Any, bases: tuple[type, ...]) -> bool:
@@ -116,62 +124,105 @@ _REFERENCE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 
 @dataclass(frozen=True)
 class Kind:
-    """A kind of component: its label, the hook that fills it and how a registration is validated."""
+    """A kind of component: its labels, the hook that fills it, the signature of that hook's ``register``
+    callable (a protocol from :mod:`hfplug.hookspecs`) and how a registration is validated."""
 
     label: str
+    plural: str
     hook: str
+    protocol: type
     validate: Callable[..., None]
+
+    def bind(self, *args: Any, **kwargs: Any) -> tuple[str, Any, dict[str, Any]]:
+        """Check one ``register(*args, **kwargs)`` call: ``(name, obj, the other arguments)``.
+
+        Raises ``TypeError`` saying what is wrong: arguments that do not fit the signature, a name that is
+        not a non-empty string, an object the kind does not accept.
+        """
+        signature = inspect.signature(self.protocol.__call__)
+        try:
+            bound = signature.bind(None, *args, **kwargs)  # None for the protocol's ``self``
+        except TypeError as exc:
+            params = list(signature.parameters.values())[1:]
+            shape = ", ".join(p.name if p.default is p.empty else f"{p.name}={p.default!r}" for p in params)
+            raise TypeError(f"{self.hook} takes register({shape}): {exc}") from None
+        bound.apply_defaults()
+        (_, name), (_, obj), *rest = list(bound.arguments.items())[1:]
+        extra = dict(rest)
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{self.hook} registered a {self.label} with an invalid name {name!r}")
+        try:
+            self.validate(obj, **extra)
+        except TypeError as exc:
+            raise TypeError(f"{self.hook} registered {self.label} {name!r}: {exc}") from None
+        return name, obj, extra
 
 
 KINDS: dict[str, Kind] = {
     kind.hook: kind
     for kind in (
-        Kind("callback", "register_callbacks", _validate_callback),
-        Kind("loss", "register_losses", _validate_loss),
-        Kind("attention backend", "register_attention_backends", _validate_attention),
-        Kind("logits processor", "register_logits_processors", _validate_logits_processor),
-        Kind("tokenizer", "register_tokenizers", _validate_tokenizer),
+        Kind("callback", "callbacks", "register_callbacks", hookspecs.RegisterCallback, _validate_callback),
+        Kind("loss", "losses", "register_losses", hookspecs.RegisterLoss, _validate_loss),
+        Kind(
+            "attention backend",
+            "attention backends",
+            "register_attention_backends",
+            hookspecs.RegisterAttentionBackend,
+            _validate_attention,
+        ),
+        Kind(
+            "logits processor",
+            "logits processors",
+            "register_logits_processors",
+            hookspecs.RegisterLogitsProcessor,
+            _validate_logits_processor,
+        ),
+        Kind(
+            "tokenizer", "tokenizers", "register_tokenizers", hookspecs.RegisterTokenizer, _validate_tokenizer
+        ),
     )
 }
+KINDS_BY_LABEL: dict[str, Kind] = {kind.label: kind for kind in KINDS.values()}
 
 
 class Registry:
-    """All registered components, one table per kind."""
+    """Every registered component by kind and name. A name registered more than once is a conflict that
+    no load order settles: looking it up raises :class:`DuplicateComponentError` naming every provider."""
 
     def __init__(self) -> None:
-        self._tables: dict[str, dict[str, Component]] = {kind.label: {} for kind in KINDS.values()}
+        self._claims: dict[str, dict[str, list[Component]]] = {label: {} for label in KINDS_BY_LABEL}
 
-    def add(self, kind: Kind, name: str, obj: Any, distribution: str, **extra: Any) -> None:
-        if not isinstance(name, str) or not name:
-            raise InvalidComponentError(
-                f"{distribution} registered a {kind.label} with an invalid name {name!r}"
-            )
-        try:
-            kind.validate(obj, **extra)
-        except TypeError as exc:
-            raise InvalidComponentError(
-                f"{distribution} registered {kind.label} {name!r} through {kind.hook}: {exc}"
-            ) from None
-        table = self._tables[kind.label]
-        if name in table:
-            raise DuplicateComponentError(
-                f"{kind.label} {name!r} is registered by both {table[name].distribution} and {distribution}; "
-                "uninstall one of them or narrow the loaded plugins with HFPLUG_PLUGINS"
-            )
-        table[name] = Component(kind.label, name, obj, distribution, extra)
+    def add(self, component: Component) -> None:
+        self._claims[component.kind].setdefault(component.name, []).append(component)
+
+    def rivals(self, component: Component) -> list[Component]:
+        """The other components registered under ``component``'s kind and name (none: no conflict)."""
+        claims = self._claims[component.kind][component.name]
+        # identity is safe: only a name without rivals is ever resolved and replaced (see get)
+        return [c for c in claims if c is not component] if len(claims) > 1 else []
+
+    def check(self) -> None:
+        """Raise :class:`DuplicateComponentError` for the first name registered more than once."""
+        for table in self._claims.values():
+            for claims in table.values():
+                if len(claims) > 1:
+                    raise _duplicate(claims)
 
     def get(self, label: str, name: str) -> Component:
-        table = self._tables[label]
-        if name in table:
-            if isinstance(table[name].obj, str):
-                table[name] = self._resolve(table[name])
-            return table[name]
+        claims = self._claims[label].get(name, [])
+        if len(claims) > 1:
+            raise _duplicate(claims)
+        if claims:
+            if isinstance(claims[0].obj, str):
+                claims[0] = self._resolve(claims[0])
+            return claims[0]
         message = f"no {label} named {name!r}."
-        close = difflib.get_close_matches(name, list(table), n=3)
+        close = difflib.get_close_matches(name, self.names(label), n=3)
         if close:
             message += f" Did you mean {', '.join(map(repr, close))}?"
-        installed = ", ".join(f"{c.name} ({c.distribution})" for c in table.values()) or "none"
-        message += f" Installed {label}s: {installed}."
+        table = self._claims[label]
+        installed = ", ".join(f"{n} ({table[n][0].distribution})" for n in self.names(label)) or "none"
+        message += f" Installed {KINDS_BY_LABEL[label].plural}: {installed}."
         provider = KNOWN_PROVIDERS.get(label, {}).get(name)
         if provider:
             message += f" {name!r} is provided by {provider}: pip install {provider}"
@@ -181,28 +232,25 @@ class Registry:
     def _resolve(component: Component) -> Component:
         """Import a lazy ``"module:attr"`` registration and validate what it names."""
         module_name, attr = component.obj.split(":")
-        where = (
-            f"{component.distribution} registered {component.kind} {component.name!r} as {component.obj!r}"
-        )
+        where = f"{component.provider} registered {component.kind} {component.name!r} as {component.obj!r}"
         try:
             obj = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as exc:
             raise InvalidComponentError(f"{where}, which cannot be imported: {exc}") from exc
-        kind = next(kind for kind in KINDS.values() if kind.label == component.kind)
         try:
-            kind.validate(obj, **component.extra)
+            KINDS_BY_LABEL[component.kind].validate(obj, **component.extra)
         except TypeError as exc:
             raise InvalidComponentError(f"{where}: {exc}") from None
-        return Component(component.kind, component.name, obj, component.distribution, component.extra)
+        return replace(component, obj=obj)
 
     def names(self, label: str) -> list[str]:
-        return sorted(self._tables[label])
+        """The names of ``label`` that resolve to one component (conflicting names are left out)."""
+        return sorted(name for name, claims in self._claims[label].items() if len(claims) == 1)
 
-    def by_distribution(self, distribution: str) -> dict[str, list[str]]:
-        """Names registered by ``distribution``, keyed by kind label (kinds with no names are omitted)."""
-        out: dict[str, list[str]] = {}
-        for label, table in self._tables.items():
-            names = sorted(n for n, c in table.items() if c.distribution == distribution)
-            if names:
-                out[label] = names
-        return out
+
+def _duplicate(claims: list[Component]) -> DuplicateComponentError:
+    first = claims[0]
+    return DuplicateComponentError(
+        f"{first.kind} {first.name!r} is registered by {' and '.join(c.provider for c in claims)}; "
+        "neither is used: uninstall one of them or narrow the loaded plugins with HFPLUG_PLUGINS"
+    )

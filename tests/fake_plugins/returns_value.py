@@ -1,0 +1,6 @@
+from hfplug import hookimpl
+
+
+@hookimpl
+def register_losses(register):
+    return [("returned", lambda **kw: None)]
