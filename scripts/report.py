@@ -509,9 +509,9 @@ def demo_numerics_block() -> str:
     """One row per run of scripts/demo_numerics.py: its numerics, time and headline numbers."""
     runs = load("examples/results/demo_numerics.json")["runs"]
     lines = [
-        "| run | threads | kernels | wall s | CE | FGM + LA | Theseus | greedy non-term. | greedy rep-4 "
+        "| run | threads | kernels | wall s | load | CE | FGM + LA | Theseus | greedy non-term. | greedy rep-4 "
         "| no-loop non-term. | no-loop rep-4 | same numbers as the default |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         env, acc = run["environment"], run["balanced_accuracy"]
@@ -520,6 +520,7 @@ def demo_numerics_block() -> str:
             str(env["threads"]),
             env["cpu_capability"],
             f"{run['wall_seconds']:.0f}",
+            f"{env['load_average'][0]:.1f} → {env['load_average_end'][0]:.1f}",
             *(fmt(acc[key]) for key in ("cross_entropy", "fgm_logit_adjusted", "theseus")),
             fmt(run["non_termination"]["plain"], 2),
             fmt(run["rep_4"]["plain"]),
