@@ -506,29 +506,28 @@ def demo_table_block() -> str:
 
 
 def demo_numerics_block() -> str:
-    """One row per run of scripts/demo_numerics.py: its numerics, time and headline numbers."""
+    """One row per run of scripts/demo_numerics.py (numerics, time, headline numbers), then what each run is."""
     runs = load("examples/results/demo_numerics.json")["runs"]
     lines = [
-        "| run | threads | kernels | wall s | load | CE | FGM + LA | Theseus | greedy non-term. | greedy rep-4 "
-        "| no-loop non-term. | no-loop rep-4 | same numbers as the default |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | threads | kernels | wall s | load | CE | FGM + LA | Theseus | greedy: non-term. / rep-4 "
+        "| no-loop: non-term. / rep-4 | same numbers as `default` |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         env, acc = run["environment"], run["balanced_accuracy"]
+        stops, rep = run["non_termination"], run["rep_4"]
         cells = [
-            run["label"],
+            f"`{run['name']}`",
             str(env["threads"]),
             env["cpu_capability"],
             f"{run['wall_seconds']:.0f}",
             f"{env['load_average'][0]:.1f} → {env['load_average_end'][0]:.1f}",
             *(fmt(acc[key]) for key in ("cross_entropy", "fgm_logit_adjusted", "theseus")),
-            fmt(run["non_termination"]["plain"], 2),
-            fmt(run["rep_4"]["plain"]),
-            fmt(run["non_termination"]["noloop"], 2),
-            fmt(run["rep_4"]["noloop"]),
+            *(f"{fmt(stops[key], 2)} / {fmt(rep[key])}" for key in ("plain", "noloop")),
             "yes" if run["repeats_default"] else "no",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", *(f"- `{run['name']}`: {run['label']}" for run in runs)]
     return "\n".join(lines) + "\n"
 
 
