@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> dict:
     for key, noloop in (("plain", False), ("noloop", True)):
         results["generation"][key] = generation.generation_metrics(lm, word_tok, prompts, settings, noloop)
     results["seconds"] = time.perf_counter() - started
-    results["environment"]["load_average_end"] = numerics.environment()["load_average"]
+    results["environment"]["load_average_end"] = numerics.load_average()
     return results
 
 

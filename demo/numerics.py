@@ -36,6 +36,11 @@ def cpu_model() -> str:
         return platform.processor()
 
 
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15-minute load averages (None where the OS has none)."""
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
 def environment() -> dict:
     """What decides the numbers (torch, kernels, threads) and the timings (CPU, load), for ``results.json``."""
     import torch
@@ -47,6 +52,6 @@ def environment() -> dict:
         "threads": torch.get_num_threads(),
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
-        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "load_average": load_average(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
