@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hfplug.testing import junk_values
 from hfplug.validation import check_bool, check_choice, check_float, check_int, check_int_list
 
 
@@ -116,3 +117,23 @@ def test_check_int_accepts_exactly_the_non_bool_integers(value):
     else:
         with pytest.raises(TypeError, match=r"^n must be an integer, got"):
             check_int("n", value)
+
+
+def test_assert_names_argument_accepts_only_clean_errors_naming_the_argument():
+    from hfplug.testing import assert_names_argument
+
+    assert_names_argument(ValueError("epsilon must be > 0, got -1"), "epsilon")
+    with pytest.raises(AssertionError, match="does not name 'epsilon'"):
+        assert_names_argument(ValueError("must be > 0"), "epsilon")
+    with pytest.raises(AssertionError, match="RuntimeError"):
+        assert_names_argument(RuntimeError("epsilon: shape mismatch"), "epsilon")
+
+
+@given(junk_values())
+def test_junk_values_are_all_rejected_by_a_positive_finite_float_check(value):
+    if isinstance(value, float) and math.isfinite(value) and value > 0:
+        return
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return
+    with pytest.raises((TypeError, ValueError), match="^epsilon"):
+        check_float("epsilon", value, minimum=0, min_open=True)

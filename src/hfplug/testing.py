@@ -161,3 +161,51 @@ def finish_distributed() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def junk_values():
+    """A hypothesis strategy of values a numeric, boolean or id argument must reject or handle.
+
+    Draws from NaN, +-inf, zero, negatives, tiny and huge floats, huge ints, bools, strings, None, lists
+    and arbitrary floats and ints. For property tests of public constructors and functions: each value
+    either gives a clean error (:func:`assert_names_argument`) or a working object. Needs ``hypothesis``
+    (a test dependency), imported here so ``hfplug.testing`` itself does not require it.
+    """
+    import math
+
+    from hypothesis import strategies as st
+
+    special = st.sampled_from(
+        [
+            math.nan,
+            math.inf,
+            -math.inf,
+            0,
+            0.0,
+            -0.0,
+            -1,
+            -1.5,
+            1e-300,
+            1e38,
+            1e300,
+            10**18,
+            -(10**18),
+            True,
+            False,
+            "1",
+            "no",
+            "",
+            None,
+            [],
+            [1],
+            (1, 2),
+        ]
+    )
+    return st.one_of(special, st.floats(), st.integers(-(10**12), 10**12), st.text(max_size=3))
+
+
+def assert_names_argument(error: BaseException, name: str) -> None:
+    """Assert that ``error`` is the clean error for a bad argument: a TypeError or ValueError (not a
+    subclass raised from deep inside torch, such as ``RuntimeError``) whose message names ``name``."""
+    assert isinstance(error, (TypeError, ValueError)), f"{type(error).__name__}: {error}"
+    assert name in str(error), f"the error does not name {name!r}: {error}"
