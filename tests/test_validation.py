@@ -135,5 +135,5 @@ def test_junk_values_are_all_rejected_by_a_positive_finite_float_check(value):
         return
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return
-    with pytest.raises((TypeError, ValueError), match="^epsilon"):
+    with pytest.raises((TypeError, ValueError), match=r"^epsilon"):
         check_float("epsilon", value, minimum=0, min_open=True)
