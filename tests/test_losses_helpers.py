@@ -86,3 +86,24 @@ def test_finisher_survives_outputs_rebuilt_by_a_wrapper():
     rebuilt = SequenceClassifierOutput(logits=logits)
     torch.testing.assert_close(CrossEntropy()(rebuilt, labels, 4), 3 * plain)
     torch.testing.assert_close(CrossEntropy()(rebuilt, labels, 4), plain)  # consumed once
+
+
+@pytest.mark.parametrize(
+    "count", [-4, -0.5, float("nan"), float("inf"), torch.tensor(-4), torch.tensor([3.0, float("nan")])]
+)
+def test_reduce_loss_rejects_a_negative_or_non_finite_num_items_in_batch(count):
+    with pytest.raises(ValueError, match=r"num_items_in_batch must be a finite (count|number) >= 0, got"):
+        reduce_loss(torch.tensor([1.0, 2.0]), num_items_in_batch=count)
+
+
+@pytest.mark.parametrize("count", [True, "4", [4]])
+def test_reduce_loss_rejects_a_num_items_in_batch_that_is_not_a_number(count):
+    with pytest.raises(TypeError, match=r"num_items_in_batch must be a finite number >= 0, got"):
+        reduce_loss(torch.tensor([1.0, 2.0]), num_items_in_batch=count)
+
+
+def test_reduce_loss_zero_items_in_the_step_gives_zero_not_nan():
+    per_item = torch.tensor([1.0, 2.0], requires_grad=True)
+    loss = reduce_loss(per_item, torch.tensor([False, False]), num_items_in_batch=torch.tensor(0))
+    loss.backward()
+    assert loss.item() == 0.0 and per_item.grad.tolist() == [0.0, 0.0]

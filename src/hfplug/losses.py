@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 import torch
 
+from .validation import check_float
+
 FINISHER_ATTRIBUTE = "_hfplug_loss_finisher"
 
 LossFn = Callable[..., torch.Tensor]
@@ -88,15 +90,25 @@ def reduce_loss(
     """``sum(per_item[valid]) / num_items_in_batch``, or the mean over valid items when it is None.
 
     ``valid=None`` means every item counts. With no valid item the result is 0 and its gradient is defined
-    (zero), never NaN.
+    (zero), never NaN: a count of 0 (every label ignored in the whole optimizer step) divides by 1.
+    ``num_items_in_batch`` must be a finite number >= 0 (a Python number or a tensor, as the Trainer passes).
     """
     total = per_item.sum() if valid is None else torch.where(valid, per_item, 0.0).sum()
     if num_items_in_batch is None:
         count = torch.tensor(per_item.numel(), device=total.device) if valid is None else valid.sum()
-        count = count.clamp(min=1)
     else:
-        count = torch.as_tensor(num_items_in_batch, device=total.device, dtype=total.dtype).clamp(min=1)
-    return total / count
+        count = _item_count(num_items_in_batch).to(device=total.device, dtype=total.dtype)
+    return total / count.clamp(min=1)
+
+
+def _item_count(num_items_in_batch: Any) -> torch.Tensor:
+    if isinstance(num_items_in_batch, torch.Tensor):
+        if bool((~torch.isfinite(num_items_in_batch) | (num_items_in_batch < 0)).any()):
+            raise ValueError(
+                f"num_items_in_batch must be a finite count >= 0, got {num_items_in_batch.tolist()!r}"
+            )
+        return num_items_in_batch
+    return torch.tensor(check_float("num_items_in_batch", num_items_in_batch, minimum=0))
 
 
 class TrainerLoss(torch.nn.Module):
