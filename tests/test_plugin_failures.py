@@ -253,3 +253,43 @@ def test_hooks_that_register_nothing_usable_are_reported(fake_plugins, source, p
     fake_plugins.select(name)
     with pytest.raises(error, match=rf"^{name} 3\.1 \(entry point '{name}' -> module '.*'\):? {pattern}"):
         hfplug.load_plugins()
+
+
+def test_a_plugin_that_swallows_its_own_registration_error_is_still_broken(fake_plugins):
+    fake_plugins.add("fake-swallow", "swallows_register_error", version="1.2")
+    fake_plugins.select("fake-swallow")
+    with pytest.raises(InvalidComponentError, match=r"^fake-swallow 1\.2 .*'bad_loss'.*callable"):
+        hfplug.load_plugins()
+    assert _listing()["fake-swallow"]["registered"] == {}
+    with pytest.raises(
+        PluginLoadError, match=r"loss 'kept_loss' is provided by fake-swallow 1\.2, which failed"
+    ):
+        hfplug.get_loss("kept_loss")
+
+
+def test_register_called_after_its_hook_returned_is_an_error(fake_plugins):
+    module = fake_plugins.add("fake-later", "registers_later", version="0.9")
+    fake_plugins.select("fake-later")
+    hfplug.load_plugins()
+    import sys
+
+    with pytest.raises(
+        PluginLoadError, match=r"^fake-later 0\.9 .*'late_loss' after register_losses has returned"
+    ):
+        sys.modules[module].register_late()
+    with pytest.raises(UnknownComponentError):
+        hfplug.get_loss("late_loss")
+    assert hfplug.get_loss("early_loss") is None
+
+
+def test_unknown_name_of_an_installed_but_unselected_plugin_says_so(fake_plugins, monkeypatch):
+    fake_plugins.add("fake-complete", "complete")
+    fake_plugins.select("fake-complete")
+    with pytest.raises(UnknownComponentError) as info:
+        hfplug.get_loss("focal")
+    message = str(info.value)
+    assert (
+        "hfplug-imbalance, which is installed but HFPLUG_PLUGINS='fake-complete' does not select it"
+        in message
+    )
+    assert "pip install" not in message

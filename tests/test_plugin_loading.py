@@ -10,6 +10,7 @@ import pytest
 
 import hfplug
 from hfplug import DuplicateComponentError, InvalidComponentError, PluginLoadError, UnknownComponentError
+from hfplug.registry import KNOWN_PROVIDERS
 
 
 def test_complete_plugin_registers_every_kind(fake_plugins):
@@ -122,11 +123,15 @@ def test_unknown_name_suggests_close_matches_and_lists_installed(fake_plugins):
     assert "scaled_ce (fake-complete)" in message
 
 
-def test_unknown_first_party_name_says_what_to_install(fake_plugins):
+def test_unknown_first_party_name_says_what_to_install(fake_plugins, monkeypatch):
+    monkeypatch.setitem(KNOWN_PROVIDERS["loss"], "focal", "hfplug-not-installed")
+    monkeypatch.setitem(KNOWN_PROVIDERS["attention backend"], "favor", "hfplug-not-installed")
     fake_plugins.select()
-    with pytest.raises(UnknownComponentError, match="pip install hfplug-imbalance"):
+    with pytest.raises(
+        UnknownComponentError, match="'focal' is provided by hfplug-not-installed: pip install"
+    ):
         hfplug.get_loss("focal")
-    with pytest.raises(UnknownComponentError, match="pip install hfplug-favor"):
+    with pytest.raises(UnknownComponentError, match="pip install hfplug-not-installed"):
         hfplug.use_attention("favor")
 
 

@@ -50,6 +50,8 @@ class PluginInfo:
     error: HfplugError | None = None
     claimed: list[Component] = field(default_factory=list)
     """What its hooks registered; in the registry only if the plugin loaded without error."""
+    running_hook: str | None = None
+    """The hook being run: ``register`` works only inside it."""
 
     @property
     def label(self) -> str:
@@ -102,6 +104,8 @@ class PluginSystem:
         self.pm.add_hookspecs(hookspecs)
         self.registry = Registry()
         self.plugins: list[PluginInfo] = []
+        self.unselected: set[str] = set()
+        """Installed plugin distributions ``HFPLUG_PLUGINS`` leaves out (normalised names)."""
 
     # -- loading -----------------------------------------------------------------------------------------
     def load(self, strict: bool = True) -> None:
@@ -145,6 +149,7 @@ class PluginSystem:
                 if ep.name not in {e.name for e, _ in found}:
                     found.append((ep, dist))
         chosen = self._select(installed)
+        self.unselected = set(installed) - chosen
         return [pair for name in sorted(chosen) for pair in sorted(installed[name], key=lambda p: p[0].name)]
 
     def _select(self, installed: dict[str, Any]) -> set[str]:
@@ -221,8 +226,14 @@ class PluginSystem:
     def _run_hook(self, info: PluginInfo, module: object, kind: Kind) -> None:
         others = [p for p in self.pm.get_plugins() if p is not module]
         register = functools.partial(self._register, info, kind)
-        with _blamed_on(info, f"raised in {kind.hook}"):
-            results = self.pm.subset_hook_caller(kind.hook, remove_plugins=others)(register=register)
+        info.running_hook = kind.hook
+        try:
+            with _blamed_on(info, f"raised in {kind.hook}"):
+                results = self.pm.subset_hook_caller(kind.hook, remove_plugins=others)(register=register)
+        finally:
+            info.running_hook = None
+        if info.error is not None:  # a register(...) call failed and the hook caught the error
+            raise info.error
         if results:  # pluggy leaves out None
             raise PluginLoadError(
                 f"{info.label}: {kind.hook} returned {results[0]!r}: hooks call register(...) and return None"
@@ -230,13 +241,25 @@ class PluginSystem:
 
     @staticmethod
     def _register(info: PluginInfo, kind: Kind, *args: Any, **kwargs: Any) -> None:
-        """The ``register`` callable a hook receives: checks one call and keeps it on ``info.claimed``."""
+        """The ``register`` callable a hook receives: checks one call and keeps it on ``info.claimed``.
+
+        A failed call marks the plugin broken even if its hook catches the error; a call after the hook
+        returned (a saved ``register``) raises instead of registering nothing.
+        """
+        if info.running_hook != kind.hook:
+            what = args[0] if args else kwargs.get("name")
+            raise PluginLoadError(
+                f"{info.label}: register(...) of {kind.hook} was called for {what!r} after "
+                f"{kind.hook} has returned; call register inside the hook"
+            )
         try:
             name, obj, extra = kind.bind(*args, **kwargs)
         except TypeError as exc:
-            raise InvalidComponentError(f"{info.label}: {exc}") from None
+            info.error = InvalidComponentError(f"{info.label}: {exc}")
+            raise info.error from None
         if any((c.kind, c.name) == (kind.label, name) for c in info.claimed):
-            raise DuplicateComponentError(f"{info.label} registers {kind.label} {name!r} twice")
+            info.error = DuplicateComponentError(f"{info.label} registers {kind.label} {name!r} twice")
+            raise info.error
         info.claimed.append(Component(kind.label, name, obj, info.distribution, info.version, extra))
 
     # -- lookup and listing ------------------------------------------------------------------------------
@@ -258,12 +281,23 @@ class PluginSystem:
                         f"{label} {name!r} is provided by {info.distribution} {info.version}, which failed to "
                         f"load: {info.error}"
                     ) from info.error
-            if not broken:
-                raise
-            causes = "; ".join(str(info.error) for info in broken)
-            raise UnknownComponentError(
-                f"{exc} It may come from a plugin that failed to load: {causes}"
-            ) from None
+            message = f"{exc}{self._provider_hint(label, name)}"
+            if broken:
+                causes = "; ".join(str(info.error) for info in broken)
+                message += f" It may come from a plugin that failed to load: {causes}"
+            raise UnknownComponentError(message) from None
+
+    def _provider_hint(self, label: str, name: str) -> str:
+        """Where a first-party ``name`` comes from: install it, or select it in ``HFPLUG_PLUGINS``."""
+        provider = KNOWN_PROVIDERS.get(label, {}).get(name)
+        if provider is None:
+            return ""
+        if _normalise(provider) in self.unselected:
+            return (
+                f" {name!r} is provided by {provider}, which is installed but "
+                f"{SELECT_ENV_VAR}={os.environ.get(SELECT_ENV_VAR)!r} does not select it."
+            )
+        return f" {name!r} is provided by {provider}: pip install {provider}"
 
     def describe(self) -> list[dict[str, Any]]:
         """One dict per plugin entry point: distribution, version, hooks, registered names, conflicts (names

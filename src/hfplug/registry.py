@@ -13,7 +13,7 @@ from typing import Any
 from . import hookspecs
 from .errors import DuplicateComponentError, InvalidComponentError, UnknownComponentError
 
-# Names provided by the first-party plugins, so an unknown-name error can say what to install.
+# Names provided by the first-party plugins, so an unknown-name error can say what to install (plugins.py).
 KNOWN_PROVIDERS: dict[str, dict[str, str]] = {
     "callback": {
         **dict.fromkeys(["fgm", "fgsm", "pgd", "freelb", "gradient_penalty", "smart"], "hfplug-adversarial"),
@@ -223,9 +223,6 @@ class Registry:
         table = self._claims[label]
         installed = ", ".join(f"{n} ({table[n][0].distribution})" for n in self.names(label)) or "none"
         message += f" Installed {KINDS_BY_LABEL[label].plural}: {installed}."
-        provider = KNOWN_PROVIDERS.get(label, {}).get(name)
-        if provider:
-            message += f" {name!r} is provided by {provider}: pip install {provider}"
         raise UnknownComponentError(message)
 
     @staticmethod
