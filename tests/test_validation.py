@@ -137,3 +137,10 @@ def test_junk_values_are_all_rejected_by_a_positive_finite_float_check(value):
         return
     with pytest.raises((TypeError, ValueError), match=r"^epsilon"):
         check_float("epsilon", value, minimum=0, min_open=True)
+
+
+def test_integer_bounds_print_as_integers():
+    with pytest.raises(ValueError, match=r"must be an integer in \[1, 1048576\], got 0$"):
+        check_int("nb_features", 0, minimum=1, maximum=2**20)
+    with pytest.raises(ValueError, match=r"must be a finite number in \[0, 1e-12\], got 1.0$"):
+        check_float("tol", 1.0, minimum=0, maximum=1e-12)

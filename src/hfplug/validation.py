@@ -27,14 +27,20 @@ def _shown(value: Any) -> str:
     return f"{text} ({type(value).__name__})"
 
 
+def _bound(value: float) -> str:
+    """An integer bound as an integer (``1048576``), any other as ``:g`` (``1e-12``, ``0.5``)."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def _interval(minimum: float | None, maximum: float | None, min_open: bool, max_open: bool) -> str:
     if minimum is None and maximum is None:
         return ""
     if maximum is None:
-        return f" {'>' if min_open else '>='} {minimum:g}"
+        return f" {'>' if min_open else '>='} {_bound(minimum)}"
     if minimum is None:
-        return f" {'<' if max_open else '<='} {maximum:g}"
-    return f" in {'(' if min_open else '['}{minimum:g}, {maximum:g}{')' if max_open else ']'}"
+        return f" {'<' if max_open else '<='} {_bound(maximum)}"
+    low, high = _bound(minimum), _bound(maximum)
+    return f" in {'(' if min_open else '['}{low}, {high}{')' if max_open else ']'}"
 
 
 def check_bool(name: str, value: Any) -> bool:
