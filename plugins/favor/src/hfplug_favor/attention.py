@@ -59,8 +59,12 @@ def _with_ones(value: torch.Tensor) -> torch.Tensor:
 
 def _normalise(numerator_and_denominator: torch.Tensor) -> torch.Tensor:
     numerator, denominator = numerator_and_denominator[..., :-1], numerator_and_denominator[..., -1:]
-    # rows that see no key at all (left padding) have numerator 0: divide by 1, so gradients stay finite
-    return numerator / denominator.masked_fill(denominator <= 0, 1.0)
+    # Rows that see no key at all (left padding) have denominator 0; rows whose denominator underflowed below
+    # tiny/eps (~1e-31 in float32, where numerator entries lose precision) cannot be normalised reliably. Both
+    # output 0, divided by 1 so that gradients stay finite.
+    dtype = torch.finfo(denominator.dtype)
+    unseen = denominator <= dtype.tiny / dtype.eps
+    return (numerator / denominator.masked_fill(unseen, 1.0)).masked_fill_(unseen, 0.0)
 
 
 def _query_features(projected: torch.Tensor) -> torch.Tensor:
