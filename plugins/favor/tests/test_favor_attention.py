@@ -318,3 +318,102 @@ def test_gradients_match_the_quadratic_form(causal, padded, causal_path):
     ref_grads = torch.autograd.grad((ref * upstream * rows).sum(), (q, k, v))
     for got, want in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+
+
+# ---- fail safe: bad arguments name themselves, empty inputs behave like exact attention ----------------------
+
+
+BAD_CALLS = {
+    "nb_features=0": ("projection", lambda q: favor_attention(q, q, q, torch.zeros(0, 8))),
+    "head dim 0": ("query", lambda q: favor_attention(*(q[..., :0],) * 3, torch.zeros(4, 0))),
+    "chunk_size=0": ("chunk_size", lambda q: favor_attention(q, q, q, W8, causal=True, chunk_size=0)),
+    "negative scaling": ("scaling", lambda q: favor_attention(q, q, q, W8, scaling=-0.5)),
+    "3-D query": ("query", lambda q: favor_attention(q[0], q, q, W8)),
+    "mask one column too long": (
+        "key_padding_mask",
+        lambda q: favor_attention(q, q, q, W8, key_padding_mask=torch.ones(2, 6, dtype=torch.bool)),
+    ),
+    "float mask": (
+        "key_padding_mask",
+        lambda q: favor_attention(q, q, q, W8, key_padding_mask=torch.ones(2, 5)),
+    ),
+    "odd hyperbolic": ("nb_features", lambda q: gaussian_projection(7, 16, hyperbolic=True)),
+    "projection of another head dim": ("projection", lambda q: favor_attention(q, q, q, W8[:, :4])),
+    "state without causal": (
+        "state",
+        lambda q: favor_attention(q, q, q, W8, state=favor_attention(q, q, q, W8, causal=True)[1]),
+    ),
+}
+W8 = gaussian_projection(16, 8)
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CALLS))
+def test_bad_arguments_get_an_error_naming_them(case):
+    from hfplug.testing import assert_names_argument
+
+    name, call = BAD_CALLS[case]
+    with pytest.raises((TypeError, ValueError)) as error:
+        call(torch.randn(2, 4, 5, 8))
+    assert_names_argument(error.value, name)
+
+
+@pytest.mark.parametrize(
+    ("B", "Lq", "Lk", "causal"),
+    [
+        (0, 5, 5, False),
+        (0, 5, 5, True),
+        (2, 0, 0, False),
+        (2, 0, 0, True),
+        (2, 0, 5, False),
+        (2, 0, 5, True),
+        (2, 5, 0, False),  # no keys; causal needs Lk >= Lq
+    ],
+)
+def test_empty_inputs_give_what_exact_attention_gives(B, Lq, Lk, causal):
+    q, k, v = torch.randn(B, 4, Lq, 8), torch.randn(B, 2, Lk, 8), torch.randn(B, 2, Lk, 6)
+    exact = torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1), is_causal=causal and Lq == Lk
+    )
+    out, state = favor_attention(q, k, v, W8, causal=causal)
+    assert out.shape == exact.shape == (B, 4, Lq, 6)
+    assert torch.equal(out, exact)  # empty, or all zeros when no key exists (sdpa's answer too)
+    if causal:  # the state stands for all Lk keys: continuing with it equals one call over everything
+        assert state.Sz.shape == (B, 2, 16, 7)
+        more_q, more_k, more_v = torch.randn(B, 4, 3, 8), torch.randn(B, 2, 3, 8), torch.randn(B, 2, 3, 6)
+        continued, _ = favor_attention(more_q, more_k, more_v, W8, causal=True, state=state)
+        whole, _ = favor_attention(
+            more_q, torch.cat([k, more_k], 2), torch.cat([v, more_v], 2), W8, causal=True
+        )
+        torch.testing.assert_close(continued, whole)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("name", ["query", "key", "value"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_inputs_raise_naming_the_tensor(name, bad, causal):
+    tensors = dict(zip(("query", "key", "value"), inputs(L=9), strict=True))
+    tensors[name][1, 0, 4, 3] = bad
+    with pytest.raises(ValueError, match=f"^{name} holds NaN or infinite"):
+        favor_attention(*tensors.values(), gaussian_projection(16, 16), causal=causal, chunk_size=4)
+
+
+@pytest.mark.parametrize(
+    ("name", "scale", "message"),
+    [
+        ("query", 1e19, "query is too large"),
+        ("key", 1e19, "key is too large"),
+        ("value", 3e38, "rescale value"),
+    ],
+)
+def test_finite_inputs_that_overflow_float32_raise_instead_of_nan(name, scale, message):
+    tensors = dict(zip(("query", "key", "value"), inputs(L=9), strict=True))
+    tensors[name] = tensors[name] / tensors[name].abs().max() * scale  # largest entry: scale (finite)
+    with pytest.raises(ValueError, match=message):
+        favor_attention(*tensors.values(), gaussian_projection(16, 16))
+
+
+def test_large_finite_values_give_the_scaled_output():
+    q, k, v = inputs(L=9)
+    W = gaussian_projection(16, 16)
+    out, _ = favor_attention(q, k, v * 1e37, W)  # attention is linear in the values
+    torch.testing.assert_close(out / 1e37, favor_attention(q, k, v, W)[0])

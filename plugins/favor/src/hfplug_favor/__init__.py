@@ -9,7 +9,13 @@ model.generate(**inputs)  # a FavorCache by default: O(1) work per generated tok
 from .attention import FavorState, favor_attention, favor_attention_forward, register_favor
 from .cache import FavorCache, FavorCacheLayer
 from .callbacks import FeatureRedrawCallback
-from .configuration_favor import FavorConfig, check_favor_support, get_favor_config, set_favor_config
+from .configuration_favor import (
+    FavorConfig,
+    attach_favor_state,
+    check_favor_support,
+    get_favor_config,
+    set_favor_config,
+)
 from .feature_maps import gaussian_projection
 from .report import favor_report
 
@@ -19,6 +25,7 @@ __all__ = [
     "FavorConfig",
     "FavorState",
     "FeatureRedrawCallback",
+    "attach_favor_state",
     "check_favor_support",
     "favor_attention",
     "favor_attention_forward",

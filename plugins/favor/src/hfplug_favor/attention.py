@@ -22,7 +22,9 @@ from typing import Any
 
 import torch
 
-from .configuration_favor import FavorConfig, favor_config_from
+from hfplug.validation import check_bool, check_choice, check_float, check_int
+
+from .configuration_favor import ATTACHED, KERNELS, FavorConfig, favor_config_from
 from .feature_maps import derive_seed, feature_logits, gaussian_projection
 
 CACHE_HANDOFF = "_favor_cache_layer"  # attribute of keys returned by a FavorCacheLayer: the layer itself
@@ -57,8 +59,12 @@ def _with_ones(value: torch.Tensor) -> torch.Tensor:
 
 def _normalise(numerator_and_denominator: torch.Tensor) -> torch.Tensor:
     numerator, denominator = numerator_and_denominator[..., :-1], numerator_and_denominator[..., -1:]
-    # rows that see no key at all (left padding) have numerator 0: divide by 1, so gradients stay finite
-    return numerator / denominator.masked_fill(denominator <= 0, 1.0)
+    # Rows that see no key at all (left padding) have denominator 0; rows whose denominator underflowed below
+    # tiny/eps (~1e-31 in float32, where numerator entries lose precision) cannot be normalised reliably. Both
+    # output 0, divided by 1 so that gradients stay finite.
+    dtype = torch.finfo(denominator.dtype)
+    unseen = denominator <= dtype.tiny / dtype.eps
+    return (numerator / denominator.masked_fill(unseen, 1.0)).masked_fill_(unseen, 0.0)
 
 
 def _query_features(projected: torch.Tensor) -> torch.Tensor:
@@ -300,6 +306,130 @@ def _causal_per_row(
     return out, FavorState(Sz, running[..., L - 1])
 
 
+def _check_tensor(name: str, tensor: Any, dims: int, shape: str) -> None:
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor {shape}, got {type(tensor).__name__}")
+    if not tensor.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor {shape}, got dtype {tensor.dtype}")
+    if tensor.dim() != dims:
+        raise ValueError(f"{name} must be a {dims}-D tensor {shape}, got shape {tuple(tensor.shape)}")
+
+
+def _check_qkv(query: Any, key: Any, value: Any) -> None:
+    """Types and shapes: query (B, H, Lq, D), key (B, Hkv, Lk, D), value (B, Hkv, Lk, Dv), D >= 1, Hkv | H."""
+    _check_tensor("query", query, 4, "(batch, heads, length, head_dim)")
+    _check_tensor("key", key, 4, "(batch, kv_heads, length, head_dim)")
+    _check_tensor("value", value, 4, "(batch, kv_heads, length, value_dim)")
+    B, H, _, D = query.shape
+    if H == 0 or D == 0:
+        raise ValueError(f"query must have >= 1 head and a head dim >= 1, got shape {tuple(query.shape)}")
+    if key.shape[0] != B or key.shape[3] != D:
+        raise ValueError(
+            f"key must have shape ({B}, kv_heads, length, {D}) to match query {tuple(query.shape)}, "
+            f"got {tuple(key.shape)}"
+        )
+    Hkv = key.shape[1]
+    if Hkv == 0 or H % Hkv:
+        raise ValueError(f"key heads ({Hkv}) must divide the query heads ({H}) (grouped-query attention)")
+    if value.shape[:3] != key.shape[:3]:
+        raise ValueError(
+            f"value must have shape {(*key.shape[:3], 'value_dim')} like key, got {tuple(value.shape)}"
+        )
+
+
+def _check_arguments(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    projection: Any,
+    key_padding_mask: Any,
+    causal: bool,
+    state: Any,
+) -> None:
+    _check_tensor("projection", projection, 2, "(nb_features, head_dim)")
+    if projection.shape[0] == 0 or projection.shape[1] != query.shape[-1]:
+        raise ValueError(
+            f"projection must have shape (nb_features >= 1, {query.shape[-1]}) for head dim {query.shape[-1]}, "
+            f"got {tuple(projection.shape)}"
+        )
+    B, Hkv, Lk = key.shape[:3]
+    if key_padding_mask is not None and (
+        not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool
+    ):
+        raise TypeError(
+            f"key_padding_mask must be a bool tensor ({B}, {Lk}) (True = attend) or None, got "
+            f"{getattr(key_padding_mask, 'dtype', type(key_padding_mask).__name__)}"
+        )
+    if key_padding_mask is not None and tuple(key_padding_mask.shape) != (B, Lk):
+        raise ValueError(
+            f"key_padding_mask must have shape (batch, key length) = ({B}, {Lk}), got {tuple(key_padding_mask.shape)}"
+        )
+    if causal and Lk < query.shape[2]:
+        raise ValueError(
+            f"causal attention needs at least as many keys as queries: key length {Lk} < query length {query.shape[2]}"
+        )
+    if state is None:
+        return
+    if not causal:
+        raise ValueError("state (a causal prefix state) only applies with causal=True, got causal=False")
+    if not isinstance(state, FavorState):
+        raise TypeError(f"state must be a FavorState or None, got {type(state).__name__}")
+    expected = (B, Hkv, projection.shape[0], value.shape[-1] + 1)
+    if tuple(state.Sz.shape) != expected or tuple(state.r.shape) != expected[:2]:
+        raise ValueError(
+            f"state must hold Sz {expected} and r {expected[:2]} for these keys/values and projection, got "
+            f"Sz {tuple(state.Sz.shape)} and r {tuple(state.r.shape)}"
+        )
+
+
+# |x|²·scaling/2 (the softmax features' offset, over all head dims) must stay far below float32's 3.4e38
+_FEATURE_LIMIT = 1e36
+
+
+def _largest(tensor: torch.Tensor) -> torch.Tensor:
+    """max |tensor| (NaN if any entry is NaN), 0 for an empty tensor; no host sync."""
+    if tensor.numel() == 0:
+        return tensor.new_zeros((), dtype=torch.float32)
+    return tensor.detach().abs().amax().float()
+
+
+def _check_numbers(out: torch.Tensor, scaling: float, named: dict[str, torch.Tensor]) -> None:
+    """One host sync: raise if an input holds NaN/inf, or if finite inputs made the float32 features or sums
+    overflow (the output is then non-finite); the message names the argument and its largest magnitude."""
+    largest = dict(
+        zip(
+            [*named, "output"],
+            torch.stack([*map(_largest, named.values()), _largest(out)]).tolist(),
+            strict=True,
+        )
+    )
+    for name, size in largest.items():
+        if name != "output" and not math.isfinite(size):
+            raise ValueError(
+                f"{name} holds NaN or infinite values; FAVOR+ (like exact attention) has no finite result for "
+                "them, so it stops here instead of passing NaN on to the output and the gradients"
+            )
+    head_dim = named["query"].shape[-1]
+    for name in ("query", "key"):
+        if 0.5 * scaling * head_dim * largest[name] ** 2 > _FEATURE_LIMIT:
+            raise ValueError(
+                f"{name} is too large for FAVOR+'s float32 features: largest |{name}| = {largest[name]:.3g} with "
+                f"head dim {head_dim} and scaling {scaling:g} gives |x|²·scaling/2 up to "
+                f"{0.5 * scaling * head_dim * largest[name] ** 2:.3g} > {_FEATURE_LIMIT:g}"
+            )
+    if not math.isfinite(largest["output"]):
+        shown = ", ".join(f"|{name}| <= {size:.3g}" for name, size in largest.items() if name != "output")
+        raise ValueError(
+            f"FAVOR+ overflowed float32 on these finite inputs ({shown}, scaling {scaling:g}): the value or "
+            "projection entries are too large for its sums; rescale value or projection"
+        )
+
+
+def _empty_state(reference: torch.Tensor, B: int, Hkv: int, m: int, Dv: int) -> FavorState:
+    """The causal state before any key: zero sums and r = -inf."""
+    return FavorState(reference.new_zeros(B, Hkv, m, Dv + 1), reference.new_full((B, Hkv), float("-inf")))
+
+
 def favor_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -316,33 +446,88 @@ def favor_attention(
 ) -> tuple[torch.Tensor, FavorState | None]:
     """FAVOR+ attention on (B, H, Lq, D) queries and (B, Hkv, Lk, D) keys/values, H a multiple of Hkv.
 
-    ``projection`` is W (m, D); ``scaling`` the logit scale (default D**-0.5); ``key_padding_mask`` (B, Lk)
-    bool, True = attend. Causal: query i sits at absolute position Lk - Lq + i and sees keys <= it; the
-    first Lk - Lq keys (or ``state``, which then stands for them) are seen by all queries. Returns the
-    output (B, H, Lq, Dv) in float32 and, when causal, the prefix state after the last key.
+    ``projection`` is W (m, D); ``scaling`` the logit scale (default D**-0.5, any finite value >= 0);
+    ``key_padding_mask`` (B, Lk) bool, True = attend. Causal: query i sits at absolute position Lk - Lq + i
+    and sees keys <= it; the first Lk - Lq keys (or ``state``, which then stands for them) are seen by all
+    queries. Returns the output (B, H, Lq, Dv) in float32 and, when causal, the prefix state after the last
+    key.
 
     ``shift_keys`` (non-causal only) subtracts c = mean(k) + mean(q) (non-padded positions, per batch and kv
     head) from every key: exact for softmax attention (q·(k_j - c) shifts all logits of a query equally) and
     it minimises the mean |q + k - c|² that drives the variance of the positive-feature estimator.
+
+    Failure semantics: wrong types or shapes raise TypeError/ValueError naming the argument; NaN or inf in
+    query, key, value or projection raises ValueError naming it (one host sync per call), as do finite
+    inputs so large that the float32 features would overflow. Empty batch, heads or query length give an
+    empty output, like exact attention; a query that sees no key (all keys padded, or no keys) outputs 0.
     """
+    _check_qkv(query, key, value)
+    causal = check_bool("causal", causal)
+    shift_keys = check_bool("shift_keys", shift_keys)
+    kernel = check_choice("kernel", kernel, KERNELS)
+    chunk_size = check_int("chunk_size", chunk_size, minimum=1)
+    _check_arguments(query, key, value, projection, key_padding_mask, causal, state)
     B, H, Lq, D = query.shape
-    Hkv, Lk = key.shape[1], key.shape[2]
-    if H % Hkv:
-        raise ValueError(f"query heads ({H}) must be a multiple of key/value heads ({Hkv})")
+    Hkv, Dv = key.shape[1], value.shape[-1]
+    scaling = D**-0.5 if scaling is None else check_float("scaling", scaling, minimum=0.0)
+    if B == 0:  # nothing to attend from (exact attention returns the same empty output)
+        out = query.new_zeros(B, H, Lq, Dv, dtype=torch.float32)
+        return out, (
+            _empty_state(out, B, Hkv, projection.shape[0], Dv) if causal and state is None else state
+        )
+    named = {"query": query, "key": key, "value": value, "projection": projection}
+    if state is not None:
+        named["state"] = state.Sz
+    out, state = _favor_attention(
+        query,
+        key,
+        value,
+        projection,
+        scaling,
+        causal,
+        key_padding_mask,
+        kernel,
+        chunk_size,
+        state,
+        shift_keys,
+    )
+    _check_numbers(out, scaling, named)
+    return out, state
+
+
+def _favor_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    projection: torch.Tensor,
+    scaling: float,
+    causal: bool,
+    key_padding_mask: torch.Tensor | None,
+    kernel: str,
+    chunk_size: int,
+    state: FavorState | None,
+    shift_keys: bool,
+) -> tuple[torch.Tensor, FavorState | None]:
+    """:func:`favor_attention` on checked arguments and a batch of at least one."""
+    B, H, Lq, D = query.shape
+    Hkv, Lk, Dv = key.shape[1], key.shape[2], value.shape[-1]
     G = H // Hkv
-    scaling = D**-0.5 if scaling is None else scaling
     projection = projection.to(device=query.device, dtype=torch.float32)
     with torch.autocast(query.device.type, enabled=False):
         query, key, value = query.float(), key.float(), value.float()
+        if not causal and (Lq == 0 or Lk == 0):  # no query, or no key to see (such rows output 0)
+            return query.new_zeros(B, H, Lq, Dv), None
+        if Lk == 0:  # causal: then Lq == 0 too
+            return query.new_zeros(B, H, 0, Dv), state or _empty_state(query, B, Hkv, projection.shape[0], Dv)
         if shift_keys and not causal:
             key = key - _key_shift(query.view(B, Hkv, G, Lq, D), key, key_padding_mask)
         offset = Lk - Lq if causal else Lk
-        if offset < 0:
-            raise ValueError(f"causal attention needs at least as many keys ({Lk}) as queries ({Lq})")
         if state is None and offset > 0:
             valid = None if key_padding_mask is None else key_padding_mask[:, :offset]
             projected_k, offset_k = feature_logits(key[:, :, :offset], projection, scaling, kernel)
             state = _prefix_state(projected_k, offset_k, value[:, :, :offset], valid)
+        if Lq == 0:  # causal: the state after all the keys
+            return query.new_zeros(B, H, 0, Dv), state
         if not causal:
             projected_q, _ = feature_logits(
                 query.view(B, Hkv, G, Lq, D), projection, scaling, kernel, offset=False
@@ -507,12 +692,21 @@ def favor_attention_forward(
             "attn_implementation='favor' cannot add a position_bias to the attention logits (T5-style relative "
             "attention): FAVOR+ never forms the logits; use sdpa for this model"
         )
+    _check_qkv(query, key, value)
+    dropout = check_float("dropout", dropout, minimum=0.0, maximum=1.0)
     config = favor_config_from(getattr(module, "config", None))
-    if dropout and dropout > 0 and not config.ignore_dropout:
+    if dropout > 0 and not config.ignore_dropout:
         raise ValueError(
             f"attention dropout p={dropout} cannot be applied by FAVOR+ (there is no attention matrix): load the "
             "model with attention dropout 0 (from_pretrained(..., attention_probs_dropout_prob=0.0) for BERT-likes, "
             "attention_dropout=0.0 for Llama-likes) or use FavorConfig(ignore_dropout=True)"
+        )
+    if module.training and torch.is_grad_enabled() and not getattr(module, ATTACHED, False):
+        raise ValueError(
+            "training with attn_implementation='favor' needs set_favor_config(model, ...) (or a "
+            "FeatureRedrawCallback in the Trainer) first: it gives the model the favor_state buffer that carries "
+            "the FAVOR+ seed and redraw count in checkpoints, so a resumed run is checked against them; after "
+            "from_pretrained, call set_favor_config(model, get_favor_config(model))"
         )
     Lq, Lk = query.shape[-2], key.shape[-2]
     key_valid, causal = _parse_mask(attention_mask, bool(getattr(module, "is_causal", False)), Lq, Lk)

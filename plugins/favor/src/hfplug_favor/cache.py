@@ -20,6 +20,8 @@ import torch
 from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache, DynamicLayer
 from transformers.generation.utils import GenerationMixin, GenerationMode
 
+from hfplug.validation import check_int
+
 from .attention import CACHE_HANDOFF, FavorState
 
 
@@ -89,7 +91,7 @@ class FavorCacheLayer(CacheLayerMixin):
         self.state, self.tag, self.length, self.pending = None, None, 0, False
 
     def crop(self, tokens_to_remove: int) -> None:
-        if tokens_to_remove:
+        if check_int("tokens_to_remove", tokens_to_remove):
             raise ValueError(
                 "FavorCache cannot crop: its running sums cannot drop tokens (assisted/speculative decoding needs a "
                 "DynamicCache)"

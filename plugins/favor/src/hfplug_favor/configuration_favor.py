@@ -6,9 +6,15 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from hfplug.validation import check_bool, check_choice, check_int
+
 KERNELS = ("softmax", "relu")
 RADII = ("chi", "quasi_uniform", "fixed")
 CONFIG_ATTRIBUTE = "favor"
+# Largest number of random features and head dim accepted: W alone is m x d float32 and every token gets m
+# features per head; the orthogonal draw makes a d x d QR per block of d rows.
+MAX_FEATURES = 1 << 20
+MAX_HEAD_DIM = 1 << 12
 
 
 @dataclass(frozen=True)
@@ -55,31 +61,31 @@ class FavorConfig:
     recurrent_decode: bool = True
 
     def __post_init__(self) -> None:
-        _check_int("nb_features", self.nb_features, minimum=1)
-        if self.kernel not in KERNELS:
-            raise ValueError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
-        _check_bool("orthogonal", self.orthogonal)
-        _check_int("chunk_size", self.chunk_size, minimum=1)
-        _check_int("seed", self.seed, minimum=0)
+        check_int("nb_features", self.nb_features, minimum=1, maximum=MAX_FEATURES)
+        check_choice("kernel", self.kernel, KERNELS)
+        check_bool("orthogonal", self.orthogonal)
+        check_int("chunk_size", self.chunk_size, minimum=1)
+        check_int("seed", self.seed, minimum=0)
         if self.redraw_interval is not None:
-            _check_int("redraw_interval", self.redraw_interval, minimum=1)
-        _check_int("redraw_count", self.redraw_count, minimum=0)
-        if self.radii not in RADII:
-            raise ValueError(f"radii must be one of {RADII}, got {self.radii!r}")
-        _check_bool("hyperbolic", self.hyperbolic)
+            check_int("redraw_interval", self.redraw_interval, minimum=1)
+        check_int("redraw_count", self.redraw_count, minimum=0)
+        check_choice("radii", self.radii, RADII)
+        check_bool("hyperbolic", self.hyperbolic)
         if self.hyperbolic and self.nb_features % 2:
             raise ValueError(f"nb_features must be even when hyperbolic=True, got {self.nb_features}")
         if self.hyperbolic and self.kernel != "softmax":
-            raise ValueError("hyperbolic=True only applies to kernel='softmax'")
-        _check_bool("ignore_dropout", self.ignore_dropout)
-        _check_bool("shift_keys", self.shift_keys)
-        _check_bool("recurrent_decode", self.recurrent_decode)
+            raise ValueError(f"hyperbolic=True only applies to kernel='softmax', got kernel={self.kernel!r}")
+        check_bool("ignore_dropout", self.ignore_dropout)
+        check_bool("shift_keys", self.shift_keys)
+        check_bool("recurrent_decode", self.recurrent_decode)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FavorConfig:
+        if not isinstance(values, dict):
+            raise TypeError(f"values must be a dict of FavorConfig fields, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -88,16 +94,6 @@ class FavorConfig:
 
     def replace(self, **changes: Any) -> FavorConfig:
         return dataclasses.replace(self, **changes)
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
 
 
 def favor_config_from(config: Any) -> FavorConfig:
@@ -139,8 +135,68 @@ def _configs(model: Any) -> list[Any]:
     return list(seen.values())
 
 
+STATE_BUFFER = (
+    "favor_state"  # int64 [seed, redraw_count], a persistent buffer of the model: in every checkpoint
+)
+ATTACHED = "_favor_state_attached"  # attribute of every submodule of a model that carries the buffer
+REDRAWS = "_favor_redraws"  # attribute of a model whose features a FeatureRedrawCallback drives
+LOADED = "_favor_loaded_redraw"  # attribute: the redraw count of the last state dict loaded into the model
+
+
+def attach_favor_state(model: Any, config: FavorConfig | None = None) -> None:
+    """Give ``model`` the persistent buffer ``favor_state`` = [seed, redraw_count] (from ``config``, default the
+    model's :class:`FavorConfig`) and a load hook that checks it against the config.
+
+    The buffer is saved with the weights, so Trainer checkpoints carry the FAVOR+ seed and redraw count. When
+    a state dict holding it is loaded (``Trainer(resume_from_checkpoint=...)``, ``load_best_model_at_end``,
+    ``model.load_state_dict``), a different seed raises ``ValueError`` with both values; a different redraw
+    count is adopted when a :class:`~hfplug_favor.FeatureRedrawCallback` drives the model (it then checks
+    the count against the resumed global step) and raises otherwise. A state dict without the buffer loads
+    as before (the key is not reported missing).
+    """
+    import torch
+
+    config = get_favor_config(model) if config is None else config
+    values = torch.tensor([config.seed, config.redraw_count], dtype=torch.int64)
+    if STATE_BUFFER in dict(model.named_buffers(recurse=False)):
+        getattr(model, STATE_BUFFER).copy_(values)
+        return
+    model.register_buffer(STATE_BUFFER, values, persistent=True)
+    model.register_load_state_dict_post_hook(_check_loaded_state)
+    for module in model.modules():
+        setattr(module, ATTACHED, True)
+
+
+def _check_loaded_state(model: Any, incompatible_keys: Any) -> None:
+    missing = [k for k in incompatible_keys.missing_keys if k.rsplit(".", 1)[-1] == STATE_BUFFER]
+    for key in missing:  # a checkpoint from before favor (or from sdpa): nothing to check
+        incompatible_keys.missing_keys.remove(key)
+    if missing:
+        return
+    seed, count = (int(v) for v in getattr(model, STATE_BUFFER).tolist())
+    config = get_favor_config(model)
+    if seed != config.seed:
+        raise ValueError(
+            f"the loaded state dict was trained with FAVOR+ seed={seed}, but this model's FavorConfig has "
+            f"seed={config.seed}: its features would differ from the ones the weights were trained with; call "
+            f"set_favor_config(model, get_favor_config(model).replace(seed={seed})) before loading or resuming"
+        )
+    if count != config.redraw_count:
+        if not getattr(model, REDRAWS, False):
+            raise ValueError(
+                f"the loaded state dict was trained with FAVOR+ features at redraw_count={count}, but this model's "
+                f"are at redraw_count={config.redraw_count} and no FeatureRedrawCallback drives them (resumed "
+                "without the callback?): pass the same FeatureRedrawCallback to the Trainer, or "
+                f"set_favor_config(model, get_favor_config(model).replace(redraw_count={count})) to keep that draw"
+            )
+        set_favor_config(model, config.replace(redraw_count=count))
+    setattr(model, LOADED, count)
+
+
 def set_favor_config(model: Any, config: FavorConfig | dict[str, Any] | None = None) -> FavorConfig:
-    """Store ``config`` (default ``FavorConfig()``) in ``model.config.favor`` (and every sub-config).
+    """Store ``config`` (default ``FavorConfig()``) in ``model.config.favor`` (and every sub-config), and in
+    the model's ``favor_state`` buffer (see :func:`attach_favor_state`), so checkpoints carry seed and redraw
+    count.
 
     Features are regenerated lazily from the new settings. Raises ``ValueError`` for models whose attention
     does not go through the interface. Returns the stored :class:`FavorConfig`.
@@ -154,6 +210,7 @@ def set_favor_config(model: Any, config: FavorConfig | dict[str, Any] | None = N
     check_favor_support(model)
     for sub_config in _configs(model):
         setattr(sub_config, CONFIG_ATTRIBUTE, config.to_dict())
+    attach_favor_state(model, config)
     return config
 
 

@@ -19,6 +19,10 @@ import math
 
 import torch
 
+from hfplug.validation import check_bool, check_choice, check_int
+
+from .configuration_favor import KERNELS, MAX_FEATURES, MAX_HEAD_DIM, RADII
+
 RELU_EPSILON = 1e-3
 
 
@@ -68,8 +72,19 @@ def gaussian_projection(
 
     Directions: block-orthogonal (``orthogonal``) or iid uniform on the sphere. Norms: iid chi_d (``"chi"``;
     with iid directions this is exactly W ~ N(0, I)), chi_d quantiles in random order (``"quasi_uniform"``)
-    or sqrt(d) (``"fixed"``). ``hyperbolic`` draws nb_features/2 rows and stacks W with -W.
+    or sqrt(d) (``"fixed"``). ``hyperbolic`` draws nb_features/2 rows and stacks W with -W (nb_features
+    even). Bounds: 1 <= nb_features <= 2**20, 1 <= dim <= 4096, 0 <= seed < 2**64.
     """
+    check_int("nb_features", nb_features, minimum=1, maximum=MAX_FEATURES)
+    check_int("dim", dim, minimum=1, maximum=MAX_HEAD_DIM)
+    check_bool("orthogonal", orthogonal)
+    check_choice("radii", radii, RADII)
+    check_bool("hyperbolic", hyperbolic)
+    check_int("seed", seed, minimum=0, maximum=(1 << 64) - 1)
+    if hyperbolic and nb_features % 2:
+        raise ValueError(
+            f"nb_features must be even when hyperbolic=True (m/2 rows with both signs), got {nb_features}"
+        )
     generator = torch.Generator().manual_seed(seed)
     rows = nb_features // 2 if hyperbolic else nb_features
     if orthogonal:
@@ -81,10 +96,8 @@ def gaussian_projection(
         norms = torch.randn(rows, dim, generator=generator, dtype=torch.float64).norm(dim=1)
     elif radii == "quasi_uniform":
         norms = chi_quantiles(dim, rows)[torch.randperm(rows, generator=generator)]
-    elif radii == "fixed":
+    else:  # "fixed"
         norms = torch.full((rows,), math.sqrt(dim), dtype=torch.float64)
-    else:
-        raise ValueError(f"radii must be 'chi', 'quasi_uniform' or 'fixed', got {radii!r}")
     projection = directions * norms[:, None]
     if hyperbolic:
         projection = torch.cat([projection, -projection])
@@ -107,10 +120,9 @@ def feature_logits(
     folded into the per-row offset. ``offset=False`` skips the offset (returns None): queries do not need it,
     their per-row constant cancels with the row stabiliser.
     """
+    check_choice("kernel", kernel, KERNELS)
     projected = x @ (projection * math.sqrt(scaling)).T
     if kernel == "softmax":
         return projected, (0.5 * scaling) * x.pow(2).sum(-1, keepdim=True) if offset else None
-    if kernel == "relu":
-        zeros = projected.new_zeros((*projected.shape[:-1], 1)) if offset else None
-        return torch.log(torch.relu(projected) + RELU_EPSILON), zeros
-    raise ValueError(f"kernel must be 'softmax' or 'relu', got {kernel!r}")
+    zeros = projected.new_zeros((*projected.shape[:-1], 1)) if offset else None
+    return torch.log(torch.relu(projected) + RELU_EPSILON), zeros
