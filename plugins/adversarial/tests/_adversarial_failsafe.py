@@ -67,6 +67,7 @@ def train(
     rank: int | None = None,
     scheduler: str = "constant",
     callback=None,
+    inject_class: type[Inject] = Inject,
     **extra,
 ) -> Trainer:
     """Train a fresh tiny BERT with AdamW (weight decay 0.1, so a skipped step that still decays shows)."""
@@ -74,7 +75,7 @@ def train(
     model.accepts_loss_kwargs = False  # a micro-batch mean loss, divided by GA by the Trainer
     callbacks = [METHODS[method]() if callback is None else callback]
     if where is not None:
-        callbacks.append(Inject(model, where, bad_step, last_micro=accumulation > 1, rank=rank))
+        callbacks.append(inject_class(model, where, bad_step, last_micro=accumulation > 1, rank=rank))
     args = TrainingArguments(
         "/tmp/hfplug_adversarial_tests", per_device_train_batch_size=BATCH // accumulation,
         gradient_accumulation_steps=accumulation, num_train_epochs=1, learning_rate=1e-2, optim="adamw_torch",
