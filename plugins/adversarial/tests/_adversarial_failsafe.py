@@ -68,10 +68,11 @@ def train(
     scheduler: str = "constant",
     callback=None,
     inject_class: type[Inject] = Inject,
+    model=None,
     **extra,
 ) -> Trainer:
-    """Train a fresh tiny BERT with AdamW (weight decay 0.1, so a skipped step that still decays shows)."""
-    model = make_model("seq")
+    """Train ``model`` (default: a fresh tiny BERT) with AdamW (weight decay 0.1, so a skipped step that still decays shows)."""
+    model = make_model("seq") if model is None else model
     model.accepts_loss_kwargs = False  # a micro-batch mean loss, divided by GA by the Trainer
     callbacks = [METHODS[method]() if callback is None else callback]
     if where is not None:

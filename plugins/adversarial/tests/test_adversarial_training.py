@@ -182,6 +182,38 @@ def test_bad_arguments(make, match):
         make()
 
 
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (
+            lambda: FreeLB(init_magnitude=float("nan")),
+            ValueError,
+            "init_magnitude must be a finite number >= 0",
+        ),
+        (
+            lambda: FreeLB(init_magnitude=float("inf")),
+            ValueError,
+            "init_magnitude must be a finite number >= 0",
+        ),
+        (lambda: FreeLB(init_magnitude=True), TypeError, "init_magnitude must be a finite number >= 0"),
+        (lambda: PGD(random_start="no"), TypeError, "random_start must be True or False, got 'no' \\(str\\)"),
+        (lambda: FGM(share_by_token=1), TypeError, "share_by_token must be True or False"),
+        (lambda: FGM(epsilon="0.5"), TypeError, "epsilon must be a finite number > 0"),
+        (lambda: FGM(epsilon=float("inf")), ValueError, "epsilon must be a finite number > 0"),
+        (lambda: PGD(steps=2.0), TypeError, "steps must be an integer >= 1"),
+        (lambda: SMART(noise_std=True), TypeError, "noise_std must be a finite number > 0"),
+        (lambda: FGSM(seed=2**64), ValueError, "seed must be an integer in \\[0, "),
+        (lambda: GradientPenalty(seed="0"), TypeError, "seed must be an integer"),
+        (lambda: FGM(objective=None), ValueError, "objective must be one of"),
+    ],
+)
+def test_bad_argument_types_and_values(make, error, message):
+    """Each was accepted and silently misread before (nan/inf/True magnitudes, a truthy "no", 2.0 steps, a seed
+    torch cannot take) or raised ValueError for a wrong type."""
+    with pytest.raises(error, match=message):
+        make()
+
+
 def test_model_without_input_embeddings():
     args = TrainingArguments("/tmp/hfplug_adversarial_tests", use_cpu=True, report_to="none")
     with pytest.raises(ValueError, match="no input embeddings"):
