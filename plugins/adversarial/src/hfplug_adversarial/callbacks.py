@@ -114,26 +114,21 @@ class AdversarialCallback(TrainerCallback):
         if self._wrapper is not None:
             self._wrapper.check_finisher_consumed()
 
-    def on_pre_optimizer_step(
-        self, args, state, control, optimizer=None, lr_scheduler=None, model=None, **kwargs
-    ):
+    def on_pre_optimizer_step(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
         if self._wrapper is not None:
             self._wrapper.check_finisher_consumed()
-        if optimizer is not None:
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-        else:
-            params = [p for p in (model or self._wrapper.model).parameters()]
+        params = [p for group in optimizer.param_groups for p in group["params"]]
         problems = sorted({what for what, finite in self._problems if not bool(finite)})
         if not _finite_gradients(params):
             problems.append("gradient")
         if not _any_rank(bool(problems), args.device):
-            for record in self._step_records:
-                self._adv_losses.append(record[0])
-                self._delta_norms.append(record[1])
+            for adv_loss, delta_norm in self._step_records:
+                self._adv_losses.append(adv_loss)
+                self._delta_norms.append(delta_norm)
             return
         for p in params:
             p.grad = None  # optimizer.step() leaves parameters without a gradient untouched
-        if lr_scheduler is not None and optimizer is not None:
+        if lr_scheduler is not None:
             self._schedule_to_restore = (
                 lr_scheduler.state_dict(),
                 [group["lr"] for group in optimizer.param_groups],
