@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -136,24 +138,39 @@ def test_freelb_partitioned_weights_path_matches_reference(path, monkeypatch):
     assert_same_update(trainer.model, expected, start)
 
 
-def test_share_by_token_is_the_posts_matrix_perturbation():
-    """The post edits the embedding matrix by eps * G / ||G|| with G its gradient; here done on weights."""
-    model, data = make_model("seq"), make_data("seq")
+REPEATED_IDS = {  # [CLS]-like id 2 in every row, id 7 five times: the per-occurrence norm would be too large
+    "input_ids": torch.tensor([[2, 7, 7, 7], [2, 7, 7, 8]]),
+    "attention_mask": torch.ones(2, 4, dtype=torch.long),
+    "labels": torch.tensor([0, 1]),
+}
+
+
+@pytest.mark.parametrize("objective", ["adversarial", "sum"])
+@pytest.mark.parametrize("ids", ["random", "repeated"])
+def test_share_by_token_is_the_posts_matrix_perturbation(ids, objective):
+    """The post's snippet, written out: backward of the clean loss gives the embedding-matrix gradient G; the
+    matrix is edited by eps * G / ||G||, the adversarial loss back-propagated (added to the clean gradients for
+    objective "sum"), the matrix restored, one SGD step taken."""
+    model = make_model("seq")
+    data = make_data("seq") if ids == "random" else REPEATED_IDS
     start = flat_params(model)
-    ref = Reference(model, data, "seq", "model")
-    weight = ref.model.get_input_embeddings().weight
-    (grad,) = torch.autograd.grad(ref.loss(ref.embed()), weight)
+    ref = copy.deepcopy(model)
+    params = list(ref.parameters())
+    weight = ref.get_input_embeddings().weight
+    inputs = {k: v for k, v in data.items()}
+    clean_grads = torch.autograd.grad(ref(**inputs).loss, params)
+    grad = clean_grads[[p is weight for p in params].index(True)]
+    edit = 0.5 * grad / (grad.norm() + 1e-8)
     with torch.no_grad():
-        weight += 0.5 * grad / (grad.norm() + 1e-8)
-    adv = ref.loss(ref.embed())
-    params = [p for p in ref.model.parameters()]
-    grads = torch.autograd.grad(adv, params)
+        weight += edit
+    adv_grads = torch.autograd.grad(ref(**inputs).loss, params)
     with torch.no_grad():
-        weight -= 0.5 * grad / (grad.norm() + 1e-8)  # restore, then the update is applied to the clean matrix
-        for p, g in zip(params, grads, strict=True):
-            p -= 0.5 * g
-    trainer = run_trainer(model, data, [FGM(epsilon=0.5, share_by_token=True)], task="seq", path="model")
-    assert_same_update(trainer.model, ref.model, start)
+        weight -= edit
+        for p, clean, adv in zip(params, clean_grads, adv_grads, strict=True):
+            p -= 0.5 * (adv + clean if objective == "sum" else adv)
+    callback = FGM(epsilon=0.5, objective=objective, share_by_token=True)
+    trainer = run_trainer(model, data, [callback], task="seq", path="model", batch_size=len(data["labels"]))
+    assert_same_update(trainer.model, ref, start)
 
 
 def test_gradient_clipping_applies_to_the_final_gradient():

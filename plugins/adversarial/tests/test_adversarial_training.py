@@ -113,13 +113,13 @@ def test_gradient_penalty_matches_unnormalised_fast_gradient_to_second_order():
 def test_logs_adversarial_loss_and_perturbation_norm():
     trainer = run_trainer(make_model("seq"), make_data("seq"), [FGM(epsilon=0.5)], task="seq", path="model")
     log = trainer.state.log_history[0]
-    assert log["adv_skipped"] == 0
+    assert log["adv_skipped_steps"] == 0
     assert math.isclose(log["adv_delta_norm"], 0.5, rel_tol=1e-5)  # global norm: exactly epsilon
     assert math.isclose(log["adv_loss"], log["loss"], rel_tol=1e-5)  # objective "adversarial"
 
 
 @pytest.mark.parametrize("make_callback", [lambda: FGM(0.5), lambda: FreeLB(seed=0)], ids=["fgm", "freelb"])
-def test_non_finite_perturbation_is_skipped_and_counted(make_callback):
+def test_non_finite_perturbation_skips_the_step(make_callback):
     def huge(outputs, labels, num_items_in_batch=None):  # gradients overflow float32 in the squared norm
         return user_loss("seq")(outputs, labels, num_items_in_batch) * 1e30
 
@@ -137,9 +137,10 @@ def test_non_finite_perturbation_is_skipped_and_counted(make_callback):
         model, args, train_dataset=DictDataset(make_data("seq")), callbacks=[make_callback()],
         compute_loss_func=trainer_loss(huge),
     )  # fmt: skip
+    start = flat_params(model)
     trainer.train()
-    assert trainer.state.log_history[-2]["adv_skipped"] == 2
-    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert trainer.state.log_history[-2]["adv_skipped_steps"] == 2  # whole optimizer steps
+    assert torch.equal(flat_params(model), start)  # a skipped step changes nothing
 
 
 def test_bf16_autocast_and_forward_restored():
@@ -147,7 +148,7 @@ def test_bf16_autocast_and_forward_restored():
     callback = PGD(steps=2)
     trainer = run_trainer(model, make_data("tok"), [callback], task="tok", path="loss_func", bf16=True)
     log = trainer.state.log_history[0]
-    assert math.isfinite(log["loss"]) and math.isfinite(log["adv_loss"]) and log["adv_skipped"] == 0
+    assert math.isfinite(log["loss"]) and math.isfinite(log["adv_loss"]) and log["adv_skipped_steps"] == 0
     assert type(model.forward).__name__ != "ForwardWrapper"  # the wrapper is gone after training
     assert not model.get_input_embeddings()._forward_hooks
 
@@ -178,6 +179,38 @@ def test_registry_names():
 )
 def test_bad_arguments(make, match):
     with pytest.raises(ValueError, match=match):
+        make()
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (
+            lambda: FreeLB(init_magnitude=float("nan")),
+            ValueError,
+            "init_magnitude must be a finite number >= 0",
+        ),
+        (
+            lambda: FreeLB(init_magnitude=float("inf")),
+            ValueError,
+            "init_magnitude must be a finite number >= 0",
+        ),
+        (lambda: FreeLB(init_magnitude=True), TypeError, "init_magnitude must be a finite number >= 0"),
+        (lambda: PGD(random_start="no"), TypeError, "random_start must be True or False, got 'no' \\(str\\)"),
+        (lambda: FGM(share_by_token=1), TypeError, "share_by_token must be True or False"),
+        (lambda: FGM(epsilon="0.5"), TypeError, "epsilon must be a finite number > 0"),
+        (lambda: FGM(epsilon=float("inf")), ValueError, "epsilon must be a finite number > 0"),
+        (lambda: PGD(steps=2.0), TypeError, "steps must be an integer >= 1"),
+        (lambda: SMART(noise_std=True), TypeError, "noise_std must be a finite number > 0"),
+        (lambda: FGSM(seed=2**64), ValueError, "seed must be an integer in \\[0, "),
+        (lambda: GradientPenalty(seed="0"), TypeError, "seed must be an integer"),
+        (lambda: FGM(objective=None), ValueError, "objective must be one of"),
+    ],
+)
+def test_bad_argument_types_and_values(make, error, message):
+    """Each was accepted and silently misread before (nan/inf/True magnitudes, a truthy "no", 2.0 steps, a seed
+    torch cannot take) or raised ValueError for a wrong type."""
+    with pytest.raises(error, match=message):
         make()
 
 

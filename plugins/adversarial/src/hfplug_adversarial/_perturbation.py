@@ -46,19 +46,24 @@ def project(tensors: Tensors, radius: float, norm: str) -> Tensors:
     return [t * torch.clamp(radius / (n + TINY), max=1.0) for t, n in zip(tensors, ns, strict=True)]
 
 
-def share_by_token(grads: Tensors, ids: list[torch.Tensor | None]) -> Tensors:
-    """Sum the gradients of all occurrences of each token id (the gradient of the embedding *matrix*) and give
-    every occurrence its token's row back: the post's matrix perturbation, expressed on activations."""
+def share_by_token(grads: Tensors, ids: list[torch.Tensor | None]) -> tuple[Tensors, bool]:
+    """The post's matrix direction ``G / (||G|| + 1e-8)`` on activations, and whether ``||G||`` is finite.
+
+    ``G`` is the gradient of the embedding *matrix*: row ``v`` is the sum of the gradients of all occurrences of
+    token id ``v``. Every occurrence gets its token's row of the direction, and the norm is the matrix norm
+    ``||G||`` (each id counted once), not the norm of the per-occurrence tensor, which counts a repeated id
+    (``[CLS]`` in every row) once per occurrence and shrinks the step."""
     if any(i is None for i in ids):
         raise ValueError(
             "share_by_token=True needs token ids reaching the input embeddings (not inputs_embeds)"
         )
     flat_ids = torch.cat([i.reshape(-1) for i in ids])
-    flat_grads = torch.cat([g.reshape(-1, g.shape[-1]) for g in grads])
+    flat_grads = torch.cat([g.reshape(-1, g.shape[-1]).float() for g in grads])
     unique, inverse = torch.unique(flat_ids, return_inverse=True)
     rows = flat_grads.new_zeros(len(unique), flat_grads.shape[-1]).index_add_(0, inverse, flat_grads)
-    shared = rows[inverse].split([i.numel() for i in ids])
-    return [s.view_as(g) for s, g in zip(shared, grads, strict=True)]
+    (norm,) = norms([rows], "global")
+    shared = (rows / (norm + TINY))[inverse].split([i.numel() for i in ids])
+    return [s.view(g.shape) for s, g in zip(shared, grads, strict=True)], all_finite([norm])
 
 
 def total_norm(tensors: Tensors) -> float:

@@ -12,85 +12,146 @@ With ``e`` the embedding output, ``L`` the training loss and ``g = dL/de``:
 - FreeLB: mean of ``L(e + delta_t)`` over the ascent steps (parameter gradients accumulated, as the paper)
 - GradientPenalty: ``L + 0.5 * epsilon * sum ||dL/de||^2`` (double backward)
 - SMART: ``L + weight * symKL(f(e), f(e + delta))`` with ``delta`` from one ascent step on the KL
+
+Failure semantics: an optimizer step in which any clean loss, perturbation direction, training loss or (after
+clipping) any gradient is non-finite, on any rank, is skipped as a whole (no parameter, optimizer-state,
+learning-rate-schedule or random-start-generator change), counted as ``adv_skipped_steps`` and named in a
+warning. Bad constructor arguments raise TypeError/ValueError naming the argument (``hfplug.validation``).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 from transformers import TrainerCallback
 
+from hfplug.validation import check_bool, check_choice, check_float, check_int
+
 from . import _perturbation as P
 from ._forward import ForwardWrapper, GradientTerm, MicroBatch, weights_sharded
 
+logger = logging.getLogger(__name__)
+
 OBJECTIVES = ("adversarial", "sum")
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes up to 2**64 - 1; headroom for ``seed + rank``
 
 
-def _positive(name: str, value: float) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+def _finite_gradients(params: list[torch.Tensor]) -> bool:
+    """Whether every gradient of ``params`` is finite: the L-infinity norm of all of them (no overflow, NaN
+    propagates), on the local shard of DTensor gradients (FSDP2)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    grads = [g.to_local() if hasattr(g, "to_local") else g for g in grads]
+    if not grads:
+        return True
+    return bool(torch.isfinite(torch.nn.utils.get_total_norm(grads, norm_type=math.inf)))
 
 
-def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-    return value
-
-
-def _steps(value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {value!r}")
-    return value
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    """``flag`` OR-ed over the ranks of the default process group (unchanged in a single process)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 class AdversarialCallback(TrainerCallback):
-    """Shared machinery: installs the forward wrapper at train begin, removes it at train end, logs.
+    """Shared machinery: installs the forward wrapper at train begin, removes it at train end, skips non-finite
+    optimizer steps, logs.
 
-    Logged through ``on_log``: ``adv_loss`` (mean adversarial loss or regulariser since the last log),
-    ``adv_delta_norm`` (mean global L2 norm of the perturbation) and ``adv_skipped`` (micro-batches whose
-    perturbation was not finite and that trained on the clean loss only, cumulative).
-    ``seed`` makes random starts reproducible (one CPU generator per process, seeded ``seed + rank``).
+    A step is skipped when any micro-batch's clean loss, perturbation direction or training loss, or any gradient
+    after clipping, is non-finite on any rank (the flag is all-reduced, so ranks skip the same step): every
+    gradient is set to ``None`` before ``optimizer.step()`` (torch optimizers then change neither the parameters
+    nor their state, weight decay and step counts included), and the learning-rate scheduler's state and the
+    param groups' ``lr`` are restored after the Trainer's ``lr_scheduler.step()``; the random-start generator is
+    rewound. So the run continues as if the step's batch had not been drawn, except that ``global_step`` counts it.
+
+    Logged through ``on_log``: ``adv_loss`` (mean adversarial loss or regulariser of the trained steps since the
+    last log), ``adv_delta_norm`` (mean global L2 norm of the perturbation) and ``adv_skipped_steps`` (optimizer
+    steps skipped so far); each skip also logs a warning with the step number and what was non-finite.
+    ``seed`` (None or an integer in [0, 2**63 - 1]) makes random starts reproducible: one CPU generator per
+    process, seeded ``seed + rank``.
     """
 
     def __init__(self, epsilon: float, *, seed: int | None = None) -> None:
-        self.epsilon = _positive("epsilon", epsilon)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"seed must be an int or None, got {seed!r}")
-        self.seed = seed
-        self.skipped = 0
+        self.epsilon = check_float("epsilon", epsilon, minimum=0.0, min_open=True)
+        self.seed = None if seed is None else check_int("seed", seed, minimum=0, maximum=MAX_SEED)
+        self.skipped_steps = 0
         self._wrapper: ForwardWrapper | None = None
         self._generator: torch.Generator | None = None
         self._adv_losses: list[float] = []
         self._delta_norms: list[float] = []
+        self._reset_step()
+
+    def _reset_step(self) -> None:
+        self._problems: list[tuple[str, torch.Tensor | bool]] = []  # (what, finite?) of this optimizer step
+        self._step_records: list[tuple[float, float]] = []
+        self._generator_state = None if self._generator is None else self._generator.get_state()
+        self._schedule_to_restore: tuple[dict, list[float]] | None = None
 
     # ---- Trainer events -------------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self._remove()
         if model is None:
             raise ValueError(f"{type(self).__name__} needs the model at train begin")
-        self._wrapper = ForwardWrapper(model, self._adversarial, args, double_backward=self.double_backward)
+        self._wrapper = ForwardWrapper(model, self._train_loss, args, double_backward=self.double_backward)
         self._wrapper.initial_delta = self._initial_delta
         if self.seed is not None:
             self._generator = torch.Generator().manual_seed(
                 self.seed + int(getattr(args, "process_index", 0))
             )
-        self.skipped = 0
+        self.skipped_steps = 0
         self._adv_losses, self._delta_norms = [], []
+        self._reset_step()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._reset_step()
 
     def on_substep_end(self, args, state, control, **kwargs):
         if self._wrapper is not None:
             self._wrapper.check_finisher_consumed()
 
-    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+    def on_pre_optimizer_step(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
         if self._wrapper is not None:
             self._wrapper.check_finisher_consumed()
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        problems = sorted({what for what, finite in self._problems if not bool(finite)})
+        if not _finite_gradients(params):
+            problems.append("gradient")
+        if not _any_rank(bool(problems), args.device):
+            for adv_loss, delta_norm in self._step_records:
+                self._adv_losses.append(adv_loss)
+                self._delta_norms.append(delta_norm)
+            return
+        for p in params:
+            p.grad = None  # optimizer.step() leaves parameters without a gradient untouched
+        if lr_scheduler is not None:
+            self._schedule_to_restore = (
+                lr_scheduler.state_dict(),
+                [group["lr"] for group in optimizer.param_groups],
+            )
+        if self._generator is not None:
+            self._generator.set_state(self._generator_state)
+        self.skipped_steps += 1
+        logger.warning(
+            "%s skipped optimizer step %d: non-finite %s; parameters, optimizer state and learning-rate "
+            "schedule are unchanged (%d step(s) skipped so far)",
+            type(self).__name__,
+            state.global_step + 1,
+            ", ".join(problems) if problems else "values on another rank",
+            self.skipped_steps,
+        )
+
+    def on_step_end(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
+        if self._schedule_to_restore is not None:
+            scheduler_state, lrs = self._schedule_to_restore
+            lr_scheduler.load_state_dict(scheduler_state)
+            for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+                group["lr"] = lr
+            self._schedule_to_restore = None
 
     def on_train_end(self, args, state, control, **kwargs):
         self._remove()
@@ -98,7 +159,7 @@ class AdversarialCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None or "loss" not in logs:
             return
-        extra: dict[str, float] = {"adv_skipped": self.skipped}
+        extra: dict[str, float] = {"adv_skipped_steps": self.skipped_steps}
         if self._adv_losses:
             extra["adv_loss"] = sum(self._adv_losses) / len(self._adv_losses)
             extra["adv_delta_norm"] = sum(self._delta_norms) / len(self._delta_norms)
@@ -111,8 +172,16 @@ class AdversarialCallback(TrainerCallback):
     double_backward = False  # True when the loss differentiates through dL/de (gradient penalty)
 
     def _adversarial(self, batch: MicroBatch) -> torch.Tensor:
-        """The loss to train on for this micro-batch (calls :meth:`_record` or :meth:`_skip`)."""
+        """The loss to train on for this micro-batch (calls :meth:`_record`, or :meth:`_non_finite` when the
+        perturbation cannot be built)."""
         raise NotImplementedError
+
+    def _train_loss(self, batch: MicroBatch) -> torch.Tensor:
+        """:meth:`_adversarial`, noting whether the clean and the returned loss are finite (read once per step)."""
+        loss = self._adversarial(batch)
+        self._problems.append(("clean loss", torch.isfinite(batch.loss.detach())))
+        self._problems.append(("training loss", torch.isfinite(loss.detach())))
+        return loss
 
     def _initial_delta(self, output: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
         """Perturbation of the first pass (None: the first pass is clean)."""
@@ -120,11 +189,12 @@ class AdversarialCallback(TrainerCallback):
 
     # ---- helpers ----------------------------------------------------------------------------------------
     def _record(self, adv_loss: torch.Tensor, deltas: list[torch.Tensor]) -> None:
-        self._adv_losses.append(float(adv_loss.detach()))
-        self._delta_norms.append(P.total_norm(deltas))
+        """Log values of this micro-batch, kept only if its optimizer step is not skipped."""
+        self._step_records.append((float(adv_loss.detach()), P.total_norm(deltas)))
 
-    def _skip(self, loss: torch.Tensor) -> torch.Tensor:
-        self.skipped += 1
+    def _non_finite(self, what: str, loss: torch.Tensor) -> torch.Tensor:
+        """Mark this optimizer step for skipping and return ``loss`` (its gradients will be discarded)."""
+        self._problems.append((what, False))
         return loss
 
     def _random(self, like: torch.Tensor, normal: bool = False) -> torch.Tensor:
@@ -163,7 +233,7 @@ class _OneShot(AdversarialCallback):
 
     def __init__(self, epsilon: float, objective: str, seed: int | None) -> None:
         super().__init__(epsilon, seed=seed)
-        self.objective = _choice("objective", objective, OBJECTIVES)
+        self.objective = check_choice("objective", objective, OBJECTIVES)
 
     def _direction(self, grads: list[torch.Tensor], batch: MicroBatch) -> tuple[list[torch.Tensor], bool]:
         raise NotImplementedError
@@ -173,7 +243,9 @@ class _OneShot(AdversarialCallback):
         grads = self._grad(batch.loss, batch.embeds, retain=keep_clean)
         direction, finite = self._direction(grads, batch)
         if not finite:
-            return self._skip(batch.loss if keep_clean else batch.forward(None)[0])
+            return self._non_finite(
+                "perturbation direction", batch.loss if keep_clean else batch.forward(None)[0]
+            )
         deltas = [self.epsilon * d for d in direction]
         adv_loss = batch.forward(deltas)[0]
         self._record(adv_loss, deltas)
@@ -202,10 +274,8 @@ class FGM(_OneShot):
         seed: int | None = None,
     ) -> None:
         super().__init__(epsilon, objective, seed)
-        self.norm = _choice("norm", norm, ("global", "per_example"))
-        if not isinstance(share_by_token, bool):
-            raise ValueError(f"share_by_token must be a bool, got {share_by_token!r}")
-        if share_by_token and norm != "global":
+        self.norm = check_choice("norm", norm, ("global", "per_example"))
+        if check_bool("share_by_token", share_by_token) and norm != "global":
             raise ValueError(
                 "share_by_token=True perturbs the embedding matrix as a whole: it needs norm='global'"
             )
@@ -213,7 +283,7 @@ class FGM(_OneShot):
 
     def _direction(self, grads, batch):
         if self.share_by_token:
-            grads = P.share_by_token(grads, batch.ids)
+            return P.share_by_token(grads, batch.ids)
         return P.normalize(grads, self.norm)
 
 
@@ -252,11 +322,11 @@ class PGD(AdversarialCallback):
         seed: int | None = None,
     ) -> None:
         super().__init__(epsilon, seed=seed)
-        self.alpha = _positive("alpha", alpha)
-        self.steps = _steps(steps)
-        self.random_start = bool(random_start)
-        self.objective = _choice("objective", objective, OBJECTIVES)
-        self.norm = _choice("norm", norm, ("global", "per_example"))
+        self.alpha = check_float("alpha", alpha, minimum=0.0, min_open=True)
+        self.steps = check_int("steps", steps, minimum=1)
+        self.random_start = check_bool("random_start", random_start)
+        self.objective = check_choice("objective", objective, OBJECTIVES)
+        self.norm = check_choice("norm", norm, ("global", "per_example"))
 
     def _adversarial(self, batch: MicroBatch) -> torch.Tensor:
         keep_clean = self.objective == "sum"
@@ -273,7 +343,9 @@ class PGD(AdversarialCallback):
         for step in range(self.steps):
             direction, finite = P.normalize(grads, self.norm)
             if not finite:
-                return self._skip(batch.loss if keep_clean else batch.forward(None)[0])
+                return self._non_finite(
+                    "perturbation direction", batch.loss if keep_clean else batch.forward(None)[0]
+                )
             deltas = P.project(
                 [d + self.alpha * u for d, u in zip(deltas, direction, strict=True)], self.epsilon, self.norm
             )
@@ -308,14 +380,14 @@ class FreeLB(AdversarialCallback):
         seed: int | None = None,
     ) -> None:
         super().__init__(epsilon, seed=seed)
-        self.alpha = _positive("alpha", alpha)
-        self.steps = _steps(steps)
-        if init_magnitude is not None and (
-            not isinstance(init_magnitude, (int, float)) or init_magnitude < 0
-        ):
-            raise ValueError(f"init_magnitude must be a number >= 0 or None, got {init_magnitude!r}")
-        self.init_magnitude = self.epsilon if init_magnitude is None else float(init_magnitude)
-        self.norm = _choice("norm", norm, ("global", "per_example"))
+        self.alpha = check_float("alpha", alpha, minimum=0.0, min_open=True)
+        self.steps = check_int("steps", steps, minimum=1)
+        self.init_magnitude = (
+            self.epsilon
+            if init_magnitude is None
+            else check_float("init_magnitude", init_magnitude, minimum=0.0)
+        )
+        self.norm = check_choice("norm", norm, ("global", "per_example"))
         self._sharded = False
 
     def _initial_delta(self, output, mask):
@@ -352,9 +424,10 @@ class FreeLB(AdversarialCallback):
             direction, finite = P.normalize(grads, self.norm)
             if not finite:  # train on the first pass only
                 if params is None:
-                    return self._skip(batch.loss)
-                return self._skip(
-                    batch.loss.detach() + self._gradient_term(param_grads[0], 1.0, params, batch.loss)
+                    return self._non_finite("perturbation direction", batch.loss)
+                return self._non_finite(
+                    "perturbation direction",
+                    batch.loss.detach() + self._gradient_term(param_grads[0], 1.0, params, batch.loss),
                 )
             deltas = P.project(
                 [d + self.alpha * u for d, u in zip(deltas, direction, strict=True)], self.epsilon, self.norm
@@ -413,7 +486,7 @@ class GradientPenalty(AdversarialCallback):
         grads = self._grad(batch.loss, batch.embeds, retain=True, create=True)
         squared = sum(g.float().pow(2).sum() for g in grads)
         if not torch.isfinite(squared):
-            return self._skip(batch.loss)
+            return self._non_finite("input gradient", batch.loss)
         penalty = 0.5 * self.epsilon * batch.scale * squared
         self._record(penalty, [self.epsilon * g.detach() for g in grads])
         return batch.loss + penalty.to(batch.loss.dtype)
@@ -441,11 +514,11 @@ class SMART(AdversarialCallback):
         seed: int | None = None,
     ) -> None:
         super().__init__(epsilon, seed=seed)
-        self.weight = _positive("weight", weight)
-        self.step_size = _positive("step_size", step_size)
-        self.noise_std = _positive("noise_std", noise_std)
-        self.steps = _steps(steps)
-        self.norm = _choice("norm", norm, P.NORMS)
+        self.weight = check_float("weight", weight, minimum=0.0, min_open=True)
+        self.step_size = check_float("step_size", step_size, minimum=0.0, min_open=True)
+        self.noise_std = check_float("noise_std", noise_std, minimum=0.0, min_open=True)
+        self.steps = check_int("steps", steps, minimum=1)
+        self.norm = check_choice("norm", norm, P.NORMS)
 
     def _rows(self, logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if logits.dim() == 3 and mask is not None and mask.shape == logits.shape[:2]:
@@ -467,7 +540,7 @@ class SMART(AdversarialCallback):
                 [d + self.step_size * g for d, g in zip(deltas, grads, strict=True)], self.norm
             )
             if not finite:
-                return self._skip(batch.loss)
+                return self._non_finite("perturbation direction", batch.loss)
             deltas = [self.epsilon * d for d in direction]
         _, outputs, _ = batch.forward(deltas)
         count = batch.num_items_in_batch if batch.num_items_in_batch is not None else rows.sum().clamp(min=1)
