@@ -156,6 +156,11 @@ def build_wobert_vocab(
     missing = [token for token in SPECIAL_TOKENS if token not in base]
     if missing:
         raise ValueError(f"base_vocab lacks the special tokens {missing}")
+    if isinstance(words, (str, os.PathLike)) and not Path(words).is_file():
+        raise ValueError(
+            f"words file {str(words)!r} does not exist (pass a jieba-format dictionary, a {{word: frequency}} "
+            "mapping, texts, or None for jieba's dictionary)"
+        )
     if words is None or isinstance(words, (str, os.PathLike)):
         frequencies: Mapping[str, float] = jieba_word_frequencies(words)
     elif isinstance(words, Mapping):
