@@ -145,13 +145,14 @@ class WoBertTokenizer(TokenizersBackend):
     r"""WoBERT word-level Chinese tokenizer (transformers 5, tokenizers-backed).
 
     Args:
-        vocab: ``{token: id}`` or a path to ``vocab.txt``. ``from_pretrained(dir)`` fills it from
-            ``tokenizer.json`` or ``vocab.txt``.
+        vocab: ``{token: id}`` with the ids ``0..n-1``, each once, or a path to ``vocab.txt``.
+            ``from_pretrained(dir)`` fills it from ``tokenizer.json`` or ``vocab.txt``.
         vocab_file: path to ``vocab.txt`` (used when ``vocab`` is not given).
         do_lower_case: lower-case the text (default ``True``).
         strip_accents: NFD + drop non-spacing marks; ``None`` (default) follows ``do_lower_case``, as in BERT.
         normalize_before_segmentation: normalise the whole text before segmenting (default ``True``,
-            WoBERT's order); ``False`` segments the raw text and normalises each word (RoFormer's order).
+            WoBERT's order); ``False`` segments the raw text and normalises each word (transformers 4's Python
+            RoFormerTokenizer).
         segmenter: ``"rjieba"`` (default) or ``"jieba"``; both give the same words.
         hmm: jieba's HMM for unseen words (default ``False``, as WoBERT was pre-trained).
         user_dict: extra segmenter words: a jieba-format file or an iterable of words / ``(word, freq)``;
