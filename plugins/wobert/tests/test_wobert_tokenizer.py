@@ -132,7 +132,9 @@ def test_bad_input_raises_clear_errors(wobert_tokenizer, wobert_vocab):
         WoBertTokenizer(vocab=wobert_vocab, hmm="no")
     with pytest.raises(ValueError, match="no whitespace"):
         WoBertTokenizer(vocab=wobert_vocab, user_dict=[("two words", 3)])
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(
+        ValueError, match=r"user_dict frequency of '词' \(entry 0\) must be an integer in \[1, "
+    ):
         WoBertTokenizer(vocab=wobert_vocab, user_dict=[("词", -1)])
     with pytest.raises(ValueError, match="does not exist"):
         WoBertTokenizer(vocab=wobert_vocab, user_dict="missing_user_dict.txt")
@@ -224,10 +226,12 @@ def test_encode_ids_equals_call(wobert_vocab, real_sentences):
 
 
 def test_encode_ids_rejects_bad_arguments(wobert_tokenizer):
-    with pytest.raises(ValueError, match="max_length must be None or an int >= 2"):
+    with pytest.raises(ValueError, match="max_length must be an integer >= 2, got 1"):
         wobert_tokenizer.encode_ids("北京", max_length=1)
-    with pytest.raises(ValueError, match="max_length must be None or an int >= 1"):
+    with pytest.raises(ValueError, match="max_length must be an integer >= 1, got 0"):
         wobert_tokenizer.encode_ids("北京", add_special_tokens=False, max_length=0)
+    with pytest.raises(TypeError, match="max_length must be an integer >= 2, got '8'"):
+        wobert_tokenizer.encode_ids("北京", max_length="8")
     with pytest.raises(TypeError, match="add_special_tokens must be True or False"):
         wobert_tokenizer.encode_ids("北京", add_special_tokens="yes")
     with pytest.raises(TypeError, match="text must be a str or a list of str"):

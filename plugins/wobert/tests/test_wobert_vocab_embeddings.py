@@ -13,13 +13,21 @@ def test_build_vocab_from_mapping_and_corpus():
     simplified = build_wobert_vocab(base, num_words=0)
     assert list(simplified)[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     assert "[unused1]" not in simplified and "##中" not in simplified and "中" in simplified
-    vocab = build_wobert_vocab(base, num_words=2, words={"天安门": 5, "中": 100, "北京欢迎你": 9, "人民": 1})
-    assert list(vocab)[len(simplified) :] == ["北京欢迎你", "天安门"]  # by frequency, skipping present "中"
+    words = {"天安门": 5, "中": 100, "北京欢迎你": 9, "人民": 1}
+    # by frequency, skipping present "中" and "北京欢迎你", which jieba cuts into 北京 / 欢迎 / 你
+    vocab = build_wobert_vocab(base, num_words=2, words=words)
+    assert list(vocab)[len(simplified) :] == ["天安门", "人民"]
+    vocab = build_wobert_vocab(base, num_words=2, words=words, user_dict=["北京欢迎你"])
+    assert list(vocab)[len(simplified) :] == ["北京欢迎你", "天安门"]
     corpus = ["人民日报，人民日报", "人民，天安门"]  # counts 2, 1, 1: ties keep first occurrence
     counted = build_wobert_vocab(base, num_words=2, words=corpus)
     assert list(counted)[len(simplified) :] == ["人民日报", "人民"]
-    with pytest.raises(ValueError, match="num_words"):
+    with pytest.raises(ValueError, match="num_words must be an integer >= 0, got -1"):
         build_wobert_vocab(base, num_words=-1)
+    with pytest.raises(TypeError, match=r"num_words must be an integer >= 0, got 2\.0"):
+        build_wobert_vocab(base, num_words=2.0)
+    with pytest.raises(ValueError, match=r"words\['天安门'\] must be a finite number >= 0, got nan"):
+        build_wobert_vocab(base, words={"天安门": float("nan")})
     with pytest.raises(ValueError, match="special tokens"):
         build_wobert_vocab(["a", "b"])
     with pytest.raises(ValueError, match="does not exist"):

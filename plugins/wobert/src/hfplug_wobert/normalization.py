@@ -34,6 +34,25 @@ _CJK_OR_PUNCT = regex.compile(rf"[{_CJK}{_PUNCT}]")
 # full-width forms.
 _UNSPACED = regex.compile(rf"[{_CJK}\u3000-\u30ff\uff00-\uffef]")
 _NONSPACING_MARKS = regex.compile(r"\p{Mn}+")
+_SURROGATE = regex.compile(r"[\ud800-\udfff]")
+
+
+def check_text(name: str, text: object) -> str:
+    """``text`` if it is a ``str`` of valid Unicode; a lone surrogate (``"\\ud800"``, e.g. from bytes decoded with
+    ``errors="surrogateescape"``) has no UTF-8 form, so no segmenter or Rust tokenizer can take it.
+
+    Raises TypeError for a non-string and ValueError naming the position of the first surrogate.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"{name} must be a str, got {type(text).__name__}")
+    if not text.isascii():
+        found = _SURROGATE.search(text)
+        if found is not None:
+            raise ValueError(
+                f"{name} holds the lone surrogate {found.group()!r} at position {found.start()}, which is not "
+                "valid Unicode text; decode the bytes with errors='replace' (or drop the surrogates) first"
+            )
+    return text
 
 
 def is_cjk_or_punctuation(char: str) -> bool:

@@ -2,7 +2,7 @@
 
 Both load jieba's default dictionary into a private instance (jieba's global tokenizer is never touched),
 add the user words in order (``freq=None`` lets the engine suggest a frequency that keeps the word whole,
-as ``jieba.add_word`` does) and cut with the HMM off unless asked.
+as ``jieba.add_word`` does) and cut with the HMM off unless asked. Neither reads or writes a cache file.
 """
 
 from __future__ import annotations
@@ -13,9 +13,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
+from hfplug.validation import check_int
+
+from .normalization import check_text
+
 SEGMENTERS = ("rjieba", "jieba")
 
 UserWords = tuple[tuple[str, "int | None"], ...]
+MAX_FREQUENCY = 2**53
+"""Largest user-word frequency (jieba's default dictionary totals about 6e7; jieba-rs sums them in 64 bits)."""
 
 
 class Segmenter(Protocol):
@@ -51,7 +57,11 @@ class JiebaSegmenter:
             ) from exc
         self.hmm = hmm
         self._jieba = jieba.Tokenizer()
-        self._jieba.initialize()
+        # jieba's initialize() loads the prefix dictionary from a marshal cache at tempfile.gettempdir()/jieba.cache,
+        # a world-writable place, without checking who wrote it, and writes one there. Build it from the package's
+        # dict.txt instead: no faster with the cache (0.83 s vs 0.76 s median, docs/plugins/wobert.md).
+        self._jieba.FREQ, self._jieba.total = self._jieba.gen_pfdict(self._jieba.get_dict_file())
+        self._jieba.initialized = True
         for word, freq in user_words:
             self._jieba.add_word(word, freq)
 
@@ -70,28 +80,30 @@ def load_segmenter(name: str, hmm: bool, user_words: UserWords) -> Segmenter:
 
 
 def _entry(item: Any, where: str) -> tuple[str, int | None]:
+    """``(word, freq or None)`` of a ``"word [freq] [tag]"`` line or a ``(word,)`` / ``(word, freq)`` pair."""
     if isinstance(item, str):
+        check_text(f"user_dict {where}", item)
         parts = item.split()
         if not parts:
             raise ValueError(f"user_dict has an empty entry ({where})")
-        word, freq = parts[0], (parts[1] if len(parts) > 1 else None)
+        word, freq = parts[0], None
+        if len(parts) > 1 and not (len(parts) == 2 and parts[1].isalpha()):  # "word tag" has no frequency
+            if not parts[1].isdecimal():
+                raise ValueError(
+                    f"user_dict frequency of {word!r} ({where}) must be an integer in [1, {MAX_FREQUENCY}], "
+                    f"got {parts[1]!r}"
+                )
+            freq = int(parts[1])
     elif isinstance(item, (list, tuple)) and len(item) in (1, 2) and isinstance(item[0], str):
-        word, freq = item[0], (item[1] if len(item) == 2 else None)
+        word, freq = check_text(f"user_dict {where} word", item[0]), (item[1] if len(item) == 2 else None)
     else:
         raise TypeError(
-            f"user_dict entries must be 'word [freq]' strings or (word, freq) pairs, got {item!r}"
+            f"user_dict entries must be 'word [freq]' strings or (word, freq) pairs, got {item!r} ({where})"
         )
     if not word or any(char.isspace() for char in word):
         raise ValueError(f"user_dict word {word!r} ({where}) must be non-empty and contain no whitespace")
     if freq is not None:
-        try:
-            freq = int(freq)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"user_dict frequency of {word!r} must be a positive integer, got {freq!r}"
-            ) from None
-        if freq <= 0:
-            raise ValueError(f"user_dict frequency of {word!r} must be a positive integer, got {freq}")
+        freq = check_int(f"user_dict frequency of {word!r} ({where})", freq, minimum=1, maximum=MAX_FREQUENCY)
     return word, freq
 
 

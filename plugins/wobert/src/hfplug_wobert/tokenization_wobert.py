@@ -16,6 +16,7 @@ component, so the tokenizer pickles as is. ``encode_ids`` skips the backend: per
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import accumulate, chain
@@ -25,8 +26,11 @@ import regex
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
+from transformers.utils.generic import to_py_obj
 
-from .normalization import BASIC_PIECES, is_unspaced, normalize, normalize_text
+from hfplug.validation import check_bool, check_choice, check_int, check_int_list
+
+from .normalization import BASIC_PIECES, check_text, is_unspaced, normalize, normalize_text
 from .segmentation import SEGMENTERS, Segmenter, load_segmenter, parse_user_dict
 
 VOCAB_FILES_NAMES = {"vocab_file": "vocab.txt", "tokenizer_file": "tokenizer.json"}
@@ -91,31 +95,64 @@ def wordpiece_ids(piece: str, vocab: Mapping[str, int], unk_id: int, max_chars: 
 
 
 def load_vocab_file(path: str | os.PathLike) -> dict[str, int]:
-    """``vocab.txt`` (one token per line, id = line number) as ``{token: id}``."""
+    """``vocab.txt`` (one token per line, id = line number) as ``{token: id}``; a token on two lines is a
+    ValueError naming both lines (one of them would leave its id without a token)."""
     with open(path, encoding="utf-8") as handle:
         tokens = handle.read().split("\n")
     if tokens and tokens[-1] == "":
         tokens.pop()
-    return {token: index for index, token in enumerate(tokens)}
+    vocab: dict[str, int] = {}
+    for index, token in enumerate(tokens):
+        if token in vocab:
+            raise ValueError(
+                f"{path} lists the token {token!r} on lines {vocab[token] + 1} and {index + 1}; a token's id is "
+                "its line number, so each token must appear once"
+            )
+        vocab[token] = index
+    return vocab
 
 
-def _check_flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return value
+def check_vocab(name: str, vocab: Any) -> dict[str, int]:
+    """``vocab`` as a ``{token: id}`` dict whose ids are ``0..n-1``, each used once (the line numbers of
+    ``vocab.txt``).
+
+    A shared id decodes to only one of its tokens; a gap is handed to the next added token although a higher
+    id of the vocabulary already holds it. TypeError for a non-str token or non-int id, ValueError otherwise.
+    """
+    if not isinstance(vocab, Mapping):
+        raise TypeError(
+            f"{name} must be a {{token: id}} mapping or a vocab.txt path, got {type(vocab).__name__}"
+        )
+    if not vocab:
+        raise ValueError(f"{name} is empty: it needs at least the unknown token")
+    size, owners, checked = len(vocab), {}, {}
+    for token, index in vocab.items():
+        check_text(f"{name} token {token!r}", token)
+        index = check_int(f"{name}[{token!r}]", index)
+        if not 0 <= index < size:
+            raise ValueError(
+                f"{name}[{token!r}] = {index} is outside 0..{size - 1}: the ids of {size} tokens must be 0..{size - 1}"
+            )
+        if index in owners:
+            raise ValueError(
+                f"{name} gives the id {index} to both {owners[index]!r} and {token!r}; every token needs its own id"
+            )
+        owners[index], checked[token] = token, index
+    return checked
 
 
 class WoBertTokenizer(TokenizersBackend):
     r"""WoBERT word-level Chinese tokenizer (transformers 5, tokenizers-backed).
 
     Args:
-        vocab: ``{token: id}`` or a path to ``vocab.txt``. ``from_pretrained(dir)`` fills it from
-            ``tokenizer.json`` or ``vocab.txt``.
+        vocab: ``{token: id}`` with the ids ``0..n-1``, each once, or a path to ``vocab.txt``.
+            ``from_pretrained(dir)`` fills it from ``tokenizer.json`` or ``vocab.txt``.
         vocab_file: path to ``vocab.txt`` (used when ``vocab`` is not given).
         do_lower_case: lower-case the text (default ``True``).
         strip_accents: NFD + drop non-spacing marks; ``None`` (default) follows ``do_lower_case``, as in BERT.
         normalize_before_segmentation: normalise the whole text before segmenting (default ``True``,
-            WoBERT's order); ``False`` segments the raw text and normalises each word (RoFormer's order).
+            WoBERT's order); ``False`` segments the raw text and normalises each word (transformers 4's Python
+            RoFormerTokenizer).
         segmenter: ``"rjieba"`` (default) or ``"jieba"``; both give the same words.
         hmm: jieba's HMM for unseen words (default ``False``, as WoBERT was pre-trained).
         user_dict: extra segmenter words: a jieba-format file or an iterable of words / ``(word, freq)``;
@@ -151,38 +188,35 @@ class WoBertTokenizer(TokenizersBackend):
     ) -> None:
         if vocab is None and vocab_file is not None:
             vocab = vocab_file
+        if vocab is None:
+            raise ValueError(
+                "WoBertTokenizer needs a vocabulary: vocab={token: id}, vocab='vocab.txt', vocab_file='vocab.txt' "
+                "or WoBertTokenizer.from_pretrained(folder)"
+            )
         if isinstance(vocab, (str, os.PathLike)):
             if not os.path.isfile(vocab):
                 raise ValueError(f"vocab file {str(vocab)!r} does not exist")
             vocab = load_vocab_file(vocab)
-        if not isinstance(vocab, Mapping) or not vocab:
-            raise ValueError(
-                "WoBertTokenizer needs a vocabulary: vocab={token: id}, vocab='vocab.txt', vocab_file='vocab.txt' "
-                f"or WoBertTokenizer.from_pretrained(folder); got {type(vocab).__name__}"
-            )
+        vocab = check_vocab("vocab", vocab)
         if str(unk_token) not in vocab:
             raise ValueError(f"unk_token {str(unk_token)!r} is not in the vocabulary")
-        if segmenter not in SEGMENTERS:
-            raise ValueError(f"segmenter must be one of {SEGMENTERS}, got {segmenter!r}")
-        if not isinstance(max_input_chars_per_word, int) or max_input_chars_per_word < 1:
-            raise ValueError(
-                f"max_input_chars_per_word must be a positive int, got {max_input_chars_per_word!r}"
-            )
+        check_choice("segmenter", segmenter, SEGMENTERS)
+        check_int("max_input_chars_per_word", max_input_chars_per_word, minimum=1)
         if strip_accents is not None:
-            _check_flag("strip_accents", strip_accents)
-        self.do_lower_case = _check_flag("do_lower_case", do_lower_case)
+            check_bool("strip_accents", strip_accents)
+        self.do_lower_case = check_bool("do_lower_case", do_lower_case)
         self.strip_accents = strip_accents
-        self.normalize_before_segmentation = _check_flag(
+        self.normalize_before_segmentation = check_bool(
             "normalize_before_segmentation", normalize_before_segmentation
         )
         self.segmenter = segmenter
-        self.hmm = _check_flag("hmm", hmm)
+        self.hmm = check_bool("hmm", hmm)
         self._accents = do_lower_case if strip_accents is None else strip_accents
         user_words = parse_user_dict(user_dict)
         if normalize_before_segmentation:
             user_words = tuple((self._normalize(word)[0], freq) for word, freq in user_words)
         self.user_dict = user_words
-        self._vocab = dict(vocab)
+        self._vocab = vocab
         self._separator = pick_separator(self._vocab)
         self.cache: dict[str, Any] = {}  # see _caches
 
@@ -342,12 +376,13 @@ class WoBertTokenizer(TokenizersBackend):
     # -- encoding ------------------------------------------------------------------------------------------
     @staticmethod
     def _as_texts(value: Any, name: str) -> tuple[list[str], bool]:
+        """``([text, ...], batched)``; a lone surrogate is a ValueError naming the text and the position."""
         if isinstance(value, str):
-            return [value], False
+            return [check_text(name, value)], False
         if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
             if not value:
                 raise ValueError(f"{name} is an empty list: pass at least one string")
-            return list(value), True
+            return [check_text(f"{name}[{i}]", item) for i, item in enumerate(value)], True
         raise TypeError(f"{name} must be a str or a list of str, got {type(value).__name__}")
 
     def _encode_plus(self, text: Any, text_pair: Any = None, **kwargs: Any):
@@ -401,14 +436,11 @@ class WoBertTokenizer(TokenizersBackend):
         texts, batched = self._as_texts(text, "text")
         special = (
             [self.cls_token_id, self.sep_token_id]
-            if _check_flag("add_special_tokens", add_special_tokens)
+            if check_bool("add_special_tokens", add_special_tokens)
             else []
         )
-        if max_length is not None and (not isinstance(max_length, int) or max_length < max(len(special), 1)):
-            raise ValueError(
-                f"max_length must be None or an int >= {max(len(special), 1)} (room for the special tokens), "
-                f"got {max_length!r}"
-            )
+        if max_length is not None:  # room for the special tokens
+            check_int("max_length", max_length, minimum=max(len(special), 1))
         pattern = self._protected_pattern(self.split_special_tokens)
         segmenter = load_segmenter(self.segmenter, self.hmm, self.user_dict)
         cache = self._id_cache(pattern)
@@ -482,6 +514,32 @@ class WoBertTokenizer(TokenizersBackend):
         return rows
 
     # -- decoding ------------------------------------------------------------------------------------------
+    def _check_ids(self, name: str, ids: Any) -> list[int]:
+        """``ids`` (an int, a list, an array or a tensor) as a list of ints in ``0..len(self)-1``.
+
+        transformers' backend returns ``None`` (decodes to ``''``) for a too large id and raises OverflowError
+        for a negative one; here either is a ValueError naming the position, the id and the valid range.
+        """
+        checked = check_int_list(name, ids)
+        size = len(self)
+        for position, index in enumerate(checked):
+            if not 0 <= index < size:
+                where = name if isinstance(ids, numbers.Integral) else f"{name}[{position}]"
+                raise ValueError(
+                    f"{where} = {index} is not a token id of this tokenizer: its {size} tokens (added ones "
+                    f"included) have the ids 0..{size - 1}"
+                )
+        return checked
+
+    def convert_ids_to_tokens(self, ids: Any, skip_special_tokens: bool = False) -> str | list[str]:
+        """The token of an id (an int gives a str) or the tokens of ids; an id outside ``0..len(self)-1`` is a
+        ValueError (transformers: ``None`` or OverflowError)."""
+        ids = to_py_obj(ids)
+        checked = self._check_ids("ids", ids)
+        if isinstance(ids, numbers.Integral):
+            return self._tokenizer.id_to_token(checked[0])
+        return super().convert_ids_to_tokens(checked, skip_special_tokens)
+
     def convert_tokens_to_string(self, tokens: list[str]) -> str:
         """Join tokens: ``##`` pieces attach, no space next to CJK / full-width text, spaces between words."""
         out: list[str] = []
@@ -496,6 +554,17 @@ class WoBertTokenizer(TokenizersBackend):
             out.append(token)
         return "".join(out)
 
+    def decode(self, token_ids: Any, skip_special_tokens: bool = False, **kwargs: Any) -> str | list[str]:
+        """transformers' ``decode`` (one sequence or a batch); an id outside ``0..len(self)-1`` is a ValueError
+        naming the row, the position and the id (transformers: dropped, or OverflowError when negative)."""
+        token_ids = to_py_obj(token_ids)
+        if isinstance(token_ids, (list, tuple)) and token_ids and isinstance(token_ids[0], (list, tuple)):
+            for row, ids in enumerate(token_ids):
+                self._check_ids(f"token_ids[{row}]", ids)
+        else:
+            self._check_ids("token_ids", token_ids)
+        return super().decode(token_ids, skip_special_tokens, **kwargs)
+
     def _decode(
         self,
         token_ids: int | list[int],
@@ -505,7 +574,7 @@ class WoBertTokenizer(TokenizersBackend):
     ) -> str:
         if isinstance(token_ids, int):
             token_ids = [token_ids]
-        text = self.convert_tokens_to_string(self.convert_ids_to_tokens(token_ids, skip_special_tokens))
+        text = self.convert_tokens_to_string(super().convert_ids_to_tokens(token_ids, skip_special_tokens))
         if clean_up_tokenization_spaces is None:
             clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
         return self.clean_up_tokenization(text) if clean_up_tokenization_spaces else text

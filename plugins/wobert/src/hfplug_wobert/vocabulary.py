@@ -3,18 +3,31 @@
 Recipe of ZhuiyiTechnology/WoBERT ``train.py`` (bert4keras ``load_vocab(simplified=True, startswith=...)``):
 a base token of length > 1 whose stem (``##`` removed) contains a CJK or punctuation character is dropped
 (the character-splitting tokenizer can never produce it); then words are appended by descending
-frequency, skipping words already present, until ``num_words`` were added.
+frequency, skipping words already present, until ``num_words`` were added. Words the tokenizer can never
+produce are skipped too (not in the recipe): a word ``w`` is kept only if tokenizing ``w`` alone gives ``[w]``,
+i.e. ``normalize(w) == w`` and the segmenter cuts ``w`` whole. Since jieba's HMM-off segmentation maximises a
+product of word probabilities, a word it splits when alone it splits in every context (``不在`` -> ``不 在``);
+a word with upper-case letters (``T恤``), accents, inner whitespace or control characters, or ``""``, never
+survives the normalisation or the segmenter. Words made only of characters BERT drops (a lone control or
+zero-width character, which jieba does yield) are skipped as well.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
-from .normalization import is_cjk_or_punctuation
-from .tokenization_wobert import load_vocab_file
+from hfplug.validation import check_bool, check_float, check_int
+
+from .normalization import BASIC_PIECES, check_text, is_cjk_or_punctuation, normalize_text
+from .segmentation import Segmenter, load_segmenter, parse_user_dict
+from .tokenization_wobert import check_vocab, load_vocab_file
+
+logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -34,9 +47,10 @@ def _base_tokens(base_vocab: Mapping[str, int] | str | os.PathLike | Iterable[st
             )
         base_vocab = load_vocab_file(path)
     if isinstance(base_vocab, Mapping):
-        return sorted(base_vocab, key=base_vocab.__getitem__)
+        checked = check_vocab("base_vocab", base_vocab)
+        return sorted(checked, key=checked.__getitem__)
     if isinstance(base_vocab, Iterable):
-        return list(base_vocab)
+        return [check_text(f"base_vocab[{i}]", token) for i, token in enumerate(base_vocab)]
     raise TypeError(
         f"base_vocab must be a path, a {{token: id}} dict or a token list, got {type(base_vocab).__name__}"
     )
@@ -69,59 +83,118 @@ def jieba_word_frequencies(path: str | os.PathLike | None = None) -> dict[str, i
     return {word: count for word, count in freq.items() if count > 0}
 
 
-def corpus_word_frequencies(texts: Iterable[str], segmenter: str = "rjieba") -> dict[str, int]:
-    """Word counts over ``texts`` as the default WoBertTokenizer segments them (normalised, HMM off)."""
-    from .normalization import normalize
-    from .segmentation import load_segmenter
+def _segmenter(do_lower_case: bool, accents: bool, hmm: bool, user_dict: Any) -> Segmenter:
+    """The segmenter of ``WoBertTokenizer(do_lower_case=..., hmm=..., user_dict=...)`` (user words normalised)."""
+    user_words = tuple(
+        (normalize_text(word, do_lower_case, accents), freq) for word, freq in parse_user_dict(user_dict)
+    )
+    return load_segmenter("rjieba", hmm, user_words)
 
-    cut = load_segmenter(segmenter, False, ()).cut
+
+def corpus_word_frequencies(
+    texts: Iterable[str],
+    do_lower_case: bool = True,
+    strip_accents: bool | None = None,
+    hmm: bool = False,
+    user_dict: Any = None,
+) -> dict[str, int]:
+    """Word counts over ``texts`` segmented as ``WoBertTokenizer`` with these settings segments them
+    (normalised first; defaults as the tokenizer's)."""
+    accents = _check_settings(do_lower_case, strip_accents, hmm)
+    cut = _segmenter(do_lower_case, accents, hmm, user_dict).cut
     counts: Counter[str] = Counter()
-    for text in texts:
-        if not isinstance(text, str):
-            raise TypeError(f"corpus items must be str, got {type(text).__name__}")
-        counts.update(word for word in cut(normalize(text, True, True)[0]) if not word.isspace())
+    for index, text in enumerate(texts):
+        text = check_text(f"words[{index}]", text)
+        counts.update(
+            word for word in cut(normalize_text(text, do_lower_case, accents)) if not word.isspace()
+        )
     return dict(counts)
+
+
+def _check_settings(do_lower_case: Any, strip_accents: Any, hmm: Any) -> bool:
+    """Validate the tokenizer settings; return whether accents are stripped."""
+    check_bool("do_lower_case", do_lower_case)
+    check_bool("hmm", hmm)
+    return do_lower_case if strip_accents is None else check_bool("strip_accents", strip_accents)
+
+
+def _checked_frequencies(words: Mapping[Any, Any]) -> dict[str, float]:
+    """A ``{word: frequency}`` mapping with str words and finite frequencies >= 0 (ints or floats)."""
+    return {
+        check_text(f"words key {word!r}", word): check_float(f"words[{word!r}]", freq, minimum=0)
+        for word, freq in words.items()
+    }
 
 
 def build_wobert_vocab(
     base_vocab: Mapping[str, int] | str | os.PathLike | Iterable[str],
     num_words: int = 20000,
-    words: Mapping[str, int] | str | os.PathLike | Iterable[str] | None = None,
+    words: Mapping[str, float] | str | os.PathLike | Iterable[str] | None = None,
+    *,
+    do_lower_case: bool = True,
+    strip_accents: bool | None = None,
+    hmm: bool = False,
+    user_dict: str | os.PathLike | Iterable[Any] | None = None,
 ) -> dict[str, int]:
-    """The WoBERT vocabulary ``{token: id}``.
+    """The WoBERT vocabulary ``{token: id}``: special tokens, the simplified base, then up to ``num_words``
+    words by descending frequency that the tokenizer can produce (tokenizing the word alone gives it back).
 
     Args:
         base_vocab: the character-level BERT vocabulary (``vocab.txt``, its folder, a dict or a token list).
         num_words: how many new words to append (the post uses 20,000).
         words: where words come from: ``None`` = jieba's dictionary frequencies; a ``{word: frequency}``
-            mapping; a path to a jieba-format dictionary; or an iterable of raw texts, segmented and counted
-            as the tokenizer would segment them.
+            mapping (finite frequencies >= 0); a path to a jieba-format dictionary; or an iterable of raw texts,
+            segmented and counted as the tokenizer would segment them.
+        do_lower_case, strip_accents, hmm, user_dict: the settings of the ``WoBertTokenizer`` that will use the
+            vocabulary (defaults as there); they decide which words it can produce.
+
+    Skipped words are logged (``logging``, INFO) with their count and the first few.
     """
-    if not isinstance(num_words, int) or isinstance(num_words, bool) or num_words < 0:
-        raise ValueError(f"num_words must be a non-negative int, got {num_words!r}")
+    num_words = check_int("num_words", num_words, minimum=0)
+    accents = _check_settings(do_lower_case, strip_accents, hmm)
     base = _base_tokens(base_vocab)
     missing = [token for token in SPECIAL_TOKENS if token not in base]
     if missing:
         raise ValueError(f"base_vocab lacks the special tokens {missing}")
+    if isinstance(words, (str, os.PathLike)) and not Path(words).is_file():
+        raise ValueError(
+            f"words file {str(words)!r} does not exist (pass a jieba-format dictionary, a {{word: frequency}} "
+            "mapping, texts, or None for jieba's dictionary)"
+        )
     if words is None or isinstance(words, (str, os.PathLike)):
-        frequencies = jieba_word_frequencies(words)
+        frequencies: Mapping[str, float] = jieba_word_frequencies(words)
     elif isinstance(words, Mapping):
-        frequencies = dict(words)
+        frequencies = _checked_frequencies(words)
     elif isinstance(words, Iterable):
-        frequencies = corpus_word_frequencies(words)
+        frequencies = corpus_word_frequencies(words, do_lower_case, strip_accents, hmm, user_dict)
     else:
         raise TypeError(
             f"words must be None, a mapping, a path or an iterable of texts, got {type(words).__name__}"
         )
+    cut = _segmenter(do_lower_case, accents, hmm, user_dict).cut
 
     vocab: dict[str, int] = {}
     for token in (*SPECIAL_TOKENS, *(t for t in base if not _is_redundant(t))):
         vocab.setdefault(token, len(vocab))
-    added = 0
+    added, skipped = 0, []
     for word, _ in sorted(frequencies.items(), key=lambda item: -item[1]):
         if added == num_words:
             break
-        if word not in vocab:
+        if word in vocab:
+            continue
+        if (
+            normalize_text(word, do_lower_case, accents) == word
+            and cut(word) == [word]
+            and BASIC_PIECES.search(word)
+        ):
             vocab[word] = len(vocab)
             added += 1
+        else:
+            skipped.append(word)
+    if skipped:
+        logger.info(
+            "build_wobert_vocab skipped %d words the tokenizer never produces, e.g. %r",
+            len(skipped),
+            skipped[:10],
+        )
     return vocab
