@@ -67,8 +67,17 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-docs: $(STAMP)
+# KaTeX for the docs' formulas, pinned in tools/katex/package-lock.json; the mkdocs hook there copies it into
+# the site, so pages render math offline. npm ci runs again only when the package files change.
+KATEX := tools/katex/node_modules/.hfplug-installed
+
+$(KATEX): tools/katex/package.json tools/katex/package-lock.json
+	@command -v npm >/dev/null || { echo "make docs needs Node.js and npm (Debian: apt-get install -y nodejs npm)" >&2; exit 1; }
+	cd tools/katex && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+docs: $(STAMP) $(KATEX)
 	$(VENV)/bin/mkdocs build --strict --quiet
 
 clean:
-	rm -rf $(VENV) .venv-wheels dist site
+	rm -rf $(VENV) .venv-wheels dist site tools/katex/node_modules
