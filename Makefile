@@ -18,7 +18,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install demo test wheels test-wheels lint format docs report clean
+.PHONY: install demo test wheels test-wheels lint format docs docs-check report clean
 
 install: $(STAMP)
 
@@ -79,5 +79,12 @@ $(KATEX): tools/katex/package.json tools/katex/package-lock.json
 docs: $(STAMP) $(KATEX)
 	$(VENV)/bin/mkdocs build --strict --quiet
 
+# The built site as a reader sees it (not in CI): one plugin page in headless Chromium (Debian's chromium,
+# installed here when missing) must show its formulas rendered by KaTeX; screenshot in build/docs-check/.
+docs-check: docs
+	@command -v chromium >/dev/null || { test "$$(id -u)" = 0 && apt-get update -qq && apt-get install -y -qq chromium; } \
+		|| { echo "docs-check needs Debian's chromium: apt-get install -y chromium" >&2; exit 1; }
+	$(PY) scripts/docs_check.py --site site --page plugins/favor/ --out build/docs-check
+
 clean:
-	rm -rf $(VENV) .venv-wheels dist site tools/katex/node_modules
+	rm -rf $(VENV) .venv-wheels dist site build/docs-check tools/katex/node_modules
