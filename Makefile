@@ -79,12 +79,14 @@ $(KATEX): tools/katex/package.json tools/katex/package-lock.json
 docs: $(STAMP) $(KATEX)
 	$(VENV)/bin/mkdocs build --strict --quiet
 
-# The built site as a reader sees it (not in CI): one plugin page in headless Chromium (Debian's chromium,
-# installed here when missing) must show its formulas rendered by KaTeX; screenshot in build/docs-check/.
+# The built site as a reader sees it (not in CI; some seconds a page): each plugin page in headless Chromium (Debian's
+# chromium, installed here when missing) must show its formulas rendered by KaTeX; screenshots in build/docs-check/.
+DOCS_CHECK_PAGES := $(patsubst docs/%.md,%/,$(wildcard docs/plugins/*.md))
+
 docs-check: docs
 	@command -v chromium >/dev/null || { test "$$(id -u)" = 0 && apt-get update -qq && apt-get install -y -qq chromium; } \
 		|| { echo "docs-check needs Debian's chromium: apt-get install -y chromium" >&2; exit 1; }
-	$(PY) scripts/docs_check.py --site site --page plugins/favor/ --out build/docs-check
+	$(PY) scripts/docs_check.py --site site --out build/docs-check $(foreach p,$(DOCS_CHECK_PAGES),--page $(p))
 
 clean:
 	rm -rf $(VENV) .venv-wheels dist site build/docs-check tools/katex/node_modules

@@ -1,6 +1,6 @@
-"""Checks the built docs site as a reader sees it: one page in headless Chromium, math rendered by KaTeX.
+"""Checks the built docs site as a reader sees it: pages in headless Chromium, math rendered by KaTeX.
 
-Serves the site on 127.0.0.1, loads the page in Debian's chromium (``--dump-dom`` after the page's scripts
+Serves the site on 127.0.0.1, loads each page in Debian's chromium (``--dump-dom`` after the page's scripts
 ran, then a screenshot), and fails when
 - the page has no ``arithmatex`` element (nothing to check: wrong page or arithmatex off),
 - an ``arithmatex`` element holds no KaTeX output (``class="katex"``) or still shows its raw TeX
@@ -8,8 +8,8 @@ ran, then a screenshot), and fails when
 - the browser asked the server for a file the site does not have (a missing script, stylesheet or font),
 - the page loads a script, stylesheet or font from another host (the site must work offline).
 
-Run by ``make docs-check`` (not in CI). Usage: python scripts/docs_check.py [--site site]
-[--page plugins/favor/] [--out build/docs-check]
+Run by ``make docs-check`` (not in CI) on every plugin page. Usage: python scripts/docs_check.py
+[--site site] [--page plugins/favor/ ...] [--out build/docs-check]
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class MathScan(HTMLParser):
             element["katex"] |= "katex" in classes
             element["error"] |= "katex-error" in classes
         if "arithmatex" in classes:
-            element = {"katex": False, "error": False, "raw": ""}
+            element = {"katex": False, "error": "katex-error" in classes, "raw": ""}
             self.elements.append(element)
             self.open.append((len(self.stack), element))
 
@@ -120,36 +120,18 @@ def chromium(binary: str, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--site", default="site", type=Path, help="the built site (mkdocs build)")
-    parser.add_argument("--page", default="plugins/favor/", help="page to check, relative to the site root")
-    parser.add_argument(
-        "--out", default="build/docs-check", type=Path, help="folder for the screenshot and DOM"
-    )
-    args = parser.parse_args()
-    if not (args.site / "index.html").is_file():
-        sys.exit(f"docs-check: {args.site}/index.html not found; build the site first (make docs)")
-    binary = find_chromium()
-    args.out.mkdir(parents=True, exist_ok=True)
-
-    missing: list[str] = []
-    handler = functools.partial(type("H", (Handler,), {"missing": missing}), directory=str(args.site))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/{args.page.lstrip('/')}"
-    name = args.page.strip("/").replace("/", "-") or "index"
-    try:
-        dom = chromium(binary, "--dump-dom", url)
-        screenshot = args.out / f"{name}.png"
-        shot = chromium(binary, f"--screenshot={screenshot.resolve()}", "--window-size=1280,2000", url)
-    finally:
-        server.shutdown()
-        server.server_close()
+def check_page(binary: str, base: str, page: str, out: Path, missing: list[str]) -> list[str]:
+    """Loads one page; returns its problems (empty when every formula rendered)."""
+    url = f"{base}/{page.lstrip('/')}"
+    name = page.strip("/").replace("/", "-") or "index"
+    missing.clear()
+    dom = chromium(binary, "--dump-dom", url)
     if dom.returncode != 0 or "<html" not in dom.stdout:
         print(dom.stderr[-2000:], file=sys.stderr)
-        sys.exit(f"docs-check: chromium could not load {url} (exit {dom.returncode})")
-    (args.out / f"{name}.dom.html").write_text(dom.stdout)
+        return [f"chromium could not load {url} (exit {dom.returncode})"]
+    (out / f"{name}.dom.html").write_text(dom.stdout)
+    screenshot = out / f"{name}.png"
+    shot = chromium(binary, f"--screenshot={screenshot.resolve()}", "--window-size=1280,2000", url)
 
     scan = MathScan()
     scan.feed(dom.stdout)
@@ -175,14 +157,47 @@ def main() -> int:
         problems.append(f"loads from other hosts (offline site expected): {', '.join(scan.external[:5])}")
     if shot.returncode != 0 or not screenshot.is_file():
         problems.append(f"no screenshot (chromium exit {shot.returncode})")
-
+    rendered = len(scan.elements) - len(unrendered)
     print(
-        f"docs-check: {url}: {len(scan.elements)} formulas, {len(scan.elements) - len(unrendered)} rendered by KaTeX"
+        f"docs-check: {page}: {len(scan.elements)} formulas, {rendered} rendered by KaTeX; screenshot {screenshot}"
     )
-    print(f"docs-check: screenshot {screenshot}, DOM {args.out / f'{name}.dom.html'}")
-    if problems:
-        for problem in problems:
-            print(f"docs-check: FAIL: {problem}", file=sys.stderr)
+    return problems
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--site", default="site", type=Path, help="the built site (mkdocs build)")
+    parser.add_argument(
+        "--page",
+        action="append",
+        help="page to check, relative to the site root (repeatable; default plugins/favor/)",
+    )
+    parser.add_argument(
+        "--out", default="build/docs-check", type=Path, help="folder for screenshots and DOMs"
+    )
+    args = parser.parse_args()
+    if not (args.site / "index.html").is_file():
+        sys.exit(f"docs-check: {args.site}/index.html not found; build the site first (make docs)")
+    binary = find_chromium()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    missing: list[str] = []
+    handler = functools.partial(type("H", (Handler,), {"missing": missing}), directory=str(args.site))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    failed = 0
+    try:
+        for page in args.page or ["plugins/favor/"]:
+            problems = check_page(binary, base, page, args.out, missing)
+            for problem in problems:
+                print(f"docs-check: FAIL: {page}: {problem}", file=sys.stderr)
+            failed += bool(problems)
+    finally:
+        server.shutdown()
+        server.server_close()
+    if failed:
+        print(f"docs-check: FAIL: {failed} page(s) with math that does not render", file=sys.stderr)
         return 1
     print("docs-check: OK")
     return 0
