@@ -329,12 +329,11 @@ def theseus_wrap(
         freeze_embeddings: the same on the embeddings (``nn.Embedding`` modules and modules named ``*embed*``).
         freeze_head: the same on everything else outside the blocks (pooler, classifier, final norm, LM head).
         block_path: dotted path of the block ``nn.ModuleList`` when it cannot be found from the config.
-        distill_alpha: ``a``, weight of an optional distillation against the frozen predecessor (off by
+        distill_alpha: ``a``, with distill_temperature ``T``: distillation against the frozen predecessor (off by
             default, as in the post): in training, ``loss = (1 - a) * task_loss + a * T^2 * KL(p_T || s_T)``,
             with ``p_T``, ``s_T`` the temperature-``T`` softmax of the all-predecessor logits (eval mode, no
             grad; one extra forward per micro-batch) and of the Theseus logits, KL summed over classes and
             averaged over logit rows. Needs the model to compute its own loss (``labels`` reach the forward).
-        distill_temperature: ``T``, the temperature of that distillation.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module (a transformers model), got {type(model).__name__}")
