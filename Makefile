@@ -18,7 +18,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install demo test wheels test-wheels lint format docs report clean
+.PHONY: install demo test wheels test-wheels lint format docs docs-check report clean
 
 install: $(STAMP)
 
@@ -67,8 +67,26 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-docs: $(STAMP)
+# KaTeX for the docs' formulas, pinned in tools/katex/package-lock.json; the mkdocs hook there copies it into
+# the site, so pages render math offline. npm ci runs again only when the package files change.
+KATEX := tools/katex/node_modules/.hfplug-installed
+
+$(KATEX): tools/katex/package.json tools/katex/package-lock.json
+	@command -v npm >/dev/null || { echo "make docs needs Node.js and npm (Debian: apt-get install -y nodejs npm)" >&2; exit 1; }
+	cd tools/katex && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+docs: $(STAMP) $(KATEX)
 	$(VENV)/bin/mkdocs build --strict --quiet
 
+# The built site as a reader sees it (not in CI; some seconds a page): each plugin page in headless Chromium (Debian's
+# chromium, installed here when missing) must show its formulas rendered by KaTeX; screenshots in build/docs-check/.
+DOCS_CHECK_PAGES := $(patsubst docs/%.md,%/,$(wildcard docs/plugins/*.md))
+
+docs-check: docs
+	@command -v chromium >/dev/null || { test "$$(id -u)" = 0 && apt-get update -qq && apt-get install -y -qq chromium; } \
+		|| { echo "docs-check needs Debian's chromium: apt-get install -y chromium" >&2; exit 1; }
+	$(PY) scripts/docs_check.py --site site --out build/docs-check $(foreach p,$(DOCS_CHECK_PAGES),--page $(p))
+
 clean:
-	rm -rf $(VENV) .venv-wheels dist site
+	rm -rf $(VENV) .venv-wheels dist site build/docs-check tools/katex/node_modules

@@ -325,11 +325,11 @@ def theseus_wrap(
             ``"example"`` (one draw per module per example; both branches then run).
         seed: seeds the draws; with the optimizer step it fully determines them on every rank.
         replacing_rate: initial ``p``; ``TheseusCallback`` overrides it from its scheduler.
-        freeze_predecessor, freeze_embeddings, freeze_head: set ``requires_grad=False`` on the predecessor
-            blocks, the embeddings (``nn.Embedding`` modules and modules named ``*embed*``) and everything else
-            outside the blocks (pooler, classifier, final norm, LM head). Successor blocks always train.
+        freeze_predecessor: set ``requires_grad=False`` on the predecessor blocks. Successor blocks always train.
+        freeze_embeddings: the same on the embeddings (``nn.Embedding`` modules and modules named ``*embed*``).
+        freeze_head: the same on everything else outside the blocks (pooler, classifier, final norm, LM head).
         block_path: dotted path of the block ``nn.ModuleList`` when it cannot be found from the config.
-        distill_alpha, distill_temperature: optional distillation against the frozen predecessor (off by
+        distill_alpha: ``a``, with distill_temperature ``T``: distillation against the frozen predecessor (off by
             default, as in the post): in training, ``loss = (1 - a) * task_loss + a * T^2 * KL(p_T || s_T)``,
             with ``p_T``, ``s_T`` the temperature-``T`` softmax of the all-predecessor logits (eval mode, no
             grad; one extra forward per micro-batch) and of the Theseus logits, KL summed over classes and
