@@ -145,8 +145,10 @@ def build_wobert_vocab(
         words: where words come from: ``None`` = jieba's dictionary frequencies; a ``{word: frequency}``
             mapping (finite frequencies >= 0); a path to a jieba-format dictionary; or an iterable of raw texts,
             segmented and counted as the tokenizer would segment them.
-        do_lower_case, strip_accents, hmm, user_dict: the settings of the ``WoBertTokenizer`` that will use the
-            vocabulary (defaults as there); they decide which words it can produce.
+        do_lower_case: as in the ``WoBertTokenizer`` that will use the vocabulary (default ``True``).
+        strip_accents: as there (default ``None``: follows ``do_lower_case``).
+        hmm: as there (default ``False``).
+        user_dict: as there (default ``None``). These four settings decide which words it can produce.
 
     Skipped words are logged (``logging``, INFO) with their count and the first few.
     """
