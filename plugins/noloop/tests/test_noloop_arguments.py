@@ -52,7 +52,7 @@ def held_bytes(component) -> int:
 @pytest.mark.parametrize(("cls", "value"), WARPERS)
 @pytest.mark.parametrize("filter_value", [math.nan, math.inf])
 def test_filter_value_nan_or_plus_inf(cls, value, filter_value):
-    with pytest.raises(ValueError, match=r"filter_value must be a number < inf, got nan|got inf"):
+    with pytest.raises(ValueError, match=r"filter_value must be a number <= 3.40282e\+38, got (nan|inf)"):
         cls(value, 2, filter_value=filter_value)
     with pytest.raises(TypeError, match="filter_value"):
         cls(value, 2, filter_value="-inf")
@@ -71,7 +71,9 @@ def _eos_components(eos):
 def test_eos_outside_the_vocabulary_is_named_at_the_first_call(index):
     component = _eos_components([2, 1000])[index]
     ids = torch.tensor([[5, 5, 5, 5]])
-    with pytest.raises(ValueError, match=r"eos_token_id \[1000\] is outside the vocabulary: the scores have 1000"):
+    with pytest.raises(
+        ValueError, match=r"eos_token_id \[1000\] is outside the vocabulary: the scores have 1000"
+    ):
         component(ids, torch.zeros(1, 1000))
     component = _eos_components([2, 999])[index]  # the last id of the vocabulary is fine
     out = component(ids, torch.zeros(1, 1000))
@@ -83,11 +85,13 @@ def test_eos_outside_the_vocabulary_in_generate():
     ids = torch.randint(3, 1000, (2, 5), generator=torch.Generator().manual_seed(0))
     kwargs = dict(attention_mask=torch.ones_like(ids), max_new_tokens=3, pad_token_id=0)
     for component in _eos_components(5000):
-        with pytest.raises(ValueError, match="eos_token_id .5000. is outside the vocabulary"):
+        with pytest.raises(ValueError, match=r"eos_token_id \[5000\] is outside the vocabulary"):
             model.generate(ids, logits_processor=[component], **kwargs)
     stop = LoopStoppingCriteria(eos_token_id=5000)  # the scores reach a criterion with output_scores only
-    with pytest.raises(ValueError, match="eos_token_id .5000. is outside the vocabulary"):
-        model.generate(ids, stopping_criteria=[stop], output_scores=True, return_dict_in_generate=True, **kwargs)
+    with pytest.raises(ValueError, match=r"eos_token_id \[5000\] is outside the vocabulary"):
+        model.generate(
+            ids, stopping_criteria=[stop], output_scores=True, return_dict_in_generate=True, **kwargs
+        )
 
 
 def test_huge_loop_arguments_are_refused_without_allocating():
@@ -106,7 +110,7 @@ def test_loop_tables_follow_the_input():
     stop = LoopStoppingCriteria(1, 2048, min_count=4, window=8192, min_loop_tokens=16)
     assert held_bytes(stop) < 64 * 1024  # the periods and spans, 2 x 2,048 int64 (the old table: 12 MB)
     ids = torch.randint(3, 1000, (4, 40), generator=torch.Generator().manual_seed(0))
-    for width in range(40, 61):  # a prompt of 40, then 20 generated tokens
+    for _ in range(20):  # a prompt of 40, then 20 generated tokens
         ids = torch.cat([ids, torch.full((4, 1), 7)], dim=1)
         stop(ids, None)
     assert stop.report() and held_bytes(stop) < 128 * 1024
@@ -153,3 +157,16 @@ def test_dry_penalty_table_bounded_by_the_window():
     dry = DRYLogitsProcessor(base=1.0000001, window=64)  # default max_exponent ~ 9.2e7
     assert dry.max_exponent > 10**7
     assert dry.penalties(torch.float32, torch.device("cpu")).numel() == 64  # match lengths 0..63
+
+
+@pytest.mark.parametrize(("cls", "value"), WARPERS)
+def test_finite_filter_value_fits_the_scores_dtype(cls, value):
+    """A finite filter value beyond float16's range stays finite on half-precision scores: float16's lowest
+    value (it overflowed to -inf); beyond float32's range it is refused at construction (1e300 raised
+    "RuntimeError: value cannot be converted to type float without overflow" at the first call)."""
+    scores = torch.randn(2, 50, generator=torch.Generator().manual_seed(0)).half()
+    out = cls(value, 2, filter_value=-1e30)(torch.zeros(2, 3, dtype=torch.long), scores)
+    dropped = out != scores
+    assert dropped.any() and (out[dropped] == torch.finfo(torch.float16).min).all()
+    with pytest.raises(ValueError, match="filter_value"):
+        cls(value, 2, filter_value=1e300)

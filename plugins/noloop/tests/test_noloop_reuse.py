@@ -119,7 +119,9 @@ def test_continuation_counts_on(name, looping_model):
 
     def run(component, prompt, new):
         lists = {"logits_processor": [component]} if kind == "procs" else {"stopping_criteria": [component]}
-        return model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new, **kwargs, **lists)
+        return model.generate(
+            prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new, **kwargs, **lists
+        )
 
     whole = make()
     expected = run(whole, ids, 12)

@@ -19,6 +19,8 @@ from ._selection import keep_at_least, kth_largest, sorted_values
 from ._utils import Clocked, PromptClock, as_token_ids, check_vocabulary
 from .stopping_criteria import LoopDetector
 
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
 
 def _check_finite(row_max: torch.Tensor, where: str) -> None:
     """``row_max`` = max of each row: NaN or +inf there means a NaN or +inf score in the row."""
@@ -45,10 +47,10 @@ class _ConsistentWarper(LogitsProcessor):
 
     def __init__(self, eos_token_id: int | list[int], filter_value: float, min_tokens_to_keep: int) -> None:
         self.eos_token_id = as_token_ids(eos_token_id, "eos_token_id")
-        # -inf (default) or a finite value; NaN or +inf would make dropped tokens undefined or the likeliest
-        self.filter_value = check_float(
-            "filter_value", filter_value, maximum=math.inf, max_open=True, allow_inf=True
-        )
+        # -inf (default) or a float32 number; NaN or +inf would make dropped tokens undefined or the likeliest
+        self.filter_value = check_float("filter_value", filter_value, maximum=_FLOAT32_MAX, allow_inf=True)
+        if self.filter_value != -math.inf:
+            check_float("filter_value", filter_value, minimum=-_FLOAT32_MAX, maximum=_FLOAT32_MAX)
         self.min_tokens_to_keep = check_int("min_tokens_to_keep", min_tokens_to_keep, minimum=1)
         self._vocab_size: int | None = None
 

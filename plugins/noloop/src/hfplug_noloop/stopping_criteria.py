@@ -12,7 +12,6 @@ from hfplug.validation import check_int
 
 from ._utils import Clocked, PromptClock, as_token_ids, check_vocabulary
 
-
 MAX_WINDOW = 8192  # longest loop span checked; the comparison tables grow as window ** 2 / min_count
 _CHUNK_ELEMENTS = 2**24  # comparisons per chunk of periods (one bool each): bounds the temporary memory
 
