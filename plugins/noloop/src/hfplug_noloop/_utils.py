@@ -54,7 +54,9 @@ class PromptClock:
     whatever its width. So a new ``generate`` call is a new generation, and a call fed the previous
     call's output (same rows) continues the count; :meth:`reset` makes the next call start afresh.
 
-    Cost per step: one comparison of the rows with a copy of the previous rows, and that copy.
+    Cost per step: one comparison of the rows with the previous rows. Those are kept by reference, not
+    copied (``generate`` builds new rows every step); rows changed in place since (their version
+    counter moved) are not trusted, and the call counts as new.
     """
 
     def __init__(self, offset: int = 0) -> None:
@@ -65,6 +67,7 @@ class PromptClock:
     def reset(self) -> None:
         self.prompt_length: int | None = None
         self._rows: torch.Tensor | None = None
+        self._version = 0
 
     def step(self, input_ids: torch.Tensor) -> tuple[int, bool]:
         """Return (generated tokens present in ``input_ids``, whether a new generation started here)."""
@@ -73,13 +76,14 @@ class PromptClock:
         new = not self._continues(input_ids)
         if new:
             self.prompt_length = max(input_ids.shape[1] - self.offset, 0)
-        self._rows = input_ids.detach().clone()
+        self._rows, self._version = input_ids, input_ids._version
         return input_ids.shape[1] - self.prompt_length, new
 
     def _continues(self, input_ids: torch.Tensor) -> bool:
         last = self._rows
         if (
             last is None
+            or last._version != self._version
             or last.shape[0] != input_ids.shape[0]
             or last.shape[1] >= input_ids.shape[1]
             or last.device != input_ids.device

@@ -70,6 +70,7 @@ class LoopDetector:
         self.min_count, self.window, self.min_loop_tokens = min_count, window, min_loop_tokens
         self.periods, self.spans = periods, spans
         self.tail = int(spans.max())
+        self._shortest = int(spans.min())  # fewer generated tokens than this: no loop yet
         self._head = min(4, int((spans - periods).min()))  # checks every period makes
         self._tables: dict[tuple[int, torch.device], _Tables] = {}
 
@@ -105,7 +106,7 @@ class LoopDetector:
             return none
         most = num_generated if isinstance(num_generated, int) else int(torch.as_tensor(num_generated).max())
         most = min(most, input_ids.shape[1])  # a loop longer than the input cannot be found
-        if most < int(self.spans.min()):
+        if most < self._shortest:
             return none
         limit = min(self.tail, 1 << (most - 1).bit_length())
         tables = self._tables_for(limit, device)
@@ -139,7 +140,7 @@ class LoopDetector:
     def first_loop_end(self, tokens: torch.Tensor | list[int]) -> int | None:
         """Smallest t such that the generated tokens ``tokens[:t]`` end with a loop, or None."""
         seq = torch.as_tensor(tokens, dtype=torch.long).reshape(-1)
-        if seq.numel() < int(self.spans.min()):
+        if seq.numel() < self._shortest:
             return None
         windows = torch.nn.functional.pad(seq, (self.tail - 1, 0), value=-1).unfold(0, self.tail, 1)
         hits = torch.nonzero(self(windows, torch.arange(1, seq.numel() + 1)) > 0).flatten()
