@@ -153,3 +153,17 @@ def test_config_components_reused(looping_model):
         expected = model.generate(ids, logits_processor=fresh_procs, stopping_criteria=fresh_stops, **kwargs)
         assert got.tolist() == expected.tolist()
         width = got.shape[1]  # = the criterion's last width; the processors saw one less
+
+
+def test_rows_written_in_place_are_a_new_call():
+    """A caller reusing one buffer: a new prompt written into it, one token wider. The clock keeps the
+    last rows by reference, so it must notice the write (else the new rows would start with "themselves")."""
+    buffer = torch.zeros(2, 12, dtype=torch.long)
+    buffer[:, :6] = torch.arange(12).reshape(2, 6) + 10
+    floor = SelfTerminatingLogitsProcessor(0.5, EOS, start=0)
+    floor(buffer[:, :6], torch.zeros(2, 20))
+    buffer[:, :7] = torch.arange(14).reshape(2, 7) + 30  # an unrelated prompt, one token wider
+    floor(buffer[:, :7], torch.zeros(2, 20))
+    assert floor.prompt_length == 7 and len(floor.raised) == 1
+    floor(buffer[:, :8], torch.zeros(2, 20))  # the next step of that call continues it
+    assert floor.prompt_length == 7 and len(floor.raised) == 2
