@@ -257,10 +257,11 @@ def test_non_finite_scores(name, scores, steps):
 @st.composite
 def call_sequences(draw):
     """A chain of generate-like calls: each is a new prompt (width drawn to collide with the last
-    width seen: one wider, equal, one narrower, or any) or a continuation fed the previous output."""
+    width seen: one wider, equal, one narrower, or any), a chat turn (the previous output and 1-12 new
+    tokens: a new call) or a continuation fed exactly the previous output."""
     calls = []
     for _ in range(draw(st.integers(2, 5))):
-        kind = draw(st.sampled_from(["wider", "equal", "narrower", "any", "continue"]))
+        kind = draw(st.sampled_from(["wider", "equal", "narrower", "any", "continue", "chat"]))
         calls.append((kind, draw(st.integers(1, 12)), draw(st.integers(2, 12)), draw(st.integers(0, 2**16))))
     return calls, draw(st.booleans())
 
@@ -307,6 +308,9 @@ def test_reuse_equals_fresh_per_chain(name, sequence):
         generator = torch.Generator().manual_seed(seed)
         if kind == "continue" and last_rows is not None:
             rows = last_rows
+        elif kind == "chat" and last_rows is not None:
+            rows = torch.cat([last_rows, torch.randint(10, 20, (ROWS, width), generator=generator)], dim=1)
+            fresh, chain_prompt = make(), rows.shape[1]
         else:
             if last_seen is not None:
                 width = {"wider": last_seen + 1, "equal": last_seen, "narrower": max(1, last_seen - 1)}.get(

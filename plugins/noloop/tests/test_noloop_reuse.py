@@ -167,3 +167,21 @@ def test_rows_written_in_place_are_a_new_call():
     assert floor.prompt_length == 7 and len(floor.raised) == 1
     floor(buffer[:, :8], torch.zeros(2, 20))  # the next step of that call continues it
     assert floor.prompt_length == 7 and len(floor.raised) == 2
+
+
+@pytest.mark.parametrize("name", sorted(STATEFUL))
+def test_chat_turn_is_a_new_call(name, looping_model):
+    """Turn 2 = turn 1's output + new user tokens: its rows start with the rows seen last, but it is a
+    new generation and must equal a fresh instance (the floor must not start high)."""
+    kind, make, state = STATEFUL[name]
+    model = looping_model("llama", seed=1)
+    reused = make()
+    spy = width_spy(kind)
+    ids = torch.randint(3, 1000, (BATCH, 6), generator=torch.Generator().manual_seed(5))
+    first = _generate(model, ids, reused, kind, spy)
+    user = torch.randint(3, 1000, (BATCH, 3), generator=torch.Generator().manual_seed(6))
+    turn = torch.cat([first, user], dim=1)
+    got = _generate(model, turn, reused, kind, spy)
+    fresh = make()
+    assert got.tolist() == _generate(model, turn, fresh, kind, width_spy(kind)).tolist()
+    assert state(reused) == state(fresh) and reused.prompt_length == fresh.prompt_length

@@ -49,10 +49,11 @@ class PromptClock:
     ``generate`` calls a logits processor once per new token with ``input_ids`` of width
     ``prompt + generated`` (left padding included; for encoder-decoder models the prompt is the
     ``decoder_start`` token), and a stopping criterion once per new token after it was appended
-    (``offset=1``). A call continues the previous one when its rows are wider and start with the rows
-    seen last (in any order: beam search reorders its rows); anything else starts a new generation,
-    whatever its width. So a new ``generate`` call is a new generation, and a call fed the previous
-    call's output (same rows) continues the count; :meth:`reset` makes the next call start afresh.
+    (``offset=1``). A call continues the previous one when its rows are one token wider and start with
+    the rows seen last (in any order: beam search reorders them); anything else starts a new generation,
+    whatever its width. So a new ``generate`` call is a new generation (a chat turn too: the previous
+    output plus new text is more than one token wider), and a call fed exactly the previous call's
+    output continues the count; :meth:`reset` makes the next call start afresh.
 
     Cost per step: one comparison of the rows with the previous rows. Those are kept by reference, not
     copied (``generate`` builds new rows every step); rows changed in place since (their version
@@ -85,7 +86,7 @@ class PromptClock:
             last is None
             or last._version != self._version
             or last.shape[0] != input_ids.shape[0]
-            or last.shape[1] >= input_ids.shape[1]
+            or last.shape[1] + 1 != input_ids.shape[1]
             or last.device != input_ids.device
         ):
             return False
