@@ -170,3 +170,17 @@ def test_finite_filter_value_fits_the_scores_dtype(cls, value):
     assert dropped.any() and (out[dropped] == torch.finfo(torch.float16).min).all()
     with pytest.raises(ValueError, match="filter_value"):
         cls(value, 2, filter_value=1e300)
+
+
+def test_first_loop_end_in_blocks_agrees_with_brute_force():
+    """first_loop_end scans long sequences in blocks of prefixes (bounded temporaries): the first loop
+    end equals the brute-force one, in the first block and far beyond it."""
+    settings = (1, 600, 2, 1200, 0)
+    detector = LoopDetector(*settings)  # 2^24 / (8 x 1,200) = 1,747 prefixes per block
+    for length in (40, 3000):
+        tokens = torch.randperm(4000, generator=torch.Generator().manual_seed(length))[:length].tolist()
+        period = min(500, length)
+        tokens += tokens[-period:]  # a loop of that period completes at length + period
+        expected = next(t for t in range(1, len(tokens) + 1) if reference_period(tokens[:t], t, *settings))
+        assert detector.first_loop_end(tokens) == expected == length + period
+    assert detector.first_loop_end(torch.randperm(4000)[:3000]) is None

@@ -143,8 +143,13 @@ class LoopDetector:
         if seq.numel() < self._shortest:
             return None
         windows = torch.nn.functional.pad(seq, (self.tail - 1, 0), value=-1).unfold(0, self.tail, 1)
-        hits = torch.nonzero(self(windows, torch.arange(1, seq.numel() + 1)) > 0).flatten()
-        return int(hits[0]) + 1 if hits.numel() else None
+        block = max(1, _CHUNK_ELEMENTS // (8 * self.tail))  # prefixes per call: bounded temporaries
+        for lo in range(0, seq.numel(), block):
+            ends = torch.arange(lo + 1, min(seq.numel(), lo + block) + 1)
+            hits = torch.nonzero(self(windows[lo : lo + block], ends) > 0).flatten()
+            if hits.numel():
+                return lo + int(hits[0]) + 1
+        return None
 
     def describe(self) -> str:
         return (
