@@ -87,18 +87,18 @@ def test_known_value():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("kwargs", "error", "message"),
     [
-        ({"multiplier": 0}, "multiplier"),
-        ({"base": 0.5}, "base"),
-        ({"allowed_length": 0}, "allowed_length"),
-        ({"window": 1}, "window"),
-        ({"sequence_breaker_ids": ["\n"]}, "sequence_breaker_ids"),
-        ({"max_exponent": -1}, "max_exponent"),
+        ({"multiplier": 0}, ValueError, "multiplier"),
+        ({"base": 0.5}, ValueError, "base"),
+        ({"allowed_length": 0}, ValueError, "allowed_length"),
+        ({"window": 1}, ValueError, "window"),
+        ({"sequence_breaker_ids": ["\n"]}, TypeError, "sequence_breaker_ids"),  # a wrong type
+        ({"max_exponent": -1}, ValueError, "max_exponent"),
     ],
 )
-def test_bad_arguments(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
         DRYLogitsProcessor(**kwargs)
 
 

@@ -123,9 +123,15 @@ def test_encoder_decoder_counts_from_decoder_start(prompt):
     assert (q_eos[2] >= 0.1 - 1e-6).all()  # t = start + 1: floor = epsilon
 
 
-@pytest.mark.parametrize("epsilon", [0.0, 1.0, -0.1, 2, float("nan"), "0.1"])
+@pytest.mark.parametrize("epsilon", [0.0, 1.0, -0.1, 2, float("nan")])
 def test_bad_epsilon(epsilon):
     with pytest.raises(ValueError, match="epsilon"):
+        SelfTerminatingLogitsProcessor(epsilon, EOS)
+
+
+@pytest.mark.parametrize("epsilon", ["0.1", True, None])
+def test_epsilon_of_a_wrong_type(epsilon):
+    with pytest.raises(TypeError, match="epsilon"):
         SelfTerminatingLogitsProcessor(epsilon, EOS)
 
 

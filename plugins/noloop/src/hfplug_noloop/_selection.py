@@ -49,9 +49,13 @@ def keep_at_least(scores: torch.Tensor, threshold: torch.Tensor, filter_value: f
 
     For the default ``filter_value = -inf`` this runs as four float passes: ``d = scores - threshold``,
     ``min(d, 0)``, ``-inf`` where ``d < 0`` and ``+ scores`` (exact: a kept score gets ``+ 0``). A threshold
-    of -inf becomes the lowest float, so that ``-inf - threshold`` is -inf, not NaN.
+    of -inf becomes the lowest float, so that ``-inf - threshold`` is -inf, not NaN. A finite
+    ``filter_value`` is clamped to the range of the scores' dtype.
     """
     if filter_value != -math.inf or scores.dtype != torch.float32 or threshold.dtype != torch.float32:
+        if math.isfinite(filter_value):  # into the dtype's range (a float32 value may not fit in half)
+            largest = torch.finfo(scores.dtype).max
+            filter_value = min(max(filter_value, -largest), largest)
         return torch.where(scores >= threshold, scores, filter_value)  # compared in the wider dtype
     threshold = threshold.clamp(min=torch.finfo(torch.float32).min)
     offset = torch.sub(scores, threshold).clamp_(max=0.0)

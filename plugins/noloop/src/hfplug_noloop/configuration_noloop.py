@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from transformers import LogitsProcessorList, StoppingCriteriaList
+
+from hfplug.validation import check_choice, check_float, check_int
 
 from ._utils import as_token_ids
 from .logits_process import (
@@ -17,7 +20,7 @@ from .logits_process import (
     LoopEOSLogitsProcessor,
     SelfTerminatingLogitsProcessor,
 )
-from .stopping_criteria import LoopDetector, LoopStoppingCriteria
+from .stopping_criteria import MAX_WINDOW, LoopDetector, LoopStoppingCriteria
 
 STOP_REASONS = ("eos", "forced_eos", "loop", "max_length")
 DEFAULT_BREAKERS = ("\n", ":", '"', "*")
@@ -44,7 +47,14 @@ class NoLoopComponents(NamedTuple):
         floor had raised its probability, or was forced after a loop. "loop" means the loop stop cut
         the row. ``prompt_length`` defaults to the (decoder) prompt width the components saw.
         """
-        sequences = output if isinstance(output, torch.Tensor) else output.sequences
+        sequences = output if isinstance(output, torch.Tensor) else getattr(output, "sequences", None)
+        if not isinstance(sequences, torch.Tensor) or sequences.dim() != 2:
+            raise TypeError(
+                "output must be what generate returned: a 2-D tensor of token ids or an output with "
+                f".sequences, got {type(output).__name__}"
+            )
+        if prompt_length is not None:
+            prompt_length = check_int("prompt_length", prompt_length, minimum=0)
         floor = self._find(SelfTerminatingLogitsProcessor)
         stop = self._find(LoopStoppingCriteria)
         force = self._find(LoopEOSLogitsProcessor)
@@ -123,12 +133,29 @@ class NoLoopConfig:
     min_loop_tokens: int = 16
 
     def __post_init__(self) -> None:
-        if self.loop_action not in LOOP_ACTIONS:
-            raise ValueError(f"loop_action must be one of {LOOP_ACTIONS}, got {self.loop_action!r}")
-        if self.dry_multiplier < 0:
-            raise ValueError(f"dry_multiplier must be >= 0 (0 turns DRY off), got {self.dry_multiplier!r}")
-        # Validate every enabled component now rather than at build time.
-        self.build([0], sequence_breakers=())
+        """Check every field by its own name (TypeError for a wrong type, ValueError out of range)."""
+        if self.top_k is not None:
+            check_int("top_k", self.top_k, minimum=1)
+        if self.top_p is not None:
+            check_float("top_p", self.top_p, minimum=0.0, maximum=1.0, min_open=True)
+        if self.min_p is not None:
+            check_float("min_p", self.min_p, minimum=0.0, maximum=1.0)
+        if self.epsilon is not None:
+            check_float("epsilon", self.epsilon, minimum=0.0, maximum=1.0, min_open=True, max_open=True)
+        check_int("start", self.start, minimum=0)
+        check_float("dry_multiplier", self.dry_multiplier, minimum=0.0)  # 0 turns DRY off
+        check_float("dry_base", self.dry_base, minimum=1.0)
+        check_int("dry_allowed_length", self.dry_allowed_length, minimum=1)
+        check_int("dry_window", self.dry_window, minimum=2)
+        self.sequence_breakers = _check_breakers(self.sequence_breakers)
+        self.protected_token_ids = tuple(as_token_ids(self.protected_token_ids, "protected_token_ids", True))
+        check_choice("loop_action", self.loop_action, LOOP_ACTIONS)
+        check_int("loop_window", self.loop_window, minimum=2, maximum=MAX_WINDOW)
+        try:  # the loop rule: its own argument names, except window
+            self.detector()
+        except ValueError as error:
+            raise ValueError(f"NoLoopConfig(loop_window={self.loop_window}): {error}") from None
+        self.build([0], sequence_breakers=())  # every enabled component, now rather than at build time
 
     def build(self, tokenizer_or_eos_ids: Any, sequence_breakers: tuple | None = None) -> NoLoopComponents:
         """Processor and stopping-criteria lists for ``generate(logits_processor=, stopping_criteria=)``.
@@ -137,7 +164,7 @@ class NoLoopConfig:
         string breakers encoded with it) or the eos id(s) (breakers must then be ids). Order: DRY,
         consistent truncation, loop eos, floor last.
         """
-        breakers = self.sequence_breakers if sequence_breakers is None else sequence_breakers
+        breakers = self.sequence_breakers if sequence_breakers is None else _check_breakers(sequence_breakers)
         eos, protected, breaker_ids = _resolve(tokenizer_or_eos_ids, breakers)
         protected = sorted({*protected, *eos, *self.protected_token_ids})
         procs: list = []
@@ -177,6 +204,18 @@ class NoLoopConfig:
             self.loop_window,
             self.min_loop_tokens,
         )
+
+
+def _check_breakers(value: Any) -> tuple[str | int, ...] | None:
+    """``value`` (None, or an iterable of strings and token ids >= 0) as a tuple."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"sequence_breakers must be a tuple of strings or token ids, got {value!r}")
+    return tuple(
+        item if isinstance(item, str) else check_int(f"sequence_breakers[{index}]", item, minimum=0)
+        for index, item in enumerate(value)
+    )
 
 
 def _resolve(tokenizer_or_eos_ids: Any, breakers: tuple) -> tuple[list[int], list[int], list[int]]:

@@ -13,9 +13,13 @@ from collections.abc import Iterable
 import torch
 from transformers import LogitsProcessor
 
+from hfplug.validation import check_float, check_int
+
 from ._selection import keep_at_least, kth_largest, sorted_values
-from ._utils import Clocked, PromptClock, as_token_ids, check_int, check_positive
+from ._utils import Clocked, PromptClock, as_token_ids, check_vocabulary
 from .stopping_criteria import LoopDetector
+
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 def _check_finite(row_max: torch.Tensor, where: str) -> None:
@@ -26,23 +30,36 @@ def _check_finite(row_max: torch.Tensor, where: str) -> None:
         raise ValueError(f"{where}: scores hold NaN or +inf in rows {rows}; the model output is not finite")
 
 
+def _check_eos_in_vocabulary(component, scores: torch.Tensor) -> None:
+    """The first call with scores of a new width checks that ``component.eos_token_id`` are columns."""
+    if scores.shape[-1] != component._vocab_size:
+        component._vocab_size = check_vocabulary(component.eos_token_id, "eos_token_id", scores.shape[-1])
+
+
 class _ConsistentWarper(LogitsProcessor):
     """Truncation warper that never removes eos: V'_t = V_t ∪ {eos}, eos keeps its own logit.
 
     A subclass gives, per row, the smallest score it keeps (:meth:`_threshold`); every token scoring at
     least that much is kept, so tokens tied at the boundary are all kept (transformers keeps some of them,
-    in its sort's order).
+    in its sort's order). A row holding NaN or +inf raises ValueError (no distribution to truncate);
+    -inf scores are banned tokens and stay banned.
     """
 
     def __init__(self, eos_token_id: int | list[int], filter_value: float, min_tokens_to_keep: int) -> None:
         self.eos_token_id = as_token_ids(eos_token_id, "eos_token_id")
-        self.filter_value = filter_value
-        self.min_tokens_to_keep = check_int(min_tokens_to_keep, "min_tokens_to_keep", 1)
+        # -inf (default) or a float32 number; NaN or +inf would make dropped tokens undefined or the likeliest
+        self.filter_value = check_float("filter_value", filter_value, maximum=_FLOAT32_MAX, allow_inf=True)
+        if self.filter_value != -math.inf:
+            check_float("filter_value", filter_value, minimum=-_FLOAT32_MAX, maximum=_FLOAT32_MAX)
+        self.min_tokens_to_keep = check_int("min_tokens_to_keep", min_tokens_to_keep, minimum=1)
+        self._vocab_size: int | None = None
 
     def _threshold(self, scores: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        _check_eos_in_vocabulary(self, scores)
+        _check_finite(scores.amax(dim=-1), type(self).__name__)
         out = keep_at_least(scores, self._threshold(scores), self.filter_value)
         out[:, self.eos_token_id] = scores[:, self.eos_token_id]
         return out
@@ -62,7 +79,7 @@ class ConsistentTopKLogitsWarper(_ConsistentWarper):
         min_tokens_to_keep: int = 1,
     ) -> None:
         super().__init__(eos_token_id, filter_value, min_tokens_to_keep)
-        self.top_k = max(check_int(top_k, "top_k", 1), self.min_tokens_to_keep)
+        self.top_k = max(check_int("top_k", top_k, minimum=1), self.min_tokens_to_keep)
 
     def _threshold(self, scores: torch.Tensor) -> torch.Tensor:
         return kth_largest(scores, min(self.top_k, scores.shape[-1]))
@@ -85,9 +102,7 @@ class ConsistentTopPLogitsWarper(_ConsistentWarper):
         min_tokens_to_keep: int = 1,
     ) -> None:
         super().__init__(eos_token_id, filter_value, min_tokens_to_keep)
-        if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p must be a float in (0, 1], got {top_p!r}")
-        self.top_p = float(top_p)
+        self.top_p = check_float("top_p", top_p, minimum=0.0, maximum=1.0, min_open=True)
 
     def _threshold(self, scores: torch.Tensor) -> torch.Tensor:
         ascending = sorted_values(scores)
@@ -114,9 +129,7 @@ class ConsistentMinPLogitsWarper(_ConsistentWarper):
         min_tokens_to_keep: int = 1,
     ) -> None:
         super().__init__(eos_token_id, filter_value, min_tokens_to_keep)
-        if isinstance(min_p, bool) or not isinstance(min_p, (int, float)) or not 0.0 <= min_p <= 1.0:
-            raise ValueError(f"min_p must be a float in [0, 1], got {min_p!r}")
-        self.min_p = float(min_p)
+        self.min_p = check_float("min_p", min_p, minimum=0.0, maximum=1.0)
 
     def _threshold(self, scores: torch.Tensor) -> torch.Tensor:
         log_min_p = math.log(self.min_p) if self.min_p > 0.0 else -math.inf
@@ -143,12 +156,11 @@ class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
     """
 
     def __init__(self, epsilon: float, eos_token_id: int | list[int], start: int = 0) -> None:
-        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0.0 < epsilon < 1.0:
-            raise ValueError(f"epsilon must be a float in the open interval (0, 1), got {epsilon!r}")
-        self.epsilon = float(epsilon)
+        self.epsilon = check_float("epsilon", epsilon, minimum=0.0, maximum=1.0, min_open=True, max_open=True)
         self.eos_token_id = as_token_ids(eos_token_id, "eos_token_id")
-        self.start = check_int(start, "start", 0)
+        self.start = check_int("start", start, minimum=0)
         self._clock = PromptClock()
+        self._vocab_size: int | None = None
         self.raised: list[torch.Tensor] = []
 
     def floor(self, token_index: int) -> float:
@@ -166,6 +178,7 @@ class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
         return self.start + k
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        _check_eos_in_vocabulary(self, scores)
         generated, new = self._clock.step(input_ids)
         if new:
             self.raised = []
@@ -236,18 +249,15 @@ class DRYLogitsProcessor(LogitsProcessor):
         protected_token_ids: Iterable[int] = (),
         max_exponent: int | None = None,
     ) -> None:
-        self.multiplier = check_positive(multiplier, "multiplier")
-        base = check_positive(base, "base")
-        if base < 1.0:
-            raise ValueError(f"base must be >= 1 (the penalty grows with the match length), got {base!r}")
-        self.base = base
-        self.allowed_length = check_int(allowed_length, "allowed_length", 1)
-        self.window = check_int(window, "window", 2)
-        self.sequence_breaker_ids = as_token_ids(list(sequence_breaker_ids), "sequence_breaker_ids", True)
-        self.protected_token_ids = as_token_ids(list(protected_token_ids), "protected_token_ids", True)
+        self.multiplier = check_float("multiplier", multiplier, minimum=0.0, min_open=True)
+        self.base = check_float("base", base, minimum=1.0)  # the penalty grows with the match length
+        self.allowed_length = check_int("allowed_length", allowed_length, minimum=1)
+        self.window = check_int("window", window, minimum=2)
+        self.sequence_breaker_ids = as_token_ids(sequence_breaker_ids, "sequence_breaker_ids", True)
+        self.protected_token_ids = as_token_ids(protected_token_ids, "protected_token_ids", True)
         if max_exponent is None:  # base ** e reaches 1e4: the penalty is a ban in practice, and finite
-            max_exponent = math.ceil(math.log(1e4) / math.log(base)) if base > 1.0 else 0
-        self.max_exponent = check_int(max_exponent, "max_exponent", 0)
+            max_exponent = math.ceil(math.log(1e4) / math.log(self.base)) if self.base > 1.0 else 0
+        self.max_exponent = check_int("max_exponent", max_exponent, minimum=0)
         self._penalties: dict[tuple, torch.Tensor] = {}
         self._orders: dict[torch.device, torch.Tensor] = {}
         self._protected: dict[torch.device, torch.Tensor] = {}
@@ -256,8 +266,9 @@ class DRYLogitsProcessor(LogitsProcessor):
         """Penalty by match length L (0 .. allowed_length + max_exponent, the longest length measured):
         ``multiplier * base ** min(L - allowed_length, max_exponent)`` for L >= allowed_length, else 0."""
         key = (dtype, device)
-        if key not in self._penalties:
-            length = torch.arange(self.allowed_length + self.max_exponent + 1, device=device)
+        if key not in self._penalties:  # a match is at most window - 1 tokens long: no longer table
+            longest = min(self.allowed_length + self.max_exponent, self.window - 1)
+            length = torch.arange(longest + 1, device=device)
             exponent = (length - self.allowed_length).clamp(min=0, max=self.max_exponent).to(dtype)
             penalty = torch.where(length >= self.allowed_length, self.multiplier * self.base**exponent, 0.0)
             self._penalties[key] = penalty.to(dtype)
@@ -363,9 +374,11 @@ class LoopEOSLogitsProcessor(Clocked, LogitsProcessor):
         self.eos_token_id = as_token_ids(eos_token_id, "eos_token_id")
         self.detector = LoopDetector(min_pattern_size, max_pattern_size, min_count, window, min_loop_tokens)
         self._clock = PromptClock()
+        self._vocab_size: int | None = None
         self.forced: list[torch.Tensor] = []
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        _check_eos_in_vocabulary(self, scores)
         generated, new = self._clock.step(input_ids)
         if new:
             self.forced = []

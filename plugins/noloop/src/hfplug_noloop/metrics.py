@@ -27,6 +27,7 @@ from hfplug.metrics.ngrams import (
     truncate_at_eos,
 )
 
+from ._utils import as_token_ids
 from .stopping_criteria import LoopDetector
 
 __all__ = ["distinct_n", "loop_rate", "non_termination_ratio", "rep_n", "seq_rep_n", "truncate_at_eos"]
@@ -37,12 +38,16 @@ def loop_rate(
     eos_token_id: int | list[int] | None = None,
     detector: LoopDetector | None = None,
 ) -> float:
-    """Fraction of sequences (cut at eos when ``eos_token_id`` is given) that contain a loop anywhere."""
-    detector = detector or LoopDetector()
+    """Fraction of sequences (cut at eos when ``eos_token_id`` is given) that contain a loop anywhere;
+    ``detector`` defaults to ``LoopDetector()`` (periods 1..64, >= 4 copies, >= 16 tokens, window 512)."""
+    if detector is None:
+        detector = LoopDetector()
+    elif not isinstance(detector, LoopDetector):
+        raise TypeError(f"detector must be a LoopDetector or None, got {type(detector).__name__}")
     sequences = list(sequences)
     if not sequences:
         raise ValueError("sequences is empty")
     if eos_token_id is not None:
-        sequences = truncate_at_eos(sequences, eos_token_id)
+        sequences = truncate_at_eos(sequences, as_token_ids(eos_token_id, "eos_token_id"))
     looped = [detector.first_loop_end(as_id_list(sequence)) is not None for sequence in sequences]
     return sum(looped) / len(looped)

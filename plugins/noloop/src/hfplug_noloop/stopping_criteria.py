@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from transformers import StoppingCriteria
 
-from ._utils import Clocked, PromptClock, as_token_ids, check_int
+from hfplug.validation import check_int
+
+from ._utils import Clocked, PromptClock, as_token_ids, check_vocabulary
+
+MAX_WINDOW = 8192  # longest loop span checked; the comparison tables grow as window ** 2 / min_count
+_CHUNK_ELEMENTS = 2**24  # comparisons per chunk of periods (one bool each): bounds the temporary memory
+
+
+class _Tables(NamedTuple):
+    """What :meth:`LoopDetector.__call__` needs for the periods whose loops fit in ``limit`` tokens."""
+
+    periods: torch.Tensor  # (P,) min_pattern_size .. the longest period fitting the limit
+    spans: torch.Tensor  # (P,) tokens a loop of each period covers
+    relevant: torch.Tensor  # (P, J / 8) int64 words of bytes 0 / 1: check j counts for the period
+    tail: int  # input columns read
+    checks: int  # J, a multiple of 8
+    width: int  # reversed tail, padded for the strided views
 
 
 class LoopDetector:
@@ -16,7 +33,10 @@ class LoopDetector:
     ``c(p) = max(min_count, ceil(min_loop_tokens / p))`` and ``p * c(p) <= window``.
 
     Only generated tokens count (the prompt never does). The check is vectorised over rows and periods:
-    one ``(rows, periods, p_max * (c - 1))`` comparison, O(window) per step whatever the context length.
+    one ``(rows, periods, p_max * (c - 1))`` comparison (in chunks of at most 2^24 elements), O(window)
+    per step whatever the context length. Its tables are built on first use, for the periods that fit
+    in the tokens generated so far (rounded up to a power of two), so memory follows the input, not the
+    arguments. Every argument is an integer <= ``MAX_WINDOW`` (8,192).
     """
 
     def __init__(
@@ -27,11 +47,11 @@ class LoopDetector:
         window: int = 512,
         min_loop_tokens: int = 16,
     ) -> None:
-        check_int(min_pattern_size, "min_pattern_size", 1)
-        check_int(max_pattern_size, "max_pattern_size", 1)
-        check_int(min_count, "min_count", 2)
-        check_int(window, "window", 2)
-        check_int(min_loop_tokens, "min_loop_tokens", 0)
+        min_pattern_size = check_int("min_pattern_size", min_pattern_size, minimum=1, maximum=MAX_WINDOW)
+        max_pattern_size = check_int("max_pattern_size", max_pattern_size, minimum=1, maximum=MAX_WINDOW)
+        min_count = check_int("min_count", min_count, minimum=2, maximum=MAX_WINDOW)
+        window = check_int("window", window, minimum=2, maximum=MAX_WINDOW)
+        min_loop_tokens = check_int("min_loop_tokens", min_loop_tokens, minimum=0, maximum=MAX_WINDOW)
         if min_pattern_size > max_pattern_size:
             raise ValueError(
                 f"min_pattern_size ({min_pattern_size}) must be <= max_pattern_size ({max_pattern_size})"
@@ -50,53 +70,86 @@ class LoopDetector:
         self.min_count, self.window, self.min_loop_tokens = min_count, window, min_loop_tokens
         self.periods, self.spans = periods, spans
         self.tail = int(spans.max())
-        checks = int((spans - periods).max())  # comparisons x[T - j] == x[T - j - p], j < p * (c - 1)
+        self._shortest = int(spans.min())  # fewer generated tokens than this: no loop yet
         self._head = min(4, int((spans - periods).min()))  # checks every period makes
-        self._checks = -(-checks // 8) * 8  # a multiple of 8: the (P, J) bool rows are read as int64 words
-        self._width = max(self.tail, max_pattern_size + self._checks)  # reversed tail, padded for the views
-        relevant = torch.arange(self._checks)[None, :] < (spans - periods)[:, None]  # (P, J)
-        self._relevant = relevant.to(torch.uint8).view(torch.int64)  # (P, J / 8), bytes 0 / 1
+        self._tables: dict[tuple[int, torch.device], _Tables] = {}
+
+    def _tables_for(self, limit: int, device: torch.device) -> _Tables | None:
+        """Tables for the periods whose span is <= ``limit`` (a power of two or ``self.tail``)."""
+        key = (limit, device)
+        if key not in self._tables:
+            fits = torch.nonzero(self.spans <= limit).flatten()
+            if not fits.numel():
+                return None
+            count = int(fits[-1]) + 1  # periods min .. the longest fitting one (longer spans masked later)
+            periods, spans = self.periods[:count], self.spans[:count]
+            tail = int(spans[spans <= limit].max())
+            checks = -(-int((spans - periods).max()) // 8) * 8  # x[T - j] == x[T - j - p], j < p (c - 1)
+            relevant = torch.arange(checks)[None, :] < (spans - periods)[:, None]  # (P, J)
+            self._tables[key] = _Tables(
+                periods.to(device),
+                spans.to(device),
+                relevant.to(torch.uint8).view(torch.int64).to(device),
+                tail,
+                checks,
+                max(tail, int(periods[-1]) + checks),
+            )
+        return self._tables[key]
 
     def __call__(self, input_ids: torch.LongTensor, num_generated: int | torch.Tensor) -> torch.LongTensor:
         """Period of the loop ending each row (0 = no loop); ``num_generated`` (an int or one per row) is
         how many of the last tokens were generated."""
         rows = input_ids.shape[0]
         device = input_ids.device
-        if isinstance(num_generated, int) and num_generated < int(self.spans.min()):
-            return torch.zeros(rows, dtype=torch.long, device=device)
-        if self._relevant.device != device:
-            self.periods, self.spans, self._relevant = (
-                t.to(device) for t in (self.periods, self.spans, self._relevant)
-            )
+        none = torch.zeros(rows, dtype=torch.long, device=device)
+        if rows == 0:
+            return none
+        most = num_generated if isinstance(num_generated, int) else int(torch.as_tensor(num_generated).max())
+        most = min(most, input_ids.shape[1])  # a loop longer than the input cannot be found
+        if most < self._shortest:
+            return none
+        limit = min(self.tail, 1 << (most - 1).bit_length())
+        tables = self._tables_for(limit, device)
         # reversed tail: rev[:, j] = x[T - j], padded with -1 (padding is never "generated")
-        rev = input_ids[:, -self.tail :].flip(1)
-        rev = torch.nn.functional.pad(rev, (0, self._width - rev.shape[1]), value=-1)
+        rev = input_ids[:, -tables.tail :].flip(1)
+        rev = torch.nn.functional.pad(rev, (0, tables.width - rev.shape[1]), value=-1)
         # shifted[:, p - p_min, j] = rev[:, j + p] = x[T - j - p]: a strided view, no gather
-        shifted = rev.unfold(1, self._checks, 1)[:, self.min_pattern_size : self.max_pattern_size + 1]
+        last_period = int(tables.periods[-1])
+        shifted = rev.unfold(1, tables.checks, 1)[:, self.min_pattern_size : last_period + 1]
         # necessary condition first: the first few checks of some (row, period) all hold
         head = self._head
         if not bool((shifted[:, :, :head] == rev[:, None, :head]).all(-1).any()):
-            return torch.zeros(rows, dtype=torch.long, device=device)
-        mismatch = torch.empty(shifted.shape, dtype=torch.bool, device=device)  # contiguous
-        torch.ne(shifted, rev[:, None, : self._checks], out=mismatch)
-        # any relevant mismatch, eight bytes (0 / 1, so every word is >= 0) at a time
-        found = (mismatch.view(torch.int64) & self._relevant).amax(-1) == 0  # (R, P)
+            return none
+        chunk = max(1, _CHUNK_ELEMENTS // (rows * tables.checks))
+        found = []
+        for lo in range(0, shifted.shape[1], chunk):
+            part = shifted[:, lo : lo + chunk]
+            mismatch = torch.empty(part.shape, dtype=torch.bool, device=device)  # contiguous
+            torch.ne(part, rev[:, None, : tables.checks], out=mismatch)
+            # any relevant mismatch, eight bytes (0 / 1, so every word is >= 0) at a time
+            relevant = tables.relevant[lo : lo + chunk]
+            found.append((mismatch.view(torch.int64) & relevant).amax(-1) == 0)  # (R, chunk)
+        found = torch.cat(found, dim=1) if len(found) > 1 else found[0]
         if isinstance(num_generated, int):
-            if num_generated < self.tail:
-                found &= self.spans <= num_generated
+            found &= tables.spans <= num_generated
         else:
-            found &= self.spans[None, :] <= torch.as_tensor(num_generated, device=device).reshape(-1, 1)
-        first = torch.where(found, self.periods, self.max_pattern_size + 1).amin(-1)
+            found &= tables.spans[None, :] <= torch.as_tensor(num_generated, device=device).reshape(-1, 1)
+        first = torch.where(found, tables.periods, self.max_pattern_size + 1).amin(-1)
         return torch.where(first <= self.max_pattern_size, first, 0)
 
     def first_loop_end(self, tokens: torch.Tensor | list[int]) -> int | None:
         """Smallest t such that the generated tokens ``tokens[:t]`` end with a loop, or None."""
         seq = torch.as_tensor(tokens, dtype=torch.long).reshape(-1)
-        if seq.numel() < int(self.spans.min()):
+        if seq.numel() < self._shortest:
             return None
         windows = torch.nn.functional.pad(seq, (self.tail - 1, 0), value=-1).unfold(0, self.tail, 1)
-        hits = torch.nonzero(self(windows, torch.arange(1, seq.numel() + 1)) > 0).flatten()
-        return int(hits[0]) + 1 if hits.numel() else None
+        block = max(1, _CHUNK_ELEMENTS // (8 * self.tail))  # prefixes per call: bounded temporaries
+        for lo in range(0, seq.numel(), block):
+            ends = torch.arange(lo + 1, min(seq.numel(), lo + block) + 1)
+            hits = torch.nonzero(self(windows[lo : lo + block], ends) > 0).flatten()
+            if hits.numel():
+                return lo + int(hits[0]) + 1
+        return None
 
     def describe(self) -> str:
         return (
@@ -132,8 +185,15 @@ class LoopStoppingCriteria(Clocked, StoppingCriteria):
         self.eos_token_id = as_token_ids(eos_token_id, "eos_token_id", allow_empty=True)
         self._eos = torch.tensor(self.eos_token_id, dtype=torch.long)
         self._clock = PromptClock(offset=1)
+        self._vocab_size: int | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        # generate passes the scores only with output_scores=True (a tuple, one tensor per step): only
+        # then is the vocabulary known to check eos_token_id against
+        if isinstance(scores, (tuple, list)):
+            scores = scores[0] if scores else None
+        if isinstance(scores, torch.Tensor) and scores.dim() and scores.shape[-1] != self._vocab_size:
+            self._vocab_size = check_vocabulary(self.eos_token_id, "eos_token_id", scores.shape[-1])
         num_generated, new = self._clock.step(input_ids)
         rows = input_ids.shape[0]
         if new:
@@ -153,7 +213,8 @@ class LoopStoppingCriteria(Clocked, StoppingCriteria):
         return fired
 
     def report(self) -> list[dict]:
-        """Rows stopped by a loop in the last ``generate`` call: ``{"row", "period", "generated_tokens",
+        """Rows stopped by a loop since the count started (the last ``generate`` call, or the first of a
+        chain of calls fed each other's output): ``{"row", "period", "generated_tokens",
         "reason"}``. Rows are the rows ``generate`` passed (batch x num_return_sequences for greedy and
         sampling; candidate beams for beam search)."""
         if self._clock.prompt_length is None:
