@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from hfplug.losses import TrainerLoss, reduce_loss
 from hfplug.validation import check_bool, check_choice, check_float, check_int
 
-from .priors import CountsLike, as_counts, class_counts, class_priors, class_weights
+from .priors import CountsLike, _class_priors, _class_weights, as_counts, class_counts, class_weights
 
 ACTIVATIONS = ("softmax", "sigmoid")
 
@@ -41,21 +41,29 @@ _FAST_EXTENT = 80.0
 # Exponents (focal gamma, Dice alpha) above this only underflow (1 - p)**gamma to 0 in float32 while
 # gamma * log(1 - p) overflows in the gradients; the papers use 0..5.
 MAX_EXPONENT = 100.0
+# Class weights and alpha multiply the loss: above this they only push it towards float32 overflow
+# (``class_weights`` normalises to sum C; inverse frequencies of a 1e8 : 1 tail stay below it).
+MAX_WEIGHT = 1e8
+# Offsets and scales of the logits (tau * |log prior|, LDAM's scale and margin): 1e4 is far beyond any
+# useful setting (tau ~ 1, s = 30, margin 0.5) and keeps the per-target loss far from float32 overflow.
+MAX_LOGIT_SHIFT = 1e4
 _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
-def _float32(name: str, values: torch.Tensor) -> torch.Tensor:
-    """``values`` (finite float64) as float32; an entry beyond float32's range is an error naming it."""
-    big = (values.abs() > _FLOAT32_MAX).nonzero()
+def _float32(name: str, values: torch.Tensor, maximum: float = _FLOAT32_MAX) -> torch.Tensor:
+    """``values`` (finite float64) as float32; an entry with ``|v| > maximum`` (default: float32's range)
+    is an error naming it."""
+    flat = values.reshape(-1)
+    big = (flat.abs() > maximum).nonzero()
     if big.numel():
-        index = tuple(big[0].tolist())
-        where = f"{name}[{', '.join(map(str, index))}]" if index else name
-        raise ValueError(f"{where} = {values[index].item():g} overflows float32 (largest {_FLOAT32_MAX:g})")
+        index = int(big[0])
+        where = f"{name}[{index}]" if values.dim() else name
+        raise ValueError(f"{where} must be at most {maximum:g} in magnitude, got {flat[index].item():g}")
     return values.float()
 
 
 def _check_num_items(value: Any) -> None:
-    """``num_items_in_batch``: None, or a real number / one-element tensor that is finite and ``>= 0``."""
+    """``num_items_in_batch``: None, or a real number / one-element tensor: finite, and 0 or ``>= 1``."""
     if value is None:
         return
     if isinstance(value, torch.Tensor):
@@ -66,7 +74,9 @@ def _check_num_items(value: Any) -> None:
                 f"num_items_in_batch must be one number (a scalar tensor), got shape {tuple(value.shape)}"
             )
         value = value.item()
-    check_float("num_items_in_batch", value, minimum=0.0)
+    count = check_float("num_items_in_batch", value, minimum=0.0)
+    if 0 < count < 1:
+        raise ValueError(f"num_items_in_batch must be 0 or a count >= 1, got {count!r}")
 
 
 def _per_class(buffer: torch.Tensor, num_classes: int, name: str, like: torch.Tensor) -> torch.Tensor:
@@ -347,7 +357,7 @@ def _multilabel_ce(
     is ignored, ``extent``: ``max |s|``. When ``extent + log C <= 80`` no exponential or row sum can
     overflow and the sums are taken as they are; otherwise each group is shifted by its own max (floored
     at 0, the implicit 0 logit). Ignored entries get -inf and drop out of both groups. Float arithmetic on
-    ``y`` in two [..., C] buffers instead of boolean masks (several times faster on CPU).
+    ``y`` in two [..., C] buffers instead of boolean masks (several times faster on CPU) on the common path.
     """
     buffer = torch.rsub(y, 1.0)
     if torch.dot(y.reshape(-1), buffer.reshape(-1)) > 0:  # some y strictly inside (0, 1)
@@ -363,9 +373,10 @@ def _multilabel_ce(
         d_pos, d_neg = e_pos.sum(-1).add_(1.0), e_neg.sum(-1).add_(1.0)
         loss = d_pos.log() + d_neg.log()
     else:
-        below = -2.0 * extent - 1.0  # added to one group: below every entry of the other
-        m_pos = torch.add(t, buffer, alpha=below, out=buffer).amax(-1).clamp_(min=0.0)
-        m_neg = torch.add(t, y, alpha=below, out=buffer).amax(-1).clamp_(min=0.0)
+        # group maxima through masks: an additive offset below every entry overflows float32 for huge |s|
+        positive = y > 0  # exact: y is 0 or 1
+        m_pos = torch.where(positive, t, -math.inf).amax(-1).clamp_(min=0.0)
+        m_neg = torch.where(positive, -math.inf, t).amax(-1).clamp_(min=0.0)
         e = t.sub_(torch.lerp(m_neg[..., None], m_pos[..., None], y, out=buffer)).exp_()
         e_pos = torch.mul(e, y, out=buffer)
         e_neg = e.sub_(e_pos)  # exact: y is 0 or 1
@@ -648,9 +659,9 @@ class WeightedCrossEntropyLoss(_FromCounts, _SoftmaxLoss):
         if weights is not None:
             values = as_counts(weights, "weights")
         else:
-            values = class_weights(class_counts, weighting, beta=beta, smoothing=smoothing)
+            values = _class_weights(class_counts, "class_counts", weighting, beta, smoothing)
         self.weighting = weighting if weights is None else "given"
-        self.register_buffer("class_weight", _float32("weights", values))
+        self.register_buffer("class_weight", _float32("weights", values, MAX_WEIGHT))
 
     def weights(self, logits: torch.Tensor) -> torch.Tensor:
         return _per_class(self.class_weight, logits.shape[-1], "class_weight", logits)
@@ -703,7 +714,7 @@ class FocalLoss(_FromCounts, _ImbalanceLoss):
                 values = as_counts(alpha, "alpha")
             if sigmoid and (values > 1).any():
                 raise ValueError(f"with activation='sigmoid' alpha must be in [0, 1], got {alpha!r}")
-            self.register_buffer("alpha", _float32("alpha", values))
+            self.register_buffer("alpha", _float32("alpha", values, MAX_WEIGHT))
 
     @classmethod
     def _from_counts(
@@ -770,8 +781,8 @@ class LogitAdjustedLoss(_FromCounts, _SoftmaxLoss):
             label_smoothing=label_smoothing, ignore_index=ignore_index, check_finite=check_finite
         )
         self.tau = check_float("tau", tau, minimum=0.0)
-        log_priors = class_priors(priors, smoothing=smoothing).log()
-        _float32("tau * log(priors)", self.tau * log_priors)
+        log_priors = _class_priors(priors, "priors", smoothing).log()
+        _float32("tau * log(priors)", self.tau * log_priors, MAX_LOGIT_SHIFT)
         self.register_buffer("log_priors", log_priors.float())
 
     def adjust_logits(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -836,13 +847,14 @@ class LDAMLoss(_FromCounts, _SoftmaxLoss):
         super().__init__(
             label_smoothing=label_smoothing, ignore_index=ignore_index, check_finite=check_finite
         )
-        self.max_margin = check_float("max_margin", max_margin, minimum=0.0)
-        self.scale = check_float("scale", scale, minimum=0.0, min_open=True)
-        weights = class_weights(class_counts, "effective_number", beta=drw_beta, smoothing=smoothing)
+        self.max_margin = check_float("max_margin", max_margin, minimum=0.0, maximum=MAX_LOGIT_SHIFT)
+        self.scale = check_float("scale", scale, minimum=0.0, maximum=MAX_LOGIT_SHIFT, min_open=True)
+        weights = _class_weights(
+            class_counts, "class_counts", "effective_number", drw_beta, smoothing, "drw_beta"
+        )
         counts = as_counts(class_counts) + smoothing
         margins = counts.pow(-0.25)
         margins = margins * (self.max_margin / margins.max())
-        _float32("scale * max_margin", torch.tensor(self.scale * self.max_margin, dtype=torch.float64))
         self.register_buffer("margins", margins.float())
         self.register_buffer("drw_weights", weights.float())
         self.reweight = False

@@ -17,13 +17,13 @@ import torch
 
 from hfplug.validation import check_bool, check_float
 
-from .losses import _float32
-from .priors import CountsLike, class_counts, class_priors
+from .losses import MAX_LOGIT_SHIFT, _float32
+from .priors import CountsLike, _class_priors, class_counts
 
 
 def _log_priors(priors: CountsLike, tau: float, smoothing: float) -> torch.Tensor:
-    log_priors = class_priors(priors, smoothing=smoothing).log()
-    _float32("tau * log(priors)", tau * log_priors)
+    log_priors = _class_priors(priors, "priors", smoothing).log()
+    _float32("tau * log(priors)", tau * log_priors, MAX_LOGIT_SHIFT)
     return log_priors
 
 

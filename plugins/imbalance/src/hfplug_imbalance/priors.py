@@ -193,14 +193,19 @@ def as_counts(values: CountsLike, name: str = "class_counts") -> torch.Tensor:
     if negative.numel():
         c = int(negative[0])
         raise ValueError(f"{name}[{c}] = {counts[c].item():g} is negative; class {c} needs a count >= 0")
-    if counts.sum() <= 0:
+    total = float(counts.sum())
+    if total <= 0:
         raise ValueError(f"{name} sum to 0; at least one class needs a positive count")
+    if not math.isfinite(total):
+        raise ValueError(f"{name} sum to {total} (float64 overflow); scale the counts down")
     return counts
 
 
 def _positive_counts(values: CountsLike, name: str, smoothing: float, why: str) -> torch.Tensor:
     smoothing = check_float("smoothing", smoothing, minimum=0.0)
     counts = as_counts(values, name) + smoothing
+    if not math.isfinite(float(counts.sum())):
+        raise ValueError(f"smoothing={smoothing:g} added to every count of {name} overflows float64")
     zero = (counts == 0).nonzero()
     if zero.numel():
         c = int(zero[0])
@@ -213,7 +218,12 @@ def _positive_counts(values: CountsLike, name: str, smoothing: float, why: str) 
 
 def class_priors(counts: CountsLike, *, smoothing: float = 0.0) -> torch.Tensor:
     """Class priors ``pi_c = (n_c + smoothing) / sum(n + smoothing)`` (float64); a zero count is an error."""
-    counts = _positive_counts(counts, "priors", smoothing, "its log-prior would be -inf")
+    return _class_priors(counts, "counts", smoothing)
+
+
+def _class_priors(values: CountsLike, name: str, smoothing: float) -> torch.Tensor:
+    """:func:`class_priors` with errors naming the caller's argument ``name``."""
+    counts = _positive_counts(values, name, smoothing, "its log-prior would be -inf")
     return counts / counts.sum()
 
 
@@ -225,11 +235,16 @@ def class_weights(
     ``"inverse"``: ``w ∝ 1/n``; ``"sqrt_inverse"``: ``w ∝ 1/sqrt(n)``; ``"effective_number"``:
     ``w ∝ (1 - beta) / (1 - beta**n)`` with ``0 <= beta < 1`` (beta = 0 gives uniform weights).
     """
+    return _class_weights(counts, "counts", weighting, beta, smoothing)
+
+
+def _class_weights(
+    values: CountsLike, name: str, weighting: str, beta: float, smoothing: float, beta_name: str = "beta"
+) -> torch.Tensor:
+    """:func:`class_weights` with errors naming the caller's arguments ``name`` and ``beta_name``."""
     weighting = check_choice("weighting", weighting, WEIGHTINGS)
-    beta = check_float("beta", beta, minimum=0.0, maximum=1.0, max_open=True)
-    counts = _positive_counts(
-        counts, "class_counts", smoothing, f"{weighting!r} weighting divides by the count"
-    )
+    beta = check_float(beta_name, beta, minimum=0.0, maximum=1.0, max_open=True)
+    counts = _positive_counts(values, name, smoothing, f"{weighting!r} weighting divides by the count")
     if weighting == "inverse":
         raw = 1.0 / counts
     elif weighting == "sqrt_inverse":
