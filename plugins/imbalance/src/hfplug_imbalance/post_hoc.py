@@ -90,6 +90,8 @@ class PostHocLogitAdjuster:
 
     - ``Trainer(preprocess_logits_for_metrics=adjuster)``: evaluation metrics see adjusted logits;
     - ``adjuster(trainer.predict(ds).predictions)`` or ``adjuster.predict(logits)`` (class indices).
+
+    ``check_finite`` (default True): NaN / inf logits raise ``ValueError`` (see :func:`post_hoc_logit_adjust`).
     """
 
     def __init__(
