@@ -70,9 +70,16 @@ def make_trainer(tmp_path, model, callback, **overrides):
     return Trainer(model=model, args=args, train_dataset=Reviews(), callbacks=[callback])
 
 
-def test_registry_name_and_dict_spec(monkeypatch):
+@pytest.fixture
+def only_theseus(monkeypatch):
     monkeypatch.setenv("HFPLUG_PLUGINS", "theseus")  # other installed plugins are not under test here
     hfplug.plugins.reset()
+    yield
+    monkeypatch.undo()
+    hfplug.plugins.reset()  # later tests (other plugins' in the same session) load every plugin again
+
+
+def test_registry_name_and_dict_spec(only_theseus):
     callback = hfplug.get_callback(
         "theseus", scheduler={"type": "constant", "rate": 0.4, "replacing_steps": 10}
     )
