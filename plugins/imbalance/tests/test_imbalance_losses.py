@@ -426,9 +426,9 @@ def test_trainer_call_convention_and_buffers_follow_logits():
         (lambda: WeightedCrossEntropyLoss(), "exactly one of"),
         (lambda: LDAMLoss([3.0, 0.0, 1.0]), "class 1 has count 0"),
         (lambda: FocalLoss(activation="relu"), "activation must be one of"),
-        (lambda: FocalLoss(alpha=1.5, activation="sigmoid"), r"alpha must be in \[0, 1\]"),
+        (lambda: FocalLoss(alpha=1.5, activation="sigmoid"), r"alpha must be a finite number in \[0, 1\]"),
         (lambda: FocalLoss(label_smoothing=1.0), "label_smoothing"),
-        (lambda: DiceLoss(smooth=0.0), "smooth must be > 0"),
+        (lambda: DiceLoss(smooth=0.0), r"smooth must be a finite number in \(0, "),
         (lambda: WeightedCrossEntropyLoss([1.0, 2.0], "effective_number", beta=1.0), "beta"),
     ],
 )
@@ -462,6 +462,59 @@ def test_bad_calls_raise():
         MultiLabelCategoricalCrossEntropyLoss()(logits, torch.full((4, 4), 3))
     with pytest.raises(ValueError, match=r"multi-label targets must be 0, 1 or ignore_index=-100; got 0\.5"):
         MultiLabelCategoricalCrossEntropyLoss()(logits, torch.full((4, 4), 0.5))
+
+
+ALL_LOSSES = {**SOFTMAX_LOSSES, **SIGMOID_LOSSES}
+
+
+def _labels_for(name, logits, labels):
+    return labels if name in SOFTMAX_LOSSES else F.one_hot(labels, logits.shape[-1]).float()
+
+
+@pytest.mark.parametrize("name", sorted(ALL_LOSSES))
+@pytest.mark.parametrize(
+    "bad", [-4, -1, -0.5, float("nan"), float("inf"), torch.tensor(-4), torch.tensor([3, 4])]
+)
+def test_bad_num_items_in_batch_is_an_error_naming_it(name, bad):
+    logits, labels = _batch(6, 4)
+    with pytest.raises(ValueError, match=r"num_items_in_batch"):
+        ALL_LOSSES[name]()(logits, _labels_for(name, logits, labels), num_items_in_batch=bad)
+    with pytest.raises(TypeError, match=r"num_items_in_batch"):
+        ALL_LOSSES[name]()(logits, _labels_for(name, logits, labels), num_items_in_batch="6")
+
+
+@pytest.mark.parametrize("name", sorted(ALL_LOSSES))
+def test_num_items_in_batch_zero_means_no_target_in_the_step(name):
+    logits, labels = _batch(6, 4)
+    loss = ALL_LOSSES[name]()
+    targets = _labels_for(name, logits, labels)
+    ignored = torch.full_like(targets, -100)
+    x = logits.clone().requires_grad_(True)
+    value = loss(x, ignored, num_items_in_batch=0)  # the Trainer's count when every target is ignored
+    value.backward()
+    assert value.item() == 0.0 and torch.count_nonzero(x.grad) == 0
+    with pytest.raises(ValueError, match=r"num_items_in_batch=0 .* valid target"):
+        loss(logits, targets, num_items_in_batch=torch.tensor(0))
+
+
+@pytest.mark.parametrize("name", ["focal_sigmoid", "dice_sigmoid", "f1_weighted_ce_sigmoid", "multilabel_ce"])
+def test_sigmoid_losses_without_finiteness_check_do_not_warn(name):
+    import warnings
+
+    logits, labels = _batch(6, 4)
+    loss = ALL_LOSSES[name]()
+    loss.check_finite = False
+    x = logits.clone().requires_grad_(True)
+    always = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)  # torch warns once per process otherwise: every case must see it
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            value = loss(x, _labels_for(name, logits, labels))
+    finally:
+        torch.set_warn_always(always)
+    checked = ALL_LOSSES[name]()(logits, _labels_for(name, logits, labels))
+    assert value.item() == pytest.approx(checked.item(), rel=1e-6)
 
 
 # ---------------------------------------------------------------- hand-written backward passes

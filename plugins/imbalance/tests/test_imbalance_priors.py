@@ -115,6 +115,36 @@ def test_post_hoc_adjustment_on_tensors_arrays_and_trainer_tuples():
         adjuster(torch.zeros(2, 4))
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_post_hoc_adjustment_of_non_finite_logits_is_an_error_or_propagates_when_asked(bad):
+    logits = torch.tensor([[2.0, 1.0, 0.5], [0.0, 0.1, -0.2], [1.0, -1.0, 0.3]])
+    logits[1, 2] = bad
+    priors = [0.7, 0.2, 0.1]
+    adjuster = PostHocLogitAdjuster(priors)
+    for call in (
+        lambda: post_hoc_logit_adjust(logits, priors),
+        lambda: post_hoc_logit_adjust(logits.numpy(), priors),
+        lambda: adjuster(logits),
+        lambda: adjuster((logits, "hidden")),
+        lambda: adjuster.predict(logits),
+    ):
+        with pytest.raises(ValueError, match=r"logits: 1 of 9 values are NaN or inf \(first at \[1, 2\]\)"):
+            call()
+    # check_finite=False: element-wise, the non-finite entry stays what it was, the others are adjusted
+    expected = logits - torch.log(torch.tensor(priors))
+    got = post_hoc_logit_adjust(logits, priors, check_finite=False)
+    torch.testing.assert_close(got, expected, equal_nan=True)
+    assert PostHocLogitAdjuster(priors, check_finite=False)(logits)[1, 2].isnan() == math.isnan(bad)
+
+
+def test_post_hoc_adjustment_that_overflows_the_logits_dtype_is_an_error():
+    logits = torch.tensor([[0.0, 65504.0]], dtype=torch.float16)  # float16's largest value
+    with pytest.raises(ValueError, match=r"leaves the range of torch.float16 at \[0, 1\]"):
+        post_hoc_logit_adjust(logits, [1e8, 1.0])  # + 18.4 rounds to inf
+    with pytest.raises(ValueError, match="tau"):
+        PostHocLogitAdjuster([0.5, 0.5], tau=1e300)  # tau * log(0.5) is -inf
+
+
 def test_registry_names_and_drw_callback_switch():
     from transformers import TrainerState
 

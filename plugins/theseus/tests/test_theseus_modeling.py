@@ -211,11 +211,11 @@ def test_successor_from_another_checkpoint():
 
 
 def test_bad_input_errors():
-    with pytest.raises(ValueError, match=r"num_successor_layers must be in \[1, 4\)"):
+    with pytest.raises(ValueError, match=r"num_successor_layers must be an integer in \[1, 3\], got 4"):
         theseus_wrap(predecessor("bert", 4), 4)
     with pytest.raises(ValueError, match="num_successor_layers"):
         theseus_wrap(predecessor("bert", 4), 0)
-    with pytest.raises(TypeError, match="num_successor_layers must be an int"):
+    with pytest.raises(TypeError, match="num_successor_layers must be an integer"):
         theseus_wrap(predecessor("bert", 4), 2.0)
     with pytest.raises(ValueError, match="could not find the block list"):
         theseus_wrap(nn.Sequential(nn.Linear(2, 2), nn.ReLU()), 1)
@@ -229,12 +229,12 @@ def test_bad_input_errors():
         theseus_wrap(predecessor("bert", 4), 2, successor_init=[0, 9])
     with pytest.raises(ValueError, match="gate must be one of"):
         theseus_wrap(predecessor("bert", 4), 2, gate="batch")
-    with pytest.raises(ValueError, match=r"replacing_rate must be in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"replacing_rate must be a finite number in \(0, 1\]"):
         theseus_wrap(predecessor("bert", 4), 2, replacing_rate=0.0)
     for bad in (0.0, 1.5, float("nan"), -0.1):
-        with pytest.raises(ValueError, match=r"rate must be in \(0, 1\]"):
+        with pytest.raises(ValueError, match=r"rate must be a finite number in \(0, 1\]"):
             ConstantReplacementScheduler(bad)
-        with pytest.raises(ValueError, match=r"b must be in \(0, 1\]"):
+        with pytest.raises(ValueError, match=r"b must be a finite number in \(0, 1\]"):
             LinearReplacementScheduler(0.01, bad)
     with pytest.raises(ValueError, match="k must be"):
         LinearReplacementScheduler(float("inf"), 0.3)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from transformers import TrainerCallback
 
+from hfplug.validation import check_float
+
 from .losses import LDAMLoss
 
 
@@ -26,12 +28,10 @@ class LDAMDRWCallback(TrainerCallback):
             raise ValueError("pass at most one of start_epoch and start_fraction")
         if start_epoch is None and start_fraction is None:
             start_fraction = 0.8
-        if start_epoch is not None and not (isinstance(start_epoch, (int, float)) and start_epoch >= 0):
-            raise ValueError(f"start_epoch must be a number >= 0, got {start_epoch!r}")
-        if start_fraction is not None and not (
-            isinstance(start_fraction, (int, float)) and 0 <= start_fraction <= 1
-        ):
-            raise ValueError(f"start_fraction must be in [0, 1], got {start_fraction!r}")
+        if start_epoch is not None:
+            start_epoch = check_float("start_epoch", start_epoch, minimum=0.0)
+        if start_fraction is not None:
+            start_fraction = check_float("start_fraction", start_fraction, minimum=0.0, maximum=1.0)
         self.loss = loss
         self.start_epoch = start_epoch
         self.start_fraction = start_fraction

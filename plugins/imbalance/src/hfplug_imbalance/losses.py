@@ -9,20 +9,25 @@ Normalisation: ``sum(per-target loss) / num_items_in_batch`` when the Trainer pa
 accumulation and DDP equal one large batch), the mean over valid targets otherwise; an all-ignored batch
 gives 0 with a zero gradient. A target is a label (softmax), a label entry (sigmoid), or a row of the
 multi-label loss. Everything is computed in float32 through ``log_softmax`` / ``logsigmoid``-style
-primitives; NaN or inf logits raise ``ValueError`` (``check_finite=False`` skips that check).
+primitives; NaN or inf logits raise ``ValueError``, and so does a non-finite loss of finite logits (float32
+overflow); ``check_finite=False`` skips both checks and lets NaN propagate (a NaN logit of a counted target
+gives a NaN loss). ``num_items_in_batch`` must be a number or scalar tensor ``>= 0``; 0 (the Trainer's count
+when every target of the step is ignored) is accepted only when the batch has no valid target (loss 0).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from hfplug.losses import TrainerLoss, reduce_loss
+from hfplug.validation import check_bool, check_choice, check_float, check_int
 
-from .priors import CountsLike, as_counts, class_counts, class_priors, class_weights
+from .priors import CountsLike, _class_priors, _class_weights, as_counts, class_counts, class_weights
 
 ACTIVATIONS = ("softmax", "sigmoid")
 
@@ -33,21 +38,45 @@ _EPS = 1e-12
 _FAST_EXTENT = 80.0
 
 
-def _check_number(
-    value: Any, name: str, low: float, high: float = math.inf, high_open: bool = False
-) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and low <= value and (value < high if high_open else value <= high)
-    if not ok:
-        bound = f"[{low}, {high})" if high_open else f"[{low}, {high}]"
-        raise ValueError(f"{name} must be a number in {bound}, got {value!r}")
-    return float(value)
+# Exponents (focal gamma, Dice alpha) above this only underflow (1 - p)**gamma to 0 in float32 while
+# gamma * log(1 - p) overflows in the gradients; the papers use 0..5.
+MAX_EXPONENT = 100.0
+# Class weights and alpha multiply the loss: above this they only push it towards float32 overflow
+# (``class_weights`` normalises to sum C; inverse frequencies of a 1e8 : 1 tail stay below it).
+MAX_WEIGHT = 1e8
+# Offsets and scales of the logits (tau * |log prior|, LDAM's scale and margin): 1e4 is far beyond any
+# useful setting (tau ~ 1, s = 30, margin 0.5) and keeps the per-target loss far from float32 overflow.
+MAX_LOGIT_SHIFT = 1e4
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
-def _check_activation(activation: str) -> str:
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-    return activation
+def _float32(name: str, values: torch.Tensor, maximum: float = _FLOAT32_MAX) -> torch.Tensor:
+    """``values`` (finite float64) as float32; an entry with ``|v| > maximum`` (default: float32's range)
+    is an error naming it."""
+    flat = values.reshape(-1)
+    big = (flat.abs() > maximum).nonzero()
+    if big.numel():
+        index = int(big[0])
+        where = f"{name}[{index}]" if values.dim() else name
+        raise ValueError(f"{where} must be at most {maximum:g} in magnitude, got {flat[index].item():g}")
+    return values.float()
+
+
+def _check_num_items(value: Any) -> None:
+    """``num_items_in_batch``: None, or a real number / one-element tensor: finite, and 0 or ``>= 1``."""
+    if value is None:
+        return
+    if isinstance(value, torch.Tensor):
+        if value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"num_items_in_batch must be a count (a number >= 0), got a {value.dtype} tensor")
+        if value.numel() != 1:
+            raise ValueError(
+                f"num_items_in_batch must be one number (a scalar tensor), got shape {tuple(value.shape)}"
+            )
+        value = value.item()
+    count = check_float("num_items_in_batch", value, minimum=0.0)
+    if 0 < count < 1:
+        raise ValueError(f"num_items_in_batch must be 0 or a count >= 1, got {count!r}")
 
 
 def _per_class(buffer: torch.Tensor, num_classes: int, name: str, like: torch.Tensor) -> torch.Tensor:
@@ -129,7 +158,7 @@ def _extent(x: torch.Tensor, extent: float | None) -> float:
     """``max |x|`` (``extent`` when the finiteness check already computed it)."""
     if extent is not None or not x.numel():
         return extent or 0.0
-    low, high = torch.aminmax(x)
+    low, high = torch.aminmax(x.detach())  # a float, not a graph node: no autograd involvement
     return max(-float(low), float(high))
 
 
@@ -328,7 +357,7 @@ def _multilabel_ce(
     is ignored, ``extent``: ``max |s|``. When ``extent + log C <= 80`` no exponential or row sum can
     overflow and the sums are taken as they are; otherwise each group is shifted by its own max (floored
     at 0, the implicit 0 logit). Ignored entries get -inf and drop out of both groups. Float arithmetic on
-    ``y`` in two [..., C] buffers instead of boolean masks (several times faster on CPU).
+    ``y`` in two [..., C] buffers instead of boolean masks (several times faster on CPU) on the common path.
     """
     buffer = torch.rsub(y, 1.0)
     if torch.dot(y.reshape(-1), buffer.reshape(-1)) > 0:  # some y strictly inside (0, 1)
@@ -344,9 +373,10 @@ def _multilabel_ce(
         d_pos, d_neg = e_pos.sum(-1).add_(1.0), e_neg.sum(-1).add_(1.0)
         loss = d_pos.log() + d_neg.log()
     else:
-        below = -2.0 * extent - 1.0  # added to one group: below every entry of the other
-        m_pos = torch.add(t, buffer, alpha=below, out=buffer).amax(-1).clamp_(min=0.0)
-        m_neg = torch.add(t, y, alpha=below, out=buffer).amax(-1).clamp_(min=0.0)
+        # group maxima through masks: an additive offset below every entry overflows float32 for huge |s|
+        positive = y > 0  # exact: y is 0 or 1
+        m_pos = torch.where(positive, t, -math.inf).amax(-1).clamp_(min=0.0)
+        m_neg = torch.where(positive, -math.inf, t).amax(-1).clamp_(min=0.0)
         e = t.sub_(torch.lerp(m_neg[..., None], m_pos[..., None], y, out=buffer)).exp_()
         e_pos = torch.mul(e, y, out=buffer)
         e_neg = e.sub_(e_pos)  # exact: y is 0 or 1
@@ -512,10 +542,8 @@ class _ImbalanceLoss(TrainerLoss):
 
     def __init__(self, *, ignore_index: int = -100, check_finite: bool = True) -> None:
         super().__init__()
-        if not isinstance(ignore_index, int) or isinstance(ignore_index, bool):
-            raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
-        self.ignore_index = ignore_index
-        self.check_finite = bool(check_finite)
+        self.ignore_index = check_int("ignore_index", ignore_index)
+        self.check_finite = check_bool("check_finite", check_finite)
 
     def per_item(
         self, logits: torch.Tensor, labels: Any, extent: float | None
@@ -530,6 +558,7 @@ class _ImbalanceLoss(TrainerLoss):
     def loss(self, logits: torch.Tensor, labels: Any, num_items_in_batch: Any = None) -> torch.Tensor:
         if not isinstance(logits, torch.Tensor):
             raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+        _check_num_items(num_items_in_batch)
         extent = None
         if self.check_finite and logits.numel():
             # one reduction instead of torch.isfinite (3 passes): a NaN or inf shows up in the min or max
@@ -544,7 +573,22 @@ class _ImbalanceLoss(TrainerLoss):
         per_item, valid = self.per_item(logits, labels, extent)
         if valid is not None and valid.all():  # one cheap pass instead of a masked sum and its backward
             valid = None
-        return reduce_loss(per_item, valid, self._items(num_items_in_batch, logits))
+        if num_items_in_batch is not None and float(num_items_in_batch) == 0:
+            count = per_item.numel() if valid is None else int(valid.sum())
+            if count:
+                raise ValueError(
+                    f"num_items_in_batch=0 (no target in the optimizer step) but this batch has {count} valid "
+                    "target(s); pass the number of targets, or None for the mean over valid targets"
+                )
+        result = reduce_loss(per_item, valid, self._items(num_items_in_batch, logits))
+        if extent is not None:  # finite logits were checked: a non-finite loss is a float32 overflow
+            value = float(result.detach())
+            if not math.isfinite(value):
+                raise ValueError(
+                    f"the loss of finite logits is {value} (max |logit| = {extent:g}): {type(self).__name__} "
+                    "overflowed float32; the logits are too large for this loss and its settings"
+                )
+        return result
 
 
 class _SoftmaxLoss(_ImbalanceLoss):
@@ -553,7 +597,9 @@ class _SoftmaxLoss(_ImbalanceLoss):
 
     def __init__(self, *, label_smoothing: float = 0.0, ignore_index: int = -100, check_finite: bool = True):
         super().__init__(ignore_index=ignore_index, check_finite=check_finite)
-        self.label_smoothing = _check_number(label_smoothing, "label_smoothing", 0.0, 1.0, high_open=True)
+        self.label_smoothing = check_float(
+            "label_smoothing", label_smoothing, minimum=0.0, maximum=1.0, max_open=True
+        )
 
     #: ``d adjust_logits / d logits`` (the adjustment is ``logit_scale * z + offsets``).
     logit_scale: float = 1.0
@@ -613,9 +659,9 @@ class WeightedCrossEntropyLoss(_FromCounts, _SoftmaxLoss):
         if weights is not None:
             values = as_counts(weights, "weights")
         else:
-            values = class_weights(class_counts, weighting, beta=beta, smoothing=smoothing)
+            values = _class_weights(class_counts, "class_counts", weighting, beta, smoothing)
         self.weighting = weighting if weights is None else "given"
-        self.register_buffer("class_weight", values.float())
+        self.register_buffer("class_weight", _float32("weights", values, MAX_WEIGHT))
 
     def weights(self, logits: torch.Tensor) -> torch.Tensor:
         return _per_class(self.class_weight, logits.shape[-1], "class_weight", logits)
@@ -648,22 +694,27 @@ class FocalLoss(_FromCounts, _ImbalanceLoss):
         check_finite: bool = True,
     ) -> None:
         super().__init__(ignore_index=ignore_index, check_finite=check_finite)
-        self.gamma = _check_number(gamma, "gamma", 0.0)
-        self.activation = _check_activation(activation)
-        self.label_smoothing = _check_number(label_smoothing, "label_smoothing", 0.0, 1.0, high_open=True)
+        self.gamma = check_float("gamma", gamma, minimum=0.0, maximum=MAX_EXPONENT)
+        self.activation = check_choice("activation", activation, ACTIVATIONS)
+        self.label_smoothing = check_float(
+            "label_smoothing", label_smoothing, minimum=0.0, maximum=1.0, max_open=True
+        )
         if activation == "sigmoid" and label_smoothing:
             raise ValueError("label_smoothing applies to activation='softmax' only")
         if alpha is None:
             self.alpha = None
         else:
-            values = (
-                torch.tensor(float(alpha)) if isinstance(alpha, (int, float)) else as_counts(alpha, "alpha")
-            )
-            if not torch.isfinite(values).all() or (values < 0).any():
-                raise ValueError(f"alpha must be finite and >= 0, got {alpha!r}")
-            if activation == "sigmoid" and (values > 1).any():
+            sigmoid = activation == "sigmoid"
+            if isinstance(alpha, (bool, numbers.Real)):
+                bound = 1.0 if sigmoid else None
+                values = torch.tensor(
+                    check_float("alpha", alpha, minimum=0.0, maximum=bound), dtype=torch.float64
+                )
+            else:
+                values = as_counts(alpha, "alpha")
+            if sigmoid and (values > 1).any():
                 raise ValueError(f"with activation='sigmoid' alpha must be in [0, 1], got {alpha!r}")
-            self.register_buffer("alpha", values.float())
+            self.register_buffer("alpha", _float32("alpha", values, MAX_WEIGHT))
 
     @classmethod
     def _from_counts(
@@ -729,8 +780,10 @@ class LogitAdjustedLoss(_FromCounts, _SoftmaxLoss):
         super().__init__(
             label_smoothing=label_smoothing, ignore_index=ignore_index, check_finite=check_finite
         )
-        self.tau = _check_number(tau, "tau", 0.0)
-        self.register_buffer("log_priors", class_priors(priors, smoothing=smoothing).log().float())
+        self.tau = check_float("tau", tau, minimum=0.0)
+        log_priors = _class_priors(priors, "priors", smoothing).log()
+        _float32("tau * log(priors)", self.tau * log_priors, MAX_LOGIT_SHIFT)
+        self.register_buffer("log_priors", log_priors.float())
 
     def adjust_logits(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if not self.tau:
@@ -794,14 +847,15 @@ class LDAMLoss(_FromCounts, _SoftmaxLoss):
         super().__init__(
             label_smoothing=label_smoothing, ignore_index=ignore_index, check_finite=check_finite
         )
-        self.max_margin = _check_number(max_margin, "max_margin", 0.0)
-        self.scale = _check_number(scale, "scale", 0.0)
-        if self.scale == 0:
-            raise ValueError("scale must be > 0")
-        weights = class_weights(class_counts, "effective_number", beta=drw_beta, smoothing=smoothing)
+        self.max_margin = check_float("max_margin", max_margin, minimum=0.0, maximum=MAX_LOGIT_SHIFT)
+        self.scale = check_float("scale", scale, minimum=0.0, maximum=MAX_LOGIT_SHIFT, min_open=True)
+        weights = _class_weights(
+            class_counts, "class_counts", "effective_number", drw_beta, smoothing, "drw_beta"
+        )
         counts = as_counts(class_counts) + smoothing
         margins = counts.pow(-0.25)
-        self.register_buffer("margins", (margins * (self.max_margin / margins.max())).float())
+        margins = margins * (self.max_margin / margins.max())
+        self.register_buffer("margins", margins.float())
         self.register_buffer("drw_weights", weights.float())
         self.reweight = False
 
@@ -842,11 +896,11 @@ class DiceLoss(_ImbalanceLoss):
         check_finite: bool = True,
     ) -> None:
         super().__init__(ignore_index=ignore_index, check_finite=check_finite)
-        self.alpha = _check_number(alpha, "alpha", 0.0)
-        self.smooth = _check_number(smooth, "smooth", 0.0)
-        if self.smooth == 0:
-            raise ValueError("smooth must be > 0 (it keeps 0/0 away from classes with p = q = 0)")
-        self.activation = _check_activation(activation)
+        self.alpha = check_float("alpha", alpha, minimum=0.0, maximum=MAX_EXPONENT)
+        # smooth > 0 keeps 0/0 away from classes with p = q = 0; at most 1e30 so p + q + smooth stays exact
+        # enough in float32 and (p + q + smooth)**2 finite
+        self.smooth = check_float("smooth", smooth, minimum=0.0, maximum=1e30, min_open=True)
+        self.activation = check_choice("activation", activation, ACTIVATIONS)
 
     def _adjusted(self, p: torch.Tensor, one_minus_p: torch.Tensor) -> torch.Tensor:
         if not self.alpha:
@@ -893,7 +947,7 @@ class F1WeightedCrossEntropyLoss(_ImbalanceLoss):
 
     def __init__(self, *, activation: str = "softmax", ignore_index: int = -100, check_finite: bool = True):
         super().__init__(ignore_index=ignore_index, check_finite=check_finite)
-        self.activation = _check_activation(activation)
+        self.activation = check_choice("activation", activation, ACTIVATIONS)
 
     def per_item(
         self, logits: torch.Tensor, labels: Any, extent: float | None

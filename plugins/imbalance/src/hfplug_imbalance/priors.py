@@ -14,12 +14,18 @@ the losses need:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 
+from hfplug.validation import check_bool, check_choice, check_float, check_int
+
 WEIGHTINGS = ("inverse", "sqrt_inverse", "effective_number")
+# Largest number of classes: a label or num_classes beyond it would allocate a count vector out of
+# proportion to the data (2**24 is above any tokenizer vocabulary).
+MAX_CLASSES = 2**24
 
 CountsLike = torch.Tensor | Sequence[float] | Mapping[int, float]
 
@@ -115,8 +121,13 @@ def class_counts(
     when each rank reads its own shard; pass ``all_reduce=False`` when every rank holds the whole dataset
     (priors and inverse weights are unchanged by the factor, effective-number weights are not).
     """
-    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
-        raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
+    if num_classes is not None:
+        num_classes = check_int("num_classes", num_classes, minimum=1, maximum=MAX_CLASSES)
+    if not isinstance(label_column, str):
+        raise TypeError(f"label_column must be a str, got {label_column!r} ({type(label_column).__name__})")
+    ignore_index = check_int("ignore_index", ignore_index)
+    multi_label = check_bool("multi_label", multi_label)
+    all_reduce = check_bool("all_reduce", all_reduce)
     if isinstance(source, Mapping):
         counts = _counts_from_mapping(source)
     else:
@@ -138,31 +149,33 @@ def class_counts(
     return counts
 
 
-def _counts_from_mapping(mapping: Mapping[Any, Any]) -> torch.Tensor:
-    keys = list(mapping)
-    if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in keys):
-        raise ValueError(f"count mapping keys must be class indices (ints >= 0), got {keys}")
+def _counts_from_mapping(mapping: Mapping[Any, Any], name: str = "counts") -> torch.Tensor:
+    keys = [check_int(f"{name} key", key, minimum=0, maximum=MAX_CLASSES - 1) for key in mapping]
     counts = torch.zeros(max(keys, default=-1) + 1, dtype=torch.float64)
-    for key, value in mapping.items():
-        counts[key] = float(value)
-    return as_counts(counts, "counts")
+    for key, value in zip(keys, mapping.values(), strict=True):
+        counts[key] = check_float(f"{name}[{key}]", value, minimum=0.0)
+    return as_counts(counts, name)
 
 
 def _counts_from_labels(labels: list[Any], ignore_index: int) -> torch.Tensor:
     for label in labels:
-        if isinstance(label, (bool, str, bytes)) or not float(label).is_integer():
-            raise TypeError(f"labels must be integers (class indices), got {label!r}")
+        if isinstance(label, bool) or not isinstance(label, numbers.Real) or not float(label).is_integer():
+            raise TypeError(
+                f"labels must be integers (class indices), got {label!r} ({type(label).__name__})"
+            )
     tensor = torch.tensor([int(v) for v in labels if int(v) != ignore_index], dtype=torch.long)
     negative = tensor[tensor < 0]
     if negative.numel():
         raise ValueError(f"labels must be >= 0 or ignore_index={ignore_index}, got {int(negative[0])}")
+    if tensor.numel() and int(tensor.max()) >= MAX_CLASSES:
+        raise ValueError(f"labels must be < {MAX_CLASSES} (class indices), got {int(tensor.max())}")
     return torch.bincount(tensor).to(torch.float64)
 
 
 def as_counts(values: CountsLike, name: str = "class_counts") -> torch.Tensor:
     """``values`` as a 1-D float64 tensor of finite, non-negative counts with a positive sum."""
     if isinstance(values, Mapping):
-        return _counts_from_mapping(values)
+        return _counts_from_mapping(values, name)
     try:
         counts = torch.as_tensor(values, dtype=torch.float64).detach().cpu().clone()
     except (TypeError, ValueError, RuntimeError) as exc:
@@ -180,15 +193,19 @@ def as_counts(values: CountsLike, name: str = "class_counts") -> torch.Tensor:
     if negative.numel():
         c = int(negative[0])
         raise ValueError(f"{name}[{c}] = {counts[c].item():g} is negative; class {c} needs a count >= 0")
-    if counts.sum() <= 0:
+    total = float(counts.sum())
+    if total <= 0:
         raise ValueError(f"{name} sum to 0; at least one class needs a positive count")
+    if not math.isfinite(total):
+        raise ValueError(f"{name} sum to {total} (float64 overflow); scale the counts down")
     return counts
 
 
 def _positive_counts(values: CountsLike, name: str, smoothing: float, why: str) -> torch.Tensor:
-    if not (isinstance(smoothing, (int, float)) and math.isfinite(smoothing) and smoothing >= 0):
-        raise ValueError(f"smoothing must be a finite number >= 0, got {smoothing!r}")
+    smoothing = check_float("smoothing", smoothing, minimum=0.0)
     counts = as_counts(values, name) + smoothing
+    if not math.isfinite(float(counts.sum())):
+        raise ValueError(f"smoothing={smoothing:g} added to every count of {name} overflows float64")
     zero = (counts == 0).nonzero()
     if zero.numel():
         c = int(zero[0])
@@ -201,7 +218,12 @@ def _positive_counts(values: CountsLike, name: str, smoothing: float, why: str) 
 
 def class_priors(counts: CountsLike, *, smoothing: float = 0.0) -> torch.Tensor:
     """Class priors ``pi_c = (n_c + smoothing) / sum(n + smoothing)`` (float64); a zero count is an error."""
-    counts = _positive_counts(counts, "priors", smoothing, "its log-prior would be -inf")
+    return _class_priors(counts, "counts", smoothing)
+
+
+def _class_priors(values: CountsLike, name: str, smoothing: float) -> torch.Tensor:
+    """:func:`class_priors` with errors naming the caller's argument ``name``."""
+    counts = _positive_counts(values, name, smoothing, "its log-prior would be -inf")
     return counts / counts.sum()
 
 
@@ -213,13 +235,16 @@ def class_weights(
     ``"inverse"``: ``w ∝ 1/n``; ``"sqrt_inverse"``: ``w ∝ 1/sqrt(n)``; ``"effective_number"``:
     ``w ∝ (1 - beta) / (1 - beta**n)`` with ``0 <= beta < 1`` (beta = 0 gives uniform weights).
     """
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-    if not (isinstance(beta, (int, float)) and 0 <= beta < 1):
-        raise ValueError(f"beta must be in [0, 1), got {beta!r}")
-    counts = _positive_counts(
-        counts, "class_counts", smoothing, f"{weighting!r} weighting divides by the count"
-    )
+    return _class_weights(counts, "counts", weighting, beta, smoothing)
+
+
+def _class_weights(
+    values: CountsLike, name: str, weighting: str, beta: float, smoothing: float, beta_name: str = "beta"
+) -> torch.Tensor:
+    """:func:`class_weights` with errors naming the caller's arguments ``name`` and ``beta_name``."""
+    weighting = check_choice("weighting", weighting, WEIGHTINGS)
+    beta = check_float(beta_name, beta, minimum=0.0, maximum=1.0, max_open=True)
+    counts = _positive_counts(values, name, smoothing, f"{weighting!r} weighting divides by the count")
     if weighting == "inverse":
         raw = 1.0 / counts
     elif weighting == "sqrt_inverse":

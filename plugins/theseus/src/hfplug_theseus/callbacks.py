@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from transformers import TrainerCallback
@@ -17,10 +18,15 @@ class TheseusCallback(TrainerCallback, ExportableState):
     """Set ``p_t = scheduler.get_rate(t)`` and the gate draws for optimizer step ``t = state.global_step``.
 
     The step is read from ``TrainerState.global_step`` (completed optimizer steps), so all micro-batches of one
-    accumulation window share ``t`` and its draws, and a run resumed from a checkpoint continues the schedule
-    exactly. Each log entry gets ``theseus_replacing_rate``, the rate of the last completed step. The callback state (the
-    scheduler and the last step) is written to each checkpoint's ``trainer_state.json``; with
-    ``TrainingArguments(restore_callback_states_from_checkpoint=True)`` the Trainer rebuilds the callback from it.
+    accumulation window share ``t`` and its draws. Each log entry gets ``theseus_replacing_rate``, the rate of
+    the last completed step.
+
+    Resume: every checkpoint's ``trainer_state.json`` holds the scheduler, the step and the model's Theseus
+    settings (seed, partition, gate, block path, distillation). The draws are a function of (seed, step,
+    forward within the step) only, so a resumed run draws exactly what the uninterrupted run drew. At
+    ``on_train_begin`` of a resumed run a scheduler or setting that differs from the checkpoint's raises
+    ``ValueError`` naming both values; ``TrainingArguments(restore_callback_states_from_checkpoint=True)``
+    instead rebuilds the callback (its scheduler) from the checkpoint.
 
     Args:
         scheduler: a :class:`ReplacementScheduler` or its ``to_dict()`` form, e.g.
@@ -38,16 +44,49 @@ class TheseusCallback(TrainerCallback, ExportableState):
         self.scheduler = scheduler
         self.step: int | None = None
         self.rate: float | None = None
+        self.settings: dict[str, Any] | None = None
         self._controller: TheseusController | None = None
 
     def _advance(self, step: int) -> None:
         self.step, self.rate = step, self.scheduler.get_rate(step)
         self._controller.set_step(step, self.rate)
 
+    def _check_resume(self, stored: Any) -> None:
+        """Compare this run with the checkpoint's stored callback state(s); raise on any difference."""
+        for entry in stored if isinstance(stored, list) else [stored]:
+            ours = {"scheduler": self.scheduler.to_dict(), **self.settings}
+            theirs = {"scheduler": entry.get("args", {}).get("scheduler")}
+            saved = entry.get("attributes", {}).get("settings")
+            if saved is None:
+                warnings.warn(
+                    "the checkpoint has no Theseus settings (written by an older hfplug-theseus): seed, "
+                    "partition and gate cannot be checked against it",
+                    stacklevel=2,
+                )
+            else:
+                theirs.update(saved)
+            changed = [
+                f"{key}: the checkpoint has {theirs[key]!r}, this run has {ours.get(key)!r}"
+                for key in theirs
+                if theirs[key] != ours.get(key)
+            ]
+            if changed:
+                raise ValueError(
+                    "TheseusCallback: resuming from a checkpoint written with other Theseus settings would "
+                    f"change the replacement gates or schedule; {'; '.join(changed)}. Wrap the model with the "
+                    "checkpoint's settings and pass its scheduler (or set TrainingArguments("
+                    "restore_callback_states_from_checkpoint=True) to take the checkpoint's scheduler)"
+                )
+
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if model is None:
             raise ValueError("TheseusCallback needs the model: use it with transformers.Trainer")
         self._controller = get_controller(model)
+        self.settings = self._controller.settings()
+        # global_step > 0 only when the Trainer loaded a checkpoint's trainer_state.json (with its callbacks)
+        stored = state.stateful_callbacks.get(type(self).__name__) if state.global_step > 0 else None
+        if stored is not None:
+            self._check_resume(stored)
         self._advance(state.global_step)
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -64,5 +103,5 @@ class TheseusCallback(TrainerCallback, ExportableState):
     def state(self) -> dict[str, Any]:
         return {
             "args": {"scheduler": self.scheduler.to_dict()},
-            "attributes": {"step": self.step, "rate": self.rate},
+            "attributes": {"step": self.step, "rate": self.rate, "settings": self.settings},
         }

@@ -10,17 +10,20 @@ communicating and a resumed run draws what the uninterrupted one drew.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from hfplug.validation import check_bool, check_choice, check_float, check_int, check_int_list
+
 from .schedulers import check_rate
 
 GATES = ("module", "example")
 INITS = ("first", "group")
+# Distillation temperature bounds: logits / T and T**2 stay within float32 for ordinary logits.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-2, 1e4
 
 
 class TheseusController:
@@ -28,6 +31,7 @@ class TheseusController:
 
     ``TheseusCallback`` calls :meth:`set_step` on optimizer steps; in a hand-written loop, call
     ``model.theseus.set_step(step, rate)`` before the forward passes of optimizer step ``step``.
+    Built by :func:`theseus_wrap`, which documents the arguments; every one is checked here too.
     """
 
     def __init__(
@@ -42,25 +46,47 @@ class TheseusController:
         distill_alpha: float = 0.0,
         distill_temperature: float = 1.0,
     ) -> None:
-        self.num_modules = num_modules
-        self.groups = groups
-        self.successor_sources = successor_sources
+        self.num_modules = check_int("num_modules", num_modules, minimum=1)
+        self.groups = _check_partition(groups, sum(map(len, groups)), self.num_modules)
+        if len(successor_sources) != self.num_modules or any(
+            source is not None and (isinstance(source, bool) or not isinstance(source, int))
+            for source in successor_sources
+        ):
+            raise ValueError(
+                f"successor_sources must give {self.num_modules} block indices or None, got {successor_sources!r}"
+            )
+        self.successor_sources = list(successor_sources)
+        if not isinstance(block_path, str):
+            raise TypeError(f"block_path must be a str, got {block_path!r} ({type(block_path).__name__})")
         self.block_path = block_path
-        self.seed = seed
-        self.gate = gate
-        self.rate = rate
-        self.distill_alpha = distill_alpha
-        self.distill_temperature = distill_temperature
+        self.seed = check_int("seed", seed, minimum=0)
+        self.gate = check_choice("gate", gate, GATES)
+        self.rate = check_rate("replacing_rate", rate)
+        self.distill_alpha = check_float("distill_alpha", distill_alpha, minimum=0.0, maximum=1.0)
+        self.distill_temperature = check_float(
+            "distill_temperature", distill_temperature, minimum=MIN_TEMPERATURE, maximum=MAX_TEMPERATURE
+        )
         self.teacher = False  # True while the distillation hook runs the all-predecessor pass
         self.step: int | None = None
         self._forward_index = 0
         self.example_gates: torch.Tensor | None = None  # last per-example draw, (num_modules, batch)
         self._module_gates: tuple[int, float, torch.Tensor] | None = None
 
+    def settings(self) -> dict[str, Any]:
+        """What decides the draws and the training signal besides the step and rate (JSON-serialisable):
+        ``TheseusCallback`` writes it to every checkpoint and compares it when a run resumes."""
+        return {
+            "seed": self.seed,
+            "partition": [list(group) for group in self.groups],
+            "gate": self.gate,
+            "block_path": self.block_path,
+            "distill_alpha": self.distill_alpha,
+            "distill_temperature": self.distill_temperature,
+        }
+
     def set_step(self, step: int, rate: float | None = None) -> None:
         """Draw the gates of optimizer step ``step`` (0-based), optionally with a new replacing ``rate``."""
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise ValueError(f"step must be a non-negative int, got {step!r}")
+        step = check_int("step", step, minimum=0)
         if rate is not None:
             self.rate = check_rate("rate", rate)
         if step != self.step:
@@ -236,7 +262,15 @@ def _even_groups(num_blocks: int, num_modules: int) -> list[list[int]]:
 def _check_partition(
     partition: Sequence[Sequence[int]], num_blocks: int, num_modules: int
 ) -> list[list[int]]:
-    groups = [list(group) for group in partition]
+    if isinstance(partition, (str, bytes)) or not isinstance(partition, Sequence):
+        raise TypeError(
+            f"partition must be a list of {num_modules} lists of block indices, got {partition!r} "
+            f"({type(partition).__name__})"
+        )
+    groups = [
+        check_int_list(f"partition[{i}]", group, minimum=0, maximum=max(num_blocks - 1, 0))
+        for i, group in enumerate(partition)
+    ]
     flat = [index for group in groups for index in group]
     if len(groups) != num_modules or any(not group for group in groups) or flat != list(range(num_blocks)):
         raise ValueError(
@@ -270,10 +304,8 @@ def _successor_blocks(
     elif init == "group":
         indices = [group[0] for group in groups]
     elif isinstance(init, Sequence) and not isinstance(init, str):
-        indices = list(init)
-        if len(indices) != n or any(
-            isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < num_blocks for i in indices
-        ):
+        indices = check_int_list("successor_init", init, minimum=0, maximum=num_blocks - 1)
+        if len(indices) != n:
             raise ValueError(
                 f"successor_init as indices must give {n} predecessor block indices in [0, {num_blocks}), got {init!r}"
             )
@@ -334,37 +366,33 @@ def theseus_wrap(
             with ``p_T``, ``s_T`` the temperature-``T`` softmax of the all-predecessor logits (eval mode, no
             grad; one extra forward per micro-batch) and of the Theseus logits, KL summed over classes and
             averaged over logit rows. Needs the model to compute its own loss (``labels`` reach the forward).
+            ``0 <= a <= 1``, ``0.01 <= T <= 1e4`` (so ``logits / T`` and ``T^2`` stay within float32).
+
+    Every argument is checked before the model is changed (``hfplug.validation``: TypeError for a wrong
+    type, ValueError for a value out of range, each naming the argument and the value).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module (a transformers model), got {type(model).__name__}")
     if any(isinstance(module, TheseusModule) for module in model.modules()):
         raise ValueError("model is already wrapped by theseus_wrap")
+    if block_path is not None and not isinstance(block_path, str):
+        raise TypeError(f"block_path must be a str or None, got {block_path!r} ({type(block_path).__name__})")
+    flags = {
+        "freeze_predecessor": freeze_predecessor,
+        "freeze_embeddings": freeze_embeddings,
+        "freeze_head": freeze_head,
+    }
+    for name, value in flags.items():
+        check_bool(name, value)
     path, blocks = find_block_list(model, block_path)
     num_blocks = len(blocks)
-    if isinstance(num_successor_layers, bool) or not isinstance(num_successor_layers, int):
-        raise TypeError(f"num_successor_layers must be an int, got {type(num_successor_layers).__name__}")
-    if not 1 <= num_successor_layers < num_blocks:
-        raise ValueError(
-            f"num_successor_layers must be in [1, {num_blocks}) (the predecessor has {num_blocks} blocks), "
-            f"got {num_successor_layers}"
-        )
-    if gate not in GATES:
-        raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    rate = check_rate("replacing_rate", replacing_rate)
-    if not (isinstance(distill_alpha, (int, float)) and 0.0 <= distill_alpha <= 1.0):
-        raise ValueError(f"distill_alpha must be in [0, 1], got {distill_alpha!r}")
-    if not (isinstance(distill_temperature, (int, float)) and math.isfinite(distill_temperature)) or (
-        distill_temperature <= 0
-    ):
-        raise ValueError(f"distill_temperature must be a finite float > 0, got {distill_temperature!r}")
-    groups = (
-        _even_groups(num_blocks, num_successor_layers)
-        if partition is None
-        else _check_partition(partition, num_blocks, num_successor_layers)
-    )
+    n = check_int("num_successor_layers", num_successor_layers, minimum=1, maximum=num_blocks - 1)
+    groups = _even_groups(num_blocks, n) if partition is None else _check_partition(partition, num_blocks, n)
     successors, sources = _successor_blocks(successor_init, blocks, groups, block_path)
+    # every remaining argument is checked here, before the model is changed
+    controller = TheseusController(
+        n, groups, sources, path, seed, gate, replacing_rate, distill_alpha, distill_temperature
+    )
 
     block_params = {id(p) for p in blocks.parameters()}
     trainable: dict[int, bool] = {}
@@ -380,17 +408,6 @@ def theseus_wrap(
     for p in model.parameters():
         p.requires_grad_(trainable[id(p)])
 
-    controller = TheseusController(
-        num_successor_layers,
-        groups,
-        sources,
-        path,
-        seed,
-        gate,
-        rate,
-        float(distill_alpha),
-        float(distill_temperature),
-    )
     modules = []
     for i, (group, successor) in enumerate(zip(groups, successors, strict=True)):
         _set_layer_index(successor, i)
@@ -401,7 +418,7 @@ def theseus_wrap(
     parent = model.get_submodule(parent_path) if parent_path else model
     setattr(parent, attribute, nn.ModuleList(modules))
     model.theseus = controller
-    if distill_alpha > 0:
+    if controller.distill_alpha > 0:
         model.register_forward_hook(_distillation_hook, with_kwargs=True)
     return model
 
@@ -443,6 +460,8 @@ def _distillation_hook(model: nn.Module, args: tuple, kwargs: dict, output: Any)
 
 def get_controller(model: nn.Module) -> TheseusController:
     """The :class:`TheseusController` of a model prepared by :func:`theseus_wrap` (also inside DDP/PEFT wrappers)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     for module in model.modules():
         if isinstance(module, TheseusModule):
             return module.controller

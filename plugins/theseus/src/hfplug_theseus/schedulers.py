@@ -10,18 +10,15 @@ micro-batches, so gradient accumulation does not speed the schedule up.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from typing import Any
 
+from hfplug.validation import check_choice, check_float, check_int
+
 
 def check_rate(name: str, value: Any) -> float:
-    """``value`` as a float in (0, 1]; a clear TypeError / ValueError naming ``name`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float in (0, 1], got {type(value).__name__}")
-    if not math.isfinite(value) or not 0.0 < value <= 1.0:
-        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
-    return float(value)
+    """A replacing rate: ``check_float`` in (0, 1] (TypeError / ValueError naming ``name`` otherwise)."""
+    return check_float(name, value, minimum=0.0, maximum=1.0, min_open=True)
 
 
 class ReplacementScheduler(ABC):
@@ -29,8 +26,12 @@ class ReplacementScheduler(ABC):
 
     kind: str
 
+    def get_rate(self, step: int) -> float:
+        """The replacing rate of optimizer step ``step`` (an int >= 0)."""
+        return self._rate(check_int("step", step, minimum=0))
+
     @abstractmethod
-    def get_rate(self, step: int) -> float: ...
+    def _rate(self, step: int) -> float: ...
 
     @abstractmethod
     def to_dict(self) -> dict[str, Any]:
@@ -39,12 +40,13 @@ class ReplacementScheduler(ABC):
     @staticmethod
     def from_dict(spec: dict[str, Any]) -> ReplacementScheduler:
         """Build a scheduler from ``{"type": "constant" | "linear", **arguments}``."""
-        if not isinstance(spec, dict) or spec.get("type") not in _SCHEDULERS:
-            raise ValueError(
+        if not isinstance(spec, dict):
+            raise TypeError(
                 f"scheduler spec must be a dict with 'type' in {sorted(_SCHEDULERS)}, got {spec!r}"
             )
+        kind = check_choice("scheduler spec 'type'", spec.get("type"), sorted(_SCHEDULERS))
         arguments = {key: value for key, value in spec.items() if key != "type"}
-        return _SCHEDULERS[spec["type"]](**arguments)
+        return _SCHEDULERS[kind](**arguments)
 
     def __repr__(self) -> str:
         arguments = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items() if k != "type")
@@ -68,13 +70,11 @@ class ConstantReplacementScheduler(ReplacementScheduler):
 
     def __init__(self, rate: float = 0.5, replacing_steps: int | None = None) -> None:
         self.rate = check_rate("rate", rate)
-        if replacing_steps is not None and (
-            isinstance(replacing_steps, bool) or not isinstance(replacing_steps, int) or replacing_steps < 0
-        ):
-            raise ValueError(f"replacing_steps must be a non-negative int or None, got {replacing_steps!r}")
+        if replacing_steps is not None:
+            replacing_steps = check_int("replacing_steps", replacing_steps, minimum=0)
         self.replacing_steps = replacing_steps
 
-    def get_rate(self, step: int) -> float:
+    def _rate(self, step: int) -> float:
         if self.replacing_steps is not None and step >= self.replacing_steps:
             return 1.0
         return self.rate
@@ -89,12 +89,10 @@ class LinearReplacementScheduler(ReplacementScheduler):
     kind = "linear"
 
     def __init__(self, k: float, b: float) -> None:
-        if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k) or k < 0:
-            raise ValueError(f"k must be a finite float >= 0, got {k!r}")
-        self.k = float(k)
+        self.k = check_float("k", k, minimum=0.0)
         self.b = check_rate("b", b)
 
-    def get_rate(self, step: int) -> float:
+    def _rate(self, step: int) -> float:
         return min(1.0, self.k * step + self.b)
 
     def to_dict(self) -> dict[str, Any]:
