@@ -23,7 +23,7 @@ from transformers import (
 import hfplug.metrics
 
 from .settings import DemoSettings
-from .training import attention_implementation, run_training, training_arguments
+from .training import attention_implementation, configure_attention, run_training, training_arguments
 
 METHODS = ("cross_entropy", "fgm_logit_adjusted")
 
@@ -92,6 +92,7 @@ def finetune(
     model = AutoModelForSequenceClassification.from_pretrained(
         pretrained_dir, num_labels=2, attn_implementation=attention_implementation(attention)
     )
+    configure_attention(model, attention)  # keeps the pre-trained FAVOR+ settings
     extra = {}
     if method == "fgm_logit_adjusted":
         extra = {

@@ -496,6 +496,13 @@ def export_successor(model: nn.Module) -> nn.Module:
             state[f"{prefix}{index}.{rest}"] = value
     reference = next(p for p in model.parameters() if p.is_floating_point())
     successor = type(model)(config)
+    # Buffers a plugin registered on the model itself (FAVOR+'s ``favor_state``) are not in a fresh model of
+    # the class: carry them over as buffers of the successor so its checkpoints hold them too.
+    extra = {
+        name: buffer for name, buffer in model.named_buffers(recurse=False) if name not in successor._buffers
+    }
+    for name, buffer in extra.items():
+        successor.register_buffer(name, buffer.clone(), persistent=name in state)
     successor.load_state_dict(state, strict=True)
     if getattr(model, "generation_config", None) is not None:
         successor.generation_config = copy.deepcopy(model.generation_config)
