@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hfplug.testing import junk_values
@@ -99,6 +99,7 @@ def test_check_int_list_accepts_int_or_iterable_and_names_the_bad_item():
         check_int_list("eos_token_id", [], allow_empty=False)
 
 
+@settings(deadline=None)
 @given(st.floats(allow_nan=True, allow_infinity=True), st.floats(-10, 10), st.floats(-10, 10))
 def test_check_float_agrees_with_the_interval_definition(value, low, high):
     low, high = min(low, high), max(low, high)
@@ -110,6 +111,7 @@ def test_check_float_agrees_with_the_interval_definition(value, low, high):
             check_float("x", value, minimum=low, maximum=high, min_open=True)
 
 
+@settings(deadline=None)
 @given(st.one_of(st.integers(), st.booleans(), st.floats(), st.text(max_size=3), st.none()))
 def test_check_int_accepts_exactly_the_non_bool_integers(value):
     if isinstance(value, int) and not isinstance(value, bool):
@@ -129,6 +131,7 @@ def test_assert_names_argument_accepts_only_clean_errors_naming_the_argument():
         assert_names_argument(RuntimeError("epsilon: shape mismatch"), "epsilon")
 
 
+@settings(deadline=None)
 @given(junk_values())
 def test_junk_values_are_all_rejected_by_a_positive_finite_float_check(value):
     if isinstance(value, float) and math.isfinite(value) and value > 0:
