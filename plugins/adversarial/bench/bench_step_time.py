@@ -7,6 +7,7 @@ CPU time (robust to other jobs on a shared machine) and as wall time. Peak memor
 configuration, peak RSS growth during training (VmHWM, reset just before ``train()``, minus the RSS then).
 
     python plugins/adversarial/bench/bench_step_time.py    # writes bench/results/step_time.{json,png}
+    python plugins/adversarial/bench/bench_step_time.py --rounds 2 --name step_time_repeat   # a repeat run
 """
 
 from __future__ import annotations
@@ -285,6 +286,7 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1: fairer on a shared machine)"
     )
+    parser.add_argument("--name", default="step_time", help="results file name, without .json / .png")
     parser.add_argument("--memory-child")
     cli = parser.parse_args()
     torch.set_num_threads(cli.threads)
@@ -337,8 +339,8 @@ def main() -> None:
         "peak_rss_total_ratio": {k: v["peak"] / memory["plain"]["peak"] for k, v in memory.items()},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "step_time.json").write_text(json.dumps(result, indent=2))
-    plot(result, RESULTS / "step_time.png")
+    (RESULTS / f"{cli.name}.json").write_text(json.dumps(result, indent=2))
+    plot(result, RESULTS / f"{cli.name}.png")
     print(json.dumps(result, indent=2))
 
 

@@ -8,10 +8,12 @@ method's step cost implied by its pass count, as a ratio to a plain step ``F+B+O
 implementation of that algorithm reaches on this machine.
 
     python plugins/adversarial/bench/profile_passes.py     # writes bench/results/passes.json
+    python plugins/adversarial/bench/profile_passes.py --name passes_repeat   # bench/results/passes_repeat.json
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -21,7 +23,7 @@ import torch
 from bench_step_time import RESULTS, TARGETS, make_batch, make_model
 
 
-def main(repeats: int = 7) -> None:
+def main(repeats: int = 7, name: str = "passes") -> None:
     torch.set_num_threads(1)
     model = make_model()
     model.train()
@@ -77,9 +79,11 @@ def main(repeats: int = 7) -> None:
         "targets": {k: TARGETS[k] for k in bounds},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "passes.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--name", default="passes", help="results file name, without .json")
+    main(name=parser.parse_args().name)

@@ -1,9 +1,9 @@
 """Order statistics and masking for the truncation warpers, fast on CPU.
 
-On CPU, ``torch.sort`` and ``torch.topk`` are several times slower than NumPy's value-only
-``sort`` / ``partition`` (8 x 21,128 float32 scores, one thread: sort 8.3 ms vs 0.34 ms, top-50 0.27 ms
-vs 0.12 ms), and a boolean ``torch.where`` / ``masked_fill`` costs twice the four float passes of
-:func:`keep_at_least`. Other devices use torch.
+On CPU the order statistics come from NumPy's value-only ``sort`` / ``partition`` instead of ``torch.sort`` /
+``torch.topk``, and :func:`keep_at_least` masks with four float passes instead of a boolean ``torch.where`` /
+``masked_fill``, both cheaper there (``plugins/noloop/bench`` measures the warpers against transformers' own).
+Other devices use torch.
 """
 
 from __future__ import annotations
