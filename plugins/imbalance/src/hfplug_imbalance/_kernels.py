@@ -210,8 +210,9 @@ class SoftmaxCrossEntropy(Kernel):
 class SigmoidFocal(Kernel):
     """``alpha_t (1 - p_t)**gamma BCE(x, y)`` per entry (``1 - p_t`` floored at 1e-12).
 
-    ``alpha``: None, a float or ``[C]`` (a tensor). ``scratch``: a buffer of x's shape, given when the
-    targets are 0/1 and ``|x| <= 80``, which selects the three-buffer pass for hard targets.
+    ``alpha``: None, a scalar or ``[C]`` (a tensor; a Python float is taken for hard targets only).
+    ``scratch``: a buffer of x's shape, given when the targets are 0/1 and ``|x| <= 80``, which selects the
+    three-buffer pass for hard targets.
     """
 
     y: torch.Tensor
@@ -237,6 +238,8 @@ class SigmoidFocal(Kernel):
         ``(1 - 2y) alpha_t u**gamma (u - gamma p_t log p_t)``; the ``u**(gamma - 1)`` of the general form
         cancels, so the gradient is finite for every ``gamma >= 0``."""
         y, gamma, alpha = self.y, self.gamma, self.alpha
+        if isinstance(alpha, torch.Tensor) and not alpha.dim():
+            alpha = float(alpha)  # in-place arithmetic with a Python scalar
         u = torch.addcmul(x, x, y, value=-2.0, out=self.scratch).neg_().sigmoid_()  # p_t
         loss = torch.log(u)  # log p_t, made the loss in place below
         grad = torch.mul(u, loss).mul_(-gamma).add_(u.neg_().add_(1.0))  # u - gamma p_t log p_t
@@ -269,7 +272,6 @@ class SigmoidFocal(Kernel):
         grad.mul_(w).add_(du.mul_(bce), alpha=gamma)  # (p - y) u**gamma + gamma u**(gamma - 1) BCE du/dx
         loss = bce.mul_(w)
         if alpha is not None:
-            alpha = torch.as_tensor(alpha, dtype=x.dtype, device=x.device)
             alpha_t = torch.addcmul(1.0 - alpha, y, 2.0 * alpha - 1.0, out=du)  # alpha y + (1 - alpha)(1 - y)
             loss.mul_(alpha_t)
             grad.mul_(alpha_t)

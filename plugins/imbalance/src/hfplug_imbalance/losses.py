@@ -13,6 +13,9 @@ primitives; NaN or inf logits raise ``ValueError``, and so does a non-finite los
 overflow); ``check_finite=False`` skips both checks and lets NaN propagate (a NaN logit of a counted target
 gives a NaN loss). ``num_items_in_batch`` must be a number or scalar tensor ``>= 0``; 0 (the Trainer's count
 when every target of the step is ignored) is accepted only when the batch has no valid target (loss 0).
+
+This module holds the public classes, their options and the input checks; the per-item formulas and the
+hand-written value-and-gradient kernels are in ``_kernels.py``.
 """
 
 from __future__ import annotations
@@ -378,10 +381,8 @@ class FocalLoss(_FromCounts, _SoftmaxLoss):
             None if self.alpha is None else _per_class(self.alpha, x.shape[-1] if x.dim() else 1, "alpha", x)
         )
         scratch = torch.empty_like(x)
-        if K.extent(x, extent) <= K.FAST_EXTENT and K.is_hard(y, scratch):
-            hard_alpha = float(alpha) if alpha is not None and not alpha.dim() else alpha
-            return K.SigmoidFocal(y, self.gamma, hard_alpha, scratch)(x), valid
-        return K.SigmoidFocal(y, self.gamma, alpha)(x), valid
+        hard = K.extent(x, extent) <= K.FAST_EXTENT and K.is_hard(y, scratch)
+        return K.SigmoidFocal(y, self.gamma, alpha, scratch if hard else None)(x), valid
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, activation={self.activation!r}, alpha={'None' if self.alpha is None else 'set'}"
