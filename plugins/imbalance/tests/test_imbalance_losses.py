@@ -555,7 +555,7 @@ def _plain_softmax_f1_ce(z, y, valid):
 
 
 class _Reusable(torch.autograd.Function):
-    """Test-only twin of ``_PrecomputedGrad`` whose backward is an out-of-place product, so that gradcheck
+    """Test-only autograd node for a kernel's ``value_and_grad`` whose backward is an out-of-place product, so that gradcheck
     can backpropagate one graph many times; it checks the hand-written ``compute(x) -> (loss, grad)``."""
 
     @staticmethod
@@ -572,17 +572,8 @@ class _Reusable(torch.autograd.Function):
 
 
 def _gradcheck_case(case):
-    """(ours, plain, x): the hand-written Function and an autograd formula of the same per-item loss."""
-    from hfplug_imbalance.losses import (
-        _cross_entropy,
-        _f1_weighted_bce,
-        _multilabel_ce,
-        _sigmoid_focal,
-        _sigmoid_focal_hard,
-        _sigmoid_soft_dice,
-        _softmax_dice,
-        _softmax_f1_ce,
-    )
+    """(ours, plain, x): the hand-written kernel pass and an autograd formula of the same per-item loss."""
+    from hfplug_imbalance import _kernels as K
 
     g = torch.Generator().manual_seed(5)
     shape = (2, 3, 5) if case.endswith("3d") else (6, 5)
@@ -590,8 +581,8 @@ def _gradcheck_case(case):
     hard = (torch.rand(shape, generator=g, dtype=torch.float64) < 0.4).double()
     labels = torch.randint(0, 5, shape[:1], generator=g)
 
-    def apply(compute):
-        return lambda x: _Reusable.apply(x, compute)
+    def apply(kernel):
+        return lambda x: _Reusable.apply(x, kernel.value_and_grad)
 
     class_alpha = torch.linspace(0.1, 0.9, 5, dtype=torch.float64)
     if case.startswith("focal"):  # focal_<path>_<gamma>_<alpha>
@@ -600,18 +591,17 @@ def _gradcheck_case(case):
         alpha = {"none": None, "scalar": 0.25, "class": class_alpha}[alpha]
         if path == "hard":
             y = hard
-            compute = lambda v: _sigmoid_focal_hard(v, y, gamma, alpha)
+            kernel = K.SigmoidFocal(y, gamma, alpha, scratch=torch.empty_like(x.detach()))
         else:
             y = torch.rand(shape, generator=g, dtype=torch.float64)  # soft targets
             tensor_alpha = None if alpha is None else torch.as_tensor(alpha, dtype=torch.float64)
-            compute = lambda v: _sigmoid_focal(v, y, gamma, tensor_alpha)
-        return apply(compute), lambda x: _plain_sigmoid_focal(x, y, gamma, alpha), x
+            kernel = K.SigmoidFocal(y, gamma, tensor_alpha)
+        return apply(kernel), lambda x: _plain_sigmoid_focal(x, y, gamma, alpha), x
     if case.startswith("f1_weighted_bce"):
         half_f1 = torch.linspace(0.05, 0.45, 5, dtype=torch.float64)
         extent = 100.0 if case.endswith("softplus") else 0.0  # takes the softplus path / the sigmoid-log path
-        ours = apply(lambda v: _f1_weighted_bce(v, hard, half_f1, torch.sigmoid(v.detach()), extent))
         return (
-            ours,
+            apply(K.SigmoidF1CrossEntropy(hard, half_f1, extent)),
             lambda x: hard * (1 - half_f1) * F.softplus(-x) + (1 - hard) * half_f1 * F.softplus(x),
             x,
         )
@@ -622,18 +612,18 @@ def _gradcheck_case(case):
             p = torch.sigmoid(x)
             return 1 - (2 * p * y + 0.5) / (p + y + 0.5)
 
-        return apply(lambda v: _sigmoid_soft_dice(v, y, 0.5)), plain, x
+        return apply(K.SigmoidSoftDice(y, 0.5)), plain, x
     if case.startswith("softmax_dice"):
         alpha = float(case.split("_")[-1])
         return (
-            apply(lambda v: _softmax_dice(v, labels, alpha, 0.7)),
+            apply(K.SoftmaxDice(labels, alpha, 0.7)),
             lambda x: _plain_softmax_dice(x, labels, alpha, 0.7),
             x,
         )
     if case == "softmax_f1_ce":
         valid = torch.tensor([True, True, False, True, True, True])
         return (
-            apply(lambda v: _softmax_f1_ce(v, labels, valid)),
+            apply(K.SoftmaxF1CrossEntropy(labels, valid)),
             lambda x: _plain_softmax_f1_ce(x, labels, valid),
             x,
         )
@@ -643,21 +633,21 @@ def _gradcheck_case(case):
         scale = 1.0 if case.endswith("plain") else 2.5
         w_y = 1.0 if weight is None else weight[labels]
 
-        def adjust(v):
+        def adjust(v, y=None):
             return v if case.endswith("plain") else scale * v + offsets
 
-        def compute(v):
-            a = adjust(v)
-            return _cross_entropy(a, labels, weight, scale, fresh=a is not v)
-
-        return apply(compute), lambda x: w_y * F.cross_entropy(adjust(x), labels, reduction="none"), x
+        return (
+            apply(K.SoftmaxCrossEntropy(labels, weight, scale, adjust)),
+            lambda x: w_y * F.cross_entropy(adjust(x), labels, reduction="none"),
+            x,
+        )
     t = torch.rand(shape, generator=g)
     all_valid = case.endswith("all_valid")
     valid = torch.ones(shape, dtype=torch.bool) if all_valid else t < 0.9
     valid[0, ..., :] = all_valid  # else one all-ignored row (or sequence)
     pos = valid & (t < 0.4)  # as in the loss: ignored entries are neither positive nor negative
     extent = 100.0 if "shifted" in case else 0.0  # shifted by the group maxima / plain sums
-    ours = apply(lambda v: _multilabel_ce(v, pos.double(), None if all_valid else valid, -100, extent))
+    ours = apply(K.MultiLabelCrossEntropy(pos.double(), None if all_valid else valid, -100, extent))
     return ours, lambda x: _plain_multilabel_ce(x, pos, valid), x
 
 
@@ -705,33 +695,60 @@ def test_hand_written_backward_passes_gradcheck_and_match_autograd(case):
 
 
 @pytest.mark.parametrize("row", [False, True])
-def test_precomputed_grad_backward_in_place_retained_and_double(row):
-    """The loss Function scales its stored gradient by the upstream one: out of place while the graph is kept
-    (a second backward gives the same), in place (the buffer itself becomes .grad) when it is freed, and
-    through the plain ``reference`` formula under create_graph (checked by gradgradcheck)."""
-    from hfplug_imbalance.losses import _PrecomputedGrad
+def test_kernel_backward_in_place_retained_and_double(row):
+    """A kernel's autograd node scales its stored gradient by the upstream one in place and hands that buffer
+    on (also when the graph is kept); a second backward through the kept graph recomputes
+    it; under create_graph it differentiates ``formula`` (checked by gradgradcheck)."""
+    from hfplug_imbalance._kernels import Kernel
+
+    buffers = []
+
+    class Cube(Kernel):  # sum(v**3 / 3) per row or per element; its gradient is v**2
+        def formula(self, v):
+            return (v**3 / 3).sum(-1) if row else v**3 / 3
+
+        def value_and_grad(self, v):
+            buffers.append(v.detach() ** 2)
+            return self.formula(v.detach()), buffers[-1]
 
     x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
-
-    def reference(v):  # sum(v**3 / 3) per row or per element; its gradient v**2 is what compute returns
-        return (v**3 / 3).sum(-1) if row else v**3 / 3
-
-    def compute(v):
-        return reference(v), v**2
-
-    def ours(v):
-        return _PrecomputedGrad.apply(v, compute, reference)
-
     upstream = torch.randn(4 if row else (4, 3), dtype=torch.float64)
     expected = x.detach() ** 2 * (upstream[:, None] if row else upstream)
-    value = ours(x)
-    torch.testing.assert_close(value, reference(x.detach()))
+    value = Cube()(x)
+    torch.testing.assert_close(value, (x.detach() ** 3 / 3).sum(-1) if row else x.detach() ** 3 / 3)
     value.backward(upstream, retain_graph=True)
     torch.testing.assert_close(x.grad, expected)
+    torch.testing.assert_close(buffers[0], expected)  # scaled in place: no new [..., C] tensor
     x.grad = None
     value.backward(upstream)
     torch.testing.assert_close(x.grad, expected)
-    assert torch.autograd.gradgradcheck(ours, (x,))
+    assert len(buffers) == 2  # recomputed once, for the second backward
+    assert torch.autograd.gradgradcheck(Cube(), (x,))
+
+
+@pytest.mark.parametrize("name", sorted(ALL_LOSSES))
+def test_retained_graph_gives_the_same_gradient_twice_without_private_torch_api(name, monkeypatch):
+    """retain_graph=True (FGM's objective="sum" takes the clean gradient that way): a second backward through
+    the kept graph gives the gradient of a fresh call, and no private autograd query is made to tell the
+    two cases apart."""
+
+    def private_query():
+        raise AssertionError("the losses must not call torch._C._autograd._get_current_graph_task_keep_graph")
+
+    loss = ALL_LOSSES[name]()
+    logits = torch.randn(8, 4, generator=torch.Generator().manual_seed(21)) * 2
+    targets = _targets(name)
+    reference = logits.clone().requires_grad_(True)
+    (fresh,) = torch.autograd.grad(ALL_LOSSES[name]()(reference, targets), reference)
+    monkeypatch.setattr(
+        torch._C._autograd, "_get_current_graph_task_keep_graph", private_query, raising=False
+    )
+    x = logits.clone().requires_grad_(True)
+    value = loss(x, targets)
+    (first,) = torch.autograd.grad(value, x, retain_graph=True)
+    (second,) = torch.autograd.grad(value, x)
+    torch.testing.assert_close(first, fresh)
+    torch.testing.assert_close(second, fresh)
 
 
 @pytest.mark.parametrize("name", sorted(ALL_LOSSES))

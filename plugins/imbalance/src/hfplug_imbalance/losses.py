@@ -13,30 +13,26 @@ primitives; NaN or inf logits raise ``ValueError``, and so does a non-finite los
 overflow); ``check_finite=False`` skips both checks and lets NaN propagate (a NaN logit of a counted target
 gives a NaN loss). ``num_items_in_batch`` must be a number or scalar tensor ``>= 0``; 0 (the Trainer's count
 when every target of the step is ignored) is accepted only when the batch has no valid target (loss 0).
+
+This module holds the public classes, their options and the input checks; the per-item formulas and the
+hand-written value-and-gradient kernels are in ``_kernels.py``.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import torch
-import torch.nn.functional as F
 
 from hfplug.losses import TrainerLoss, reduce_loss
 from hfplug.validation import check_bool, check_choice, check_float, check_int
 
+from . import _kernels as K
 from .priors import CountsLike, _class_priors, _class_weights, as_counts, class_counts, class_weights
 
 ACTIVATIONS = ("softmax", "sigmoid")
-
-# Floor for 1 - p before a fractional power or a log: keeps gradients finite for gamma < 1 at p -> 1.
-_EPS = 1e-12
-# Logits with |x| <= 80 keep sigmoid(+-x) and exp(+-x) normal float32 numbers, so their logs are finite: the
-# element-wise losses then take a path with fewer passes (one sigmoid and one log instead of softplus).
-_FAST_EXTENT = 80.0
-
 
 # Exponents (focal gamma, Dice alpha) above this only underflow (1 - p)**gamma to 0 in float32 while
 # gamma * log(1 - p) overflows in the gradients; the papers use 0..5.
@@ -48,6 +44,24 @@ MAX_WEIGHT = 1e8
 # useful setting (tau ~ 1, s = 30, margin 0.5) and keeps the per-target loss far from float32 overflow.
 MAX_LOGIT_SHIFT = 1e4
 _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+class LossOptions(TypedDict, total=False):
+    """Keyword options of every loss here.
+
+    ``ignore_index`` (default -100): targets equal to it are skipped. ``check_finite`` (default True): NaN /
+    inf logits, and a non-finite loss of finite logits, raise ``ValueError``.
+    """
+
+    ignore_index: int
+    check_finite: bool
+
+
+class SoftmaxLossOptions(LossOptions, total=False):
+    """:class:`LossOptions` and ``label_smoothing`` in [0, 1) (default 0): the target distribution is
+    ``(1 - eps) onehot(y) + eps / C`` (PyTorch's formula)."""
+
+    label_smoothing: float
 
 
 def _float32(name: str, values: torch.Tensor, maximum: float = _FLOAT32_MAX) -> torch.Tensor:
@@ -143,370 +157,6 @@ def _sigmoid_inputs(
     return logits.float(), targets.where(valid, 0.0), valid
 
 
-def _one_minus_p(logp: torch.Tensor) -> torch.Tensor:
-    """``1 - exp(logp)`` without cancellation, floored at 1e-12."""
-    return (-torch.expm1(logp)).clamp(min=_EPS)
-
-
-def _modulated_nll(logp: torch.Tensor, gamma: float) -> torch.Tensor:
-    """``-(1 - p)**gamma * log p`` (plain negative log-likelihood when gamma = 0)."""
-    nll = -logp
-    return nll * _one_minus_p(logp).pow(gamma) if gamma else nll
-
-
-def _extent(x: torch.Tensor, extent: float | None) -> float:
-    """``max |x|`` (``extent`` when the finiteness check already computed it)."""
-    if extent is not None or not x.numel():
-        return extent or 0.0
-    low, high = torch.aminmax(x.detach())  # a float, not a graph node: no autograd involvement
-    return max(-float(low), float(high))
-
-
-def _is_hard(y: torch.Tensor, scratch: torch.Tensor) -> bool:
-    """Whether every target in [0, 1] is exactly 0 or 1: ``y - y**2`` is 0 for those and positive (also in
-    float32) for any other; ``scratch``: a buffer of y's shape that is overwritten."""
-    return not bool(torch.addcmul(y, y, y, value=-1.0, out=scratch).amax() > 0) if y.numel() else True
-
-
-def _neg_softplus(x: torch.Tensor, extent: float) -> torch.Tensor:
-    """``-softplus(x) = log sigmoid(-x)`` in a new buffer: a sigmoid and a log when ``|x| <= 80``."""
-    if extent <= _FAST_EXTENT:
-        return torch.neg(x).sigmoid_().log_()
-    return F.softplus(x).neg_()
-
-
-def _graph_is_kept() -> bool:
-    """Whether the running backward keeps the graph (``retain_graph`` / ``create_graph``); True when this torch
-    cannot tell (the query is the one torch's own AOT autograd uses to free saved tensors early)."""
-    query = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
-    return True if query is None else bool(query())
-
-
-class _PrecomputedGrad(torch.autograd.Function):
-    """Value and gradient from one no-grad pass: ``compute(x) -> (loss, dloss/dx)``.
-
-    ``loss`` has the shape of ``x`` or of ``x`` without its last dimension (one value per row). Backward
-    scales the stored gradient by the upstream one: in place, handing that buffer on (no new [..., C] tensor),
-    when the graph is freed after this backward; out of place when it is kept (``retain_graph=True``).
-    Under ``create_graph=True`` (double backward, e.g. a gradient penalty) it differentiates
-    ``reference(x)``, the same loss written in plain autograd operations, instead.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, compute: Any, reference: Any) -> torch.Tensor:
-        loss, grad = compute(x)
-        ctx.save_for_backward(x)
-        ctx.grad, ctx.row, ctx.reference = grad, loss.dim() < x.dim(), reference
-        return loss
-
-    @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        if torch.is_grad_enabled():
-            (x,) = ctx.saved_tensors
-            (grad,) = torch.autograd.grad(ctx.reference(x), x, grad_output, create_graph=True)
-            return grad, None, None
-        scale = grad_output[..., None] if ctx.row else grad_output
-        if _graph_is_kept():
-            return ctx.grad * scale, None, None
-        grad, ctx.grad = ctx.grad, None
-        return grad.mul_(scale), None, None
-
-
-# Plain autograd formulas of the hand-written losses, differentiated under create_graph=True.
-
-
-def _plain_sigmoid_focal(
-    x: torch.Tensor, y: torch.Tensor, gamma: float, alpha: float | torch.Tensor | None
-) -> torch.Tensor:
-    p = torch.sigmoid(x)
-    loss = (p + y - 2 * p * y).clamp(min=_EPS) ** gamma * F.binary_cross_entropy_with_logits(
-        x, y, reduction="none"
-    )
-    return loss if alpha is None else loss * (alpha * y + (1 - alpha) * (1 - y))
-
-
-def _plain_sigmoid_soft_dice(x: torch.Tensor, y: torch.Tensor, smooth: float) -> torch.Tensor:
-    p = torch.sigmoid(x)
-    return 1 - (2 * p * y + smooth) / (p + y + smooth)
-
-
-def _plain_f1_weighted_bce(x: torch.Tensor, y: torch.Tensor, half_f1: torch.Tensor) -> torch.Tensor:
-    return y * (1 - half_f1) * F.softplus(-x) + (1 - y) * half_f1 * F.softplus(x)
-
-
-def _plain_multilabel_ce(s: torch.Tensor, y: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    keep = torch.ones_like(y, dtype=torch.bool) if valid is None else valid
-    zeros = torch.zeros_like(s[..., :1])
-    negatives = torch.cat([s.masked_fill(~keep | (y > 0), -math.inf), zeros], -1).logsumexp(-1)
-    return negatives + torch.cat([(-s).masked_fill(~keep | (y == 0), -math.inf), zeros], -1).logsumexp(-1)
-
-
-def _plain_softmax_dice(z: torch.Tensor, y: torch.Tensor, alpha: float, smooth: float) -> torch.Tensor:
-    p = torch.softmax(z, -1)
-    adjusted = p * (1 - p).clamp(min=_EPS) ** alpha if alpha else p
-    adjusted_y = adjusted.gather(-1, y[:, None]).squeeze(-1)
-    ratio = adjusted / (adjusted + smooth)
-    return ratio.sum(-1) - adjusted_y / (adjusted_y + smooth) + (1 - adjusted_y) / (1 + smooth + adjusted_y)
-
-
-def _plain_softmax_f1_ce(z: torch.Tensor, y: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    logp = torch.log_softmax(z, -1)
-    logp_y = logp.gather(-1, y[:, None]).squeeze(-1)
-    log_q = torch.log((1 - logp.exp()).clamp(min=_EPS))
-    with torch.no_grad():
-        weight = valid.to(z.dtype)
-        predicted = weight @ logp.exp()
-        true_positive = z.new_zeros(z.shape[-1]).index_add_(0, y, logp_y.exp() * weight)
-        positives = z.new_zeros(z.shape[-1]).index_add_(0, y, weight)
-        half_f1 = true_positive / (positives + predicted).clamp(min=_EPS)
-    a_y = half_f1[y]
-    return a_y * log_q.gather(-1, y[:, None]).squeeze(-1) - log_q @ half_f1 - (1 - a_y) * logp_y
-
-
-def _sigmoid_focal_hard(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    gamma: float,
-    alpha: float | torch.Tensor | None,
-    buffer: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sigmoid focal loss for 0/1 targets and ``|x| <= 80``, in three buffers.
-
-    With ``t = (2y - 1) x``, ``p_t = sigmoid(t)``, ``u = 1 - p_t``: loss ``alpha_t u**gamma (-log p_t)`` and
-    derivative ``(1 - 2y) alpha_t u**gamma (u - gamma p_t log p_t)``; the ``u**(gamma - 1)`` of the general
-    form cancels, so the gradient is finite for every ``gamma >= 0``. ``alpha``: None, a float or ``[C]``;
-    ``buffer``: an optional scratch tensor of x's shape to work in.
-    """
-    u = torch.addcmul(x, x, y, value=-2.0, out=buffer).neg_().sigmoid_()  # p_t
-    loss = torch.log(u)  # log p_t, made the loss in place below
-    grad = torch.mul(u, loss).mul_(-gamma).add_(u.neg_().add_(1.0))  # u - gamma p_t log p_t
-    if gamma:
-        weight = u.mul_(u) if gamma == 2.0 else u if gamma == 1.0 else u.log_().mul_(gamma).exp_()  # u**gamma
-        grad.mul_(weight)
-        loss.mul_(weight)
-    if alpha is None:  # (1 - 2y) alpha_t = 1 - 2y
-        return loss.neg_(), grad.mul_(torch.mul(y, -2.0, out=u).add_(1.0))
-    factor = torch.neg(y, out=u).add_(1.0 - alpha)  # (1 - 2y) alpha_t = (1 - alpha) - y for 0/1 targets
-    grad.mul_(factor)
-    return loss.mul_(factor.abs_().neg_()), grad  # alpha_t = |factor|; the minus sign of -log p_t
-
-
-def _sigmoid_focal(
-    x: torch.Tensor, y: torch.Tensor, gamma: float, alpha: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``alpha_t (1 - p_t)**gamma BCE(x, y)`` and its derivative in x (closed form, soft y allowed).
-
-    With ``u = 1 - p_t = p + y - 2 p y`` (floored at 1e-12): ``d/dx = alpha_t [(p - y) u**gamma
-    + BCE gamma u**(gamma - 1) (1 - 2 y) p (1 - p)]``.
-    """
-    bce = F.softplus(x).addcmul_(x, y, value=-1.0)  # softplus(x) - x y, stable for any x
-    p = torch.sigmoid(x)
-    grad = torch.sub(p, y)
-    u = torch.addcmul(p, p, y, value=-2.0)  # p (1 - 2y) = u - y
-    du = p.neg_().add_(1.0).mul_(u)  # (1 - 2y) p (1 - p) = du/dx, in p's buffer
-    u.add_(y).clamp_(min=_EPS)
-    if gamma == 2.0:  # the default: u**(gamma - 1) = u
-        du.mul_(u)
-        w = u.mul_(u)
-    else:
-        w = u.pow(gamma)
-        du.mul_(w).div_(u)
-    grad.mul_(w).add_(du.mul_(bce), alpha=gamma)  # (p - y) u**gamma + gamma u**(gamma - 1) BCE du/dx
-    loss = bce.mul_(w)
-    if alpha is not None:
-        alpha_t = torch.addcmul(1.0 - alpha, y, 2.0 * alpha - 1.0, out=du)  # alpha y + (1 - alpha)(1 - y)
-        loss.mul_(alpha_t)
-        grad.mul_(alpha_t)
-    return loss, grad
-
-
-def _sigmoid_soft_dice(x: torch.Tensor, y: torch.Tensor, smooth: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Soft Dice ``1 - (2 p y + s) / (p + y + s) = (p + y - 2 p y) / (p + y + s)`` and its derivative
-    ``(s - 2 y (y + s)) p (1 - p) / (p + y + s)**2``, in three buffers."""
-    p = torch.sigmoid(x)
-    r = torch.add(p, y).add_(smooth).reciprocal_()  # 1 / (p + y + s)
-    loss = torch.addcmul(p, p, y, value=-2.0).add_(y).mul_(r)
-    grad = p.addcmul_(p, p, value=-1.0).mul_(r.mul_(r))  # p (1 - p) / D**2
-    return loss, grad.mul_(torch.add(y, smooth, out=r).mul_(y).mul_(-2.0).add_(smooth))
-
-
-def _f1_weighted_bce(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    half_f1: torch.Tensor,
-    p: torch.Tensor,
-    extent: float,
-    buffer: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``y (1 - a) softplus(-x) + (1 - y) a softplus(x)`` with ``a = F1 / 2`` held constant, computed as
-    ``w softplus(x) - x y (1 - a)`` with ``w = a + y (1 - 2a)``; derivative ``p w - y (1 - a)``.
-    ``p = sigmoid(x)`` is reused as a buffer, and so is ``buffer`` (x's shape) if given; three in all."""
-    w = torch.addcmul(half_f1, y, 1.0 - 2.0 * half_f1, out=buffer)
-    loss = _neg_softplus(x, extent).mul_(w)  # -w softplus(x)
-    grad = p.mul_(w)
-    positive = torch.mul(y, 1.0 - half_f1, out=w)  # y (1 - a)
-    return loss.addcmul_(x, positive).neg_(), grad.sub_(positive)
-
-
-def _multilabel_ce(
-    s: torch.Tensor, y: torch.Tensor, valid: torch.Tensor | None, ignore_index: int, extent: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row ``log(1 + sum_neg e^s) + log(1 + sum_pos e^-s)`` and its derivative (a softmax in each group).
-
-    ``y``: targets in [0, 1] (0 where ignored; anything but 0 or 1 raises), ``valid``: None when nothing
-    is ignored, ``extent``: ``max |s|``. When ``extent + log C <= 80`` no exponential or row sum can
-    overflow and the sums are taken as they are; otherwise each group is shifted by its own max (floored
-    at 0, the implicit 0 logit). Ignored entries get -inf and drop out of both groups. Float arithmetic on
-    ``y`` in two [..., C] buffers instead of boolean masks (several times faster on CPU) on the common path.
-    """
-    buffer = torch.rsub(y, 1.0)
-    if torch.dot(y.reshape(-1), buffer.reshape(-1)) > 0:  # some y strictly inside (0, 1)
-        raise ValueError(
-            f"multi-label targets must be 0, 1 or ignore_index={ignore_index}; got {y[buffer * y > 0][0]:g}"
-        )
-    t = torch.addcmul(s, s, y, value=-2.0)  # s for negatives, -s for positives
-    if valid is not None:
-        t.masked_fill_(~valid, -math.inf)
-    if extent + math.log(max(s.shape[-1], 1)) <= _FAST_EXTENT:
-        e_neg = buffer.mul_(t.exp_())  # exact: 1 - y is 0 or 1
-        e_pos = t.sub_(e_neg)
-        d_pos, d_neg = e_pos.sum(-1).add_(1.0), e_neg.sum(-1).add_(1.0)
-        loss = d_pos.log() + d_neg.log()
-    else:
-        # group maxima through masks: an additive offset below every entry overflows float32 for huge |s|
-        positive = y > 0  # exact: y is 0 or 1
-        m_pos = torch.where(positive, t, -math.inf).amax(-1).clamp_(min=0.0)
-        m_neg = torch.where(positive, -math.inf, t).amax(-1).clamp_(min=0.0)
-        e = t.sub_(torch.lerp(m_neg[..., None], m_pos[..., None], y, out=buffer)).exp_()
-        e_pos = torch.mul(e, y, out=buffer)
-        e_neg = e.sub_(e_pos)  # exact: y is 0 or 1
-        d_pos = e_pos.sum(-1).add_(torch.exp(-m_pos))
-        d_neg = e_neg.sum(-1).add_(torch.exp(-m_neg))
-        loss = m_pos + d_pos.log() + m_neg + d_neg.log()
-    grad = e_neg.mul_(d_neg.reciprocal_()[..., None]).addcmul_(
-        e_pos, d_pos.reciprocal_()[..., None], value=-1.0
-    )
-    return loss, grad
-
-
-def _cross_entropy(
-    a: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, scale: float, fresh: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``w_y (logsumexp(a) - a_y)`` per row and its derivative ``scale w_y (softmax(a) - onehot(y))`` in the
-    logits z, for adjusted logits ``a = scale z + offsets`` ``[N, C]``. ``fresh``: ``a`` is a temporary that
-    may be overwritten. One exp and a few in-place passes (PyTorch's fused kernel makes two exp passes);
-    probabilities below e^-80 are floored there."""
-    index = y[:, None]
-    shifted = a.amax(-1, keepdim=True).neg_()
-    e = a.add_(shifted) if fresh else torch.add(a, shifted)
-    e_y = e.gather(-1, index)
-    # exp(-80) is still a normal float: no denormals (slow on CPU) from strongly scaled logits, e.g. LDAM's
-    # s = 30; the floor adds at most C e^-80 to the sum
-    total = e.clamp_(min=-_FAST_EXTENT).exp_().sum(-1, keepdim=True)
-    loss = total.log() - e_y
-    step = torch.full_like(e_y, scale) if weight is None else weight[y][:, None] * scale
-    if weight is not None:
-        loss.mul_(weight[y][:, None])
-    grad = e.mul_(step / total).scatter_add_(-1, index, step.neg_())
-    return loss.squeeze(-1), grad
-
-
-def _softmax_dice(
-    z: torch.Tensor, y: torch.Tensor, alpha: float, smooth: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row Dice ``sum_c 1 - (2 p~_c q_c + s) / (p~_c + q_c + s)``, ``q = onehot(y)``, ``p~ = p (1 - p)**alpha``,
-    ``p = softmax(z)``, and its derivative.
-
-    A non-target class adds ``p~ / (p~ + s)``, the target ``(1 - p~) / (1 + s + p~)``. With ``G = dloss/dp``
-    (``s (dp~/dp) / (p~ + s)**2`` off target, ``-(2 + s) (dp~/dp) / (1 + s + p~)**2`` on it) and
-    ``dp~/dp = (1 - p)**(alpha - 1) (1 - (1 + alpha) p)`` (``1 - p`` floored at 1e-12), the gradient is
-    ``p G - p <p, G>``.
-    """
-    index = y[:, None]
-    p = torch.softmax(z, -1)
-    if not alpha:
-        adjusted, slope = p, None
-    else:
-        q = torch.rsub(p, 1.0).clamp_(min=_EPS)
-        if alpha == 1:
-            adjusted, slope = q.mul_(p), None  # (1 - p)**(alpha - 1) = 1
-        else:
-            slope = q.log_().mul_(alpha - 1.0).exp_()  # (1 - p)**(alpha - 1)
-            adjusted = torch.rsub(p, 1.0).mul_(slope).mul_(p)
-    r = torch.add(adjusted, smooth).reciprocal_()  # 1 / (p~ + s)
-    p_y, adjusted_y = p.gather(-1, index), adjusted.gather(-1, index)
-    # every class as a non-target, then the target's own term in place of its non-target one
-    ratio = adjusted.mul_(r) if adjusted is not p else torch.mul(p, r)
-    loss = (
-        ratio.sum(-1, keepdim=True) - ratio.gather(-1, index) + (1 - adjusted_y) / (1 + smooth + adjusted_y)
-    )
-    del ratio, adjusted
-    grad = r.mul_(r).mul_(smooth)
-    slope_y = 1.0
-    if alpha:
-        if slope is not None:
-            grad.mul_(slope)
-            slope_y = (1.0 - p_y).clamp_(min=_EPS).pow_(alpha - 1.0)
-        grad.addcmul_(grad, p, value=-(1.0 + alpha))
-        slope_y = slope_y * (1.0 - (1.0 + alpha) * p_y)
-    grad.scatter_(-1, index, -(2.0 + smooth) * slope_y / (1.0 + smooth + adjusted_y) ** 2)
-    grad.mul_(p)
-    return loss.squeeze(-1), grad.addcmul_(p, grad.sum(-1, keepdim=True), value=-1.0)
-
-
-def _softmax_f1_ce(
-    z: torch.Tensor, y: torch.Tensor, valid: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row ``-sum_c a_c log(1 - p_c) + a_y log(1 - p_y) - (1 - a_y) log p_y`` with ``a = F1 / 2`` of the
-    batch (one-vs-rest smooth F1 over the valid rows, held constant) and its derivative ``h - p sum_c h_c``,
-    ``h_c = a_c p_c / (1 - p_c)`` off target, ``h_y = -(1 - a_y)`` (``1 - p`` floored at 1e-12)."""
-    index = y[:, None]
-    logp = torch.log_softmax(z, -1)
-    logp_y = logp.gather(-1, index).squeeze(-1)
-    p = torch.exp(logp)
-    weight = valid.to(z.dtype)
-    predicted = weight @ p
-    true_positive = z.new_zeros(z.shape[-1]).index_add_(0, y, logp_y.exp() * weight)
-    positives = z.new_zeros(z.shape[-1]).index_add_(0, y, weight)
-    half_f1 = true_positive / (positives + predicted).clamp(min=_EPS)
-    q = torch.neg(p, out=logp).add_(1.0).clamp_(min=_EPS)  # 1 - p, in logp's buffer
-    h = torch.div(p, q).mul_(half_f1)
-    log_q = q.log_()
-    a_y = half_f1[y]
-    loss = a_y * log_q.gather(-1, index).squeeze(-1) - log_q @ half_f1 - (1 - a_y) * logp_y
-    h.scatter_(-1, index, (a_y - 1.0)[:, None])
-    return loss, h.addcmul_(p, h.sum(-1, keepdim=True), value=-1.0)
-
-
-def _softmax_per_item(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    weights: torch.Tensor | None,
-    gamma: float,
-    label_smoothing: float,
-) -> torch.Tensor:
-    """``sum_c w_c q_c (1 - p_c)**gamma (-log p_c)`` with ``q = (1 - eps) onehot(y) + eps / C``.
-
-    ``weights``: None, a scalar or ``[C]``. Without focusing (gamma = 0) this is PyTorch's fused weighted,
-    label-smoothed cross-entropy with ``reduction="none"``.
-    """
-    per_class = weights if weights is not None and weights.dim() else None
-    scalar = weights if weights is not None and not weights.dim() else 1.0
-    if not gamma:
-        return scalar * F.cross_entropy(
-            logits, labels, weight=per_class, reduction="none", label_smoothing=label_smoothing
-        )
-    logp = logits.log_softmax(-1)
-    per = _modulated_nll(logp.gather(-1, labels[:, None]).squeeze(-1), gamma)
-    if per_class is not None:
-        per = per * per_class[labels]
-    if label_smoothing:
-        full = _modulated_nll(logp, gamma)
-        smooth = (full @ per_class if per_class is not None else full.sum(-1)) / logp.shape[-1]
-        per = (1.0 - label_smoothing) * per + label_smoothing * smooth
-    return scalar * per
-
-
 class _FromCounts:
     """``from_dataset``: build the loss from class counts computed by :func:`class_counts`."""
 
@@ -538,7 +188,10 @@ class _FromCounts:
 
 
 class _ImbalanceLoss(TrainerLoss):
-    """Shared checks and reduction. Subclasses implement ``per_item(logits, labels) -> (per_item, valid or None)``."""
+    """The options of :class:`LossOptions`, the input checks and the reduction.
+
+    Subclasses implement ``per_item(logits, labels, extent) -> (per_item, valid or None)``.
+    """
 
     def __init__(self, *, ignore_index: int = -100, check_finite: bool = True) -> None:
         super().__init__()
@@ -592,11 +245,12 @@ class _ImbalanceLoss(TrainerLoss):
 
 
 class _SoftmaxLoss(_ImbalanceLoss):
-    """Softmax cross-entropy on adjusted logits ``scale z + offsets``, with optional class weights and label
-    smoothing. Without label smoothing the value and gradient come from one hand-written pass."""
+    """Softmax cross-entropy on adjusted logits ``scale z + offsets``, with optional class weights and
+    ``label_smoothing`` (:class:`SoftmaxLossOptions`). Without label smoothing the value and gradient come
+    from one hand-written pass (:class:`~hfplug_imbalance._kernels.SoftmaxCrossEntropy`)."""
 
-    def __init__(self, *, label_smoothing: float = 0.0, ignore_index: int = -100, check_finite: bool = True):
-        super().__init__(ignore_index=ignore_index, check_finite=check_finite)
+    def __init__(self, *, label_smoothing: float = 0.0, **options: Unpack[LossOptions]) -> None:
+        super().__init__(**options)
         self.label_smoothing = check_float(
             "label_smoothing", label_smoothing, minimum=0.0, maximum=1.0, max_open=True
         )
@@ -618,16 +272,9 @@ class _SoftmaxLoss(_ImbalanceLoss):
         z, y, valid = _softmax_inputs(logits, labels, self.ignore_index)
         weights = self.weights(z)
         if self.label_smoothing:
-            return _softmax_per_item(self.adjust_logits(z, y), y, weights, 0.0, self.label_smoothing), valid
-
-        def compute(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            a = self.adjust_logits(z, y)
-            return _cross_entropy(a, y, weights, self.logit_scale, fresh=a is not z)
-
-        def reference(z: torch.Tensor) -> torch.Tensor:
-            return _softmax_per_item(self.adjust_logits(z, y), y, weights, 0.0, 0.0)
-
-        return _PrecomputedGrad.apply(z, compute, reference), valid
+            adjusted = self.adjust_logits(z, y)
+            return K.softmax_cross_entropy(adjusted, y, weights, 0.0, self.label_smoothing), valid
+        return K.SoftmaxCrossEntropy(y, weights, self.logit_scale, self.adjust_logits)(z), valid
 
 
 class WeightedCrossEntropyLoss(_FromCounts, _SoftmaxLoss):
@@ -637,6 +284,7 @@ class WeightedCrossEntropyLoss(_FromCounts, _SoftmaxLoss):
     ``"effective_number"`` (``beta``, default 0.999), normalised to ``sum(w) = C``; or pass ``weights``
     directly (used as given). The reduction is ``sum_i w_{y_i} l_i / N`` (N = valid targets or
     ``num_items_in_batch``), not PyTorch's ``/ sum_i w_{y_i}``, so micro-batches add up exactly.
+    ``options``: :class:`SoftmaxLossOptions`.
     """
 
     def __init__(
@@ -647,13 +295,9 @@ class WeightedCrossEntropyLoss(_FromCounts, _SoftmaxLoss):
         beta: float = 0.999,
         weights: CountsLike | None = None,
         smoothing: float = 0.0,
-        label_smoothing: float = 0.0,
-        ignore_index: int = -100,
-        check_finite: bool = True,
+        **options: Unpack[SoftmaxLossOptions],
     ) -> None:
-        super().__init__(
-            label_smoothing=label_smoothing, ignore_index=ignore_index, check_finite=check_finite
-        )
+        super().__init__(**options)
         if (class_counts is None) == (weights is None):
             raise ValueError("pass exactly one of class_counts (weights computed from counts) or weights")
         if weights is not None:
@@ -670,7 +314,7 @@ class WeightedCrossEntropyLoss(_FromCounts, _SoftmaxLoss):
         return f"weighting={self.weighting!r}, num_classes={self.class_weight.numel()}"
 
 
-class FocalLoss(_FromCounts, _ImbalanceLoss):
+class FocalLoss(_FromCounts, _SoftmaxLoss):
     """Focal loss (Lin et al. 2017): ``-alpha_t (1 - p_t)**gamma log p_t``.
 
     ``activation="softmax"`` (default): multi-class, ``p_t = softmax(z)_y``; ``alpha`` is None, a scalar or
@@ -680,7 +324,7 @@ class FocalLoss(_FromCounts, _ImbalanceLoss):
     ``sigmoid_focal_loss`` (whose default is alpha=0.25; here None means no alpha term).
     ``gamma >= 0`` (default 2); ``gamma = 0`` without alpha is cross-entropy. ``1 - p_t`` is floored at 1e-12
     so gradients stay finite for ``0 < gamma < 1``. ``from_dataset(ds, weighting=...)`` sets ``alpha`` to
-    class weights (softmax only).
+    class weights (softmax only). ``options``: :class:`SoftmaxLossOptions` (label smoothing: softmax only).
     """
 
     def __init__(
@@ -689,17 +333,12 @@ class FocalLoss(_FromCounts, _ImbalanceLoss):
         alpha: float | CountsLike | None = None,
         *,
         activation: str = "softmax",
-        label_smoothing: float = 0.0,
-        ignore_index: int = -100,
-        check_finite: bool = True,
+        **options: Unpack[SoftmaxLossOptions],
     ) -> None:
-        super().__init__(ignore_index=ignore_index, check_finite=check_finite)
+        super().__init__(**options)
         self.gamma = check_float("gamma", gamma, minimum=0.0, maximum=MAX_EXPONENT)
         self.activation = check_choice("activation", activation, ACTIVATIONS)
-        self.label_smoothing = check_float(
-            "label_smoothing", label_smoothing, minimum=0.0, maximum=1.0, max_open=True
-        )
-        if activation == "sigmoid" and label_smoothing:
+        if activation == "sigmoid" and self.label_smoothing:
             raise ValueError("label_smoothing applies to activation='softmax' only")
         if alpha is None:
             self.alpha = None
@@ -736,24 +375,14 @@ class FocalLoss(_FromCounts, _ImbalanceLoss):
         if self.activation == "softmax":
             z, y, valid = _softmax_inputs(logits, labels, self.ignore_index)
             alpha = None if self.alpha is None else _per_class(self.alpha, z.shape[-1], "alpha", z)
-            return _softmax_per_item(z, y, alpha, self.gamma, self.label_smoothing), valid
+            return K.softmax_cross_entropy(z, y, alpha, self.gamma, self.label_smoothing), valid
         x, y, valid = _sigmoid_inputs(logits, labels, self.ignore_index)
         alpha = (
             None if self.alpha is None else _per_class(self.alpha, x.shape[-1] if x.dim() else 1, "alpha", x)
         )
-        buffer = torch.empty_like(x)
-        if _extent(x, extent) <= _FAST_EXTENT and _is_hard(y, buffer):
-            hard_alpha = float(alpha) if alpha is not None and not alpha.dim() else alpha
-            return _PrecomputedGrad.apply(
-                x,
-                lambda x: _sigmoid_focal_hard(x, y, self.gamma, hard_alpha, buffer),
-                lambda x: _plain_sigmoid_focal(x, y, self.gamma, hard_alpha),
-            ), valid
-        return _PrecomputedGrad.apply(
-            x,
-            lambda x: _sigmoid_focal(x, y, self.gamma, alpha),
-            lambda x: _plain_sigmoid_focal(x, y, self.gamma, alpha),
-        ), valid
+        scratch = torch.empty_like(x)
+        hard = K.extent(x, extent) <= K.FAST_EXTENT and K.is_hard(y, scratch)
+        return K.SigmoidFocal(y, self.gamma, alpha, scratch if hard else None)(x), valid
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, activation={self.activation!r}, alpha={'None' if self.alpha is None else 'set'}"
@@ -764,7 +393,7 @@ class LogitAdjustedLoss(_FromCounts, _SoftmaxLoss):
 
     ``priors``: class counts or probabilities (normalised here); ``tau >= 0`` (default 1; 0 is plain
     cross-entropy). Predict with the raw logits: the adjustment is for training only. A zero prior is an
-    error unless ``smoothing > 0`` is added to every count.
+    error unless ``smoothing > 0`` is added to every count. ``options``: :class:`SoftmaxLossOptions`.
     """
 
     def __init__(
@@ -773,13 +402,9 @@ class LogitAdjustedLoss(_FromCounts, _SoftmaxLoss):
         tau: float = 1.0,
         *,
         smoothing: float = 0.0,
-        label_smoothing: float = 0.0,
-        ignore_index: int = -100,
-        check_finite: bool = True,
+        **options: Unpack[SoftmaxLossOptions],
     ) -> None:
-        super().__init__(
-            label_smoothing=label_smoothing, ignore_index=ignore_index, check_finite=check_finite
-        )
+        super().__init__(**options)
         self.tau = check_float("tau", tau, minimum=0.0)
         log_priors = _class_priors(priors, "priors", smoothing).log()
         _float32("tau * log(priors)", self.tau * log_priors, MAX_LOGIT_SHIFT)
@@ -804,22 +429,9 @@ class BalancedSoftmaxLoss(LogitAdjustedLoss):
     """
 
     def __init__(
-        self,
-        priors: CountsLike,
-        *,
-        smoothing: float = 0.0,
-        label_smoothing: float = 0.0,
-        ignore_index: int = -100,
-        check_finite: bool = True,
+        self, priors: CountsLike, *, smoothing: float = 0.0, **options: Unpack[SoftmaxLossOptions]
     ) -> None:
-        super().__init__(
-            priors,
-            tau=1.0,
-            smoothing=smoothing,
-            label_smoothing=label_smoothing,
-            ignore_index=ignore_index,
-            check_finite=check_finite,
-        )
+        super().__init__(priors, tau=1.0, smoothing=smoothing, **options)
 
 
 class LDAMLoss(_FromCounts, _SoftmaxLoss):
@@ -830,6 +442,7 @@ class LDAMLoss(_FromCounts, _SoftmaxLoss):
     use a smaller scale for an ordinary linear head). While ``reweight`` is True the per-class weights
     ``(1 - beta) / (1 - beta**n_c)`` (``drw_beta`` = 0.9999, normalised to sum C) multiply the loss;
     :class:`~hfplug_imbalance.LDAMDRWCallback` switches it on late in training.
+    ``options``: :class:`SoftmaxLossOptions`.
     """
 
     def __init__(
@@ -840,13 +453,9 @@ class LDAMLoss(_FromCounts, _SoftmaxLoss):
         scale: float = 30.0,
         drw_beta: float = 0.9999,
         smoothing: float = 0.0,
-        label_smoothing: float = 0.0,
-        ignore_index: int = -100,
-        check_finite: bool = True,
+        **options: Unpack[SoftmaxLossOptions],
     ) -> None:
-        super().__init__(
-            label_smoothing=label_smoothing, ignore_index=ignore_index, check_finite=check_finite
-        )
+        super().__init__(**options)
         self.max_margin = check_float("max_margin", max_margin, minimum=0.0, maximum=MAX_LOGIT_SHIFT)
         self.scale = check_float("scale", scale, minimum=0.0, maximum=MAX_LOGIT_SHIFT, min_open=True)
         weights = _class_weights(
@@ -883,7 +492,7 @@ class DiceLoss(_ImbalanceLoss):
     With ``p~ = (1 - p)**alpha p``: ``1 - (2 p~ q + smooth) / (p~ + q + smooth)``, summed over the classes of
     a softmax target (q one-hot) or taken per entry for ``activation="sigmoid"``. ``alpha = 0`` (default) is
     soft Dice, ``alpha > 0`` self-adjusting Dice; ``smooth > 0`` (default 1). The Dice is per target, not
-    per batch, so it adds up exactly over micro-batches and ranks.
+    per batch, so it adds up exactly over micro-batches and ranks. ``options``: :class:`LossOptions`.
     """
 
     def __init__(
@@ -892,43 +501,25 @@ class DiceLoss(_ImbalanceLoss):
         smooth: float = 1.0,
         *,
         activation: str = "softmax",
-        ignore_index: int = -100,
-        check_finite: bool = True,
+        **options: Unpack[LossOptions],
     ) -> None:
-        super().__init__(ignore_index=ignore_index, check_finite=check_finite)
+        super().__init__(**options)
         self.alpha = check_float("alpha", alpha, minimum=0.0, maximum=MAX_EXPONENT)
         # smooth > 0 keeps 0/0 away from classes with p = q = 0; at most 1e30 so p + q + smooth stays exact
         # enough in float32 and (p + q + smooth)**2 finite
         self.smooth = check_float("smooth", smooth, minimum=0.0, maximum=1e30, min_open=True)
         self.activation = check_choice("activation", activation, ACTIVATIONS)
 
-    def _adjusted(self, p: torch.Tensor, one_minus_p: torch.Tensor) -> torch.Tensor:
-        if not self.alpha:
-            return p
-        factor = one_minus_p.clamp(min=_EPS)
-        return p * (factor if self.alpha == 1 else factor.pow(self.alpha))
-
-    def _dice(self, p: torch.Tensor, q: torch.Tensor | float) -> torch.Tensor:
-        return 1.0 - (2.0 * p * q + self.smooth) / (p + q + self.smooth)
-
     def per_item(
         self, logits: torch.Tensor, labels: Any, extent: float | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.activation == "softmax":
             z, y, valid = _softmax_inputs(logits, labels, self.ignore_index)
-            return _PrecomputedGrad.apply(
-                z,
-                lambda z: _softmax_dice(z, y, self.alpha, self.smooth),
-                lambda z: _plain_softmax_dice(z, y, self.alpha, self.smooth),
-            ), valid
+            return K.SoftmaxDice(y, self.alpha, self.smooth)(z), valid
         x, y, valid = _sigmoid_inputs(logits, labels, self.ignore_index)
         if not self.alpha:
-            return _PrecomputedGrad.apply(
-                x,
-                lambda x: _sigmoid_soft_dice(x, y, self.smooth),
-                lambda x: _plain_sigmoid_soft_dice(x, y, self.smooth),
-            ), valid
-        return self._dice(self._adjusted(torch.sigmoid(x), torch.sigmoid(-x)), y), valid
+            return K.SigmoidSoftDice(y, self.smooth)(x), valid
+        return K.dice(torch.sigmoid(x), torch.sigmoid(-x), y, self.alpha, self.smooth), valid
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, smooth={self.smooth}, activation={self.activation!r}"
@@ -942,11 +533,12 @@ class F1WeightedCrossEntropyLoss(_ImbalanceLoss):
     ``activation="softmax"`` (default): labels ``[...]``, p = softmax, summed over classes per target;
     ``"sigmoid"``: targets of the logits' shape, one F1 per column of the last dimension (1-D logits are
     one binary class). F1 is recomputed on every call, so under gradient accumulation or DDP the weights
-    come from the micro-batch on each rank (the normalisation is still exact).
+    come from the micro-batch on each rank (the normalisation is still exact). ``options``:
+    :class:`LossOptions`.
     """
 
-    def __init__(self, *, activation: str = "softmax", ignore_index: int = -100, check_finite: bool = True):
-        super().__init__(ignore_index=ignore_index, check_finite=check_finite)
+    def __init__(self, *, activation: str = "softmax", **options: Unpack[LossOptions]) -> None:
+        super().__init__(**options)
         self.activation = check_choice("activation", activation, ACTIVATIONS)
 
     def per_item(
@@ -954,9 +546,7 @@ class F1WeightedCrossEntropyLoss(_ImbalanceLoss):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.activation == "softmax":
             z, y, valid = _softmax_inputs(logits, labels, self.ignore_index)
-            return _PrecomputedGrad.apply(
-                z, lambda z: _softmax_f1_ce(z, y, valid), lambda z: _plain_softmax_f1_ce(z, y, valid)
-            ), valid
+            return K.SoftmaxF1CrossEntropy(y, valid)(z), valid
         x, y, valid = _sigmoid_inputs(logits, labels, self.ignore_index)
         with torch.no_grad():  # per-column smooth F1; y is already 0 where ignored
             columns = x.shape[-1] if x.dim() > 1 else 1
@@ -969,13 +559,8 @@ class F1WeightedCrossEntropyLoss(_ImbalanceLoss):
             buffer = torch.mul(p, y)
             true_positive = column_sums(buffer)
             predicted = column_sums(p if valid is None else torch.mul(p, valid, out=buffer))
-            half_f1 = true_positive / (column_sums(y) + predicted).clamp(min=_EPS)
-        extent = _extent(x, extent)
-        return _PrecomputedGrad.apply(
-            x,
-            lambda x: _f1_weighted_bce(x, y, half_f1, p, extent, buffer),
-            lambda x: _plain_f1_weighted_bce(x, y, half_f1),
-        ), valid
+            half_f1 = true_positive / (column_sums(y) + predicted).clamp(min=K.EPS)
+        return K.SigmoidF1CrossEntropy(y, half_f1, K.extent(x, extent), p, buffer)(x), valid
 
     def extra_repr(self) -> str:
         return f"activation={self.activation!r}"
@@ -988,6 +573,7 @@ class MultiLabelCategoricalCrossEntropyLoss(_ImbalanceLoss):
     Logits ``[..., C]`` and multi-hot targets of the same shape; ``ignore_index`` entries belong to neither
     sum and all-ignored rows are skipped. The Trainer counts label entries, so ``num_items_in_batch`` is
     divided by C to count rows (exact when whole rows are ignored, as for padding tokens).
+    ``options`` (keyword only): :class:`LossOptions`.
     """
 
     def per_item(
@@ -1000,12 +586,7 @@ class MultiLabelCategoricalCrossEntropyLoss(_ImbalanceLoss):
                 f"got logits {tuple(logits.shape)} and targets {tuple(targets.shape)}"
             )
         s, y, valid = _sigmoid_inputs(logits, targets, self.ignore_index)
-        extent = _extent(s, extent)
-        per_row = _PrecomputedGrad.apply(
-            s,
-            lambda s: _multilabel_ce(s, y, valid, self.ignore_index, extent),
-            lambda s: _plain_multilabel_ce(s, y, valid),
-        )
+        per_row = K.MultiLabelCrossEntropy(y, valid, self.ignore_index, K.extent(s, extent))(s)
         return per_row, None if valid is None else valid.any(-1)
 
     def _items(self, num_items_in_batch: Any, logits: torch.Tensor) -> Any:
