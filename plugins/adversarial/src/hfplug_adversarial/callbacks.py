@@ -178,6 +178,18 @@ class AdversarialCallback(TrainerCallback, ExportableState):
         self._remove()
         if model is None:
             raise ValueError(f"{type(self).__name__} needs the model at train begin")
+        attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
+        if (
+            self.double_backward
+            and getattr(model, "is_gradient_checkpointing", False)
+            and attention != "eager"
+        ):
+            raise ValueError(
+                f"{type(self).__name__} differentiates twice through the attention, under the math SDPA kernel; "
+                "gradient checkpointing recomputes the forward in the backward with the default kernel (torch's "
+                f"CheckpointError). With attn_implementation={attention!r}: set gradient_checkpointing=False "
+                "(TRL's SFTConfig defaults it to True) or load the model with attn_implementation='eager'"
+            )
         # global_step > 0 only when the Trainer loaded a checkpoint's trainer_state.json (with its callbacks)
         self.skipped_steps = self._resumed_skips(state.stateful_callbacks) if state.global_step > 0 else 0
         # the Trainer saves states under the names it loaded: a checkpoint written without this callback needs one
