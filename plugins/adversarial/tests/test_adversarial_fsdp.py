@@ -26,8 +26,8 @@ from _adversarial_helpers import (
     make_data,
     make_model,
     project,
+    smart_ref,
 )
-from test_adversarial_methods import smart_ref
 
 from hfplug.testing import run_torchrun
 
