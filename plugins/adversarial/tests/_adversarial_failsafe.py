@@ -69,23 +69,28 @@ def train(
     callback=None,
     inject_class: type[Inject] = Inject,
     model=None,
+    output_dir: str = "/tmp/hfplug_adversarial_tests",
+    save_steps: int | None = None,
+    resume_from_checkpoint: str | None = None,
     **extra,
 ) -> Trainer:
-    """Train ``model`` (default: a fresh tiny BERT) with AdamW (weight decay 0.1, so a skipped step that still decays shows)."""
+    """Train ``model`` (default: a fresh tiny BERT) with AdamW (weight decay 0.1, so a skipped step that still decays
+    shows); with ``save_steps``, checkpoints go to ``output_dir``."""
     model = make_model("seq") if model is None else model
     model.accepts_loss_kwargs = False  # a micro-batch mean loss, divided by GA by the Trainer
     callbacks = [METHODS[method]() if callback is None else callback]
     if where is not None:
         callbacks.append(inject_class(model, where, bad_step, last_micro=accumulation > 1, rank=rank))
     args = TrainingArguments(
-        "/tmp/hfplug_adversarial_tests", per_device_train_batch_size=BATCH // accumulation,
+        output_dir, per_device_train_batch_size=BATCH // accumulation,
         gradient_accumulation_steps=accumulation, num_train_epochs=1, learning_rate=1e-2, optim="adamw_torch",
         weight_decay=0.1, lr_scheduler_type=scheduler, max_grad_norm=max_grad_norm, use_cpu=True, report_to="none",
-        save_strategy="no", logging_steps=1, disable_tqdm=True, train_sampling_strategy="sequential", seed=0,
+        save_strategy="no" if save_steps is None else "steps", save_steps=save_steps or 500, logging_steps=1,
+        disable_tqdm=True, train_sampling_strategy="sequential", seed=0,
         **extra,
     )  # fmt: skip
     trainer = Trainer(model, args, train_dataset=DictDataset(data), callbacks=callbacks)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     return trainer
 
 

@@ -3,14 +3,15 @@
 Against hand-written references, 5 steps each: FGM per-example with the model's loss (4 per rank); gradient penalty
 with compute_loss_func and gradient clipping at 0.3 (active in 4 of the 5 steps) and FreeLB with the model's loss,
 both under gradient accumulation (2 micro-batches of 2 per rank); PGD per-example with compute_loss_func; SMART with
-the model's loss, its reference drawing each half of the batch's noise from that rank's generator (seed 0 + rank;
-the full-batch draw of seed 0 moves the result by 6%). Each rank holds about half of the parameters. Without the
+the model's loss, its reference drawing each half of the batch's noise from that rank's generator (seeded
+0 + rank + 2 t at step t; the full-batch draw of seed 0 moves the result by 6%). Each rank holds about half of the parameters. Without the
 plugin's FSDP handling FGM fails on a resharded root parameter ("mixed torch.Tensor and DTensor") and the gradient
 penalty segfaults in the final backward (or, resharded only before the optimizer step, clips nothing and trains on
 stale gathered parameters)."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,8 @@ from _adversarial_helpers import (
     make_data,
     make_model,
     project,
+    smart_ref,
 )
-from test_adversarial_methods import smart_ref
 
 from hfplug.testing import run_torchrun
 
@@ -52,12 +53,15 @@ def pgd_per_example(ref: Reference, eps: float = 1.0, alpha: float = 0.3, steps:
 
 
 def rank_seeded_draw():
-    """SMART's noise under 2 ranks: each rank draws for its 4 examples from a generator seeded 0 + rank."""
-    generators = [torch.Generator().manual_seed(rank) for rank in (0, 1)]
+    """SMART's noise under 2 ranks: at step t (one draw per step) each rank draws for its 4 examples from a
+    generator seeded 0 + rank + 2 t."""
+    steps = itertools.count()
 
     def draw(shape):
-        half = (shape[0] // 2, *shape[1:])
-        return torch.cat([torch.randn(half, generator=g) for g in generators])
+        half, t = (shape[0] // 2, *shape[1:]), next(steps)
+        return torch.cat(
+            [torch.randn(half, generator=torch.Generator().manual_seed(rank + 2 * t)) for rank in (0, 1)]
+        )
 
     return draw
 
@@ -65,7 +69,7 @@ def rank_seeded_draw():
 @pytest.mark.distributed
 def test_fsdp_two_cpu_ranks_match_single_process(tmp_path: Path):
     run_torchrun(Path(__file__).with_name("_adversarial_fsdp_script.py"), str(tmp_path))
-    draw = rank_seeded_draw()  # one pair of generators through the 5 steps, as each rank's callback
+    draw = rank_seeded_draw()  # called once per step, as each rank's callback reseeds
     expected = {
         "fgm_model": _reference(lambda ref: fgm_objective(ref, 0.5, per_example=True), "model"),
         "gp_loss_func": _reference(lambda ref: gp_objective(ref, 1.0), "loss_func", max_grad_norm=0.3),

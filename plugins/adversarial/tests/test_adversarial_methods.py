@@ -6,90 +6,22 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 from _adversarial_helpers import (
+    CASES,
     Reference,
     assert_same_update,
     fgm_objective,
     flat_params,
     freelb_objective,
-    gp_objective,
     make_data,
     make_model,
-    project,
     relative_error,
     run_trainer,
 )
-from hfplug_adversarial import FGM, FGSM, PGD, SMART, FreeLB, GradientPenalty
+from hfplug_adversarial import FGM, FreeLB
 from hfplug_adversarial import callbacks as callbacks_module
 
 PATHS = ("model", "loss_func")
-
-
-def fgsm_ref(ref, eps=0.01):
-    e = ref.embed()
-    (g,) = torch.autograd.grad(ref.loss(e), e)
-    return ref.loss(ref.embed() + eps * g.sign())
-
-
-def pgd_ref(ref, eps=1.0, alpha=0.3, steps=3, objective="adversarial", random_start=False):
-    e = ref.embed()
-    clean = ref.loss(e)
-    if random_start:
-        gen = torch.Generator().manual_seed(0)
-        delta = project((2 * torch.rand(e.shape, generator=gen) - 1) * eps * ref.mask, eps, False)
-        d = delta.clone().requires_grad_()
-        (g,) = torch.autograd.grad(ref.loss(ref.embed() + d), d)
-    else:
-        delta = torch.zeros_like(e)
-        (g,) = torch.autograd.grad(clean, e, retain_graph=True)
-    for k in range(steps):
-        delta = project(delta + alpha * g / (g.norm() + 1e-8), eps, False)
-        if k < steps - 1:
-            d = delta.clone().requires_grad_()
-            (g,) = torch.autograd.grad(ref.loss(ref.embed() + d), d)
-    adv = ref.loss(ref.embed() + delta)
-    return clean + adv if objective == "sum" else adv
-
-
-def smart_ref(ref, weight=1.0, eps=1.0, step_size=1e-3, noise_std=1e-5, draw=None):
-    """``draw`` gives the standard-normal draw of the initial noise (default: generator seeded 0, full batch)."""
-    e = ref.embed()
-    out = ref.outputs(e)
-    clean_loss = ref.loss(e)
-    clean = out.logits
-    z = torch.randn(e.shape, generator=torch.Generator().manual_seed(0)) if draw is None else draw(e.shape)
-    noise = (noise_std * z * ref.mask).requires_grad_()
-    adv = ref.outputs(ref.embed() + noise).logits
-    rows = ref.mask.squeeze(-1) if clean.dim() == 3 else torch.ones(clean.shape[0])
-    kl = F.kl_div(adv.log_softmax(-1), clean.detach().log_softmax(-1), log_target=True, reduction="none")
-    (g,) = torch.autograd.grad((kl.sum(-1) * rows).sum(), noise)
-    step = noise.detach() + step_size * g
-    delta = eps * step / (step.abs().amax(-1, keepdim=True) + 1e-8)
-    adv = ref.outputs(ref.embed() + delta).logits
-    p, q = clean.log_softmax(-1), adv.log_softmax(-1)
-    sym = F.kl_div(q, p.detach(), log_target=True, reduction="none").sum(-1)
-    sym = sym + F.kl_div(p, q.detach(), log_target=True, reduction="none").sum(-1)
-    count = ref.count  # num_items_in_batch: the Trainer passes it to these models and to the loss
-    return clean_loss + weight * (sym * rows).sum() / count
-
-
-CASES = {
-    "fgm": (lambda: FGM(epsilon=0.5), lambda ref: fgm_objective(ref, 0.5)),
-    "fgm_sum_per_example": (
-        lambda: FGM(epsilon=0.5, objective="sum", norm="per_example"),
-        lambda ref: fgm_objective(ref, 0.5, "sum", per_example=True),
-    ),
-    "fgsm": (lambda: FGSM(), fgsm_ref),
-    "pgd": (lambda: PGD(), pgd_ref),
-    "pgd_random_sum": (
-        lambda: PGD(random_start=True, objective="sum", seed=0),
-        lambda ref: pgd_ref(ref, objective="sum", random_start=True),
-    ),
-    "freelb": (lambda: FreeLB(seed=0), freelb_objective),
-    "gradient_penalty": (lambda: GradientPenalty(epsilon=1.0), lambda ref: gp_objective(ref, 1.0)),
-    "smart": (lambda: SMART(seed=0), smart_ref),
-}
 
 
 def _plain_update(model, data, task, path):

@@ -9,7 +9,10 @@ A training forward then runs the first pass while the hook records the embedding
   AMP scaling and clipping apply to the final gradient);
 - when the Trainer popped the labels for ``compute_loss_func``, attaches a loss finisher
   (:func:`hfplug.losses.attach_loss_finisher`); the loss function calls it with itself, and the method runs
-  with that same loss function on the perturbed passes.
+  with that same loss function on the perturbed passes;
+- when TRL's ``SFTTrainer`` asks for its fused LM head (``fused_lm_head=True``; it builds its loss from the
+  per-token ``log_probs`` it returns, not from ``.loss``), runs the method on the model's own loss and returns
+  the fused outputs of a clean no-grad pass (TRL's metrics) whose ``log_probs`` carry the combined loss.
 """
 
 from __future__ import annotations
@@ -253,6 +256,7 @@ class ForwardWrapper:
             )
         self.model = model
         self.method = method
+        self.loss_type = getattr(args, "loss_type", None)  # TRL configs: the loss SFTTrainer builds
         self.initial_delta: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor | None] | None = None
         self.world = max(int(getattr(args, "world_size", 1)), 1)
         self.accumulation = max(int(getattr(args, "gradient_accumulation_steps", 1)), 1)
@@ -305,6 +309,38 @@ class ForwardWrapper:
         self.check_finisher_consumed()
         if self.hold is not None:
             self.hold.hold(self.model)
+        if kwargs.get("fused_lm_head"):
+            return self._fused_lm_head(args, kwargs)
+        outputs, common = self._first_pass(args, kwargs)
+        if outputs.get("loss") is not None:
+            return self._with_loss(outputs, common, kwargs)
+        if torch.is_tensor(kwargs.get("labels")):
+            raise ValueError(
+                f"{type(self.model).__name__} received labels but returned no loss, and no loss function took "
+                "the labels: use a model head that computes a loss or pass Trainer(compute_loss_func=...)"
+            )
+
+        def finisher(loss_fn, finished_outputs, labels, num_items_in_batch):
+            self.pending_finisher = False
+
+            def loss_of(out):
+                return loss_fn(out, labels, num_items_in_batch=num_items_in_batch)
+
+            batch = MicroBatch(
+                loss_of=loss_of,
+                num_items_in_batch=num_items_in_batch,
+                scale=self._scale(num_items_in_batch, False),
+                **{**common, "outputs": finished_outputs},
+            )
+            return self._run_method(batch)
+
+        attach_loss_finisher(outputs, finisher)
+        self.pending_finisher = True
+        return outputs
+
+    def _first_pass(self, args: tuple, kwargs: dict) -> tuple[Any, dict[str, Any]]:
+        """The first training pass (perturbed when the method has an initial delta) and the :class:`MicroBatch`
+        fields shared by both loss paths."""
         mask = _attention_mask(kwargs)
         initial = self.initial_delta
 
@@ -329,49 +365,68 @@ class ForwardWrapper:
             deltas=list(self.tap.deltas),
             mask=mask,
         )
-        if outputs.get("loss") is not None:
-            num_items = kwargs.get("num_items_in_batch")
-            factor = None
-            if self.ignores_num_items and num_items is not None and torch.is_tensor(kwargs.get("labels")):
-                count = kwargs["labels"].ne(-100).sum()
-                factor = count / torch.as_tensor(num_items, device=count.device)
+        return outputs, common
 
-            def loss_of(out):
-                return out["loss"] if factor is None else out["loss"] * factor.to(out["loss"].dtype)
+    def _run_method(self, batch: MicroBatch) -> torch.Tensor:
+        loss = self.method(batch)
+        if self.hold is not None:
+            self.hold.release_after_backward(batch.embeds[0])
+        return loss
 
-            batch = MicroBatch(
-                loss_of=loss_of, num_items_in_batch=num_items, scale=self._scale(num_items, True), **common
-            )
-            loss = self.method(batch)
-            if self.hold is not None:
-                self.hold.release_after_backward(batch.embeds[0])
-            for key in [k for k in outputs if k != "loss"]:  # the first pass's graph may be freed
-                outputs[key] = _detached(outputs[key])
-            outputs["loss"] = loss
-            return outputs
-        if torch.is_tensor(kwargs.get("labels")):
-            raise ValueError(
-                f"{type(self.model).__name__} received labels but returned no loss, and no loss function took "
-                "the labels: use a model head that computes a loss or pass Trainer(compute_loss_func=...)"
-            )
+    def _with_loss(self, outputs: Any, common: dict[str, Any], kwargs: dict, items: Any = None) -> Any:
+        """The model computed its loss from the labels: ``outputs`` with ``.loss`` replaced by the method's loss.
+        ``items`` overrides the method's ``num_items_in_batch`` (the fused LM head's count of targets)."""
+        num_items = kwargs.get("num_items_in_batch")
+        factor = None
+        if self.ignores_num_items and num_items is not None and torch.is_tensor(kwargs.get("labels")):
+            count = kwargs["labels"].ne(-100).sum()
+            factor = count / torch.as_tensor(num_items, device=count.device)
 
-        def finisher(loss_fn, finished_outputs, labels, num_items_in_batch):
-            self.pending_finisher = False
+        def loss_of(out):
+            return out["loss"] if factor is None else out["loss"] * factor.to(out["loss"].dtype)
 
-            def loss_of(out):
-                return loss_fn(out, labels, num_items_in_batch=num_items_in_batch)
-
-            batch = MicroBatch(
-                loss_of=loss_of,
-                num_items_in_batch=num_items_in_batch,
-                scale=self._scale(num_items_in_batch, False),
-                **{**common, "outputs": finished_outputs},
-            )
-            loss = self.method(batch)
-            if self.hold is not None:
-                self.hold.release_after_backward(batch.embeds[0])
-            return loss
-
-        attach_loss_finisher(outputs, finisher)
-        self.pending_finisher = True
+        batch = MicroBatch(
+            loss_of=loss_of,
+            num_items_in_batch=num_items if items is None else items,
+            scale=self._scale(num_items, True),
+            **common,
+        )
+        loss = self._run_method(batch)
+        for key in [k for k in outputs if k != "loss"]:  # the first pass's graph may be freed
+            outputs[key] = _detached(outputs[key])
+        outputs["loss"] = loss
         return outputs
+
+    def _fused_lm_head(self, args: tuple, kwargs: dict) -> Any:
+        """TRL's fused LM head (``add_fused_lm_head``): ``SFTTrainer`` computes its loss as
+        ``-sum(log_probs) / num_items_in_batch`` and its metrics from ``entropy``, ``is_top1`` and ``label_mask``.
+
+        The method runs on the model's own loss (full logits, ``fused_lm_head`` dropped): ``C``, the mean over
+        this micro-batch's ``M`` targets. The returned outputs are TRL's, of a clean no-grad pass, with
+        ``log_probs`` shifted by ``L_clean - C`` on each target (``L_clean = -sum(log_probs) / M``), so that
+        ``-sum(log_probs) = M * C``: SFTTrainer's loss is then ``M * C / num_items_in_batch``, in value and
+        gradient (the model path's ``sum / num_items_in_batch`` for the losses linear in the per-token losses).
+        """
+        if self.loss_type != "nll":
+            raise ValueError(
+                "adversarial training through TRL's fused LM head supports SFTTrainer's default loss "
+                f"(SFTConfig(loss_type='nll')), got loss_type={self.loss_type!r}: the other losses weight or "
+                "combine the per-token log-probabilities, which carry the combined loss here"
+            )
+        with torch.no_grad():
+            fused = self.original(*args, **kwargs)
+        plain = {k: v for k, v in kwargs.items() if k != "fused_lm_head"}
+        outputs, common = self._first_pass(args, plain)
+        if outputs.get("loss") is None:
+            raise ValueError(
+                f"{type(self.model).__name__} returned no loss without fused_lm_head: adversarial training under "
+                "SFTTrainer needs a causal LM that computes its loss from labels"
+            )
+        targets = fused["label_mask"]
+        loss = self._with_loss(outputs, common, plain, items=targets.sum())["loss"]
+        log_probs = fused["log_probs"]
+        weights = targets.to(log_probs.dtype)
+        clean = -log_probs.sum() / weights.sum().clamp(min=1)
+        fused["log_probs"] = log_probs + weights * (clean - loss.to(log_probs.dtype))
+        fused["loss"] = loss
+        return fused

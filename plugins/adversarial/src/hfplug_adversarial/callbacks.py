@@ -15,17 +15,24 @@ With ``e`` the embedding output, ``L`` the training loss and ``g = dL/de``:
 
 Failure semantics: an optimizer step in which any clean loss, perturbation direction, training loss or (after
 clipping) any gradient is non-finite, on any rank, is skipped as a whole (no parameter, optimizer-state,
-learning-rate-schedule or random-start-generator change), counted as ``adv_skipped_steps`` and named in a
-warning. Bad constructor arguments raise TypeError/ValueError naming the argument (``hfplug.validation``).
+learning-rate-schedule or random-start change), counted as ``adv_skipped_steps`` and named in a warning. Bad
+constructor arguments raise TypeError/ValueError naming the argument (``hfplug.validation``).
+
+Resume: the settings and the skip counter are saved in every checkpoint's ``trainer_state.json``; seeded random
+starts are a function of (seed, rank, trained step), so a resumed run draws what the uninterrupted run drew. A
+checkpoint written with other settings or by another method is refused at train begin.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
+from typing import Any
 
 import torch
 from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from hfplug.validation import check_bool, check_choice, check_float, check_int
 
@@ -35,7 +42,7 @@ from ._forward import ForwardWrapper, GradientTerm, MicroBatch, weights_sharded
 logger = logging.getLogger(__name__)
 
 OBJECTIVES = ("adversarial", "sum")
-MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes up to 2**64 - 1; headroom for ``seed + rank``
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes up to 2**64 - 1
 
 
 def _finite_gradients(params: list[torch.Tensor]) -> bool:
@@ -58,22 +65,46 @@ def _any_rank(flag: bool, device: torch.device) -> bool:
     return bool(value.item())
 
 
-class AdversarialCallback(TrainerCallback):
+def _method_names() -> set[str]:
+    """Class names of every loaded :class:`AdversarialCallback` subclass (the keys of their checkpoint states)."""
+    names, todo = set(), [AdversarialCallback]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return names
+
+
+def _call(name: str, settings: dict[str, Any]) -> str:
+    return f"{name}({', '.join(f'{k}={v!r}' for k, v in settings.items())})"
+
+
+class AdversarialCallback(TrainerCallback, ExportableState):
     """Shared machinery: installs the forward wrapper at train begin, removes it at train end, skips non-finite
-    optimizer steps, logs.
+    optimizer steps, logs, and saves its state with Trainer checkpoints.
 
     A step is skipped when any micro-batch's clean loss, perturbation direction or training loss, or any gradient
     after clipping, is non-finite on any rank (the flag is all-reduced, so ranks skip the same step): every
     gradient is set to ``None`` before ``optimizer.step()`` (torch optimizers then change neither the parameters
     nor their state, weight decay and step counts included), and the learning-rate scheduler's state and the
-    param groups' ``lr`` are restored after the Trainer's ``lr_scheduler.step()``; the random-start generator is
-    rewound. So the run continues as if the step's batch had not been drawn, except that ``global_step`` counts it.
+    param groups' ``lr`` are restored after the Trainer's ``lr_scheduler.step()``; the next step draws the random
+    starts the skipped one drew. So the run continues as if the step's batch had not been drawn, except that
+    ``global_step`` counts it.
 
     Logged through ``on_log``: ``adv_loss`` (mean adversarial loss or regulariser of the trained steps since the
     last log), ``adv_delta_norm`` (mean global L2 norm of the perturbation) and ``adv_skipped_steps`` (optimizer
     steps skipped so far); each skip also logs a warning with the step number and what was non-finite.
-    ``seed`` (None or an integer in [0, 2**63 - 1]) makes random starts reproducible: one CPU generator per
-    process, seeded ``seed + rank``.
+
+    ``seed`` (None or an integer in [0, 2**63 - 1]) makes random starts reproducible: at the start of each optimizer
+    step one CPU generator per process is seeded ``(seed + rank + world_size * t) mod 2**64``, with ``t`` the
+    number of optimizer steps trained so far (``global_step - adv_skipped_steps``); without a seed, random starts
+    come from torch's global generator (which the Trainer saves per rank in its checkpoints).
+
+    Checkpoints: :meth:`state` (``TrainerState.stateful_callbacks``) holds the constructor arguments and the skip
+    counter. At train begin of a resumed run (``global_step > 0``) the counter is read back, and a checkpoint
+    written by another method or with other arguments raises ``ValueError`` naming both values
+    (``TrainingArguments(restore_callback_states_from_checkpoint=True)`` instead rebuilds the callback from the
+    checkpoint). Subclasses keep each constructor argument in an attribute of the same name.
     """
 
     def __init__(self, epsilon: float, *, seed: int | None = None) -> None:
@@ -82,6 +113,7 @@ class AdversarialCallback(TrainerCallback):
         self.skipped_steps = 0
         self._wrapper: ForwardWrapper | None = None
         self._generator: torch.Generator | None = None
+        self._rank, self._world = 0, 1
         self._adv_losses: list[float] = []
         self._delta_norms: list[float] = []
         self._reset_step()
@@ -89,26 +121,92 @@ class AdversarialCallback(TrainerCallback):
     def _reset_step(self) -> None:
         self._problems: list[tuple[str, torch.Tensor | bool]] = []  # (what, finite?) of this optimizer step
         self._step_records: list[tuple[float, float]] = []
-        self._generator_state = None if self._generator is None else self._generator.get_state()
         self._schedule_to_restore: tuple[dict, list[float]] | None = None
+
+    # ---- checkpoints ----------------------------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        """The constructor arguments, by name (as saved in checkpoints)."""
+        names = [
+            name
+            for name, p in inspect.signature(type(self).__init__).parameters.items()
+            if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        return {name: getattr(self, name) for name in names}
+
+    def state(self) -> dict[str, Any]:
+        """``transformers.trainer_callback.ExportableState``: constructor arguments and the skip counter."""
+        return {"args": self.settings(), "attributes": {"skipped_steps": self.skipped_steps}}
+
+    def _resumed_skips(self, stored: dict[str, Any]) -> int:
+        """The skip counter of a checkpoint's ``stateful_callbacks``; ValueError when it was written by another
+        method or with other arguments."""
+        ours, settings = type(self).__name__, self.settings()
+        methods = {name: entry for name, entry in stored.items() if name in _method_names()}
+        if ours not in methods:
+            if methods:
+                name, entry = next(iter(methods.items()))
+                entry = entry[-1] if isinstance(entry, list) else entry
+                raise ValueError(
+                    f"{ours}: the checkpoint was written by {_call(name, entry.get('args', {}))}, this run uses "
+                    f"{_call(ours, settings)}; resume with the checkpoint's method and arguments"
+                )
+            logger.warning(
+                "%s: the checkpoint has no %s state (written without adversarial training or by an older "
+                "hfplug-adversarial); its settings cannot be checked and adv_skipped_steps starts at 0",
+                ours,
+                ours,
+            )
+            return 0
+        entry = methods[ours]
+        entry = entry[-1] if isinstance(entry, list) else entry  # the Trainer appends when a name repeats
+        saved = entry.get("args", {})
+        changed = [
+            f"{key}: the checkpoint has {saved.get(key)!r}, this run has {settings.get(key)!r}"
+            for key in sorted(set(saved) | set(settings))
+            if saved.get(key) != settings.get(key)
+        ]
+        if changed:
+            raise ValueError(
+                f"{ours}: resuming from a checkpoint written with other arguments would change the adversarial "
+                f"training; {'; '.join(changed)}. Pass the checkpoint's arguments, or set TrainingArguments("
+                "restore_callback_states_from_checkpoint=True) to take them from the checkpoint"
+            )
+        return int(entry.get("attributes", {}).get("skipped_steps", 0))
 
     # ---- Trainer events -------------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self._remove()
         if model is None:
             raise ValueError(f"{type(self).__name__} needs the model at train begin")
+        attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
+        if (
+            self.double_backward
+            and getattr(model, "is_gradient_checkpointing", False)
+            and attention != "eager"
+        ):
+            raise ValueError(
+                f"{type(self).__name__} differentiates twice through the attention, under the math SDPA kernel; "
+                "gradient checkpointing recomputes the forward in the backward with the default kernel (torch's "
+                f"CheckpointError). With attn_implementation={attention!r}: set gradient_checkpointing=False "
+                "(TRL's SFTConfig defaults it to True) or load the model with attn_implementation='eager'"
+            )
+        # global_step > 0 only when the Trainer loaded a checkpoint's trainer_state.json (with its callbacks)
+        self.skipped_steps = self._resumed_skips(state.stateful_callbacks) if state.global_step > 0 else 0
+        # the Trainer saves states under the names it loaded: a checkpoint written without this callback needs one
+        state.stateful_callbacks.setdefault(type(self).__name__, self.state())
         self._wrapper = ForwardWrapper(model, self._train_loss, args, double_backward=self.double_backward)
         self._wrapper.initial_delta = self._initial_delta
-        if self.seed is not None:
-            self._generator = torch.Generator().manual_seed(
-                self.seed + int(getattr(args, "process_index", 0))
-            )
-        self.skipped_steps = 0
+        self._rank = int(getattr(args, "process_index", 0))
+        self._world = max(int(getattr(args, "world_size", 1)), 1)
+        self._generator = None if self.seed is None else torch.Generator()
         self._adv_losses, self._delta_norms = [], []
         self._reset_step()
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._reset_step()
+        if self._generator is not None:
+            trained = state.global_step - self.skipped_steps
+            self._generator.manual_seed((self.seed + self._rank + self._world * trained) % 2**64)
 
     def on_substep_end(self, args, state, control, **kwargs):
         if self._wrapper is not None:
@@ -133,8 +231,6 @@ class AdversarialCallback(TrainerCallback):
                 lr_scheduler.state_dict(),
                 [group["lr"] for group in optimizer.param_groups],
             )
-        if self._generator is not None:
-            self._generator.set_state(self._generator_state)
         self.skipped_steps += 1
         logger.warning(
             "%s skipped optimizer step %d: non-finite %s; parameters, optimizer state and learning-rate "
