@@ -53,9 +53,10 @@ def test_build_with_tokenizer():
         "DRYLogitsProcessor",
         "ConsistentTopKLogitsWarper",
         "ConsistentTopPLogitsWarper",
+        "ClockTracker",
         "SelfTerminatingLogitsProcessor",
     ]
-    assert isinstance(stops[0], LoopStoppingCriteria)
+    assert isinstance(stops[0], LoopStoppingCriteria) and procs[3] is stops[0].tracker
     assert procs[1].eos_token_id == [tokenizer.sep_token_id]  # BERT vocabularies end a text with [SEP]
     dry = procs[0]
     assert set(tokenizer.all_special_ids) <= set(dry.protected_token_ids)

@@ -138,7 +138,8 @@ def test_continuation_counts_on(name, looping_model):
     assert reused.prompt_length == first.shape[1]
 
 
-def test_config_components_reused(looping_model):
+@pytest.mark.parametrize("mode", [{"do_sample": False}, {"num_beams": 2, "do_sample": False}], ids=str)
+def test_config_components_reused(mode, looping_model):
     """A whole NoLoopConfig build reused across calls of colliding widths equals a fresh build."""
     config = NoLoopConfig(epsilon=0.2, start=3, max_pattern_size=4, min_loop_tokens=4, loop_window=32)
     model = looping_model("llama")
@@ -147,11 +148,12 @@ def test_config_components_reused(looping_model):
     width = 6
     for _ in range(3):
         ids = torch.randint(3, 1000, (BATCH, width), generator=generator)
-        kwargs = dict(attention_mask=torch.ones_like(ids), max_new_tokens=10, pad_token_id=0, do_sample=False)
+        kwargs = dict(attention_mask=torch.ones_like(ids), max_new_tokens=10, pad_token_id=0, **mode)
         got = model.generate(ids, logits_processor=procs, stopping_criteria=stops, **kwargs)
         fresh_procs, fresh_stops = config.build(EOS)
         expected = model.generate(ids, logits_processor=fresh_procs, stopping_criteria=fresh_stops, **kwargs)
         assert got.tolist() == expected.tolist()
+        assert stops[0].report() == fresh_stops[0].report()
         width = got.shape[1]  # = the criterion's last width; the processors saw one less
 
 

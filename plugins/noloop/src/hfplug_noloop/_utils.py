@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
+from transformers import LogitsProcessor
 
 from hfplug.validation import check_int_list
 
@@ -48,53 +49,86 @@ class PromptClock:
 
     ``generate`` calls a logits processor once per new token with ``input_ids`` of width
     ``prompt + generated`` (left padding included; for encoder-decoder models the prompt is the
-    ``decoder_start`` token), and a stopping criterion once per new token after it was appended
-    (``offset=1``). A call continues the previous one when its rows are one token wider and start with
-    the rows seen last (in any order: beam search reorders them); anything else starts a new generation,
-    whatever its width. So a new ``generate`` call is a new generation (a chat turn too: the previous
-    output plus new text is more than one token wider), and a call fed exactly the previous call's
-    output continues the count; :meth:`reset` makes the next call start afresh.
+    ``decoder_start`` token), and a stopping criterion after the token was appended (``offset=1``).
+    Assisted and prompt-lookup decoding also call the processors on draft tokens and then go back:
+    widths w, w + 1, ..., w + k, then w + n + 1 (n <= k drafts accepted, the last token corrected).
 
-    Cost per step: one comparison of the rows with the previous rows. Those are kept by reference, not
-    copied (``generate`` builds new rows every step); rows changed in place since (their version
-    counter moved) are not trusted, and the call counts as new.
+    A call continues the generation when its rows, minus their last token, are prefixes of rows seen
+    last (in any row order and number: beam search reorders rows, and shows its stopping criteria more
+    candidate rows than its processors) and it is at least ``prompt + offset``
+    wide: one token wider (the next step), or narrower or equal (a rewind; the count is then
+    ``width - prompt``, and the records of the abandoned tokens are the caller's to drop, see
+    :attr:`branch`). Rows that start with the rows seen last and are ``k >= 2`` tokens wider continue
+    only if the caller's ``jump(k)`` says so. Anything else starts a new generation, whatever its width:
+    an unrelated prompt, a chat turn (the previous output plus new text is at least two tokens wider
+    than the rows a processor saw last); the same prompt again rewinds to 0 generated tokens, which is
+    the same count as a fresh start. :meth:`reset` makes the next call start afresh.
+
+    Cost per step: one comparison of the rows with the previous rows (two on a rewind that changed
+    the last token). Those are kept by reference, not copied (``generate`` builds new rows every step);
+    rows changed in place since (their version counter moved) are not trusted, and the call counts as new.
     """
 
-    def __init__(self, offset: int = 0) -> None:
-        self.offset = offset
+    def __init__(self) -> None:
         self._weights: torch.Tensor | None = None
+        self.generation = 0  # number of generations started; never reset, so readers can tell them apart
         self.reset()
 
     def reset(self) -> None:
         self.prompt_length: int | None = None
+        self.branch = 0  # generated tokens unchanged since a reader last set it: see step()
         self._rows: torch.Tensor | None = None
         self._version = 0
 
-    def step(self, input_ids: torch.Tensor) -> tuple[int, bool]:
-        """Return (generated tokens present in ``input_ids``, whether a new generation started here)."""
+    def step(
+        self, input_ids: torch.Tensor, offset: int = 0, jump: Callable[[int], bool] | None = None
+    ) -> tuple[int, bool]:
+        """Return (generated tokens present in ``input_ids``, whether a new generation started here).
+
+        ``offset``: tokens already generated when a new generation is first seen (1 for a stopping
+        criterion). ``jump(k)`` decides whether rows ``k >= 2`` tokens wider than the rows seen last,
+        starting with them, continue the generation (default: no). :attr:`branch` drops to the number
+        of generated tokens the rows share with the rows seen last (0 for a new generation).
+        """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be 2-D (batch, length), got shape {tuple(input_ids.shape)}")
-        new = not self._continues(input_ids)
-        if new:
-            self.prompt_length = max(input_ids.shape[1] - self.offset, 0)
+        kept = self._kept(input_ids, offset, jump)
+        if kept is None:
+            self.prompt_length = max(input_ids.shape[1] - offset, 0)
+            self.generation += 1
+            self.branch = 0
+        else:
+            self.branch = min(self.branch, kept - self.prompt_length)
         self._rows, self._version = input_ids, input_ids._version
-        return input_ids.shape[1] - self.prompt_length, new
+        return input_ids.shape[1] - self.prompt_length, kept is None
 
-    def _continues(self, input_ids: torch.Tensor) -> bool:
+    def _kept(self, input_ids: torch.Tensor, offset: int, jump: Callable[[int], bool] | None) -> int | None:
+        """Leading columns of ``input_ids`` equal to the rows seen last when the call continues the
+        generation, else None."""
         last = self._rows
         if (
             last is None
             or last._version != self._version
-            or last.shape[0] != input_ids.shape[0]
-            or last.shape[1] + 1 != input_ids.shape[1]
             or last.device != input_ids.device
+            or input_ids.shape[1] - offset < self.prompt_length
         ):
-            return False
-        head = input_ids[:, : last.shape[1]]
+            return None
+        width, seen = input_ids.shape[1], last.shape[1]
+        same = min(width, seen)
+        if self._same(input_ids[:, :same], last[:, :same]):
+            if width > seen + 1 and (jump is None or not jump(width - seen)):
+                return None
+            return same
+        if width <= seen and self._same(input_ids[:, : width - 1], last[:, : width - 1]):
+            return width - 1
+        return None
+
+    def _same(self, head: torch.Tensor, last: torch.Tensor) -> bool:
         return torch.equal(head, last) or self._reordered(head, last)
 
     def _reordered(self, head: torch.Tensor, last: torch.Tensor) -> bool:
-        """Whether every row of ``head`` equals some row of ``last`` (beam search reorders rows).
+        """Whether every row of ``head`` equals some row of ``last`` (beam search reorders rows and keeps
+        some of them).
 
         Candidate rows are paired by a 64-bit key (a random linear form, wrapping int64 sums: equal rows
         have equal keys), then the pairing is checked exactly; O(rows x width).
@@ -126,3 +160,20 @@ class Clocked:
     def prompt_length(self) -> int | None:
         """(Decoder) prompt width of the current or last ``generate`` call, None before the first call."""
         return self._clock.prompt_length
+
+
+class ClockTracker(LogitsProcessor):
+    """Logits processor that returns the scores unchanged and shows every decoding step to a clock.
+
+    A stopping criterion only sees the rows after each step's tokens were appended; under assisted and
+    prompt-lookup decoding that is several tokens at once, which looks like a chat turn (the previous
+    output plus new tokens). The processors see every step, so this one, put in ``logits_processor``,
+    lets the criterion owning ``clock`` tell the two apart. Cost: one comparison of the rows per call.
+    """
+
+    def __init__(self, clock: PromptClock) -> None:
+        self.clock = clock
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.clock.step(input_ids)
+        return scores

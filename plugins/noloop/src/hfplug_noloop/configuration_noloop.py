@@ -162,7 +162,7 @@ class NoLoopConfig:
 
         ``tokenizer_or_eos_ids``: a tokenizer (eos from ``eos_token_id``, special ids protected from DRY,
         string breakers encoded with it) or the eos id(s) (breakers must then be ids). Order: DRY,
-        consistent truncation, loop eos, floor last.
+        consistent truncation, loop eos or the loop stop's tracker, floor last.
         """
         breakers = self.sequence_breakers if sequence_breakers is None else _check_breakers(sequence_breakers)
         eos, protected, breaker_ids = _resolve(tokenizer_or_eos_ids, breakers)
@@ -190,7 +190,9 @@ class NoLoopConfig:
         if self.loop_action == "eos":
             procs.append(LoopEOSLogitsProcessor(eos, *loop_args, self.min_loop_tokens))
         elif self.loop_action == "stop":
-            stops.append(LoopStoppingCriteria(*loop_args, self.min_loop_tokens, eos_token_id=eos))
+            stop = LoopStoppingCriteria(*loop_args, self.min_loop_tokens, eos_token_id=eos)
+            procs.append(stop.tracker)  # shows every step to the criterion: assisted decoding works
+            stops.append(stop)
         if self.epsilon is not None:
             procs.append(SelfTerminatingLogitsProcessor(self.epsilon, eos, self.start))
         return NoLoopComponents(LogitsProcessorList(procs), StoppingCriteriaList(stops))

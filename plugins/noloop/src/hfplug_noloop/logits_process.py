@@ -179,9 +179,8 @@ class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         _check_eos_in_vocabulary(self, scores)
-        generated, new = self._clock.step(input_ids)
-        if new:
-            self.raised = []
+        generated, _ = self._clock.step(input_ids)
+        del self.raised[generated:]  # a new generation, or a rewind (assisted decoding) drops later tokens
         floor = self.floor(generated + 1)
         if floor <= 0.0:
             self.raised.append(torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device))
@@ -379,9 +378,8 @@ class LoopEOSLogitsProcessor(Clocked, LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         _check_eos_in_vocabulary(self, scores)
-        generated, new = self._clock.step(input_ids)
-        if new:
-            self.forced = []
+        generated, _ = self._clock.step(input_ids)
+        del self.forced[generated:]  # a new generation, or a rewind (assisted decoding) drops later tokens
         forced = self.detector(input_ids, generated) > 0
         self.forced.append(forced)
         if not bool(forced.any()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -10,7 +11,7 @@ from transformers import StoppingCriteria
 
 from hfplug.validation import check_int
 
-from ._utils import Clocked, PromptClock, as_token_ids, check_vocabulary
+from ._utils import Clocked, ClockTracker, PromptClock, as_token_ids, check_vocabulary
 
 MAX_WINDOW = 8192  # longest loop span checked; the comparison tables grow as window ** 2 / min_count
 _CHUNK_ELEMENTS = 2**24  # comparisons per chunk of periods (one bool each): bounds the temporary memory
@@ -169,6 +170,12 @@ class LoopStoppingCriteria(Clocked, StoppingCriteria):
     :meth:`report` lists the rows that stopped, the period found and the generated length at the stop.
     Rows that already emitted ``eos_token_id`` (optional) are not reported again while they are padded.
 
+    Assisted and prompt-lookup decoding append several tokens per step; every one of them is checked,
+    and a row stops at the first step holding a loop's end (generate keeps the rest of that step's
+    tokens: a warning says how many). The criterion must know the prompt width for that: put
+    :attr:`tracker` in ``logits_processor`` (``NoLoopConfig.build`` does), or let ``generate`` pass
+    the scores (``output_scores=True, return_dict_in_generate=True``).
+
     Defaults: periods 1..64, at least 4 copies covering at least 16 tokens, within 512 tokens.
     """
 
@@ -184,33 +191,81 @@ class LoopStoppingCriteria(Clocked, StoppingCriteria):
         self.detector = LoopDetector(min_pattern_size, max_pattern_size, min_count, window, min_loop_tokens)
         self.eos_token_id = as_token_ids(eos_token_id, "eos_token_id", allow_empty=True)
         self._eos = torch.tensor(self.eos_token_id, dtype=torch.long)
-        self._clock = PromptClock(offset=1)
+        self._clock = PromptClock()
+        self.tracker = ClockTracker(self._clock)
         self._vocab_size: int | None = None
+        self._generation = 0  # the clock's generation the records below belong to
+        self._num_scores = 0  # len(scores) at the last call, when generate passed them
+        self._finished = False  # the last call ended its only row (eos or a loop): the next is a new call
+        self.stopped_at = torch.empty(0, dtype=torch.long)  # per row: generated tokens at the loop stop
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        # generate passes the scores only with output_scores=True (a tuple, one tensor per step): only
-        # then is the vocabulary known to check eos_token_id against
-        if isinstance(scores, (tuple, list)):
-            scores = scores[0] if scores else None
+        # generate passes the scores only with output_scores=True (a tuple, one tensor per generated
+        # token of this call): only then is the vocabulary known to check eos_token_id against
+        num_scores = len(scores) if isinstance(scores, (tuple, list)) else None
+        if num_scores:
+            scores = scores[0]
         if isinstance(scores, torch.Tensor) and scores.dim() and scores.shape[-1] != self._vocab_size:
             self._vocab_size = check_vocabulary(self.eos_token_id, "eos_token_id", scores.shape[-1])
-        num_generated, new = self._clock.step(input_ids)
-        rows = input_ids.shape[0]
-        if new:
-            self.loop_period = torch.zeros(rows, dtype=torch.long, device=input_ids.device)
-            self.stopped_at = torch.full((rows,), -1, dtype=torch.long, device=input_ids.device)
-            self._ended = torch.zeros(rows, dtype=torch.bool, device=input_ids.device)
-        period = self.detector(input_ids, num_generated)
-        fired = period > 0
-        if bool(fired.any()):
-            fresh = fired & (self.stopped_at < 0) & ~self._ended
-            self.loop_period = torch.where(fresh, period, self.loop_period)
-            self.stopped_at = torch.where(fresh, num_generated, self.stopped_at)
-        if self.eos_token_id:
-            if self._eos.device != input_ids.device:
-                self._eos = self._eos.to(input_ids.device)
-            self._ended |= torch.isin(input_ids[:, -1], self._eos)
+        num_generated, _ = self._clock.step(
+            input_ids, offset=num_scores or 1, jump=lambda k: self._jump_continues(input_ids, k, num_scores)
+        )
+        rows, device = input_ids.shape[0], input_ids.device
+        if self._generation != self._clock.generation or self.stopped_at.shape[0] != rows:
+            self._generation = self._clock.generation
+            self.loop_period = torch.zeros(rows, dtype=torch.long, device=device)
+            self.stopped_at = torch.full((rows,), -1, dtype=torch.long, device=device)
+            self._ended_at = torch.full((rows,), -1, dtype=torch.long, device=device)
+        # tokens generated since the rows last checked (one per step; several under assisted decoding)
+        checked = max(min(self._clock.branch, num_generated - 1), 0)
+        self._clock.branch = num_generated
+        self.stopped_at.masked_fill_(self.stopped_at > checked, -1)  # records of abandoned tokens
+        self._ended_at.masked_fill_(self._ended_at > checked, -1)
+        fired = torch.zeros(rows, dtype=torch.bool, device=device)
+        first_end = None
+        prompt = input_ids.shape[1] - num_generated
+        for count in range(checked + 1, num_generated + 1):
+            prefix = input_ids[:, : prompt + count]
+            period = self.detector(prefix, count)
+            hit = period > 0
+            if bool(hit.any()):
+                fresh = hit & (self.stopped_at < 0) & (self._ended_at < 0)
+                self.loop_period = torch.where(fresh, period, self.loop_period)
+                self.stopped_at = torch.where(fresh, count, self.stopped_at)
+                first_end = count if first_end is None else first_end
+                fired |= hit
+            if self.eos_token_id:
+                if self._eos.device != device:
+                    self._eos = self._eos.to(device)
+                ended = torch.isin(prefix[:, -1], self._eos) & (self._ended_at < 0)
+                self._ended_at.masked_fill_(ended, count)
+        self._num_scores = num_scores or 0
+        self._finished = rows == 1 and bool(fired.all() or self._ended_at[0] == num_generated)
+        if first_end is not None and first_end < num_generated:
+            warnings.warn(
+                f"LoopStoppingCriteria: a loop ended at generated token {first_end}, and this step of "
+                f"assisted or prompt-lookup decoding appended {num_generated - first_end} more; generate "
+                "keeps them (it cuts a step only at eos and max_length). report() gives where each row "
+                "stopped; LoopEOSLogitsProcessor (NoLoopConfig(loop_action='eos')) ends the row exactly.",
+                stacklevel=2,
+            )
         return fired
+
+    def _jump_continues(self, input_ids: torch.Tensor, jump: int, num_scores: int | None) -> bool:
+        """Whether rows ``jump`` >= 2 tokens wider than the rows seen last, starting with them, continue
+        the generation (assisted decoding appended them) rather than start a new call (a chat turn)."""
+        if num_scores is not None:  # the same call appended them, or a new call fed exactly the last rows
+            return jump in (num_scores - self._num_scores, num_scores)
+        if input_ids.shape[0] > 1 or self._finished:  # assisted decoding runs one row, until it ends
+            return False
+        raise ValueError(
+            f"LoopStoppingCriteria got rows {jump} tokens wider than at its last call, starting with them: "
+            "assisted or prompt-lookup decoding appending several tokens in one step, or a new generate "
+            "call on the previous output plus new tokens (a chat turn); it cannot tell which. For assisted "
+            "or prompt-lookup decoding put criterion.tracker in logits_processor (NoLoopConfig.build does) "
+            "or pass output_scores=True, return_dict_in_generate=True; before a new call, call "
+            "criterion.reset()"
+        )
 
     def report(self) -> list[dict]:
         """Rows stopped by a loop since the count started (the last ``generate`` call, or the first of a
