@@ -104,6 +104,10 @@ def generation_metrics(
             "logits_processor": components.logits_processor,
             "stopping_criteria": components.stopping_criteria,
         }
+    if model.config._attn_implementation == "favor":  # O(1) work per token; plain generate() recomputes
+        from hfplug_favor import FavorCache
+
+        kwargs["past_key_values"] = FavorCache()
     model.eval()
     input_ids = torch.tensor([[tokenizer.cls_token_id, *prompt] for prompt in prompts])
     start = time.perf_counter()

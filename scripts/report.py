@@ -412,6 +412,7 @@ SECTIONS: list[Section] = [
             ("plugins/favor/bench/bench_favor.py", "--full"),
             ("examples/favor_error_vs_m.py",),
             ("examples/favor_finetune_after_swap.py",),
+            ("examples/favor_decode_tokens_per_second.py", "--label", "current"),
         ),
         favor_rows,
         "Timings: batch 1, 8 heads, head dim 64, one torch thread, medians of interleaved repeats.",
@@ -946,6 +947,31 @@ def favor_decode_block() -> str:
     return table(["context L", "SDPA over the KV cache", "FAVOR+ with FavorCache"], rows)
 
 
+FAVOR_GENERATE = "examples/results/favor_decode_tokens_per_second.json"
+
+
+def favor_generate_speed_block() -> str:
+    """Whole-model ``generate()`` tokens/s per cache route, one row per code version, family and new tokens."""
+    runs = load(FAVOR_GENERATE)
+    modes = ("favor_plain", "favor_dynamic", "favor_cache")
+
+    def cell(entry: dict) -> str:
+        return f"{entry['tokens_per_second']:.0f} ({entry['ratio_to_sdpa']:.2f}×, {entry['cache']})"
+
+    rows = [
+        [label, *key.split("/"), f"{row['sdpa']['tokens_per_second']:.0f}", *(cell(row[m]) for m in modes)]
+        for label, run in runs.items()
+        for key, row in run["results"].items()
+    ]
+    header = ["code", "model", "new tokens", "SDPA", "plain", '`cache_implementation="dynamic"`']
+    return table([*header, "`past_key_values=FavorCache()`"], rows) + recorded(
+        *(
+            f"{label}: {run['machine']}, {load_span(*run['load_average_start_end'])}, {run['date']}"
+            for label, run in runs.items()
+        )
+    )
+
+
 FAVOR_VARIANTS = (
     ("iid", "iid"),
     ("orthogonal", "orthogonal"),
@@ -1301,6 +1327,7 @@ PAGES: dict[str, dict[str, Callable[[], str]]] = {
         "favor-goals": favor_goals_block,
         "favor-errors": favor_errors_block,
         "favor-decode": favor_decode_block,
+        "favor-generate-speed": favor_generate_speed_block,
         "favor-error-vs-m": favor_error_vs_m_block,
         "favor-finetune": lambda: favor_finetune_table("examples/results/favor_finetune_after_swap.json"),
         "favor-finetune-minilm": lambda: favor_finetune_table(

@@ -79,8 +79,7 @@ def register_attention_backends(register: RegisterAttentionBackend) -> None:
     ``transformers.masking_utils.sdpa_mask``). Both are required: without a mask function transformers
     silently passes ``attention_mask=None``. Nothing touches transformers until ``hfplug.use_attention(name)``,
     which registers both and then calls ``on_use()`` (optional, idempotent: every call runs it), the place
-    for anything else the backend needs from transformers (hfplug-favor makes its cache the default of
-    ``generate()`` there).
+    for anything else the backend needs to set up.
     """
 
 

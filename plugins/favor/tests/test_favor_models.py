@@ -17,6 +17,7 @@ from hfplug_favor import (
     set_favor_config,
 )
 from hfplug_favor.attention import projection_for
+from hfplug_favor.feature_maps import derive_seed, gaussian_projection
 
 import hfplug
 
@@ -60,6 +61,8 @@ def padded_batch(length=7):
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_family_dispatches_through_favor(family):
     model = build(FAMILIES[family]())
+    if family == "distilbert":  # its attention modules have no layer_idx: set_favor_config numbers them
+        set_favor_config(model, FavorConfig())
     ids, mask = padded_batch()
     with torch.no_grad():
         favor = model(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -135,19 +138,14 @@ def small_favor_lm(length: int, seed: int, padded_row: int, padding: int):
 
 
 @pytest.mark.parametrize("cache", ["default", "dynamic", "favor"])
-def test_generate_matches_a_reference_loop_with_quadratic_favor(monkeypatch, cache):
+def test_generate_matches_a_reference_loop_with_quadratic_favor(cache):
     tf.AttentionInterface.register("favor_reference", quadratic_favor_attention)
     tf.masking_utils.AttentionMaskInterface.register("favor_reference", tf.masking_utils.sdpa_mask)
     model, prompt, mask = small_favor_lm(length=9, seed=2, padded_row=1, padding=3)
-    reused = []
-    from hfplug_favor import attention
-
-    original = attention._cached_state
-    monkeypatch.setattr(attention, "_cached_state", lambda *a: reused.append(original(*a)) or reused[-1])
     options = {
-        "default": {},  # plain generate(): FavorCache chosen by the plugin
-        "dynamic": {"cache_implementation": "dynamic"},  # the opt-out: transformers' DynamicCache
-        "favor": {"past_key_values": FavorCache()},
+        "default": {},  # plain generate(): transformers' own DynamicCache, prefix sums recomputed each step
+        "dynamic": {"cache_implementation": "dynamic"},
+        "favor": {"past_key_values": FavorCache()},  # the O(1)-per-token route
     }[cache]
     with torch.no_grad():
         out = model.generate(
@@ -168,30 +166,26 @@ def test_generate_matches_a_reference_loop_with_quadratic_favor(monkeypatch, cac
             am = torch.cat([am, torch.ones(2, 1, dtype=am.dtype)], 1)
     assert torch.equal(out.sequences, ids)
     past = out.past_key_values
-    if cache == "dynamic":
-        assert type(past) is tf.DynamicCache
-        assert (
-            sum(state is not None for state in reused) == 2 * 5
-        )  # every decode step used the recurrent state
-    else:
-        assert type(past) is FavorCache
-        assert cache == "default" or past is options["past_key_values"]
-        assert not reused  # FavorCache bypasses the module state
+    if cache == "favor":
+        assert past is options["past_key_values"]
         assert past.get_seq_length() == 9 + 5 and all(layer.keys is None for layer in past.layers)
         assert past.layers[0].state.S.shape == (2, 2, 64, 8)  # (B, Hkv, m, Dv): all the cache holds
+    else:
+        assert type(past) is tf.DynamicCache
+        assert past.layers[0].keys.shape == (2, 2, 9 + 5, 8)  # every token's key: recomputed from these
 
 
 def generate_both_ways(model, **kwargs):
-    """generate() twice from the same RNG state: plain (FavorCache) and with the DynamicCache opt-out."""
+    """generate() twice from the same RNG state: with a FavorCache and plain (transformers' DynamicCache)."""
     outputs = []
-    for options in ({}, {"cache_implementation": "dynamic"}):
+    for options in ({"past_key_values": FavorCache()}, {}):
         torch.manual_seed(0)
         with torch.no_grad():
             outputs.append(model.generate(**kwargs, **options, return_dict_in_generate=True, pad_token_id=0))
     return outputs
 
 
-def test_beam_search_and_sampling_with_the_default_favor_cache_match_the_dynamic_cache():
+def test_beam_search_and_sampling_with_a_favor_cache_match_the_dynamic_cache():
     model, prompt, mask = small_favor_lm(length=8, seed=5, padded_row=0, padding=2)
     inputs = dict(input_ids=prompt, attention_mask=mask, max_new_tokens=6)
     # beam search reorders the cache every step; num_return_sequences > 1 repeats it
@@ -207,7 +201,7 @@ def test_beam_search_and_sampling_with_the_default_favor_cache_match_the_dynamic
     assert torch.equal(favor.sequences, dynamic.sequences) and favor.sequences.shape[0] == 6
 
 
-def test_generate_keeps_the_dynamic_cache_where_a_favor_cache_cannot_serve():
+def test_plain_generate_keeps_the_cache_transformers_chooses():
     config = FAMILIES["llama"]()
     prompt = torch.tensor([[5, 6, 7, 8, 5, 6, 7, 8, 5, 6]])
     options = dict(input_ids=prompt, max_new_tokens=4, do_sample=False, pad_token_id=0)
@@ -215,44 +209,60 @@ def test_generate_keeps_the_dynamic_cache_where_a_favor_cache_cannot_serve():
     favor = build(config, task=tf.AutoModelForCausalLM)
     with torch.no_grad():
         assert type(sdpa.generate(**options, return_dict_in_generate=True).past_key_values) is tf.DynamicCache
-        greedy = favor.generate(**options)
-        # prompt-lookup (assisted) decoding crops the cache: it keeps a DynamicCache and the same tokens
+        plain = favor.generate(**options, return_dict_in_generate=True)
+        assert type(plain.past_key_values) is tf.DynamicCache
+        # prompt-lookup (assisted) decoding crops the cache: the DynamicCache serves it, a FavorCache refuses
         assisted = favor.generate(**options, prompt_lookup_num_tokens=3, return_dict_in_generate=True)
-        assert type(assisted.past_key_values) is tf.DynamicCache
-        assert torch.equal(assisted.sequences, greedy)
-        assert favor.generate(**options, use_cache=False).tolist() == greedy.tolist()
+        assert torch.equal(assisted.sequences, plain.sequences)
+        with pytest.raises(ValueError, match="cannot crop"):
+            favor.generate(**options, prompt_lookup_num_tokens=3, past_key_values=FavorCache())
+        assert favor.generate(**options, use_cache=False).tolist() == plain.sequences.tolist()
     generation_config = tf.GenerationConfig(max_length=20)
-    for mode, assistant in [
-        (tf.generation.utils.GenerationMode.CONTRASTIVE_SEARCH, None),  # inspects and crops past keys
-        (tf.generation.utils.GenerationMode.ASSISTED_GENERATION, None),
-        (tf.generation.utils.GenerationMode.GREEDY_SEARCH, True),  # the assistant's own cache is cropped
-    ]:
-        generation_config.is_assistant = assistant
+    for mode in tf.generation.utils.GenerationMode:
         model_kwargs = {}
         favor._prepare_cache_for_generation(generation_config, model_kwargs, mode, 1, 19)
         assert type(model_kwargs["past_key_values"]) is tf.DynamicCache, mode
-    generation_config.is_assistant = None
-    model_kwargs = {}
-    favor._prepare_cache_for_generation(generation_config, model_kwargs, "greedy_search", 1, 19)
-    assert type(model_kwargs["past_key_values"]) is FavorCache
 
 
-def test_generate_default_is_installed_by_use_attention_not_by_loading():
-    """Loading the plugins touches nothing in transformers; hfplug.use_attention("favor") makes FavorCache
-    the default of generate() (fresh process: other tests have installed it already)."""
+def test_use_attention_and_generate_patch_no_transformers_class():
+    """A fresh process: hfplug.use_attention("favor") and generate() on a favor model (plain and with a
+    FavorCache) leave every transformers class they could touch as it was, and the model instance too."""
     import subprocess
     import sys
 
     code = """
-import hfplug
-from transformers.generation.utils import GenerationMixin
+import torch
+import transformers as tf
+from transformers import cache_utils, generation, modeling_utils
+from transformers.models.llama import modeling_llama
 
-marked = lambda: getattr(GenerationMixin._prepare_cache_for_generation, "_hfplug_favor", False)
+import hfplug
+
+config = tf.LlamaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, intermediate_size=64, pad_token_id=0)
+prompt = torch.tensor([[5, 6, 7, 8]])
+
+def generate(implementation, **options):
+    model = tf.AutoModelForCausalLM.from_config(config, attn_implementation=implementation).eval()
+    with torch.no_grad():
+        model.generate(input_ids=prompt, max_new_tokens=3, do_sample=False, **options)
+    return model
+
+generate("sdpa")  # transformers caches a few class attributes on first use: let it, before the snapshot
+classes = [generation.utils.GenerationMixin, modeling_utils.PreTrainedModel, cache_utils.Cache,
+           cache_utils.CacheLayerMixin, cache_utils.DynamicCache, cache_utils.DynamicLayer,
+           modeling_llama.LlamaForCausalLM, modeling_llama.LlamaModel, modeling_llama.LlamaAttention]
+snapshot = lambda: ([dict(vars(c)) for c in classes], dict(cache_utils.DYNAMIC_LAYER_TYPE_MAPPING))
+before = snapshot()
 hfplug.load_plugins()
-assert "favor" in [n for p in hfplug.list_plugins() for n in p["registered"].get("attention backend", [])]
-assert not marked()
+assert snapshot() == before
 hfplug.use_attention("favor")
-assert marked()
+from hfplug_favor import FavorCache
+model = generate("favor")
+with torch.no_grad():
+    model.generate(input_ids=prompt, max_new_tokens=3, do_sample=False, past_key_values=FavorCache())
+assert snapshot() == before
+assert not {"generate", "_prepare_cache_for_generation"} & set(vars(model))
 print("ok")
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -316,20 +326,49 @@ def test_favor_cache_refuses_other_backends_and_changed_features():
         cache.crop(-1)
 
 
-def test_decode_logits_match_recomputation():
+@pytest.mark.parametrize("cache", ["dynamic", "favor"])
+def test_decode_logits_match_recomputation(monkeypatch, cache):
+    from hfplug_favor import attention
+
+    hints = []
+    monkeypatch.setattr(attention.logger, "warning_once", hints.append)
     model = build(FAMILIES["qwen2"](), task=tf.AutoModelForCausalLM)
     set_favor_config(model, FavorConfig(nb_features=64, chunk_size=3))
     ids = torch.randint(5, 100, (1, 12), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         full = model(input_ids=ids).logits
-        out = model(input_ids=ids[:, :8], use_cache=True)
-        cache, steps = out.past_key_values, []
+        past = {"dynamic": None, "favor": FavorCache()}[cache]  # None: the forward creates a DynamicCache
+        out = model(input_ids=ids[:, :8], past_key_values=past, use_cache=True)
+        cache_used, steps = out.past_key_values, []
         for t in range(8, 12):
-            out = model(input_ids=ids[:, t : t + 1], past_key_values=cache, use_cache=True)
+            out = model(input_ids=ids[:, t : t + 1], past_key_values=cache_used, use_cache=True)
             steps.append(out.logits)
     torch.testing.assert_close(torch.cat(steps, 1), full[:, 8:], rtol=1e-3, atol=5e-4)
-    layer = model.model.layers[0].self_attn
-    assert layer._favor_decode_state[1] == 12  # the recurrent state followed every decode step
+    assert type(cache_used) is {"dynamic": tf.DynamicCache, "favor": FavorCache}[cache]
+    # the key/value-cache route says how to get O(1) decoding; the FavorCache route has nothing to say
+    assert bool(hints) == (cache == "dynamic") and all("FavorCache()" in hint for hint in hints)
+
+
+def test_modules_without_layer_idx_are_numbered_in_model_order():
+    model = build(FAMILIES["distilbert"]())
+    ids, mask = padded_batch()
+    with torch.no_grad(), pytest.raises(ValueError, match=r"no layer_idx.*set_favor_config"):
+        model(input_ids=ids, attention_mask=mask)
+    set_favor_config(model, FavorConfig(nb_features=16, seed=3))
+    layers = [block.attention for block in model.transformer.layer]
+    hidden = torch.randn(2, 7, 32)
+    with torch.no_grad():
+        layers[1](hidden)  # called before layer 0: the index still comes from the model's order
+        model(input_ids=ids, attention_mask=mask)
+    for index, layer in enumerate(layers):
+        expected = gaussian_projection(16, 8, seed=derive_seed(3, index, 0))
+        assert torch.equal(layer._favor_projection[1], expected), index
+
+
+def test_configs_saved_with_the_retired_recurrent_decode_field_still_load():
+    assert FavorConfig.from_dict({"nb_features": 32, "recurrent_decode": False}) == FavorConfig(
+        nb_features=32
+    )
 
 
 def test_config_round_trips_through_save_pretrained(tmp_path):

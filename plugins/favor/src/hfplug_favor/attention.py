@@ -16,17 +16,18 @@ Grouped-query attention featurizes each key/value head once and groups the query
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers.utils import logging
 
 from hfplug.validation import check_bool, check_choice, check_float, check_int
 
-from .configuration_favor import ATTACHED, KERNELS, FavorConfig, favor_config_from
+from .configuration_favor import ATTACHED, KERNELS, LAYER_INDEX, FavorConfig, favor_config_from
 from .feature_maps import derive_seed, feature_logits, gaussian_projection
 
+logger = logging.get_logger(__name__)
 CACHE_HANDOFF = "_favor_cache_layer"  # attribute of keys returned by a FavorCacheLayer: the layer itself
 
 
@@ -586,24 +587,18 @@ def _parse_mask(
     return (None if bool(key_valid.all()) else key_valid), module_causal
 
 
-_LAYER_COUNTERS: dict[int, tuple[weakref.ref, list[int]]] = {}
-
-
 def _layer_index(module: Any) -> int:
-    """``module.layer_idx``; else an index given in first-call order per config (e.g. DistilBERT)."""
+    """``module.layer_idx``, else the index :func:`~hfplug_favor.set_favor_config` gave the module (modules
+    without ``layer_idx``, e.g. DistilBERT's, are numbered in model order)."""
     layer = getattr(module, "layer_idx", None)
-    if isinstance(layer, int):
-        return layer
-    layer = getattr(module, "_favor_layer_idx", None)
+    if not isinstance(layer, int):
+        layer = getattr(module, LAYER_INDEX, None)
     if layer is None:
-        config = getattr(module, "config", None)
-        entry = _LAYER_COUNTERS.get(id(config))
-        if entry is None or entry[0]() is not config:
-            entry = (weakref.ref(config) if config is not None else (lambda: None), [0])
-            _LAYER_COUNTERS[id(config)] = entry
-        layer = entry[1][0]
-        entry[1][0] += 1
-        module._favor_layer_idx = layer
+        raise ValueError(
+            f"{type(module).__name__} has no layer_idx, and FAVOR+ draws its features per layer: call "
+            "hfplug_favor.set_favor_config(model, get_favor_config(model)) once after creating or loading the "
+            "model, so its attention modules are numbered in model order"
+        )
     return layer
 
 
@@ -634,37 +629,6 @@ def projection_for(module: Any, config: FavorConfig, head_dim: int, device: torc
         cached = (cache_key, projection)
         module._favor_projection = cached
     return cached[1]
-
-
-def _fingerprint(key: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """Exact, order-independent fingerprint of key[:, :, start:stop]: position-weighted integer sums of the raw
-    bits. Additive over ranges, so extending a fingerprint only reads the new rows."""
-    rows = key[:, :, start:stop]
-    if (rows.shape[-1] * rows.element_size()) % 8 == 0:  # read the row bits as int64 words: no conversion
-        bits = rows.view(torch.int64).sum(-1)  # wraps modulo 2**64: still exact and associative
-    else:
-        int_type = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[rows.element_size()]
-        bits = rows.view(int_type).sum(-1, dtype=torch.int64)
-    positions = torch.arange(start + 1, stop + 1, device=key.device)
-    return torch.stack([bits.sum(-1), (bits * positions).sum(-1)])
-
-
-def _cached_state(module: Any, key: torch.Tensor, valid: torch.Tensor | None, offset: int, tag: tuple):
-    """(state, fingerprint) stored on the module if it stands for exactly key[:, :, :offset] (else None)."""
-    stored = getattr(module, "_favor_decode_state", None)
-    if stored is None or offset == 0:
-        return None
-    state, length, fingerprint, stored_valid, stored_tag = stored
-    if length != offset or stored_tag != tag or state.S.shape[0] != key.shape[0]:
-        return None
-    prefix_valid = None if valid is None else valid[:, :offset]
-    if (stored_valid is None) != (prefix_valid is None) or (
-        prefix_valid is not None and not torch.equal(stored_valid, prefix_valid)
-    ):
-        return None
-    if not torch.equal(fingerprint, _fingerprint(key, 0, offset)):
-        return None
-    return state, fingerprint
 
 
 def favor_attention_forward(
@@ -711,7 +675,6 @@ def favor_attention_forward(
     Lq, Lk = query.shape[-2], key.shape[-2]
     key_valid, causal = _parse_mask(attention_mask, bool(getattr(module, "is_causal", False)), Lq, Lk)
     projection = projection_for(module, config, query.shape[-1], query.device)
-    tag = (module._favor_projection[0], config.kernel, scaling)
     cache_layer = getattr(key, CACHE_HANDOFF, None)
     if cache_layer is not None:  # FavorCache: key/value hold the new tokens only, the state all earlier ones
         if not causal:
@@ -728,46 +691,36 @@ def favor_attention_forward(
             key_padding_mask=key_valid,
             kernel=config.kernel,
             chunk_size=config.chunk_size,
-            state=cache_layer.consume(tag),
+            state=cache_layer.consume((module._favor_projection[0], config.kernel, scaling)),
         )
         return out.transpose(1, 2).to(query.dtype).contiguous(), None
-    recurrent = causal and config.recurrent_decode and not torch.is_grad_enabled() and not module.training
-    state = fingerprint = None
-    if recurrent:
-        cached = _cached_state(module, key, key_valid, Lk - Lq, tag)
-        if cached is not None:
-            state, fingerprint = cached
-    out, new_state = favor_attention(
+    if causal and Lk > Lq:
+        logger.warning_once(
+            "favor decoding with a key/value cache recomputes the FAVOR+ prefix sums over all cached tokens at "
+            "every step (O(context) per token); pass past_key_values=hfplug_favor.FavorCache() to generate() "
+            "for O(1) work per token"
+        )
+    out, _ = favor_attention(
         query,
-        key if state is None else key[:, :, Lk - Lq :],
-        value if state is None else value[:, :, Lk - Lq :],
+        key,
+        value,
         projection,
         scaling=scaling,
         causal=causal,
-        key_padding_mask=key_valid if (state is None or key_valid is None) else key_valid[:, Lk - Lq :],
+        key_padding_mask=key_valid,
         kernel=config.kernel,
         chunk_size=config.chunk_size,
-        state=state,
         shift_keys=config.shift_keys and config.kernel == "softmax",
     )
-    if recurrent:
-        fingerprint = (
-            _fingerprint(key, 0, Lk) if fingerprint is None else fingerprint + _fingerprint(key, Lk - Lq, Lk)
-        )
-        module._favor_decode_state = (new_state, Lk, fingerprint, key_valid, tag)
     return out.transpose(1, 2).to(query.dtype).contiguous(), None
 
 
 def register_favor() -> str:
     """Register ``"favor"`` with transformers' attention and mask interfaces (what ``hfplug.use_attention``
-    does through the plugin registry) and make ``FavorCache`` the default cache of ``generate()`` on favor
-    decoders (:func:`hfplug_favor.cache.install_generate_default`); returns ``"favor"``."""
+    does through the plugin registry); returns ``"favor"``."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    from .cache import install_generate_default
-
     AttentionInterface.register("favor", favor_attention_forward)
     AttentionMaskInterface.register("favor", sdpa_mask)
-    install_generate_default()
     return "favor"

@@ -7,18 +7,17 @@ are O(m·Dv) per head, independent of the context length. Masks are built for th
 (``get_mask_sizes`` returns (query_length, seen_tokens)); padded tokens of earlier steps are already inside
 the sums with phi = 0.
 
-:func:`install_generate_default` makes ``FavorCache`` the default cache of plain ``generate()`` for models
-whose attention is ``"favor"`` (installed by ``hfplug.use_attention("favor")`` or ``register_favor()``).
+``generate()`` uses it only when asked: ``model.generate(**inputs, past_key_values=FavorCache())``. Without it
+transformers keeps its own cache (a ``DynamicCache``) and every decode step recomputes the prefix sums from
+the cached keys and values (O(L) per token, the same outputs up to float rounding).
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
-from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache, DynamicLayer
-from transformers.generation.utils import GenerationMixin, GenerationMode
+from transformers.cache_utils import Cache, CacheLayerMixin
 
 from hfplug.validation import check_int
 
@@ -113,73 +112,9 @@ class FavorCacheLayer(CacheLayerMixin):
 
 class FavorCache(Cache):
     """O(1)-per-token decode cache for ``attn_implementation="favor"``: pass ``past_key_values=FavorCache()``
-    to ``generate`` or to a forward with ``use_cache=True``. Layers are created lazily. It cannot be cropped
-    (no assisted decoding) and works only with the ``"favor"`` backend (other backends raise on the second
-    forward). Plain ``generate()`` on a favor decoder creates one by itself (see :func:`install_generate_default`)."""
+    (a new one per call) to ``generate`` or to a forward with ``use_cache=True``. Greedy, sampling and beam
+    search work; it cannot be cropped (assisted, prompt-lookup and contrastive decoding raise: they need the
+    default cache) and works only with the ``"favor"`` backend (other backends raise on the second forward)."""
 
     def __init__(self) -> None:
         super().__init__(layer_class_to_replicate=FavorCacheLayer)
-
-
-# generation modes whose cache is only appended to, reordered (beams) or repeated, never cropped
-_FAVOR_CACHE_MODES = (
-    GenerationMode.GREEDY_SEARCH,
-    GenerationMode.SAMPLE,
-    GenerationMode.BEAM_SEARCH,
-    GenerationMode.BEAM_SAMPLE,
-)
-
-
-def _plain_full_attention_cache(cache: Any) -> bool:
-    """True for the default DynamicCache of a model with full attention only (no sliding, linear or shared
-    layers, no offloading): the cache a FavorCache can stand in for."""
-    if type(cache) is not DynamicCache or cache.offloading:
-        return False
-    if not cache.layers:
-        return cache.layer_class_to_replicate is DynamicLayer
-    return all(type(layer) is DynamicLayer for layer in cache.layers)
-
-
-def _uses_favor_cache(model: Any, generation_config: Any, generation_mode: Any, cache: Any) -> bool:
-    text_config = model.config.get_text_config(decoder=True)
-    return (
-        getattr(text_config, "_attn_implementation", None) == "favor"
-        and not model.config.is_encoder_decoder
-        and generation_config.cache_implementation is None
-        and generation_config.use_cache is not False
-        and not generation_config.is_assistant
-        and generation_mode in _FAVOR_CACHE_MODES
-        and _plain_full_attention_cache(cache)
-    )
-
-
-def install_generate_default() -> None:
-    """Make plain ``generate()`` use a :class:`FavorCache` on decoder-only models whose attention is ``"favor"``.
-
-    Wraps ``GenerationMixin._prepare_cache_for_generation`` once (idempotent): transformers prepares its cache
-    as usual, and the wrapper swaps the DynamicCache it created for a ``FavorCache`` only when the user passed
-    no cache, ``cache_implementation`` is unset, ``use_cache`` is not False, the model is not an
-    encoder-decoder nor an assistant, its layers are all full attention, and the mode is greedy, sampling or
-    beam search/sampling (assisted, contrastive, DoLa, ... crop or inspect the cache and keep the
-    DynamicCache). ``generate(..., cache_implementation="dynamic")`` opts out.
-    """
-    original = GenerationMixin._prepare_cache_for_generation
-    if getattr(original, "_hfplug_favor", False):
-        return
-
-    @functools.wraps(original)
-    def _prepare_cache_for_generation(
-        self, generation_config, model_kwargs, generation_mode, batch_size, max_cache_length
-    ):
-        user_cache = model_kwargs.get("past_key_values")
-        result = original(
-            self, generation_config, model_kwargs, generation_mode, batch_size, max_cache_length
-        )
-        if user_cache is None and _uses_favor_cache(
-            self, generation_config, generation_mode, model_kwargs.get("past_key_values")
-        ):
-            model_kwargs["past_key_values"] = FavorCache()
-        return result
-
-    _prepare_cache_for_generation._hfplug_favor = True
-    GenerationMixin._prepare_cache_for_generation = _prepare_cache_for_generation

@@ -8,7 +8,14 @@ from transformers import TrainerCallback
 
 from hfplug.validation import check_int
 
-from .configuration_favor import LOADED, REDRAWS, attach_favor_state, get_favor_config, set_favor_config
+from .configuration_favor import (
+    LOADED,
+    REDRAWS,
+    attach_favor_state,
+    get_favor_config,
+    number_attention_layers,
+    set_favor_config,
+)
 
 
 class FeatureRedrawCallback(TrainerCallback):
@@ -46,6 +53,7 @@ class FeatureRedrawCallback(TrainerCallback):
         if model is not None:  # before Trainer(resume_from_checkpoint=...) loads the checkpoint's buffer
             setattr(model, REDRAWS, True)
             attach_favor_state(model)
+            number_attention_layers(model)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if model is None:

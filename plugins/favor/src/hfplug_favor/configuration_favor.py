@@ -15,6 +15,9 @@ CONFIG_ATTRIBUTE = "favor"
 # features per head; the orthogonal draw makes a d x d QR per block of d rows.
 MAX_FEATURES = 1 << 20
 MAX_HEAD_DIM = 1 << 12
+# Fields that configs saved by earlier versions may hold and that no longer mean anything: dropped on load
+# (recurrent_decode chose a per-module decode state, replaced by FavorCache).
+RETIRED_FIELDS = frozenset({"recurrent_decode"})
 
 
 @dataclass(frozen=True)
@@ -41,10 +44,9 @@ class FavorConfig:
         shift_keys: softmax kernel, non-causal attention: subtract c = mean(k) + mean(q) from every key before
             the feature map. Exact (softmax is invariant to a common key shift) and it minimises the mean
             |q + k - c|², which drives the estimator's variance.
-        recurrent_decode: with a key/value cache (DynamicCache), keep the causal prefix state (sum phi(k) v^T,
-            sum phi(k)) on each attention module during no-grad inference, so a decode step featurizes only the
-            new token; an exact fingerprint of the cached keys (O(L·d) integer sums) checks that the state still
-            stands for the cache. :class:`~hfplug_favor.FavorCache` needs no check and is O(1) per token.
+
+    Decoding: ``generate(..., past_key_values=FavorCache())`` keeps the prefix sums (O(1) work per token);
+    with transformers' default cache every step recomputes them from the cached keys and values.
     """
 
     nb_features: int = 256
@@ -58,7 +60,6 @@ class FavorConfig:
     hyperbolic: bool = False
     ignore_dropout: bool = False
     shift_keys: bool = True
-    recurrent_decode: bool = True
 
     def __post_init__(self) -> None:
         check_int("nb_features", self.nb_features, minimum=1, maximum=MAX_FEATURES)
@@ -77,7 +78,6 @@ class FavorConfig:
             raise ValueError(f"hyperbolic=True only applies to kernel='softmax', got kernel={self.kernel!r}")
         check_bool("ignore_dropout", self.ignore_dropout)
         check_bool("shift_keys", self.shift_keys)
-        check_bool("recurrent_decode", self.recurrent_decode)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -87,6 +87,7 @@ class FavorConfig:
         if not isinstance(values, dict):
             raise TypeError(f"values must be a dict of FavorConfig fields, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k not in RETIRED_FIELDS}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown FavorConfig field(s) {unknown}; accepted: {sorted(known)}")
@@ -133,6 +134,23 @@ def _configs(model: Any) -> list[Any]:
         if config is not None and hasattr(config, "to_dict"):
             seen.setdefault(id(config), config)
     return list(seen.values())
+
+
+LAYER_INDEX = "_favor_layer_idx"  # attribute: the layer index of an attention module without ``layer_idx``
+
+
+def number_attention_layers(model: Any) -> None:
+    """Give every attention module of ``model`` that has no integer ``layer_idx`` (DistilBERT's, ...) the index
+    FAVOR+ draws its features with: its position among such modules in ``model.modules()`` order, which is
+    the order of the layers. Attention modules are recognised by ``is_causal``, which transformers' attention
+    functions read."""
+    unnumbered = [
+        module
+        for module in model.modules()
+        if hasattr(module, "is_causal") and not isinstance(getattr(module, "layer_idx", None), int)
+    ]
+    for index, module in enumerate(unnumbered):
+        setattr(module, LAYER_INDEX, index)
 
 
 STATE_BUFFER = (
@@ -198,7 +216,8 @@ def set_favor_config(model: Any, config: FavorConfig | dict[str, Any] | None = N
     the model's ``favor_state`` buffer (see :func:`attach_favor_state`), so checkpoints carry seed and redraw
     count.
 
-    Features are regenerated lazily from the new settings. Raises ``ValueError`` for models whose attention
+    Attention modules without ``layer_idx`` are numbered (see :func:`number_attention_layers`). Features are
+    regenerated lazily from the new settings. Raises ``ValueError`` for models whose attention
     does not go through the interface. Returns the stored :class:`FavorConfig`.
     """
     if config is None:
@@ -208,6 +227,7 @@ def set_favor_config(model: Any, config: FavorConfig | dict[str, Any] | None = N
     elif not isinstance(config, FavorConfig):
         raise TypeError(f"config must be a FavorConfig, a dict of its fields or None, got {config!r}")
     check_favor_support(model)
+    number_attention_layers(model)
     for sub_config in _configs(model):
         setattr(sub_config, CONFIG_ATTRIBUTE, config.to_dict())
     attach_favor_state(model, config)

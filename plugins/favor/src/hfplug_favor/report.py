@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from .attention import _layer_index, favor_attention_forward, register_favor
-from .configuration_favor import check_favor_support
+from .configuration_favor import check_favor_support, number_attention_layers
 
 _REPORT_BACKEND = "favor_report"
 
@@ -71,6 +71,7 @@ def favor_report(model: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     check_favor_support(model)
+    number_attention_layers(model)
     register_favor()
     records: list[dict[str, Any]] = []
     AttentionInterface.register(_REPORT_BACKEND, _recording_attention(records))
