@@ -756,18 +756,3 @@ def favor_attention_forward(
         )
         module._favor_decode_state = (new_state, Lk, fingerprint, key_valid, tag)
     return out.transpose(1, 2).to(query.dtype).contiguous(), None
-
-
-def register_favor() -> str:
-    """Register ``"favor"`` with transformers' attention and mask interfaces (what ``hfplug.use_attention``
-    does through the plugin registry) and make ``FavorCache`` the default cache of ``generate()`` on favor
-    decoders (:func:`hfplug_favor.cache.install_generate_default`); returns ``"favor"``."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    from .cache import install_generate_default
-
-    AttentionInterface.register("favor", favor_attention_forward)
-    AttentionMaskInterface.register("favor", sdpa_mask)
-    install_generate_default()
-    return "favor"

@@ -8,7 +8,7 @@ are O(m·Dv) per head, independent of the context length. Masks are built for th
 the sums with phi = 0.
 
 :func:`install_generate_default` makes ``FavorCache`` the default cache of plain ``generate()`` for models
-whose attention is ``"favor"`` (installed by ``hfplug.use_attention("favor")`` or ``register_favor()``).
+whose attention is ``"favor"`` (installed by ``hfplug.use_attention("favor")``).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .attention import _layer_index, favor_attention_forward, register_favor
+from .attention import _layer_index, favor_attention_forward
 from .configuration_favor import check_favor_support
 
 _REPORT_BACKEND = "favor_report"
@@ -71,7 +71,6 @@ def favor_report(model: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     check_favor_support(model)
-    register_favor()
     records: list[dict[str, Any]] = []
     AttentionInterface.register(_REPORT_BACKEND, _recording_attention(records))
     AttentionMaskInterface.register(_REPORT_BACKEND, sdpa_mask)
