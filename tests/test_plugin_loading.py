@@ -179,26 +179,25 @@ def test_cli_table(fake_plugins):
     assert "No hfplug plugins installed" in empty.stdout
 
 
-def _install_fake_module(fake_plugins, module: str) -> None:
-    """Copy ``tests/fake_plugins/<module>.py`` next to the fake distributions (importable, not imported)."""
-    source = Path(__file__).parent / "fake_plugins" / f"{module}.py"
-    (fake_plugins.root / f"{module}.py").write_text(source.read_text())
+def _load_lazy(fake_plugins, distribution: str, source: str, module: str) -> dict[str, list[str]]:
+    """Install ``distribution`` (hooks from ``source``) and ``tests/fake_plugins/<module>.py`` beside it, load it
+    alone, check that loading imported nothing behind its references, and return what it registered."""
+    fake_plugins.add(distribution, source)
+    (fake_plugins.root / f"{module}.py").write_text(
+        (Path(__file__).parent / "fake_plugins" / f"{module}.py").read_text()
+    )
     fake_plugins.modules.append(module)
+    fake_plugins.select(distribution)
+    hfplug.load_plugins()
+    registered = hfplug.list_plugins()[0]["registered"]
+    assert module not in sys.modules  # loading and listing plugins imported nothing behind the references
+    return registered
 
 
 def test_lazy_tokenizer_reference_is_imported_on_first_lookup(fake_plugins):
-    fake_plugins.add("fake-lazy-tokenizer", "lazy_tokenizer")
     module = "fake_lazy_tokenization"
-    _install_fake_module(fake_plugins, module)
-    fake_plugins.select("fake-lazy-tokenizer")
-    hfplug.load_plugins()
-    assert module not in sys.modules  # loading plugins imported nothing behind the reference
-    assert hfplug.list_plugins()[0]["registered"]["tokenizer"] == [
-        "lazy_bert",
-        "lazy_missing",
-        "lazy_not_a_tokenizer",
-    ]
-    assert module not in sys.modules
+    registered = _load_lazy(fake_plugins, "fake-lazy-tokenizer", "lazy_tokenizer", module)
+    assert registered == {"tokenizer": ["lazy_bert", "lazy_missing", "lazy_not_a_tokenizer"]}
     cls = hfplug.get_tokenizer_class("lazy_bert")
     assert cls.__name__ == "LazyBertTokenizer" and cls.__module__ == module
     assert hfplug.get_tokenizer_class("lazy_bert") is cls
@@ -212,20 +211,14 @@ def test_lazy_references_of_every_kind_are_imported_on_first_lookup(fake_plugins
     from transformers import AttentionInterface, LogitsProcessor, StoppingCriteria, TrainerCallback
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    fake_plugins.add("fake-lazy-components", "lazy_components")
     module = "fake_lazy_components"
-    _install_fake_module(fake_plugins, module)
-    fake_plugins.select("fake-lazy-components")
-    hfplug.load_plugins()
-    assert module not in sys.modules  # loading plugins imported nothing behind the references
-    assert hfplug.list_plugins()[0]["registered"] == {
+    assert _load_lazy(fake_plugins, "fake-lazy-components", "lazy_components", module) == {
         "attention backend": ["lazy_missing_mask", "lazy_sdpa"],
         "callback": ["lazy_counting", "lazy_not_a_callback"],
         "logits processor": ["lazy_ban_token", "lazy_stop_at"],
         "loss": ["lazy_scaled_ce"],
         "tokenizer": ["lazy_shouting"],
     }
-    assert module not in sys.modules
 
     callback = hfplug.get_callback("lazy_counting", every=3)
     fake = sys.modules[module]
