@@ -90,12 +90,11 @@ def _check_subclass(obj: Any, *bases: str) -> None:
         )
 
 
-_OR_REFERENCE = " (or a 'package.module:function' string)"
-
-
-def _check_callable(obj: Any, message: str) -> None:
+def _check_callable(obj: Any, must: str, after: str = "") -> None:
+    """``TypeError("<must> (or a 'package.module:function' string), got <obj><after>")`` unless ``obj`` is
+    callable or a lazy reference."""
     if not (_is_reference(obj) or callable(obj)):
-        raise TypeError(message.format(obj=obj))
+        raise TypeError(f"{must} (or a 'package.module:function' string), got {obj!r}{after}")
 
 
 def _validate_callback(obj: Any) -> None:
@@ -103,24 +102,19 @@ def _validate_callback(obj: Any) -> None:
 
 
 def _validate_loss(obj: Any) -> None:
-    _check_callable(
-        obj, "expected a callable loss factory (a class or a function)" + _OR_REFERENCE + ", got {obj!r}"
-    )
+    _check_callable(obj, "expected a callable loss factory (a class or a function)")
 
 
 def _validate_attention(obj: Any, mask_fn: Any = None, on_use: Any = None) -> None:
-    _check_callable(obj, "attention_fn must be callable" + _OR_REFERENCE + ", got {obj!r}")
+    _check_callable(obj, "attention_fn must be callable")
     _check_callable(
         mask_fn,
-        "mask_fn must be callable"
-        + _OR_REFERENCE
-        + ", got {obj!r}: without a mask function transformers silently passes "
-        "attention_mask=None (use transformers.masking_utils.sdpa_mask for a boolean mask)",
+        "mask_fn must be callable",
+        ": without a mask function transformers silently passes attention_mask=None "
+        "(use transformers.masking_utils.sdpa_mask for a boolean mask)",
     )
     if on_use is not None:
-        _check_callable(
-            on_use, "on_use must be a callable taking no arguments" + _OR_REFERENCE + ", or None; got {obj!r}"
-        )
+        _check_callable(on_use, "on_use must be a callable taking no arguments, or None")
 
 
 def _validate_logits_processor(obj: Any) -> None:
