@@ -119,7 +119,8 @@ def make_model(
     config = BertConfig(vocab_size=vocab_size, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=256, max_position_embeddings=128, num_labels=2)  # fmt: skip
     model = BertForSequenceClassification(config)
-    model.accepts_loss_kwargs = False  # its loss ignores num_items_in_batch (DESIGN.md fact 2)
+    # its loss ignores num_items_in_batch, so the Trainer must not count on it (else loss x GA, x ranks)
+    model.accepts_loss_kwargs = False
     if embedding_std is not None:  # token-embedding scale closer to a pretrained BERT's (epsilon is absolute)
         torch.nn.init.normal_(model.get_input_embeddings().weight, std=embedding_std)
     return model

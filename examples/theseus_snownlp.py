@@ -96,7 +96,8 @@ def accuracy(model: torch.nn.Module, data: Encoded, batch_size: int = 256) -> fl
 
 
 def train(model, data: Encoded, steps: int, lr: float, seed: int, callbacks=(), out: str = "") -> None:
-    model.accepts_loss_kwargs = False  # DESIGN fact 2 (BERT ignores num_items_in_batch)
+    # BERT's loss ignores num_items_in_batch, so the Trainer must not count on it (else loss x GA, x ranks)
+    model.accepts_loss_kwargs = False
     args = TrainingArguments(
         output_dir=out,
         per_device_train_batch_size=32,

@@ -101,7 +101,7 @@ def test_kernel_pin_takes_effect_unless_the_user_chose(preset, expected):
 
 @pytest.mark.distributed
 def test_finetune_stage_on_two_ranks_agrees(tmp_path):
-    run_torchrun(REPO / "tests/scripts/demo_finetune_ddp.py", str(tmp_path), env={"PYTHONPATH": str(REPO)})
+    run_torchrun(REPO / "tests/_demo_finetune_ddp_script.py", str(tmp_path), env={"PYTHONPATH": str(REPO)})
     params = [torch.load(tmp_path / f"params{rank}.pt") for rank in (0, 1)]
     assert params[0].keys() == params[1].keys()
     for name in params[0]:

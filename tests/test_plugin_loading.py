@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import hfplug
 from hfplug import DuplicateComponentError, InvalidComponentError, PluginLoadError, UnknownComponentError
@@ -178,21 +179,25 @@ def test_cli_table(fake_plugins):
     assert "No hfplug plugins installed" in empty.stdout
 
 
-def test_lazy_tokenizer_reference_is_imported_on_first_lookup(fake_plugins):
-    fake_plugins.add("fake-lazy-tokenizer", "lazy_tokenizer")
-    module = "fake_lazy_tokenization"
-    source = Path(__file__).parent / "fake_plugins" / f"{module}.py"
-    (fake_plugins.root / f"{module}.py").write_text(source.read_text())
+def _load_lazy(fake_plugins, distribution: str, source: str, module: str) -> dict[str, list[str]]:
+    """Install ``distribution`` (hooks from ``source``) and ``tests/fake_plugins/<module>.py`` beside it, load it
+    alone, check that loading imported nothing behind its references, and return what it registered."""
+    fake_plugins.add(distribution, source)
+    (fake_plugins.root / f"{module}.py").write_text(
+        (Path(__file__).parent / "fake_plugins" / f"{module}.py").read_text()
+    )
     fake_plugins.modules.append(module)
-    fake_plugins.select("fake-lazy-tokenizer")
+    fake_plugins.select(distribution)
     hfplug.load_plugins()
-    assert module not in sys.modules  # loading plugins imported nothing behind the reference
-    assert hfplug.list_plugins()[0]["registered"]["tokenizer"] == [
-        "lazy_bert",
-        "lazy_missing",
-        "lazy_not_a_tokenizer",
-    ]
-    assert module not in sys.modules
+    registered = hfplug.list_plugins()[0]["registered"]
+    assert module not in sys.modules  # loading and listing plugins imported nothing behind the references
+    return registered
+
+
+def test_lazy_tokenizer_reference_is_imported_on_first_lookup(fake_plugins):
+    module = "fake_lazy_tokenization"
+    registered = _load_lazy(fake_plugins, "fake-lazy-tokenizer", "lazy_tokenizer", module)
+    assert registered == {"tokenizer": ["lazy_bert", "lazy_missing", "lazy_not_a_tokenizer"]}
     cls = hfplug.get_tokenizer_class("lazy_bert")
     assert cls.__name__ == "LazyBertTokenizer" and cls.__module__ == module
     assert hfplug.get_tokenizer_class("lazy_bert") is cls
@@ -202,12 +207,68 @@ def test_lazy_tokenizer_reference_is_imported_on_first_lookup(fake_plugins):
         hfplug.get_tokenizer_class("lazy_not_a_tokenizer")
 
 
-def test_malformed_lazy_reference_fails_at_registration(fake_plugins):
-    fake_plugins.add("fake-bad-reference", "invalid_tokenizer")
+def test_lazy_references_of_every_kind_are_imported_on_first_lookup(fake_plugins):
+    from transformers import AttentionInterface, LogitsProcessor, StoppingCriteria, TrainerCallback
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    module = "fake_lazy_components"
+    assert _load_lazy(fake_plugins, "fake-lazy-components", "lazy_components", module) == {
+        "attention backend": ["lazy_missing_mask", "lazy_sdpa"],
+        "callback": ["lazy_counting", "lazy_not_a_callback"],
+        "logits processor": ["lazy_ban_token", "lazy_stop_at"],
+        "loss": ["lazy_scaled_ce"],
+        "tokenizer": ["lazy_shouting"],
+    }
+
+    callback = hfplug.get_callback("lazy_counting", every=3)
+    fake = sys.modules[module]
+    assert type(callback) is fake.CountingCallback and isinstance(callback, TrainerCallback)
+    assert callback.every == 3
+    logits = torch.zeros(1, 4)
+    loss = hfplug.get_loss("lazy_scaled_ce", scale=2.0)({"logits": logits}, torch.tensor([1]))
+    torch.testing.assert_close(loss, 2.0 * torch.log(torch.tensor(4.0)))
+    processor = hfplug.get_logits_processor("lazy_ban_token", token_id=2)
+    assert isinstance(processor, LogitsProcessor) and processor(None, logits)[0, 2] == -float("inf")
+    stop = hfplug.get_logits_processor("lazy_stop_at", length=3)
+    assert isinstance(stop, StoppingCriteria) and stop(torch.zeros(2, 3), logits).tolist() == [True, True]
+    assert hfplug.get_tokenizer_class("lazy_shouting") is fake.ShoutingTokenizer
+
+    assert hfplug.use_attention("lazy_sdpa") == "lazy_sdpa"
+    assert AttentionInterface._global_mapping["lazy_sdpa"] is fake.counted_sdpa
+    assert AttentionMaskInterface._global_mapping["lazy_sdpa"] is sdpa_mask
+    assert fake.USES == [0]
+
+    with pytest.raises(
+        InvalidComponentError,
+        match=r"fake-lazy-components.*lazy_not_a_callback.*transformers\.TrainerCallback",
+    ):
+        hfplug.get_callback("lazy_not_a_callback")
+    with pytest.raises(
+        InvalidComponentError,
+        match=r"lazy_missing_mask.*'fake_lazy_components:no_such_mask'.*cannot be imported",
+    ):
+        hfplug.use_attention("lazy_missing_mask")
+    assert "lazy_missing_mask" not in AttentionInterface._global_mapping  # nothing half-registered
+
+
+@pytest.mark.parametrize(
+    ("source", "call", "malformed"),
+    [
+        ("invalid_tokenizer", 'register("not_a_tokenizer", str)', 'register("bad", "no colon here")'),
+        ("invalid_callback", 'register("not_a_callback", object)', 'register("bad", "a.b:c:d")'),
+        (
+            "invalid_attention",
+            'register("no_mask", lambda *a, **k: None, None)',
+            'register("bad", "a.b:attention", "sdpa_mask")',
+        ),
+    ],
+)
+def test_malformed_lazy_reference_fails_at_registration(fake_plugins, source, call, malformed):
+    fake_plugins.add("fake-bad-reference", source)
     hooks = fake_plugins.root / "fake_bad_reference_hooks.py"
-    hooks.write_text(
-        hooks.read_text().replace('register("not_a_tokenizer", str)', 'register("bad", "no colon here")')
-    )
+    hooks.write_text(hooks.read_text().replace(call, malformed))
     fake_plugins.select("fake-bad-reference")
-    with pytest.raises(InvalidComponentError, match=r"fake-bad-reference.*'package\.module:ClassName'"):
+    with pytest.raises(
+        InvalidComponentError, match=r"fake-bad-reference.*'package\.module:(ClassName|function)' string"
+    ):
         hfplug.load_plugins()

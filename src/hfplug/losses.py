@@ -1,6 +1,6 @@
 """Shared pieces for losses used as ``Trainer(compute_loss_func=...)``.
 
-Normalisation (DESIGN.md fact 2): the Trainer passes ``num_items_in_batch``, the number of targets over all
+Normalisation: the Trainer passes ``num_items_in_batch``, the number of targets over all
 micro-batches of one optimizer step (and over ranks with ``average_tokens_across_devices``) and does not
 divide by the accumulation steps, so a loss returns ``sum / num_items_in_batch``; without it, the mean over
 valid targets.

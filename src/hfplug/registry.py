@@ -68,58 +68,61 @@ class Component:
         return f"{self.distribution} {self.version}"
 
 
-def _is_subclass(obj: Any, bases: tuple[type, ...]) -> bool:
-    return isinstance(obj, type) and issubclass(obj, bases)
+_REFERENCE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+
+
+def _is_reference(obj: Any) -> bool:
+    """Whether ``obj`` is a lazy ``"package.module:name"`` reference, imported and validated on first lookup
+    (a string of another shape is rejected at registration like any other wrong object)."""
+    return isinstance(obj, str) and _REFERENCE.fullmatch(obj) is not None
+
+
+def _check_subclass(obj: Any, *bases: str) -> None:
+    """``obj`` must be a lazy reference or a subclass of one of the transformers classes named ``bases``."""
+    if _is_reference(obj):
+        return
+    import transformers
+
+    if not (isinstance(obj, type) and issubclass(obj, tuple(getattr(transformers, b) for b in bases))):
+        expected = " or ".join(f"transformers.{b}" for b in bases)
+        raise TypeError(
+            f"expected a subclass of {expected} or a 'package.module:ClassName' string, got {obj!r}"
+        )
+
+
+def _check_callable(obj: Any, must: str, after: str = "") -> None:
+    """``TypeError("<must> (or a 'package.module:function' string), got <obj><after>")`` unless ``obj`` is
+    callable or a lazy reference."""
+    if not (_is_reference(obj) or callable(obj)):
+        raise TypeError(f"{must} (or a 'package.module:function' string), got {obj!r}{after}")
 
 
 def _validate_callback(obj: Any) -> None:
-    from transformers import TrainerCallback
-
-    if not _is_subclass(obj, (TrainerCallback,)):
-        raise TypeError(f"expected a subclass of transformers.TrainerCallback, got {obj!r}")
+    _check_subclass(obj, "TrainerCallback")
 
 
 def _validate_loss(obj: Any) -> None:
-    if not callable(obj):
-        raise TypeError(f"expected a callable loss factory (a class or a function), got {obj!r}")
+    _check_callable(obj, "expected a callable loss factory (a class or a function)")
 
 
 def _validate_attention(obj: Any, mask_fn: Any = None, on_use: Any = None) -> None:
-    if not callable(obj):
-        raise TypeError(f"attention_fn must be callable, got {obj!r}")
-    if not callable(mask_fn):
-        raise TypeError(
-            f"mask_fn must be callable, got {mask_fn!r}: without a mask function transformers silently "
-            "passes attention_mask=None (use transformers.masking_utils.sdpa_mask for a boolean mask)"
-        )
-    if on_use is not None and not callable(on_use):
-        raise TypeError(f"on_use must be a callable taking no arguments, or None; got {on_use!r}")
+    _check_callable(obj, "attention_fn must be callable")
+    _check_callable(
+        mask_fn,
+        "mask_fn must be callable",
+        ": without a mask function transformers silently passes attention_mask=None "
+        "(use transformers.masking_utils.sdpa_mask for a boolean mask)",
+    )
+    if on_use is not None:
+        _check_callable(on_use, "on_use must be a callable taking no arguments, or None")
 
 
 def _validate_logits_processor(obj: Any) -> None:
-    from transformers import LogitsProcessor, StoppingCriteria
-
-    if not _is_subclass(obj, (LogitsProcessor, StoppingCriteria)):
-        raise TypeError(
-            f"expected a subclass of transformers.LogitsProcessor or transformers.StoppingCriteria, got {obj!r}"
-        )
+    _check_subclass(obj, "LogitsProcessor", "StoppingCriteria")
 
 
 def _validate_tokenizer(obj: Any) -> None:
-    from transformers import PreTrainedTokenizerBase
-
-    if isinstance(obj, str):  # a lazy "package.module:ClassName" reference, imported on first lookup
-        if not _REFERENCE.fullmatch(obj):
-            raise TypeError(f"a lazy reference must look like 'package.module:ClassName', got {obj!r}")
-        return
-    if not _is_subclass(obj, (PreTrainedTokenizerBase,)):
-        raise TypeError(
-            f"expected a subclass of transformers.PreTrainedTokenizerBase or a 'package.module:ClassName' "
-            f"string, got {obj!r}"
-        )
-
-
-_REFERENCE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+    _check_subclass(obj, "PreTrainedTokenizerBase")
 
 
 @dataclass(frozen=True)
@@ -213,7 +216,7 @@ class Registry:
         if len(claims) > 1:
             raise _duplicate(claims)
         if claims:
-            if isinstance(claims[0].obj, str):
+            if any(isinstance(v, str) for v in (claims[0].obj, *claims[0].extra.values())):
                 claims[0] = self._resolve(claims[0])
             return claims[0]
         message = f"no {label} named {name!r}."
@@ -227,18 +230,25 @@ class Registry:
 
     @staticmethod
     def _resolve(component: Component) -> Component:
-        """Import a lazy ``"module:attr"`` registration and validate what it names."""
-        module_name, attr = component.obj.split(":")
-        where = f"{component.provider} registered {component.kind} {component.name!r} as {component.obj!r}"
+        """Import the lazy ``"module:attr"`` references of a registration (the object and any of the other
+        ``register`` arguments) and validate what they name."""
+        where = f"{component.provider} registered {component.kind} {component.name!r}"
+
+        def load(value: Any) -> Any:
+            if not isinstance(value, str):
+                return value
+            module_name, attr = value.split(":")
+            try:
+                return getattr(importlib.import_module(module_name), attr)
+            except (ImportError, AttributeError) as exc:
+                raise InvalidComponentError(f"{where} as {value!r}, which cannot be imported: {exc}") from exc
+
+        obj, extra = load(component.obj), {key: load(value) for key, value in component.extra.items()}
         try:
-            obj = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise InvalidComponentError(f"{where}, which cannot be imported: {exc}") from exc
-        try:
-            KINDS_BY_LABEL[component.kind].validate(obj, **component.extra)
+            KINDS_BY_LABEL[component.kind].validate(obj, **extra)
         except TypeError as exc:
-            raise InvalidComponentError(f"{where}: {exc}") from None
-        return replace(component, obj=obj)
+            raise InvalidComponentError(f"{where} as {component.obj!r}: {exc}") from None
+        return replace(component, obj=obj, extra=extra)
 
     def names(self, label: str) -> list[str]:
         """The names of ``label`` that resolve to one component (conflicting names are left out)."""

@@ -30,7 +30,8 @@ def test_gradient_accumulation_per_example_equals_full_batch(path):
     """GA=2 x batch 4 gives the update of one batch of 8 (reference): FGM per-example, gradient penalty and
     FreeLB (per-example, zero start).
 
-    In the model path this also needs the BertForSequenceClassification loss rescaling (DESIGN.md fact 2)."""
+    In the model path this also needs the BertForSequenceClassification loss rescaling (its loss ignores the
+    Trainer's ``num_items_in_batch``, so under GA=2 the Trainer's loss would be twice the mean)."""
     data = make_data("seq")
     for callback, objective in (
         (FGM(epsilon=0.5, norm="per_example"), lambda ref: fgm_objective(ref, 0.5, per_example=True)),

@@ -13,7 +13,7 @@ from hfplug.testing import run_torchrun
 @pytest.mark.distributed
 def test_two_ranks_hold_identical_features_after_redraw(tmp_path):
     pytest.importorskip("accelerate")  # the Trainer needs it
-    run_torchrun(Path(__file__).with_name("favor_ddp_script.py"), str(tmp_path))
+    run_torchrun(Path(__file__).with_name("_favor_ddp_script.py"), str(tmp_path))
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert [r["redraw_count"] for r in ranks] == [3, 3]

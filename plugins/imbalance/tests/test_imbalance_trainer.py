@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from hfplug.testing import run_torchrun
 
-SCRIPT = Path(__file__).with_name("_imbalance_trainer_run.py")
-_spec = importlib.util.spec_from_file_location("_imbalance_trainer_run", SCRIPT)
+SCRIPT = Path(__file__).with_name("_imbalance_ddp_script.py")
+_spec = importlib.util.spec_from_file_location("_imbalance_ddp_script", SCRIPT)
 run = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(run)
 

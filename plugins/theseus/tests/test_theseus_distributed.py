@@ -10,7 +10,7 @@ import torch
 
 from hfplug.testing import run_torchrun
 
-SCRIPT = Path(__file__).with_name("theseus_ddp_script.py")
+SCRIPT = Path(__file__).with_name("_theseus_ddp_script.py")
 
 
 @pytest.mark.distributed

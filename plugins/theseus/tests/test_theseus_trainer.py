@@ -41,7 +41,7 @@ def wrapped_model():
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
-    model.accepts_loss_kwargs = False  # DESIGN fact 2: BERT ignores num_items_in_batch
+    model.accepts_loss_kwargs = False  # BERT ignores num_items_in_batch: else the Trainer's loss is x GA
     theseus_wrap(model, 2, seed=11)
     records = []  # (step, rate, gates) seen by every training micro-batch
 

@@ -107,7 +107,9 @@ class MicroBatch:
 
 def forward_ignores_num_items(model: torch.nn.Module) -> bool:
     """True for heads that take ``**kwargs`` (so the Trainer passes ``num_items_in_batch``) but compute a
-    per-micro-batch mean loss without it, such as ``BertForSequenceClassification`` (DESIGN.md fact 2)."""
+    per-micro-batch mean loss without it, such as ``BertForSequenceClassification``: the Trainer, counting on
+    ``num_items_in_batch``, does not divide their loss by the accumulation steps, so it comes out GA times (and
+    under DDP world-size times) too large."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     forward = type(base).forward
     parameters = inspect.signature(forward).parameters

@@ -713,14 +713,3 @@ def favor_attention_forward(
         shift_keys=config.shift_keys and config.kernel == "softmax",
     )
     return out.transpose(1, 2).to(query.dtype).contiguous(), None
-
-
-def register_favor() -> str:
-    """Register ``"favor"`` with transformers' attention and mask interfaces (what ``hfplug.use_attention``
-    does through the plugin registry); returns ``"favor"``."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    AttentionInterface.register("favor", favor_attention_forward)
-    AttentionMaskInterface.register("favor", sdpa_mask)
-    return "favor"

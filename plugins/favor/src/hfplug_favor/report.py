@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .attention import _layer_index, favor_attention_forward, register_favor
+from .attention import _layer_index, favor_attention_forward
 from .configuration_favor import check_favor_support, number_attention_layers
 
 _REPORT_BACKEND = "favor_report"
@@ -72,7 +72,6 @@ def favor_report(model: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
 
     check_favor_support(model)
     number_attention_layers(model)
-    register_favor()
     records: list[dict[str, Any]] = []
     AttentionInterface.register(_REPORT_BACKEND, _recording_attention(records))
     AttentionMaskInterface.register(_REPORT_BACKEND, sdpa_mask)

@@ -1,26 +1,29 @@
-"""hfplug hook implementations: the imbalance losses and the LDAM-DRW callback."""
+"""hfplug hook implementations: the imbalance losses and the LDAM-DRW callback, as lazy references to the
+package's public names (loading plugins imports nothing; the first lookup imports the class)."""
 
 from __future__ import annotations
 
 import hfplug
+from hfplug.hookspecs import RegisterCallback, RegisterLoss
+
+_LOSSES = {
+    "weighted_ce": "WeightedCrossEntropyLoss",
+    "focal": "FocalLoss",
+    "logit_adjusted": "LogitAdjustedLoss",
+    "balanced_softmax": "BalancedSoftmaxLoss",
+    "ldam": "LDAMLoss",
+    "dice": "DiceLoss",
+    "f1_weighted_ce": "F1WeightedCrossEntropyLoss",
+    "multilabel_ce": "MultiLabelCategoricalCrossEntropyLoss",
+}
 
 
 @hfplug.hookimpl
-def register_losses(register) -> None:
-    from . import losses
-
-    register("weighted_ce", losses.WeightedCrossEntropyLoss)
-    register("focal", losses.FocalLoss)
-    register("logit_adjusted", losses.LogitAdjustedLoss)
-    register("balanced_softmax", losses.BalancedSoftmaxLoss)
-    register("ldam", losses.LDAMLoss)
-    register("dice", losses.DiceLoss)
-    register("f1_weighted_ce", losses.F1WeightedCrossEntropyLoss)
-    register("multilabel_ce", losses.MultiLabelCategoricalCrossEntropyLoss)
+def register_losses(register: RegisterLoss) -> None:
+    for name, cls in _LOSSES.items():
+        register(name, f"hfplug_imbalance:{cls}")
 
 
 @hfplug.hookimpl
-def register_callbacks(register) -> None:
-    from .callbacks import LDAMDRWCallback
-
-    register("ldam_drw", LDAMDRWCallback)
+def register_callbacks(register: RegisterCallback) -> None:
+    register("ldam_drw", "hfplug_imbalance:LDAMDRWCallback")

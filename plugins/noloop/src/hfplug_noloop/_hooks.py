@@ -1,26 +1,23 @@
-"""hfplug hook implementations: register the no-loop processors and the loop stop by name."""
+"""hfplug hook implementations: the no-loop processors and the loop stop by name, as lazy references to the
+package's public names (loading plugins imports nothing; the first lookup imports the class)."""
 
 from __future__ import annotations
 
 from hfplug import hookimpl
+from hfplug.hookspecs import RegisterLogitsProcessor
+
+_PROCESSORS = {
+    "consistent_top_k": "ConsistentTopKLogitsWarper",
+    "consistent_top_p": "ConsistentTopPLogitsWarper",
+    "consistent_min_p": "ConsistentMinPLogitsWarper",
+    "self_terminating": "SelfTerminatingLogitsProcessor",
+    "dry": "DRYLogitsProcessor",
+    "loop_stop": "LoopStoppingCriteria",  # a StoppingCriteria: the hook registers both kinds
+    "loop_eos": "LoopEOSLogitsProcessor",
+}
 
 
 @hookimpl
-def register_logits_processors(register) -> None:
-    from .logits_process import (
-        ConsistentMinPLogitsWarper,
-        ConsistentTopKLogitsWarper,
-        ConsistentTopPLogitsWarper,
-        DRYLogitsProcessor,
-        LoopEOSLogitsProcessor,
-        SelfTerminatingLogitsProcessor,
-    )
-    from .stopping_criteria import LoopStoppingCriteria
-
-    register("consistent_top_k", ConsistentTopKLogitsWarper)
-    register("consistent_top_p", ConsistentTopPLogitsWarper)
-    register("consistent_min_p", ConsistentMinPLogitsWarper)
-    register("self_terminating", SelfTerminatingLogitsProcessor)
-    register("dry", DRYLogitsProcessor)
-    register("loop_stop", LoopStoppingCriteria)
-    register("loop_eos", LoopEOSLogitsProcessor)
+def register_logits_processors(register: RegisterLogitsProcessor) -> None:
+    for name, cls in _PROCESSORS.items():
+        register(name, f"hfplug_noloop:{cls}")

@@ -22,7 +22,6 @@ from .logits_process import (
 )
 from .stopping_criteria import MAX_WINDOW, LoopDetector, LoopStoppingCriteria
 
-STOP_REASONS = ("eos", "forced_eos", "loop", "max_length")
 DEFAULT_BREAKERS = ("\n", ":", '"', "*")
 LOOP_ACTIONS = ("stop", "eos", None)
 

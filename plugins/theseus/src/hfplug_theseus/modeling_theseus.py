@@ -371,12 +371,7 @@ def theseus_wrap(
     Every argument is checked before the model is changed (``hfplug.validation``: TypeError for a wrong
     type, ValueError for a value out of range, each naming the argument and the value).
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module (a transformers model), got {type(model).__name__}")
-    if any(isinstance(module, TheseusModule) for module in model.modules()):
-        raise ValueError("model is already wrapped by theseus_wrap")
-    if block_path is not None and not isinstance(block_path, str):
-        raise TypeError(f"block_path must be a str or None, got {block_path!r} ({type(block_path).__name__})")
+    _check_unwrapped(model, block_path)
     flags = {
         "freeze_predecessor": freeze_predecessor,
         "freeze_embeddings": freeze_embeddings,
@@ -393,7 +388,32 @@ def theseus_wrap(
     controller = TheseusController(
         n, groups, sources, path, seed, gate, replacing_rate, distill_alpha, distill_temperature
     )
+    _freeze(model, blocks, **flags)
+    _replace_blocks(model, path, blocks, successors, controller)
+    if controller.distill_alpha > 0:
+        model.register_forward_hook(_distillation_hook, with_kwargs=True)
+    return model
 
+
+def _check_unwrapped(model: Any, block_path: Any) -> None:
+    """``theseus_wrap``'s first checks: a module not wrapped yet, and ``block_path`` a str or None."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module (a transformers model), got {type(model).__name__}")
+    if any(isinstance(module, TheseusModule) for module in model.modules()):
+        raise ValueError("model is already wrapped by theseus_wrap")
+    if block_path is not None and not isinstance(block_path, str):
+        raise TypeError(f"block_path must be a str or None, got {block_path!r} ({type(block_path).__name__})")
+
+
+def _freeze(
+    model: nn.Module,
+    blocks: nn.ModuleList,
+    freeze_predecessor: bool,
+    freeze_embeddings: bool,
+    freeze_head: bool,
+) -> None:
+    """Set ``requires_grad`` of every parameter by where it lives: predecessor blocks, embeddings or the rest
+    (a parameter shared by several places trains if any of them trains)."""
     block_params = {id(p) for p in blocks.parameters()}
     trainable: dict[int, bool] = {}
     for name, module in model.named_modules():
@@ -408,8 +428,18 @@ def theseus_wrap(
     for p in model.parameters():
         p.requires_grad_(trainable[id(p)])
 
+
+def _replace_blocks(
+    model: nn.Module,
+    path: str,
+    blocks: nn.ModuleList,
+    successors: list[nn.Module],
+    controller: TheseusController,
+) -> None:
+    """Put one trainable :class:`TheseusModule` per group (its predecessor blocks and successor block) where
+    the block list ``path`` was, and attach ``controller`` as ``model.theseus``."""
     modules = []
-    for i, (group, successor) in enumerate(zip(groups, successors, strict=True)):
+    for i, (group, successor) in enumerate(zip(controller.groups, successors, strict=True)):
         _set_layer_index(successor, i)
         successor.requires_grad_(True)
         successor.train(model.training)
@@ -418,9 +448,6 @@ def theseus_wrap(
     parent = model.get_submodule(parent_path) if parent_path else model
     setattr(parent, attribute, nn.ModuleList(modules))
     model.theseus = controller
-    if controller.distill_alpha > 0:
-        model.register_forward_hook(_distillation_hook, with_kwargs=True)
-    return model
 
 
 def _distillation_hook(model: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:

@@ -1,6 +1,6 @@
 """One SGD step of a tiny BERT through a real Trainer with an imbalance loss (shared by the GA and DDP tests).
 
-Run under torchrun: ``python -m torch.distributed.run --nproc_per_node 2 _imbalance_trainer_run.py OUT``;
+Run under torchrun: ``python -m torch.distributed.run --nproc_per_node 2 _imbalance_ddp_script.py OUT``;
 rank 0 writes the parameters after the step and the class counts all-reduced from each rank's shard.
 """
 
