@@ -375,7 +375,43 @@ def noloop_rows() -> list[Row]:
     return rows
 
 
+def loading_rows() -> list[Row]:
+    r = load("examples/results/plugin_loading.json")
+    before, after = r["results"]["before"], r["results"]["after"]
+    cli = "hfplug plugins --json"
+    floor = after["import hfplug (floor)"]["wall_s"]["median"]
+    runs = f"{r['runs']} runs"
+    return [
+        Row(
+            f"`{cli}` cold start, all six plugins, wall s (lazy loading vs {r['before_revision']})",
+            fmt(before[cli]["wall_s"]["median"], 3),
+            fmt(after[cli]["wall_s"]["median"], 3),
+            ratio(after[cli]["wall_s"]["median"], before[cli]["wall_s"]["median"], 3),
+            runs,
+        ),
+        Row(
+            "the same, over the `import hfplug` floor (s)",
+            fmt(floor, 3),
+            fmt(after[cli]["wall_s"]["median"], 3),
+            ratio(after[cli]["wall_s"]["median"], floor),
+            runs,
+        ),
+        Row(
+            "heavy modules imported by loading the plugins",
+            ", ".join(before["heavy_modules_after_loading"]) or "none",
+            ", ".join(after["heavy_modules_after_loading"]) or "none",
+        ),
+    ]
+
+
 SECTIONS: list[Section] = [
+    Section(
+        "loading",
+        "hfplug: plugin loading",
+        (("benchmarks/plugin_loading.py",),),
+        loading_rows,
+        "New processes, the two trees alternating run by run; medians.",
+    ),
     Section(
         "demo",
         "The demo pipeline (`make demo`)",
