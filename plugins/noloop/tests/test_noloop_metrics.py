@@ -37,7 +37,7 @@ def test_loop_rate():
 def test_bad_input():
     with pytest.raises(ValueError, match="n must be"):
         metrics.rep_n([[1, 2]], 0)
-    with pytest.raises(ValueError, match="eos_token_id"):
+    with pytest.raises(TypeError, match="eos_token_id"):  # a wrong type (hfplug.validation)
         metrics.non_termination_ratio([[1]], None, 4)
     with pytest.raises(ValueError, match="empty"):
         metrics.non_termination_ratio([], 2, 4)

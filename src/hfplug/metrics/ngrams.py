@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..validation import check_int_list
+
 Tokens = Sequence[int] | Any  # also numpy arrays and tensors (anything with ``tolist``)
 
 
@@ -29,20 +31,11 @@ def as_id_list(sequence: Tokens) -> list[int]:
 
 
 def eos_set(eos_token_id: int | Iterable[int]) -> set[int]:
-    """One or several eos ids as a set of non-negative ints; anything else is a ValueError."""
-    if isinstance(eos_token_id, int) and not isinstance(eos_token_id, bool):
-        ids = [eos_token_id]
-    elif (
-        eos_token_id is None
-        or isinstance(eos_token_id, (str, bytes))
-        or not (hasattr(eos_token_id, "tolist") or isinstance(eos_token_id, Iterable))
-    ):
-        raise ValueError(f"eos_token_id must be an int or a list of ints, got {eos_token_id!r}")
-    else:
-        ids = as_id_list(eos_token_id)
-    if not ids or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ids):
-        raise ValueError(f"eos_token_id must name at least one non-negative token id, got {eos_token_id!r}")
-    return set(ids)
+    """One or several eos ids (an int, an iterable or a tensor of ints) as a set of non-negative ints; a
+    TypeError for anything else, a ValueError for none or a negative one (:mod:`hfplug.validation`)."""
+    if hasattr(eos_token_id, "tolist"):
+        eos_token_id = eos_token_id.tolist()
+    return set(check_int_list("eos_token_id", eos_token_id, minimum=0, allow_empty=False))
 
 
 def truncate_at_eos(
