@@ -66,6 +66,21 @@ def test_llama_classifier_loss_rescaled_under_accumulation():
     assert_same_update(trainer.model, expected, start)
 
 
+def test_num_items_check_waits_for_a_finite_loss():
+    """The first micro-batch has no target (BERT's mean loss is NaN: that step is skipped) and cannot tell whether the
+    loss ignores ``num_items_in_batch``; the next one decides, so step 2 (GA=2 x batch 2) is the full-batch update."""
+    data = make_data("tok")
+    data["labels"][:2] = -100
+    model = make_model("tok")
+    ref = Reference(model, {k: v[4:] for k, v in data.items()}, "tok", "model")
+    expected = ref.step(fgm_objective(ref, 0.5, per_example=True))
+    start = flat_params(model)
+    callback = FGM(epsilon=0.5, norm="per_example")
+    trainer = run_trainer(model, data, [callback], task="tok", path="model", batch_size=2, accumulation=2)
+    assert (trainer.state.global_step, callback.skipped_steps) == (2, 1)
+    assert_same_update(trainer.model, expected, start)
+
+
 def test_gradient_penalty_mean_loss_under_accumulation():
     """A model loss that is a micro-batch mean (accepts_loss_kwargs=False): the Trainer divides by GA, and the
     penalty is still the full batch's."""
