@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -107,3 +109,15 @@ def test_reduce_loss_zero_items_in_the_step_gives_zero_not_nan():
     loss = reduce_loss(per_item, torch.tensor([False, False]), num_items_in_batch=torch.tensor(0))
     loss.backward()
     assert loss.item() == 0.0 and per_item.grad.tolist() == [0.0, 0.0]
+
+
+def test_attaching_a_finisher_leaves_the_outputs_as_the_model_returned_them():
+    """The finisher is held in the context only: the outputs gain no attribute and stay picklable."""
+    logits = torch.randn(4, 3)
+    outputs = SequenceClassifierOutput(logits=logits)
+    attach_loss_finisher(outputs, lambda fn, o, y, n: 3 * fn(o, y, n))
+    assert vars(outputs) == vars(SequenceClassifierOutput(logits=logits))
+    torch.testing.assert_close(pickle.loads(pickle.dumps(outputs)).logits, logits)
+    labels = torch.tensor([0, 1, 2, 0])
+    plain = F.cross_entropy(logits, labels, reduction="sum") / 4
+    torch.testing.assert_close(CrossEntropy()(outputs, labels, 4), 3 * plain)  # still consumed by the loss

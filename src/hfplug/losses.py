@@ -6,9 +6,12 @@ divide by the accumulation steps, so a loss returns ``sum / num_items_in_batch``
 valid targets.
 
 Loss finishers: a plugin that needs the loss inside its own computation (adversarial training runs extra
-forward passes with the *same* loss function) attaches a finisher to the model outputs with
-:func:`attach_loss_finisher`. Every :class:`TrainerLoss` hands itself to that finisher; a user's own loss
-function gets the same behaviour through :func:`trainer_loss`.
+forward passes with the *same* loss function) attaches a finisher to the model outputs it returns with
+:func:`attach_loss_finisher`; the next loss call in the same context consumes it. Every :class:`TrainerLoss`
+hands itself to that finisher; a user's own loss function gets the same behaviour through :func:`trainer_loss`.
+The finisher is held in a context variable, not on the outputs: ``DDP(find_unused_parameters=True)`` hands
+the loss a rebuilt outputs object whose tensors are new ``_DDPSink`` outputs (torch 2.13), so an attribute on
+either would be lost.
 """
 
 from __future__ import annotations
@@ -22,8 +25,6 @@ import torch
 
 from .validation import check_float
 
-FINISHER_ATTRIBUTE = "_hfplug_loss_finisher"
-
 LossFn = Callable[..., torch.Tensor]
 
 
@@ -33,30 +34,21 @@ class LossFinisher(Protocol):
     ) -> torch.Tensor: ...
 
 
-# The last finisher attached in this context: DDP with find_unused_parameters=True rebuilds the model
-# outputs (dropping attributes) before the loss sees them, so the attribute alone is not enough.
+# The finisher attached in this context and not yet consumed by a loss call.
 _PENDING: contextvars.ContextVar[LossFinisher | None] = contextvars.ContextVar(
     "hfplug_loss_finisher", default=None
 )
 
 
 def attach_loss_finisher(outputs: Any, finisher: LossFinisher) -> None:
-    """Ask the loss that receives ``outputs`` to call ``finisher(loss_fn, outputs, labels, num_items_in_batch)``.
-
-    The finisher also stays pending in the current context until the next loss call consumes it, so it
-    survives wrappers that rebuild the outputs object.
-    """
-    object.__setattr__(outputs, FINISHER_ATTRIBUTE, finisher)
+    """Ask the next loss call (on ``outputs``, or on the object a wrapper such as DDP rebuilt from them) to call
+    ``finisher(loss_fn, outputs, labels, num_items_in_batch)``. ``outputs`` is left untouched."""
     _PENDING.set(finisher)
 
 
-def pop_loss_finisher(outputs: Any) -> LossFinisher | None:
-    """Remove and return the finisher attached to ``outputs``, else the pending one (None when neither)."""
-    finisher = getattr(outputs, FINISHER_ATTRIBUTE, None)
-    if finisher is not None:
-        object.__delattr__(outputs, FINISHER_ATTRIBUTE)
-    else:
-        finisher = _PENDING.get()
+def pop_loss_finisher() -> LossFinisher | None:
+    """Remove and return the pending finisher (None when there is none)."""
+    finisher = _PENDING.get()
     _PENDING.set(None)
     return finisher
 
@@ -65,7 +57,7 @@ def call_loss(
     loss_fn: LossFn, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None
 ) -> torch.Tensor:
     """``loss_fn(outputs, labels, num_items_in_batch)``, routed through a finisher if one is attached."""
-    finisher = pop_loss_finisher(outputs)
+    finisher = pop_loss_finisher()
     if finisher is not None:
         return finisher(loss_fn, outputs, labels, num_items_in_batch)
     return loss_fn(outputs, labels, num_items_in_batch=num_items_in_batch)

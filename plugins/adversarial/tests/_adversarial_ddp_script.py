@@ -15,7 +15,7 @@ out = Path(sys.argv[1])
 # global batch 8 = 2 ranks x 4, or 2 ranks x 2 micro-batches of 2 (no_sync on the first micro-batch)
 # find_unused_parameters=True is the Trainer's default: DDP then rebuilds the outputs through its hook node, which
 # sends gradients into every output tensor (also the first pass's logits, whose graph FGM has already freed) and
-# drops the loss finisher attached to them. FreeLB runs with False: its gradient term feeds DDP's reducer.
+# rebuilds the outputs object (so no loss finisher could travel on it). FreeLB runs with False: its gradient term feeds DDP's reducer.
 runs = {
     "fgm_model": (lambda: FGM(epsilon=0.5, norm="per_example"), "model", True, dict(batch_size=4)),
     "gp_loss_func": (

@@ -84,3 +84,12 @@ def test_fsdp_two_cpu_ranks_match_single_process(tmp_path: Path):
         assert rank0["local"] + rank1["local"] == start.numel() and rank0["local"] < 0.6 * start.numel()
         torch.testing.assert_close(rank0["full"], reference, rtol=1e-5, atol=1e-6)
         assert float((rank0["full"] - reference).norm() / (reference - start).norm()) < 1e-3
+
+
+def test_fsdp2_has_no_public_getter_for_the_reshard_settings():
+    """``UnshardedHold`` reads FSDP2's private per-group settings (``_get_fsdp_state()._fsdp_param_groups``) only
+    to put them back at train end, because torch's ``FSDPModule`` offers setters and no getter. When a public
+    getter appears this fails, and the private read should give way to it."""
+    fsdp = pytest.importorskip("torch.distributed.fsdp")
+    public = {name for name in dir(fsdp.FSDPModule) if "reshard" in name and not name.startswith("_")}
+    assert public == {"reshard", "set_reshard_after_forward", "set_reshard_after_backward"}

@@ -23,6 +23,7 @@ from hfplug_adversarial import FGM, FGSM, PGD, SMART, FreeLB, GradientPenalty
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 import hfplug
+from hfplug.testing import tiny_model
 
 
 @pytest.mark.parametrize("path", ["model", "loss_func"])
@@ -45,6 +46,39 @@ def test_gradient_accumulation_per_example_equals_full_batch(path):
         trainer = run_trainer(model, data, [callback], task="seq", path=path, batch_size=4, accumulation=2)
         assert trainer.state.global_step == 1
         assert_same_update(trainer.model, expected, start)
+
+
+def test_llama_classifier_loss_rescaled_under_accumulation():
+    """LlamaForSequenceClassification calls ``self.loss_function`` without ``num_items_in_batch`` (a micro-batch
+    mean, like BERT's head): GA=2 x batch 4 must still give the update of one batch of 8 (reference). A check of
+    the forward's source for ``loss_function`` took it for a head that normalises by ``num_items_in_batch``."""
+    data = make_data("seq")
+    data["input_ids"] = torch.randint(
+        5, 1000, data["input_ids"].shape, generator=torch.Generator().manual_seed(1)
+    )
+    data["attention_mask"] = torch.ones_like(data["attention_mask"])  # inputs_embeds: no pad detection
+    model = tiny_model("llama", "sequence-classification")
+    start = flat_params(model)
+    ref = Reference(model, data, "seq", "model")
+    expected = ref.step(fgm_objective(ref, 0.5, per_example=True))
+    callback = FGM(epsilon=0.5, norm="per_example")
+    trainer = run_trainer(model, data, [callback], task="seq", path="model", batch_size=4, accumulation=2)
+    assert_same_update(trainer.model, expected, start)
+
+
+def test_num_items_check_waits_for_a_finite_loss():
+    """The first micro-batch has no target (BERT's mean loss is NaN: that step is skipped) and cannot tell whether the
+    loss ignores ``num_items_in_batch``; the next one decides, so step 2 (GA=2 x batch 2) is the full-batch update."""
+    data = make_data("tok")
+    data["labels"][:2] = -100
+    model = make_model("tok")
+    ref = Reference(model, {k: v[4:] for k, v in data.items()}, "tok", "model")
+    expected = ref.step(fgm_objective(ref, 0.5, per_example=True))
+    start = flat_params(model)
+    callback = FGM(epsilon=0.5, norm="per_example")
+    trainer = run_trainer(model, data, [callback], task="tok", path="model", batch_size=2, accumulation=2)
+    assert (trainer.state.global_step, callback.skipped_steps) == (2, 1)
+    assert_same_update(trainer.model, expected, start)
 
 
 def test_gradient_penalty_mean_loss_under_accumulation():

@@ -18,7 +18,6 @@ A training forward then runs the first pass while the hook records the embedding
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import os
 from collections.abc import Callable
@@ -105,23 +104,14 @@ class MicroBatch:
         return self.loss_of(outputs), outputs, list(self.tap.outputs)
 
 
-def forward_ignores_num_items(model: torch.nn.Module) -> bool:
-    """True for heads that take ``**kwargs`` (so the Trainer passes ``num_items_in_batch``) but compute a
-    per-micro-batch mean loss without it, such as ``BertForSequenceClassification``: the Trainer, counting on
-    ``num_items_in_batch``, does not divide their loss by the accumulation steps, so it comes out GA times (and
-    under DDP world-size times) too large."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    forward = type(base).forward
-    parameters = inspect.signature(forward).parameters
-    if "labels" not in parameters or not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
-        return False
-    if getattr(base, "accepts_loss_kwargs", True) is False:
-        return False
-    try:
-        source = inspect.getsource(forward)
-    except (OSError, TypeError):
-        return False
-    return "loss_function" not in source and "num_items_in_batch" not in source
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """``flag`` OR-ed over the ranks of the default process group (unchanged in a single process)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def weights_sharded(model: torch.nn.Module, args: Any) -> bool:
@@ -186,7 +176,9 @@ class UnshardedHold:
     end-of-backward callback: gradient clipping and the optimizer then see the sharded parameters and
     gradients, and the next forward gathers the updated shards. :meth:`restore` puts back each module's own
     settings at train end. Cost: the full parameters stay on every rank through each micro-batch's forward and
-    backward. Reads FSDP2's per-group settings (``_get_fsdp_state``), which have no public getter."""
+    backward. Reads FSDP2's per-group settings (``_get_fsdp_state()._fsdp_param_groups``) to restore them:
+    ``FSDPModule`` (torch 2.13) has ``set_reshard_after_forward`` / ``set_reshard_after_backward`` and no getter
+    (pinned by ``test_fsdp2_has_no_public_getter_for_the_reshard_settings``)."""
 
     def __init__(self) -> None:
         self.held = False
@@ -263,14 +255,7 @@ class ForwardWrapper:
         self.world = max(int(getattr(args, "world_size", 1)), 1)
         self.accumulation = max(int(getattr(args, "gradient_accumulation_steps", 1)), 1)
         self.average_tokens = bool(getattr(args, "average_tokens_across_devices", False))
-        self.ignores_num_items = forward_ignores_num_items(model)
-        if self.ignores_num_items:
-            logger.warning(
-                "%s ignores num_items_in_batch although the Trainer passes it, so its loss would be a "
-                "micro-batch mean treated as sum/num_items_in_batch (2x too large under GA=2 or 2-process DDP). "
-                "hfplug-adversarial rescales that loss to sum/num_items_in_batch while it trains.",
-                type(model).__name__,
-            )
+        self.ignores_num_items: bool | None = None  # measured by _loss_ignores_num_items
         # fused attention kernels (flash, memory-efficient) have no double backward: use the math kernel
         self.kernel = (lambda: sdpa_kernel(SDPBackend.MATH)) if double_backward else contextlib.nullcontext
         self.pending_finisher = False
@@ -294,7 +279,7 @@ class ForwardWrapper:
         if self.pending_finisher:
             self.pending_finisher = False
             raise ValueError(
-                "adversarial training attached a loss finisher to the model outputs, but the Trainer's loss did "
+                "adversarial training left a loss finisher pending for the Trainer's loss, but that loss did "
                 "not call it, so the step trained on the clean loss only. With Trainer(compute_loss_func=fn), "
                 "wrap it: compute_loss_func=hfplug.losses.trainer_loss(fn) (hfplug losses need no wrapping). "
                 "Label smoothing (label_smoothing_factor > 0) is not supported."
@@ -315,7 +300,7 @@ class ForwardWrapper:
             return self._fused_lm_head(args, kwargs)
         outputs, common = self._first_pass(args, kwargs)
         if outputs.get("loss") is not None:
-            return self._with_loss(outputs, common, kwargs)
+            return self._with_loss(outputs, common, args, kwargs)
         if torch.is_tensor(kwargs.get("labels")):
             raise ValueError(
                 f"{type(self.model).__name__} received labels but returned no loss, and no loss function took "
@@ -375,12 +360,18 @@ class ForwardWrapper:
             self.hold.release_after_backward(batch.embeds[0])
         return loss
 
-    def _with_loss(self, outputs: Any, common: dict[str, Any], kwargs: dict, items: Any = None) -> Any:
+    def _with_loss(
+        self, outputs: Any, common: dict[str, Any], args: tuple, kwargs: dict, items: Any = None
+    ) -> Any:
         """The model computed its loss from the labels: ``outputs`` with ``.loss`` replaced by the method's loss.
         ``items`` overrides the method's ``num_items_in_batch`` (the fused LM head's count of targets)."""
         num_items = kwargs.get("num_items_in_batch")
         factor = None
-        if self.ignores_num_items and num_items is not None and torch.is_tensor(kwargs.get("labels")):
+        if (
+            num_items is not None
+            and torch.is_tensor(kwargs.get("labels"))
+            and self._loss_ignores_num_items(args, kwargs)
+        ):
             count = kwargs["labels"].ne(-100).sum()
             factor = count / torch.as_tensor(num_items, device=count.device)
 
@@ -398,6 +389,36 @@ class ForwardWrapper:
             outputs[key] = _detached(outputs[key])
         outputs["loss"] = loss
         return outputs
+
+    def _loss_ignores_num_items(self, args: tuple, kwargs: dict) -> bool:
+        """Whether the model's own loss ignores the ``num_items_in_batch`` the Trainer passes it, as
+        ``BertForSequenceClassification`` and Llama's classification heads do (a micro-batch mean): the Trainer,
+        counting on it, does not divide by the accumulation steps, so that loss comes out GA times (under DDP
+        world-size times) too large. Measured once per run by two no-grad passes in eval mode on this
+        micro-batch with ``num_items_in_batch`` 1 and 2: a loss ``sum / num_items_in_batch`` halves, an ignored
+        one does not. A zero or non-finite loss on any rank decides nothing and every rank measures again on its next
+        micro-batch (the ranks stay in step: under FSDP or ZeRO-3 a forward gathers parameters collectively)."""
+        if self.ignores_num_items is None:
+            modes = {module: module.training for module in self.model.modules()}
+            self.model.eval()
+            try:
+                with torch.no_grad():
+                    one, two = (
+                        self.original(*args, **{**kwargs, "num_items_in_batch": n})["loss"] for n in (1, 2)
+                    )
+            finally:
+                for module, training in modes.items():
+                    module.training = training
+            if not any_rank(not (bool(torch.isfinite(one)) and bool(one != 0)), one.device):
+                self.ignores_num_items = bool(one == two)
+                if self.ignores_num_items:
+                    logger.warning(
+                        "%s ignores num_items_in_batch although the Trainer passes it, so its loss would be a "
+                        "micro-batch mean treated as sum/num_items_in_batch (2x too large under GA=2 or 2-process "
+                        "DDP). hfplug-adversarial rescales that loss to sum/num_items_in_batch while it trains.",
+                        type(self.model).__name__,
+                    )
+        return bool(self.ignores_num_items)
 
     def _fused_lm_head(self, args: tuple, kwargs: dict) -> Any:
         """TRL's fused LM head (``add_fused_lm_head``): ``SFTTrainer`` computes its loss as
@@ -425,7 +446,7 @@ class ForwardWrapper:
                 "SFTTrainer needs a causal LM that computes its loss from labels"
             )
         targets = fused["label_mask"]
-        loss = self._with_loss(outputs, common, plain, items=targets.sum())["loss"]
+        loss = self._with_loss(outputs, common, args, plain, items=targets.sum())["loss"]
         log_probs = fused["log_probs"]
         weights = targets.to(log_probs.dtype)
         clean = -log_probs.sum() / weights.sum().clamp(min=1)

@@ -37,7 +37,7 @@ from transformers.trainer_callback import ExportableState
 from hfplug.validation import check_bool, check_choice, check_float, check_int
 
 from . import _perturbation as P
-from ._forward import ForwardWrapper, GradientTerm, MicroBatch, weights_sharded
+from ._forward import ForwardWrapper, GradientTerm, MicroBatch, any_rank, weights_sharded
 
 logger = logging.getLogger(__name__)
 
@@ -53,16 +53,6 @@ def _finite_gradients(params: list[torch.Tensor]) -> bool:
     if not grads:
         return True
     return bool(torch.isfinite(torch.nn.utils.get_total_norm(grads, norm_type=math.inf)))
-
-
-def _any_rank(flag: bool, device: torch.device) -> bool:
-    """``flag`` OR-ed over the ranks of the default process group (unchanged in a single process)."""
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return flag
-    value = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
 
 
 def _method_names() -> set[str]:
@@ -219,7 +209,7 @@ class AdversarialCallback(TrainerCallback, ExportableState):
         problems = sorted({what for what, finite in self._problems if not bool(finite)})
         if not _finite_gradients(params):
             problems.append("gradient")
-        if not _any_rank(bool(problems), args.device):
+        if not any_rank(bool(problems), args.device):
             for adv_loss, delta_norm in self._step_records:
                 self._adv_losses.append(adv_loss)
                 self._delta_norms.append(delta_norm)
