@@ -11,14 +11,14 @@ import transformers as tf
 from hfplug_favor import FavorConfig, FeatureRedrawCallback, get_favor_config, set_favor_config
 
 import hfplug
+from hfplug.testing import tiny_config
 
 pytest.importorskip("accelerate")  # the Trainer needs it
 
-CONFIG = tf.BertConfig(
+CONFIG = tiny_config(
+    "bert",
     vocab_size=100,
     hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
     intermediate_size=64,
     attention_probs_dropout_prob=0.0,
     hidden_dropout_prob=0.0,
