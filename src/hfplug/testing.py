@@ -140,6 +140,30 @@ def run_torchrun(
     return result
 
 
+def deepspeed_config(stage: int) -> dict[str, Any]:
+    """The DeepSpeed config of ``examples/configs/deepspeed_zero{stage}.json`` (stage 2 or 3), for
+    ``TrainingArguments(deepspeed=...)``.
+
+    Every batch, accumulation and clipping value is ``"auto"`` (the Trainer fills them from its arguments) and
+    there is no ``optimizer`` section: the Trainer's own torch optimizer is wrapped by ZeRO
+    (``zero_allow_untested_optimizer``), so no DeepSpeed op is compiled and the config runs on CPU ranks
+    (``DS_ACCELERATOR=cpu``). Stage 3 gathers the 16-bit weights when the model is saved.
+    """
+    if stage not in (2, 3):
+        raise ValueError(f"stage must be 2 or 3, got {stage!r}")
+    zero: dict[str, Any] = {"stage": stage}
+    if stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    return {
+        "zero_optimization": zero,
+        "train_micro_batch_size_per_gpu": "auto",
+        "train_batch_size": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "zero_allow_untested_optimizer": True,
+    }
+
+
 def finish_distributed() -> None:
     """End a torchrun script: barrier, destroy the process group (if one is running), flush the output
     streams and leave the process with ``os._exit(0)``. Call it as the last line of a script run by
