@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from hfplug.losses import TrainerLoss, attach_loss_finisher, reduce_loss, trainer_loss
+from hfplug.losses import (
+    TrainerLoss,
+    attach_loss_finisher,
+    check_num_items,
+    reduce_loss,
+    trainer_loss,
+)
 
 
 class CrossEntropy(TrainerLoss):
@@ -91,17 +97,41 @@ def test_finisher_survives_outputs_rebuilt_by_a_wrapper():
 
 
 @pytest.mark.parametrize(
-    "count", [-4, -0.5, float("nan"), float("inf"), torch.tensor(-4), torch.tensor([3.0, float("nan")])]
+    ("count", "message"),
+    [
+        (-4, r"must be a finite number >= 0, got -4"),
+        (-0.5, r"must be a finite number >= 0, got -0.5"),
+        (float("nan"), r"must be a finite number >= 0, got nan"),
+        (float("inf"), r"must be a finite number >= 0, got inf"),
+        (torch.tensor(-4), r"must be a finite number >= 0, got -4"),
+        (torch.tensor([3.0, 4.0]), r"must be one number \(a one-element tensor\), got shape \(2,\)"),
+    ],
 )
-def test_reduce_loss_rejects_a_negative_or_non_finite_num_items_in_batch(count):
-    with pytest.raises(ValueError, match=r"num_items_in_batch must be a finite (count|number) >= 0, got"):
+def test_reduce_loss_rejects_a_num_items_in_batch_out_of_range(count, message):
+    with pytest.raises(ValueError, match=rf"num_items_in_batch {message}"):
         reduce_loss(torch.tensor([1.0, 2.0]), num_items_in_batch=count)
 
 
-@pytest.mark.parametrize("count", [True, "4", [4]])
+@pytest.mark.parametrize("count", [True, "4", [4], torch.tensor(True), torch.tensor(2 + 0j)])
 def test_reduce_loss_rejects_a_num_items_in_batch_that_is_not_a_number(count):
-    with pytest.raises(TypeError, match=r"num_items_in_batch must be a finite number >= 0, got"):
+    with pytest.raises(TypeError, match=r"num_items_in_batch must be a (finite number|count)"):
         reduce_loss(torch.tensor([1.0, 2.0]), num_items_in_batch=count)
+
+
+def test_check_num_items_accepts_zero_or_a_count_of_at_least_one():
+    for count in (None, 0, 1, 2.0, torch.tensor(7), torch.tensor([3])):
+        check_num_items(count)
+    for count in (0.5, torch.tensor(0.25)):
+        with pytest.raises(ValueError, match=r"num_items_in_batch must be 0 or a count >= 1, got"):
+            check_num_items(count)
+    with pytest.raises(ValueError, match=r"num_items_in_batch must be a finite number >= 0, got -1"):
+        check_num_items(-1)
+
+
+def test_reduce_loss_takes_the_trainers_one_element_count():
+    """Under DataParallel the Trainer hands each replica a (1,)-shaped count; the loss stays a scalar."""
+    loss = reduce_loss(torch.tensor([1.0, 2.0, 3.0]), num_items_in_batch=torch.tensor([2]))
+    assert loss.shape == () and loss.item() == 3.0
 
 
 def test_reduce_loss_zero_items_in_the_step_gives_zero_not_nan():

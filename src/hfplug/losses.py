@@ -83,7 +83,7 @@ def reduce_loss(
 
     ``valid=None`` means every item counts. With no valid item the result is 0 and its gradient is defined
     (zero), never NaN: a count of 0 (every label ignored in the whole optimizer step) divides by 1.
-    ``num_items_in_batch`` must be a finite number >= 0 (a Python number or a tensor, as the Trainer passes).
+    ``num_items_in_batch`` must be one finite number >= 0 (a Python number or a one-element tensor).
     """
     total = per_item.sum() if valid is None else torch.where(valid, per_item, 0.0).sum()
     if num_items_in_batch is None:
@@ -93,14 +93,38 @@ def reduce_loss(
     return total / count.clamp(min=1)
 
 
-def _item_count(num_items_in_batch: Any) -> torch.Tensor:
-    if isinstance(num_items_in_batch, torch.Tensor):
-        if bool((~torch.isfinite(num_items_in_batch) | (num_items_in_batch < 0)).any()):
+def check_num_items(num_items_in_batch: Any) -> None:
+    """Check the Trainer's ``num_items_in_batch`` where a loss receives it: None, or one count (a Python
+    number or a one-element tensor, as the Trainer passes it): finite, and 0 (no target in the optimizer step)
+    or ``>= 1``.
+
+    TypeError for a non-number (bool, str, a bool or complex tensor), ValueError for several numbers or a value
+    out of range.
+    """
+    if num_items_in_batch is not None and 0 < _count(num_items_in_batch) < 1:
+        raise ValueError(f"num_items_in_batch must be 0 or a count >= 1, got {num_items_in_batch!r}")
+
+
+def _count(num_items_in_batch: Any) -> float:
+    """One finite number >= 0, from a Python number or a one-element tensor (a divisor a loss derived from the
+    Trainer's count, such as entries / classes, may lie below 1)."""
+    value = num_items_in_batch
+    if isinstance(value, torch.Tensor):
+        if value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"num_items_in_batch must be a count (a number >= 0), got a {value.dtype} tensor")
+        if value.numel() != 1:
             raise ValueError(
-                f"num_items_in_batch must be a finite count >= 0, got {num_items_in_batch.tolist()!r}"
+                f"num_items_in_batch must be one number (a one-element tensor), got shape {tuple(value.shape)}"
             )
-        return num_items_in_batch
-    return torch.tensor(check_float("num_items_in_batch", num_items_in_batch, minimum=0))
+        value = value.item()
+    return check_float("num_items_in_batch", value, minimum=0.0)
+
+
+def _item_count(num_items_in_batch: Any) -> torch.Tensor:
+    _count(num_items_in_batch)
+    if isinstance(num_items_in_batch, torch.Tensor):
+        return num_items_in_batch.reshape(())
+    return torch.tensor(float(num_items_in_batch))
 
 
 class TrainerLoss(torch.nn.Module):

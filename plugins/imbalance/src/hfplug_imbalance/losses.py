@@ -26,7 +26,7 @@ from typing import Any, TypedDict, Unpack
 
 import torch
 
-from hfplug.losses import TrainerLoss, reduce_loss
+from hfplug.losses import TrainerLoss, check_num_items, reduce_loss
 from hfplug.validation import check_bool, check_choice, check_float, check_int
 
 from . import _kernels as K
@@ -74,23 +74,6 @@ def _float32(name: str, values: torch.Tensor, maximum: float = _FLOAT32_MAX) -> 
         where = f"{name}[{index}]" if values.dim() else name
         raise ValueError(f"{where} must be at most {maximum:g} in magnitude, got {flat[index].item():g}")
     return values.float()
-
-
-def _check_num_items(value: Any) -> None:
-    """``num_items_in_batch``: None, or a real number / one-element tensor: finite, and 0 or ``>= 1``."""
-    if value is None:
-        return
-    if isinstance(value, torch.Tensor):
-        if value.dtype == torch.bool or value.is_complex():
-            raise TypeError(f"num_items_in_batch must be a count (a number >= 0), got a {value.dtype} tensor")
-        if value.numel() != 1:
-            raise ValueError(
-                f"num_items_in_batch must be one number (a scalar tensor), got shape {tuple(value.shape)}"
-            )
-        value = value.item()
-    count = check_float("num_items_in_batch", value, minimum=0.0)
-    if 0 < count < 1:
-        raise ValueError(f"num_items_in_batch must be 0 or a count >= 1, got {count!r}")
 
 
 def _per_class(buffer: torch.Tensor, num_classes: int, name: str, like: torch.Tensor) -> torch.Tensor:
@@ -211,7 +194,7 @@ class _ImbalanceLoss(TrainerLoss):
     def loss(self, logits: torch.Tensor, labels: Any, num_items_in_batch: Any = None) -> torch.Tensor:
         if not isinstance(logits, torch.Tensor):
             raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
-        _check_num_items(num_items_in_batch)
+        check_num_items(num_items_in_batch)
         extent = None
         if self.check_finite and logits.numel():
             # one reduction instead of torch.isfinite (3 passes): a NaN or inf shows up in the min or max
