@@ -157,6 +157,38 @@ def test_config_components_reused(mode, looping_model):
         width = got.shape[1]  # = the criterion's last width; the processors saw one less
 
 
+@pytest.mark.parametrize("name", sorted(STATEFUL))
+def test_generate_under_inference_mode(name, looping_model):
+    """Users often generate under torch.inference_mode(), where input_ids are inference tensors with no version
+    counter: the reused instance must give the same tokens and state there as a fresh one outside it."""
+    kind, make, state = STATEFUL[name]
+    model = looping_model("gpt2")
+    reused = make()
+    generator = torch.Generator().manual_seed(5)
+    for call in range(3):
+        ids = torch.randint(3, 1000, (BATCH, 6 + call), generator=generator)
+        with torch.inference_mode():
+            got = _generate(model, ids, reused, kind, width_spy(kind))
+        fresh = make()
+        expected = _generate(model, ids, fresh, kind, width_spy(kind))
+        assert got.tolist() == expected.tolist(), f"call {call}"
+        assert state(reused) == state(fresh), f"call {call}"
+
+
+def test_inference_rows_written_in_place_are_a_new_call():
+    """Under inference mode the rows are copied, so a write into the caller's buffer is still noticed."""
+    floor = SelfTerminatingLogitsProcessor(0.5, EOS, start=0)
+    with torch.inference_mode():
+        buffer = torch.zeros(2, 12, dtype=torch.long)
+        buffer[:, :6] = torch.arange(12).reshape(2, 6) + 10
+        floor(buffer[:, :6], torch.zeros(2, 20))
+        buffer[:, :7] = torch.arange(14).reshape(2, 7) + 30  # an unrelated prompt, one token wider
+        floor(buffer[:, :7], torch.zeros(2, 20))
+        assert floor.prompt_length == 7
+        floor(buffer[:, :8], torch.zeros(2, 20))
+        assert floor.prompt_length == 7 and len(floor.raised) == 2
+
+
 def test_rows_written_in_place_are_a_new_call():
     """A caller reusing one buffer: a new prompt written into it, one token wider. The clock keeps the
     last rows by reference, so it must notice the write (else the new rows would start with "themselves")."""
