@@ -1,7 +1,12 @@
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from hfplug.testing import tiny_model
+
+sys.path.insert(0, str(Path(__file__).parent))  # the shared helpers module of these tests
 
 EOS = 2
 

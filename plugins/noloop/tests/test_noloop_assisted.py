@@ -3,13 +3,15 @@
 
 Assisted greedy decoding is lossless in transformers (the same tokens as greedy search), so with the same
 component it must return plain greedy's tokens; under sampling every call of a component is checked
-against the published rule written out here, with the token index taken from the prompt width."""
+against the published rule written out here (the loop rule in _noloop_helpers), with the token index taken
+from the prompt width."""
 
-import math
 import warnings
 
 import pytest
 import torch
+from _noloop_helpers import first_loop_end, reference_loop_period
+from _noloop_helpers import word_tokenizer as make_word_tokenizer
 from hfplug_noloop import (
     LoopEOSLogitsProcessor,
     LoopStoppingCriteria,
@@ -156,18 +158,6 @@ def _config_loop():
 # ---------------------------------------------------------------- sampling: every call against the rule
 
 
-def reference_loop_period(generated: list[int]) -> int:
-    """Smallest period p whose c(p) = max(min_count, ceil(min_loop_tokens / p)) copies end the tokens."""
-    for p in range(LOOP["min_pattern_size"], LOOP["max_pattern_size"] + 1):
-        copies = max(LOOP["min_count"], math.ceil(LOOP["min_loop_tokens"] / p))
-        span = p * copies
-        if span <= min(LOOP["window"], len(generated)):
-            tail = generated[len(generated) - span :]
-            if tail == tail[:p] * copies:
-                return p
-    return 0
-
-
 def reference_floor(scores: torch.Tensor, token_index: int, epsilon: float, start: int) -> torch.Tensor:
     """Probabilities after the floor f = 1 - (1 - eps)^(t - start): eos mass raised to f if below it."""
     p = scores.double().softmax(-1)
@@ -218,7 +208,7 @@ def test_sampling_every_call_follows_the_rule(mode, looping_model):
         prompt = ids.shape[1]
         for rows, scores, got in force.calls:
             generated = rows[0, prompt:].tolist()
-            if reference_loop_period(generated):
+            if reference_loop_period(generated, LOOP):
                 assert got[0].argmax() == EOS and torch.isinf(got[0]).sum() == got.shape[1] - 1
             else:
                 assert torch.equal(got, scores)
@@ -226,7 +216,7 @@ def test_sampling_every_call_follows_the_rule(mode, looping_model):
             expected = reference_floor(scores, rows.shape[1] - prompt + 1, 0.25, 5)
             torch.testing.assert_close(got.double().softmax(-1), expected, atol=1e-5, rtol=1e-4)
         tokens = out[0, prompt:].tolist()
-        first_loop = next((t for t in range(1, len(tokens) + 1) if reference_loop_period(tokens[:t])), None)
+        first_loop = first_loop_end(tokens, LOOP)
         stops = [r["generated_tokens"] for r in stop.report()]
         assert stops == ([first_loop] if first_loop and EOS not in tokens[: first_loop - 1] else [])
         multi_token_steps += sum(b <= a for a, b in zip(spy.widths, spy.widths[1:], strict=False))
@@ -319,27 +309,14 @@ def test_criterion_alone_chat_turns():
 # ---------------------------------------------------------------- pipelines (issue 17)
 
 
-@pytest.fixture(scope="module")
-def word_tokenizer():
-    """A word-level tokenizer over the tiny models' 1,000 ids: <pad> <unk> <eos>, then "t3" .. "t999"."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "<unk>": 1, "<eos>": EOS, **{f"t{i}": i for i in range(3, 1000)}}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
-    )
-
-
 @pytest.mark.parametrize("loop_action", ["stop", "eos"])
-def test_pipeline_equals_generate(loop_action, looping_model, word_tokenizer):
+def test_pipeline_equals_generate(loop_action, looping_model):
     """pipeline("text-generation") with the components passed per call, reused across prompts of
     colliding widths, equals model.generate with fresh components, token for token."""
     from transformers import pipeline
 
     model = looping_model("llama", seed=1)
+    word_tokenizer = make_word_tokenizer()
     generator = pipeline("text-generation", model=model, tokenizer=word_tokenizer)
     config = NoLoopConfig(epsilon=0.2, start=8, loop_action=loop_action, **_config_loop())
     procs, stops = config.build(word_tokenizer)

@@ -22,7 +22,7 @@ from hfplug_noloop import (
     SelfTerminatingLogitsProcessor,
     metrics,
 )
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hfplug.testing import assert_names_argument, junk_values
@@ -297,6 +297,7 @@ def _steps(component, offset: int, rows: torch.Tensor, new: int, seed: int, shuf
 @pytest.mark.parametrize("name", sorted(STATEFUL))
 @settings(max_examples=60, deadline=None)
 @given(sequence=call_sequences())
+@example(sequence=([("wider", 1, 2, 0), ("equal", 1, 2, 0)], False))  # one seed: the prompts used to collide
 def test_reuse_equals_fresh_per_chain(name, sequence):
     """One instance fed a chain of calls equals a fresh instance per chain (a chain = a new call and the
     continuations fed its output), step for step; the prompt length is the chain's first prompt."""
@@ -304,19 +305,23 @@ def test_reuse_equals_fresh_per_chain(name, sequence):
     calls, shuffle = sequence
     reused, fresh = make(), None
     last_rows, chain_prompt, last_seen = None, None, None
-    for kind, width, new, seed in calls:
+    for index, (kind, width, new, seed) in enumerate(calls):
         generator = torch.Generator().manual_seed(seed)
+        first = 10 + 10 * index  # each call's new tokens come from ids no earlier row holds
         if kind == "continue" and last_rows is not None:
             rows = last_rows
         elif kind == "chat" and last_rows is not None:
-            rows = torch.cat([last_rows, torch.randint(10, 20, (ROWS, width), generator=generator)], dim=1)
+            rows = torch.cat(
+                [last_rows, torch.randint(first, first + 10, (ROWS, width), generator=generator)], 1
+            )
             fresh, chain_prompt = make(), rows.shape[1]
         else:
             if last_seen is not None:
                 width = {"wider": last_seen + 1, "equal": last_seen, "narrower": max(1, last_seen - 1)}.get(
                     kind, width
                 )
-            rows = torch.randint(10, 20, (ROWS, width), generator=generator)  # never a prefix of old rows
+            # its own ids: never a prefix of old rows (nor old rows plus one token)
+            rows = torch.randint(first, first + 10, (ROWS, width), generator=generator)
             fresh, chain_prompt = make(), width
         got, out_rows = _steps(reused, offset, rows, new, seed, shuffle)
         expected, _ = _steps(fresh, offset, rows, new, seed, shuffle)

@@ -1,0 +1,39 @@
+"""Helpers shared by the no-loop integration tests: a word-level tokenizer over the tiny models' ids and the
+loop rule written out from its definition (independent of :class:`hfplug_noloop.LoopDetector`)."""
+
+from __future__ import annotations
+
+import math
+
+EOS = 2
+
+
+def word_tokenizer():
+    """A word-level tokenizer over the tiny models' 1,000 ids: <pad> <unk> <eos>, then "t3" .. "t999"."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<unk>": 1, "<eos>": EOS, **{f"t{i}": i for i in range(3, 1000)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
+def reference_loop_period(generated: list[int], loop: dict) -> int:
+    """Smallest period p whose c(p) = max(min_count, ceil(min_loop_tokens / p)) copies end the tokens, with
+    p * c(p) <= window (0: no loop). ``loop`` holds the LoopDetector arguments by name."""
+    for p in range(loop["min_pattern_size"], loop["max_pattern_size"] + 1):
+        copies = max(loop["min_count"], math.ceil(loop["min_loop_tokens"] / p))
+        span = p * copies
+        if span <= min(loop["window"], len(generated)):
+            tail = generated[len(generated) - span :]
+            if tail == tail[:p] * copies:
+                return p
+    return 0
+
+
+def first_loop_end(tokens: list[int], loop: dict) -> int | None:
+    """Smallest t such that ``tokens[:t]`` ends with a loop, or None."""
+    return next((t for t in range(1, len(tokens) + 1) if reference_loop_period(tokens[:t], loop)), None)
