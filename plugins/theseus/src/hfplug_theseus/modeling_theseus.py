@@ -48,14 +48,14 @@ class TheseusController:
     ) -> None:
         self.num_modules = check_int("num_modules", num_modules, minimum=1)
         self.groups = _check_partition(groups, sum(map(len, groups)), self.num_modules)
-        if len(successor_sources) != self.num_modules or any(
-            source is not None and (isinstance(source, bool) or not isinstance(source, int))
-            for source in successor_sources
-        ):
+        if not isinstance(successor_sources, (list, tuple)) or len(successor_sources) != self.num_modules:
             raise ValueError(
                 f"successor_sources must give {self.num_modules} block indices or None, got {successor_sources!r}"
             )
-        self.successor_sources = list(successor_sources)
+        self.successor_sources = [
+            None if source is None else check_int(f"successor_sources[{i}]", source, minimum=0)
+            for i, source in enumerate(successor_sources)
+        ]
         if not isinstance(block_path, str):
             raise TypeError(f"block_path must be a str, got {block_path!r} ({type(block_path).__name__})")
         self.block_path = block_path
