@@ -29,14 +29,12 @@ from transformers import AutoModelForCausalLM
 
 from hfplug.testing import tiny_model
 
-trl = pytest.importorskip("trl")
-datasets = pytest.importorskip("datasets")
+trl, datasets = pytest.importorskip("trl"), pytest.importorskip("datasets")
 
-CHARS = "abcdefghijklmnopqrstuvwxyz "
-VOCAB = {"<pad>": 0, "<s>": 1, "</s>": 2, **{c: i + 3 for i, c in enumerate(CHARS)}}
+# A character vocabulary (3 special tokens, then a-z and space), the texts, the grouping and SGD's step size.
+VOCAB = {"<pad>": 0, "<s>": 1, "</s>": 2} | {c: i + 3 for i, c in enumerate("abcdefghijklmnopqrstuvwxyz ")}
 TEXT = {"text": ["hello world", "the cat sat on the mat", "abc def ghi", "a theseus ship"] * 2}
-GROUPS = [[0, 1], [2, 3]]  # 4 predecessor blocks -> 2 successor blocks, successor_init="first"
-LR = 0.5
+GROUPS, LR = [[0, 1], [2, 3]], 0.5  # 4 predecessor blocks -> 2 successor blocks (successor_init="first")
 
 
 def char_tokenizer():
