@@ -220,10 +220,9 @@ def test_sft_defaults_bf16_and_gradient_checkpointing_match_the_autocast_step():
     expected, metrics = reference_step("llama", forwards[0], batch, bf16=True)
     fp32, _ = reference_step("llama", forwards[0], batch)
     update = flat(trained_successors(model)) - start
-    assert relative_error(update, flat(expected) - start) < 2e-2
-    assert (
-        relative_error(flat(fp32) - start, flat(expected) - start) > 1e-4
-    )  # autocast was on in the reference
+    assert relative_error(update, flat(expected) - start) < 1e-2  # measured 4e-3
+    # the trainer did run under bf16 autocast: its update is not the float32 one (measured 6e-3 apart)
+    assert relative_error(update, flat(fp32) - start) > 1e-3
     log = trainer.state.log_history[0]
     assert all(math.isfinite(log[k]) for k in ("loss", "entropy", "mean_token_accuracy", "grad_norm"))
     assert math.isclose(log["loss"], metrics["loss"], rel_tol=2e-2)
