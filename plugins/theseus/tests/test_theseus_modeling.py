@@ -10,6 +10,7 @@ import torch
 from hfplug_theseus import (
     ConstantReplacementScheduler,
     LinearReplacementScheduler,
+    TheseusController,
     export_successor,
     get_controller,
     theseus_wrap,
@@ -252,6 +253,23 @@ def test_bad_input_errors():
         export_successor(predecessor("bert", 4))
     with pytest.raises(ValueError, match="not prepared with"):
         get_controller(predecessor("bert", 4))
+
+
+def test_controller_successor_sources_use_the_shared_checks():
+    """A wrong type is a TypeError naming the entry (hfplug.validation.check_int); a wrong count a ValueError."""
+
+    def build(sources):
+        return TheseusController(2, [[0, 1], [2, 3]], sources, "model.layers", 0, "module", 0.5)
+
+    assert build([0, None]).successor_sources == [0, None]
+    with pytest.raises(TypeError, match=r"successor_sources\[1\].*'1'"):
+        build([0, "1"])
+    with pytest.raises(TypeError, match=r"successor_sources\[0\]"):
+        build([True, 1])
+    with pytest.raises(ValueError, match=r"successor_sources\[1\].*-1"):
+        build([0, -1])
+    with pytest.raises(ValueError, match="successor_sources must give 2 block indices"):
+        build([0])
 
 
 def test_schedulers():

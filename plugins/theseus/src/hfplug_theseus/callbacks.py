@@ -8,7 +8,7 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from .modeling_theseus import TheseusController, get_controller
+from .modeling_theseus import TheseusController, check_trainer_model
 from .schedulers import ReplacementScheduler
 
 LOG_KEY = "theseus_replacing_rate"
@@ -78,11 +78,20 @@ class TheseusCallback(TrainerCallback, ExportableState):
                     "restore_callback_states_from_checkpoint=True) to take the checkpoint's scheduler)"
                 )
 
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
+    def _bind(self, model: Any) -> None:
         if model is None:
             raise ValueError("TheseusCallback needs the model: use it with transformers.Trainer")
-        self._controller = get_controller(model)
+        try:
+            self._controller = check_trainer_model(model)
+        except ValueError as exc:
+            raise ValueError(f"TheseusCallback: {exc}") from exc
         self.settings = self._controller.settings()
+
+    def on_init_end(self, args, state, control, model=None, **kwargs):
+        self._bind(model)  # at Trainer construction: after PEFT wrapping, before TRL patches the forward
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._bind(model)
         # global_step > 0 only when the Trainer loaded a checkpoint's trainer_state.json (with its callbacks)
         stored = state.stateful_callbacks.get(type(self).__name__) if state.global_step > 0 else None
         if stored is not None:

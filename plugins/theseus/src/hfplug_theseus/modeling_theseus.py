@@ -10,6 +10,8 @@ communicating and a resumed run draws what the uninterrupted one drew.
 from __future__ import annotations
 
 import copy
+import inspect
+import sys
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -48,14 +50,14 @@ class TheseusController:
     ) -> None:
         self.num_modules = check_int("num_modules", num_modules, minimum=1)
         self.groups = _check_partition(groups, sum(map(len, groups)), self.num_modules)
-        if len(successor_sources) != self.num_modules or any(
-            source is not None and (isinstance(source, bool) or not isinstance(source, int))
-            for source in successor_sources
-        ):
+        if not isinstance(successor_sources, (list, tuple)) or len(successor_sources) != self.num_modules:
             raise ValueError(
                 f"successor_sources must give {self.num_modules} block indices or None, got {successor_sources!r}"
             )
-        self.successor_sources = list(successor_sources)
+        self.successor_sources = [
+            None if source is None else check_int(f"successor_sources[{i}]", source, minimum=0)
+            for i, source in enumerate(successor_sources)
+        ]
         if not isinstance(block_path, str):
             raise TypeError(f"block_path must be a str, got {block_path!r} ({type(block_path).__name__})")
         self.block_path = block_path
@@ -460,6 +462,12 @@ def _distillation_hook(model: nn.Module, args: tuple, kwargs: dict, output: Any)
             "theseus_wrap(distill_alpha > 0) needs the model to compute its loss: pass labels to the model "
             "(do not use Trainer(compute_loss_func=...) with distillation)"
         )
+    if getattr(output, "logits", None) is None:
+        raise ValueError(
+            _no_logits(
+                controller.distill_alpha, f"its forward returned a {type(output).__name__} without logits"
+            )
+        )
     modes = [(module, module.training) for module in model.modules()]
     controller.teacher = True
     try:
@@ -485,6 +493,62 @@ def _distillation_hook(model: nn.Module, args: tuple, kwargs: dict, output: Any)
     return output
 
 
+def _no_logits(alpha: float, what: str) -> str:
+    return (
+        f"theseus_wrap(distill_alpha={alpha}) needs the model's logits, but {what}: TRL's fused LM "
+        "head (model(..., fused_lm_head=True), SFTTrainer's loss path) scores only the target tokens. Wrap the "
+        "model with distill_alpha=0.0 under SFTTrainer, or distil with transformers.Trainer"
+    )
+
+
+def _adapter_layers(module: nn.Module) -> list[str]:
+    """Names of the PEFT adapter layers (``BaseTunerLayer``) inside ``module``; none while peft is not imported."""
+    if "peft" not in sys.modules:
+        return []
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [name for name, layer in module.named_modules() if isinstance(layer, BaseTunerLayer)]
+
+
+def check_trainer_model(model: nn.Module) -> TheseusController:
+    """The controller of the model a Trainer will train, after checking what trainers may have done to it.
+
+    Raises ``ValueError`` when ``model`` was not prepared with :func:`theseus_wrap` (e.g. ``SFTTrainer(model="path")``
+    loaded it), when PEFT put adapters into predecessor blocks (they would train the frozen predecessor, and PEFT
+    freezes the successor blocks' own weights), or when distillation meets TRL's fused LM head (no logits).
+    """
+    try:
+        controller = get_controller(model)
+    except ValueError as exc:
+        raise ValueError(
+            f"{exc}: pass the model object prepared with theseus_wrap(model, n) (TRL's SFTTrainer(model='path'), "
+            "with SFTConfig(model_init_kwargs=...), loads an unwrapped one)"
+        ) from None
+    in_predecessors = [
+        f"{name}.predecessor.{layer}"
+        for name, module in model.named_modules()
+        if isinstance(module, TheseusModule)
+        for layer in _adapter_layers(module.predecessor)
+    ]
+    if in_predecessors:
+        raise ValueError(
+            f"PEFT adapters in predecessor blocks: {', '.join(in_predecessors[:3])} ({len(in_predecessors)} in all). "
+            "Theseus keeps the predecessor frozen and trains the successor blocks; adapters there would train the "
+            "predecessor. Target the successor blocks only, e.g. LoraConfig(target_modules="
+            r"r'.*\.successor\..*\.(q_proj|v_proj)'), or train without PEFT"
+        )
+    fused = any(
+        "fused_lm_head" in inspect.signature(module.forward, follow_wrapped=False).parameters
+        for module in model.modules()
+        if "forward" in vars(module)  # TRL's add_fused_lm_head replaces the instance's forward
+    )
+    if fused and controller.distill_alpha > 0:
+        raise ValueError(
+            _no_logits(controller.distill_alpha, "the trainer replaced its forward by a fused_lm_head one")
+        )
+    return controller
+
+
 def get_controller(model: nn.Module) -> TheseusController:
     """The :class:`TheseusController` of a model prepared by :func:`theseus_wrap` (also inside DDP/PEFT wrappers)."""
     if not isinstance(model, nn.Module):
@@ -505,6 +569,11 @@ def export_successor(model: nn.Module) -> nn.Module:
     controller = get_controller(model)
     if not hasattr(model, "config"):
         raise TypeError("export_successor needs a transformers PreTrainedModel (with .config)")
+    if _adapter_layers(model):
+        raise TypeError(
+            f"export_successor got a {type(model).__name__} with PEFT adapter layers: merge the adapters first: "
+            "export_successor(model.merge_and_unload())"
+        )
     n, prefix = controller.num_modules, controller.block_path + "."
     config = copy.deepcopy(model.config)
     layer_types = getattr(config, "layer_types", None)
