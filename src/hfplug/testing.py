@@ -76,6 +76,35 @@ def tiny_model(family: str, task: str = "base", seed: int = 0, **overrides: Any)
     return auto[task].from_config(config)
 
 
+def char_tokenizer(alphabet: str = "abcdefghijklmnopqrstuvwxyz "):
+    """A character-level ``PreTrainedTokenizerFast``: ``<pad>`` 0, ``<s>`` 1, ``</s>`` 2, then one id per
+    character of ``alphabet`` (3, 4, ...); an unknown character maps to ``<pad>``. Vocabulary size
+    ``len(alphabet) + 3``: build the tiny model with ``vocab_size=len(tokenizer)``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, **{c: i + 3 for i, c in enumerate(dict.fromkeys(alphabet))}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>"
+    )
+
+
+def word_tokenizer(vocab_size: int = 1000, prefix: str = "w"):
+    """A word-level ``PreTrainedTokenizerFast`` over the ids of a tiny model: ``<pad>`` 0, ``<unk>`` 1,
+    ``<eos>`` 2, then the words ``f"{prefix}{i}"`` for i in 3 .. vocab_size - 1, split on whitespace."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<unk>": 1, "<eos>": 2, **{f"{prefix}{i}": i for i in range(3, vocab_size)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
 def write_plugin_distribution(
     root,
     name: str,
