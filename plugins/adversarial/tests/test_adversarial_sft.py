@@ -66,8 +66,9 @@ def sft_trainer(
     args = trl.SFTConfig(
         output_dir="/tmp/hfplug_adversarial_tests", max_steps=1, per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=accumulation, learning_rate=0.5, optim="sgd", lr_scheduler_type="constant",
-        max_grad_norm=0.0, use_cpu=True, report_to=[], logging_steps=1, max_length=32, save_strategy="no",
-        train_sampling_strategy="sequential", seed=0, disable_tqdm=True, **{"bf16": False, "gradient_checkpointing": False, **config},
+        max_grad_norm=0.0, use_cpu=True, report_to=[], logging_steps=1, save_strategy="no",
+        train_sampling_strategy="sequential", seed=0, disable_tqdm=True,
+        **{"bf16": False, "gradient_checkpointing": False, "max_length": 32, **config},
     )  # fmt: skip
     return trl.SFTTrainer(
         model=model, args=args, train_dataset=datasets.Dataset.from_dict(data), processing_class=tokenizer(),

@@ -85,7 +85,7 @@ def test_lora_under_sft_defaults(name):
 
 
 def packed_trainer(callback, data=TEXT, **config):
-    trainer = sft_trainer(causal_lm(), data, [callback], packing=True, **config)
+    trainer = sft_trainer(causal_lm(), data, [callback], **{"packing": True, **config})
     batch = first_batch(trainer)
     assert "attention_mask" not in batch and batch["input_ids"].shape[0] == 1  # padding-free: one row
     lengths = [end - start for _, start, end in documents(batch["position_ids"])]
@@ -101,6 +101,16 @@ def test_packed_step_matches_reference(name):
     projection per document."""
     make_callback, objective_of = CASES[name]
     trainer, batch = packed_trainer(make_callback())
+    check_step(trainer, batch, objective_of)
+
+
+@pytest.mark.parametrize("name", ["freelb", "fgm_sum_per_example"])
+def test_padding_free_without_packing_matches_reference(name):
+    """``padding_free=True`` alone (trl 1.16 needs ``max_length=None`` then): the batch's examples flattened into
+    one row, each its own document."""
+    make_callback, objective_of = CASES[name]
+    trainer, batch = packed_trainer(make_callback(), packing=False, padding_free=True, max_length=None)
+    assert len(documents(batch["position_ids"])) == 4
     check_step(trainer, batch, objective_of)
 
 
