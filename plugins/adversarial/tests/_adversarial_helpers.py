@@ -121,13 +121,28 @@ def flat_params(model) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
+def documents(position_ids: torch.Tensor) -> list[tuple[int, int, int]]:
+    """``(row, start, end)`` of each document of a padding-free batch: a document starts where the position
+    restarts at 0."""
+    spans = []
+    for row, positions in enumerate(position_ids.tolist()):
+        starts = [i for i, p in enumerate(positions) if p == 0 or i == 0]
+        spans += [(row, s, e) for s, e in zip(starts, [*starts[1:], len(positions)], strict=True)]
+    return spans
+
+
 class Reference:
-    """Hand-written adversarial step on ``inputs_embeds``, for one task and loss path."""
+    """Hand-written adversarial step on ``inputs_embeds``, for one task and loss path. A batch without
+    ``attention_mask`` is padding-free (TRL's packing): its ``position_ids`` restart per document, and the
+    examples of per-example norms are its documents (``self.docs``; None: the rows)."""
 
     def __init__(self, model, data, task: str, path: str) -> None:
         self.model = copy.deepcopy(model)
         self.data, self.task, self.path = data, task, path
-        self.mask = data["attention_mask"].unsqueeze(-1).float()
+        self.packed = "attention_mask" not in data
+        mask = torch.ones_like(data["input_ids"]) if self.packed else data["attention_mask"]
+        self.mask = mask.unsqueeze(-1).float()
+        self.docs = documents(data["position_ids"]) if self.packed else None
         self.count = _targets(task, torch.zeros(*data["labels"].shape, 2), data["labels"])[1].ne(-100).sum()
 
     def embed(self) -> torch.Tensor:
@@ -135,9 +150,11 @@ class Reference:
         return e if e.requires_grad else e.detach().requires_grad_()
 
     def outputs(self, e: torch.Tensor):
-        return self.model(
-            inputs_embeds=e, attention_mask=self.data["attention_mask"], labels=self.data["labels"]
-        )
+        if self.packed:  # without a cache (as SFTTrainer): with one, transformers ignores the packing (5.23)
+            inputs = dict(position_ids=self.data["position_ids"], use_cache=False)
+        else:
+            inputs = dict(attention_mask=self.data["attention_mask"])
+        return self.model(inputs_embeds=e, labels=self.data["labels"], **inputs)
 
     def loss(self, e: torch.Tensor) -> torch.Tensor:
         out = self.outputs(e)
@@ -159,21 +176,27 @@ class Reference:
         return self.model
 
 
-def l2(t: torch.Tensor, per_example: bool) -> torch.Tensor:
-    if per_example:
+def l2(t: torch.Tensor, per_example: bool, docs: list[tuple[int, int, int]] | None = None) -> torch.Tensor:
+    """L2 norm of ``t``, per example (a row, or each of ``docs``) when ``per_example``."""
+    if not per_example:
+        return t.norm()
+    if docs is None:
         return t.flatten(1).norm(dim=1).view(-1, *[1] * (t.dim() - 1))
-    return t.norm()
+    out = t.new_zeros(*t.shape[:2], 1)
+    for row, start, end in docs:
+        out[row, start:end] = t[row, start:end].norm()
+    return out
 
 
-def project(d: torch.Tensor, eps: float, per_example: bool) -> torch.Tensor:
-    return d * torch.clamp(eps / (l2(d, per_example) + 1e-8), max=1.0)
+def project(d: torch.Tensor, eps: float, per_example: bool, docs=None) -> torch.Tensor:
+    return d * torch.clamp(eps / (l2(d, per_example, docs) + 1e-8), max=1.0)
 
 
 def fgm_objective(ref: Reference, eps: float, objective: str = "adversarial", per_example: bool = False):
     e = ref.embed()
     clean = ref.loss(e)
     (g,) = torch.autograd.grad(clean, e, retain_graph=True)
-    delta = eps * g / (l2(g, per_example) + 1e-8)
+    delta = eps * g / (l2(g, per_example, ref.docs) + 1e-8)
     adv = ref.loss(ref.embed() + delta)
     return clean + adv if objective == "sum" else adv
 
@@ -191,7 +214,7 @@ def freelb_objective(ref: Reference, eps=1.0, alpha=0.1, steps=3, init_magnitude
     e = ref.embed().detach()
     gen = torch.Generator().manual_seed(0)
     init = eps if init_magnitude is None else init_magnitude
-    delta = (2 * torch.rand(e.shape, generator=gen) - 1) * ref.mask * init / sqrt_len(ref.mask, e.shape[-1])
+    delta = (2 * torch.rand(e.shape, generator=gen) - 1) * ref.mask * init / sqrt_len(ref, e.shape[-1])
     total = 0.0
     for t in range(steps):
         d = delta.clone().requires_grad_()
@@ -199,7 +222,7 @@ def freelb_objective(ref: Reference, eps=1.0, alpha=0.1, steps=3, init_magnitude
         total = total + loss / steps
         if t < steps - 1:
             (g,) = torch.autograd.grad(loss, d, retain_graph=True)
-            delta = project(delta + alpha * g / (l2(g, True) + 1e-8), eps, True)
+            delta = project(delta + alpha * g / (l2(g, True, ref.docs) + 1e-8), eps, True, ref.docs)
     return total
 
 
@@ -214,8 +237,14 @@ def assert_same_update(trained, ref_model, start: torch.Tensor, rtol: float = 1e
     assert relative_error(after - start, expected - start) < 1e-3
 
 
-def sqrt_len(mask: torch.Tensor, hidden: int) -> torch.Tensor:
-    return (mask.flatten(1).sum(1) * hidden).sqrt().view(-1, 1, 1)
+def sqrt_len(ref: Reference, hidden: int) -> torch.Tensor:
+    """``sqrt(n_tokens * hidden)`` of each example (its non-padding tokens), broadcast over its tokens."""
+    if ref.docs is None:
+        return (ref.mask.flatten(1).sum(1) * hidden).sqrt().view(-1, 1, 1)
+    out = torch.zeros_like(ref.mask)
+    for row, start, end in ref.docs:
+        out[row, start:end] = (ref.mask[row, start:end].sum() * hidden).sqrt()
+    return out
 
 
 def fgsm_ref(ref, eps=0.01):

@@ -60,31 +60,36 @@ def causal_lm():
     )
 
 
-def sft_trainer(model, data, callbacks, batch_size=4, accumulation=1, compute_loss_func=None, **config):
+def sft_trainer(
+    model, data, callbacks, batch_size=4, accumulation=1, compute_loss_func=None, peft_config=None, **config
+):
     args = trl.SFTConfig(
         output_dir="/tmp/hfplug_adversarial_tests", max_steps=1, per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=accumulation, learning_rate=0.5, optim="sgd", lr_scheduler_type="constant",
-        max_grad_norm=0.0, use_cpu=True, report_to=[], logging_steps=1, max_length=32, save_strategy="no",
-        train_sampling_strategy="sequential", seed=0, disable_tqdm=True, **{"bf16": False, "gradient_checkpointing": False, **config},
+        max_grad_norm=0.0, use_cpu=True, report_to=[], logging_steps=1, save_strategy="no",
+        train_sampling_strategy="sequential", seed=0, disable_tqdm=True,
+        **{"bf16": False, "gradient_checkpointing": False, "max_length": 32, **config},
     )  # fmt: skip
     return trl.SFTTrainer(
         model=model, args=args, train_dataset=datasets.Dataset.from_dict(data), processing_class=tokenizer(),
-        callbacks=callbacks, compute_loss_func=compute_loss_func,
+        callbacks=callbacks, compute_loss_func=compute_loss_func, peft_config=peft_config,
     )  # fmt: skip
 
 
-def first_batch(trainer, examples: int = 4) -> dict[str, torch.Tensor]:
-    """The first ``examples`` examples in SFTTrainer's own order and collation (padded to one length)."""
+def first_batch(trainer, examples: int = 4, start: int = 0) -> dict[str, torch.Tensor]:
+    """Examples ``start .. start + examples - 1`` in SFTTrainer's own order and collation: padded to one length
+    (``attention_mask``), or padding-free (one row, ``position_ids`` restarting per document)."""
     collate = trainer.get_train_dataloader().collate_fn
     dataset = trainer.train_dataset
-    batch = collate([dataset[i] for i in range(examples)])
-    return {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
+    batch = collate([dataset[i] for i in range(start, min(start + examples, len(dataset)))])
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids", "labels") if k in batch}
 
 
 def clean_metrics(model, batch) -> tuple[float, float]:
     """Token accuracy and mean entropy of the next-token distributions at the target positions."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.no_grad():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(**inputs, use_cache=False).logits
     logits, labels = logits[:, :-1], batch["labels"][:, 1:]
     valid = labels != -100
     log_p = logits.log_softmax(-1)
@@ -93,10 +98,12 @@ def clean_metrics(model, batch) -> tuple[float, float]:
     return float(accuracy), float(entropy)
 
 
-def check_step(trainer, batch, objective_of, path="loss_func"):
-    start = flat_params(causal_lm())
-    accuracy, entropy = clean_metrics(causal_lm(), batch)
-    ref = Reference(causal_lm(), batch, "lm", path)
+def check_step(trainer, batch, objective_of, path="loss_func", fresh=causal_lm, metric_scale=1.0):
+    """One SFTTrainer step equals the reference step on ``batch``, from the weights ``fresh()`` returns; TRL's
+    metrics are the clean pass's times ``metric_scale`` (TRL logs their mean over the micro-batches)."""
+    start = flat_params(fresh())
+    accuracy, entropy = clean_metrics(fresh(), batch)
+    ref = Reference(fresh(), batch, "lm", path)
     objective = objective_of(ref)
     expected = ref.step(objective)
     trainer.train()
@@ -104,9 +111,9 @@ def check_step(trainer, batch, objective_of, path="loss_func"):
     log = trainer.state.log_history[0]
     assert log["adv_skipped_steps"] == 0
     assert math.isclose(log["loss"], float(objective), rel_tol=1e-4)  # SFTTrainer's loss is the combined loss
-    assert math.isclose(log["mean_token_accuracy"], accuracy, rel_tol=1e-6)
-    assert math.isclose(log["entropy"], entropy, rel_tol=1e-4)
-    plain_ref = Reference(causal_lm(), batch, "lm", path)
+    assert math.isclose(log["mean_token_accuracy"], accuracy * metric_scale, rel_tol=1e-6)
+    assert math.isclose(log["entropy"], entropy * metric_scale, rel_tol=1e-4)
+    plain_ref = Reference(fresh(), batch, "lm", path)
     plain = flat_params(plain_ref.step(plain_ref.loss(plain_ref.embed())))
     assert relative_error(flat_params(expected) - start, plain - start) > 1e-3  # the adversarial term counts
 

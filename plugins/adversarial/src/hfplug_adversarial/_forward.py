@@ -26,12 +26,14 @@ from typing import Any
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from transformers.masking_utils import find_packed_sequence_indices
 
 from hfplug.losses import attach_loss_finisher
 
 logger = logging.getLogger(__name__)
 
 DeltaFn = Callable[[int, torch.Tensor], "torch.Tensor | None"]
+InitialDelta = Callable[[torch.Tensor, "torch.Tensor | None", "torch.Tensor | None"], "torch.Tensor | None"]
 
 
 class EmbeddingTap:
@@ -90,6 +92,7 @@ class MicroBatch:
     ids: list[torch.Tensor | None]
     deltas: list[torch.Tensor | None]
     mask: torch.Tensor | None
+    documents: torch.Tensor | None  # packed batches: the document of each token (per-example norms)
     num_items_in_batch: Any
     scale: float
     loss: torch.Tensor = field(init=False)
@@ -232,6 +235,21 @@ def _attention_mask(kwargs: dict) -> torch.Tensor | None:
     return mask if torch.is_tensor(mask) and mask.dim() == 2 else None
 
 
+def packed_documents(kwargs: dict) -> torch.Tensor | None:
+    """The document index of each token of a packed, padding-free batch (TRL's ``padding_free`` / ``packing``,
+    transformers' ``DataCollatorWithFlattening``): no attention mask and 2-D ``position_ids`` that restart inside
+    a row. A document starts where the position does not follow the previous one, as transformers' masking
+    (``find_packed_sequence_indices``) separates them; indices are unique across rows. None for other batches."""
+    positions = kwargs.get("position_ids")
+    if kwargs.get("attention_mask") is not None or not torch.is_tensor(positions) or positions.dim() != 2:
+        return None
+    local = find_packed_sequence_indices(positions)
+    if local is None:
+        return None
+    counts = local[:, -1] + 1
+    return local + (counts.cumsum(0) - counts)[:, None]
+
+
 class ForwardWrapper:
     """Replaces ``model.forward``; see the module docstring. ``method(batch)`` returns the loss to train on."""
 
@@ -251,7 +269,8 @@ class ForwardWrapper:
         self.model = model
         self.method = method
         self.loss_type = getattr(args, "loss_type", None)  # TRL configs: the loss SFTTrainer builds
-        self.initial_delta: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor | None] | None = None
+        # (embedding output, attention mask, packed documents) -> perturbation of the first pass
+        self.initial_delta: InitialDelta | None = None
         self.world = max(int(getattr(args, "world_size", 1)), 1)
         self.accumulation = max(int(getattr(args, "gradient_accumulation_steps", 1)), 1)
         self.average_tokens = bool(getattr(args, "average_tokens_across_devices", False))
@@ -329,6 +348,7 @@ class ForwardWrapper:
         """The first training pass (perturbed when the method has an initial delta) and the :class:`MicroBatch`
         fields shared by both loss paths."""
         mask = _attention_mask(kwargs)
+        documents = packed_documents(kwargs)
         initial = self.initial_delta
 
         def run(delta_fn):
@@ -339,7 +359,7 @@ class ForwardWrapper:
             _regather_root(self.model)
             return run(delta_fn)
 
-        first_delta = None if initial is None else (lambda index, output: initial(output, mask))
+        first_delta = None if initial is None else (lambda index, output: initial(output, mask, documents))
         outputs = run(first_delta)
         if not isinstance(outputs, dict):
             raise TypeError("adversarial training needs dict-like model outputs (return_dict=True)")
@@ -351,6 +371,7 @@ class ForwardWrapper:
             ids=list(self.tap.ids),
             deltas=list(self.tap.deltas),
             mask=mask,
+            documents=documents,
         )
         return outputs, common
 
@@ -429,6 +450,10 @@ class ForwardWrapper:
         ``log_probs`` shifted by ``L_clean - C`` on each target (``L_clean = -sum(log_probs) / M``), so that
         ``-sum(log_probs) = M * C``: SFTTrainer's loss is then ``M * C / num_items_in_batch``, in value and
         gradient (the model path's ``sum / num_items_in_batch`` for the losses linear in the per-token losses).
+
+        A micro-batch without targets (every shifted label -100) is returned as TRL's own fused pass, with
+        gradient: its loss is TRL's differentiable zero, so it adds nothing to the step (as without adversarial
+        training) instead of a 0 / 0 mean that would skip the whole optimizer step as non-finite.
         """
         if self.loss_type != "nll":
             raise ValueError(
@@ -436,6 +461,10 @@ class ForwardWrapper:
                 f"(SFTConfig(loss_type='nll')), got loss_type={self.loss_type!r}: the other losses weight or "
                 "combine the per-token log-probabilities, which carry the combined loss here"
             )
+        labels = kwargs.get("shift_labels")
+        labels = kwargs["labels"][..., 1:] if labels is None else labels
+        if not bool(labels.ne(-100).any()):
+            return self.original(*args, **kwargs)
         with torch.no_grad():
             fused = self.original(*args, **kwargs)
         plain = {k: v for k, v in kwargs.items() if k != "fused_lm_head"}
@@ -449,7 +478,7 @@ class ForwardWrapper:
         loss = self._with_loss(outputs, common, args, plain, items=targets.sum())["loss"]
         log_probs = fused["log_probs"]
         weights = targets.to(log_probs.dtype)
-        clean = -log_probs.sum() / weights.sum().clamp(min=1)
+        clean = -log_probs.sum() / weights.sum()
         fused["log_probs"] = log_probs + weights * (clean - loss.to(log_probs.dtype))
         fused["loss"] = loss
         return fused

@@ -1,8 +1,9 @@
 """Perturbation math on lists of embedding outputs (one tensor per call of the input-embedding module).
 
 Norms: ``"global"`` is one L2 norm over the whole micro-batch (the post's Frobenius norm), ``"per_example"``
-one L2 norm per example (batch dimension 0, over all calls), ``"per_token_inf"`` the L-infinity norm of each
-token vector (SMART's default). Norms and KL divergences are computed in float32.
+one L2 norm per example (batch dimension 0, over all calls; with ``documents``, the packed documents of a
+padding-free batch), ``"per_token_inf"`` the L-infinity norm of each token vector (SMART's default). Norms and
+KL divergences are computed in float32.
 """
 
 from __future__ import annotations
@@ -16,12 +17,21 @@ NORMS = ("global", "per_example", "per_token_inf")
 TINY = 1e-8  # added to norms before dividing, as in the post's reference code
 
 
-def norms(tensors: Tensors, norm: str) -> Tensors:
-    """The chosen norm of ``tensors``, shaped to broadcast against each tensor (float32)."""
+def norms(tensors: Tensors, norm: str, documents: torch.Tensor | None = None) -> Tensors:
+    """The chosen norm of ``tensors``, shaped to broadcast against each tensor (float32). ``documents`` (the
+    ``(batch, tokens)`` document index of each token, see :func:`hfplug_adversarial._forward.packed_documents`)
+    makes ``"per_example"`` one norm per document: ``||t_d|| = sqrt(sum over the tokens of d of ||t_i||^2)``."""
     values = [t.float() for t in tensors]
     if norm == "global":
         total = torch.sqrt(sum(v.pow(2).sum() for v in values))
         return [total] * len(values)
+    if norm == "per_example" and documents is not None:
+        index = documents.reshape(-1)
+        squares = [v.pow(2).sum(-1).reshape(-1) for v in values]
+        total = torch.sqrt(
+            sum(squares[0].new_zeros(int(index.max()) + 1).index_add_(0, index, q) for q in squares)
+        )
+        return [total[documents].unsqueeze(-1) for _ in values]
     if norm == "per_example":
         total = torch.sqrt(sum(v.pow(2).flatten(1).sum(1) for v in values))
         return [total.view(-1, *[1] * (v.dim() - 1)) for v in values]
@@ -34,16 +44,26 @@ def all_finite(tensors: Tensors) -> bool:
     return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
 
 
-def normalize(tensors: Tensors, norm: str) -> tuple[Tensors, bool]:
+def normalize(tensors: Tensors, norm: str, documents: torch.Tensor | None = None) -> tuple[Tensors, bool]:
     """``t / (||t|| + 1e-8)`` for each tensor and whether every norm was finite."""
-    ns = norms(tensors, norm)
+    ns = norms(tensors, norm, documents)
     return [t.float() / (n + TINY) for t, n in zip(tensors, ns, strict=True)], all_finite(ns)
 
 
-def project(tensors: Tensors, radius: float, norm: str) -> Tensors:
+def project(tensors: Tensors, radius: float, norm: str, documents: torch.Tensor | None = None) -> Tensors:
     """Project onto the ball ``||t|| <= radius`` of the chosen norm."""
-    ns = norms(tensors, norm)
+    ns = norms(tensors, norm, documents)
     return [t * torch.clamp(radius / (n + TINY), max=1.0) for t, n in zip(tensors, ns, strict=True)]
+
+
+def ascend(
+    deltas: Tensors, grads: Tensors, alpha: float, radius: float, norm: str, documents: torch.Tensor | None
+) -> tuple[Tensors, bool]:
+    """One projected ascent step ``Proj_radius(delta + alpha * g / (||g|| + 1e-8))`` (PGD, FreeLB) and whether
+    every ``||g||`` was finite."""
+    direction, finite = normalize(grads, norm, documents)
+    moved = [d + alpha * u for d, u in zip(deltas, direction, strict=True)]
+    return project(moved, radius, norm, documents), finite
 
 
 def share_by_token(grads: Tensors, ids: list[torch.Tensor | None]) -> tuple[Tensors, bool]:

@@ -269,7 +269,9 @@ class AdversarialCallback(TrainerCallback, ExportableState):
         self._problems.append(("training loss", torch.isfinite(loss.detach())))
         return loss
 
-    def _initial_delta(self, output: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+    def _initial_delta(
+        self, output: torch.Tensor, mask: torch.Tensor | None, documents: torch.Tensor | None
+    ) -> torch.Tensor | None:
         """Perturbation of the first pass (None: the first pass is clean)."""
         return None
 
@@ -370,7 +372,7 @@ class FGM(_OneShot):
     def _direction(self, grads, batch):
         if self.share_by_token:
             return P.share_by_token(grads, batch.ids)
-        return P.normalize(grads, self.norm)
+        return P.normalize(grads, self.norm, batch.documents)
 
 
 class FGSM(_OneShot):
@@ -420,21 +422,19 @@ class PGD(AdversarialCallback):
             deltas = [
                 (2 * self._random(e) - 1) * self.epsilon * self._weights(batch.mask, e) for e in batch.embeds
             ]
-            deltas = P.project(deltas, self.epsilon, self.norm)
+            deltas = P.project(deltas, self.epsilon, self.norm, batch.documents)
             loss, _, embeds = batch.forward(deltas)
             grads = self._grad(loss, embeds, retain=False)
         else:
             deltas = [torch.zeros_like(e, dtype=torch.float32) for e in batch.embeds]
             grads = self._grad(batch.loss, batch.embeds, retain=keep_clean)
         for step in range(self.steps):
-            direction, finite = P.normalize(grads, self.norm)
+            moved, finite = P.ascend(deltas, grads, self.alpha, self.epsilon, self.norm, batch.documents)
             if not finite:
                 return self._non_finite(
                     "perturbation direction", batch.loss if keep_clean else batch.forward(None)[0]
                 )
-            deltas = P.project(
-                [d + self.alpha * u for d, u in zip(deltas, direction, strict=True)], self.epsilon, self.norm
-            )
+            deltas = moved
             if step < self.steps - 1:
                 loss, _, embeds = batch.forward(deltas)
                 grads = self._grad(loss, embeds, retain=False)
@@ -476,15 +476,18 @@ class FreeLB(AdversarialCallback):
         self.norm = check_choice("norm", norm, ("global", "per_example"))
         self._sharded = False
 
-    def _initial_delta(self, output, mask):
+    def _initial_delta(self, output, mask, documents):
         if self.init_magnitude == 0:
             return None
         weights = self._mask_like(mask, output)
         if weights is None:
             weights = torch.ones(*output.shape[:-1], 1, device=output.device)
-        sizes = weights.flatten(1).sum(1).clamp(min=1) * output.shape[-1]
-        magnitude = self.init_magnitude / sizes.sqrt()
-        return (2 * self._random(output) - 1) * weights * magnitude.view(-1, *[1] * (output.dim() - 1))
+        if documents is None:  # non-padding tokens per example
+            tokens = weights.flatten(1).sum(1).clamp(min=1).view(-1, *[1] * (output.dim() - 1))
+        else:  # tokens per packed document
+            tokens = torch.bincount(documents.reshape(-1))[documents].unsqueeze(-1).to(torch.float32)
+        magnitude = self.init_magnitude / (tokens * output.shape[-1]).sqrt()
+        return (2 * self._random(output) - 1) * weights * magnitude
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         super().on_train_begin(args, state, control, model=model, **kwargs)
@@ -507,7 +510,7 @@ class FreeLB(AdversarialCallback):
             else:
                 grads, reached = self._embedding_and_parameter_grads(losses[-1], embeds, params)
                 param_grads.append(reached)
-            direction, finite = P.normalize(grads, self.norm)
+            moved, finite = P.ascend(deltas, grads, self.alpha, self.epsilon, self.norm, batch.documents)
             if not finite:  # train on the first pass only
                 if params is None:
                     return self._non_finite("perturbation direction", batch.loss)
@@ -515,9 +518,7 @@ class FreeLB(AdversarialCallback):
                     "perturbation direction",
                     batch.loss.detach() + self._gradient_term(param_grads[0], 1.0, params, batch.loss),
                 )
-            deltas = P.project(
-                [d + self.alpha * u for d, u in zip(deltas, direction, strict=True)], self.epsilon, self.norm
-            )
+            deltas = moved
             loss, _, embeds = batch.forward(deltas)
             losses.append(loss)
         if params is None or not param_grads:
@@ -623,7 +624,9 @@ class SMART(AdversarialCallback):
             kl = (P.kl_rows(target, torch.log_softmax(outputs["logits"].float(), dim=-1)) * rows).sum()
             grads = self._grad(kl, embeds, retain=False)
             direction, finite = P.normalize(
-                [d + self.step_size * g for d, g in zip(deltas, grads, strict=True)], self.norm
+                [d + self.step_size * g for d, g in zip(deltas, grads, strict=True)],
+                self.norm,
+                batch.documents,
             )
             if not finite:
                 return self._non_finite("perturbation direction", batch.loss)
