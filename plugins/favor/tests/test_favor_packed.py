@@ -34,8 +34,13 @@ def per_document(q, k, v, W, lengths, valid=None):
     return torch.cat(outs, 2)
 
 
+@pytest.mark.parametrize("row_slices", [False, True])
 @pytest.mark.parametrize("chunk_size", [1, 3, 4, 8, 128])
-def test_packed_causal_equals_each_document_alone(chunk_size):
+def test_packed_causal_equals_each_document_alone(chunk_size, row_slices, monkeypatch):
+    from hfplug_favor import attention
+
+    if row_slices:  # one (batch, kv head) row per slice, as for long sequences
+        monkeypatch.setattr(attention, "_SLICE_FEATURES", 1)
     q, k, v = inputs(L=sum(LENGTHS))
     W = gaussian_projection(64, 16, seed=4)
     out, state = favor_attention(

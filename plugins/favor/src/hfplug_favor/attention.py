@@ -703,9 +703,8 @@ def _mask_documents(mask: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor |
 
 def _varlen_documents(kwargs: dict[str, Any], B: int, Lq: int, Lk: int) -> torch.Tensor | None:
     """Document indices (B, L) from FlashAttention-style ``cu_seq_lens_q``/``cu_seq_lens_k`` (cumulative document
-    lengths over the flattened batch, as TRL's padding-free collator passes them); None without them or when
-    every row is one document. Raises ``TypeError``/``ValueError`` naming them when they cannot describe
-    packed self-attention over this batch."""
+    lengths over the flattened batch, as TRL's padding-free collator passes them), None without them. Raises
+    ``TypeError``/``ValueError`` naming them when they cannot describe packed self-attention over this batch."""
     given = {name: kwargs.get(name) for name in ("cu_seq_lens_q", "cu_seq_lens_k")}
     if all(cu is None for cu in given.values()):
         return None
@@ -736,8 +735,6 @@ def _varlen_documents(kwargs: dict[str, Any], B: int, Lq: int, Lk: int) -> torch
             f"cu_seq_lens_q={cu_q.tolist()} has documents that cross a row boundary (rows of {Lq} tokens); favor "
             "attends within a row only: start every row with a new document"
         )
-    if cu.numel() - 1 == B:
-        return None
     return (torch.searchsorted(cu, torch.arange(total, device=cu.device), right=True) - 1).view(B, Lq)
 
 
