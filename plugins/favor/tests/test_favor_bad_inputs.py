@@ -76,7 +76,8 @@ def test_gaussian_projection_rejects_junk_by_name(argument, value):
 
 @FAST
 @given(
-    argument=st.sampled_from(["scaling", "chunk_size", "causal", "shift_keys", "kernel"]), value=junk_values()
+    argument=st.sampled_from(["scaling", "chunk_size", "causal", "shift_keys", "kernel", "document_ids"]),
+    value=junk_values(),
 )
 def test_favor_attention_rejects_junk_arguments_by_name(argument, value):
     generator = torch.Generator().manual_seed(0)
@@ -131,6 +132,30 @@ def test_finite_tensors_give_a_clean_error_or_a_finite_weighted_average(scales, 
         assert_weighted_average(out, v)
     else:
         assert not out.any()
+
+
+@TENSORS
+@given(
+    lengths=st.lists(st.integers(1, 6), min_size=1, max_size=5),
+    chunk_size=st.integers(1, 9),
+    scales=st.tuples(st.integers(-2, 1), st.integers(-2, 1)),
+    seed=st.integers(0, 2**16),
+)
+def test_packed_documents_equal_each_document_alone(lengths, chunk_size, scales, seed):
+    """Any packing: every document's rows equal that document run alone (without document_ids)."""
+    generator = torch.Generator().manual_seed(seed)
+    L = sum(lengths)
+    q = torch.randn(2, 4, L, 8, generator=generator) * 3.0 ** scales[0]
+    k = torch.randn(2, 2, L, 8, generator=generator) * 3.0 ** scales[1]
+    v = torch.randn(2, 2, L, 3, generator=generator)
+    ids = torch.repeat_interleave(torch.arange(len(lengths)) * 7, torch.tensor(lengths)).expand(2, -1)
+    packed, _ = favor_attention(q, k, v, W, causal=True, chunk_size=chunk_size, document_ids=ids)
+    assert_weighted_average(packed, v)
+    alone = [
+        favor_attention(*parts, W, causal=True, chunk_size=chunk_size)[0]
+        for parts in zip(*(t.split(lengths, 2) for t in (q, k, v)), strict=True)
+    ]
+    torch.testing.assert_close(packed, torch.cat(alone, 2), rtol=1e-4, atol=1e-6)
 
 
 @FAST

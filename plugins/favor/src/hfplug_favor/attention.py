@@ -115,13 +115,15 @@ def _causal(
     key: torch.Tensor,
     value: torch.Tensor,
     valid: torch.Tensor | None,
+    documents: torch.Tensor | None,
     features: tuple[torch.Tensor, float, str],
     chunk_size: int,
     state: FavorState | None,
 ) -> tuple[torch.Tensor, FavorState]:
     """Chunked causal FAVOR+: query (B, Hkv, G, L, D), key (B, Hkv, L, D), value (B, Hkv, L, Dv), valid (B, L),
+    documents (B, L) (run ids, see :func:`_document_runs`: queries see keys of their own document only),
     ``features`` = (W, scaling, kernel). ``state`` holds the keys before these L positions (seen by every query).
-    Returns the output (B, Hkv, G, L, Dv) and the state after the L positions.
+    Returns the output (B, Hkv, G, L, Dv) and the state after the L positions (of the last document).
 
     The B·Hkv (batch, kv head) rows are independent: they are processed in slices of about
     ``_SLICE_FEATURES`` feature entries (one row at a time for long sequences), features included, so the
@@ -131,13 +133,16 @@ def _causal(
     rows = B * Hkv
     per_slice = max(1, _SLICE_FEATURES // max(1, G * L * features[0].shape[0]))
     if per_slice >= rows or query.device.type != "cpu":  # accelerators: one launch for all rows
-        return _causal_slice(query, key, value, valid, features, chunk_size, state)
+        return _causal_slice(query, key, value, valid, documents, features, chunk_size, state)
 
     def flat(tensor: torch.Tensor) -> torch.Tensor:  # (B, Hkv, ...) -> (B·Hkv, 1, ...)
         return tensor.reshape(rows, 1, *tensor.shape[2:])
 
+    def per_row(mask: torch.Tensor | None) -> torch.Tensor | None:  # (B, L) -> (B·Hkv, L)
+        return None if mask is None else mask.repeat_interleave(Hkv, 0)
+
     query, key, value = flat(query), flat(key), flat(value)
-    valid = None if valid is None else valid.repeat_interleave(Hkv, 0)
+    valid, documents = per_row(valid), per_row(documents)
     outs, sums, stabilisers = [], [], []
     for start in range(0, rows, per_slice):
         part = slice(start, start + per_slice)
@@ -146,6 +151,7 @@ def _causal(
             key[part],
             value[part],
             None if valid is None else valid[part],
+            None if documents is None else documents[part],
             features,
             chunk_size,
             None if state is None else FavorState(flat(state.Sz)[part], state.r.reshape(rows, 1)[part]),
@@ -164,6 +170,7 @@ def _causal_slice(
     key: torch.Tensor,
     value: torch.Tensor,
     valid: torch.Tensor | None,
+    documents: torch.Tensor | None,
     features: tuple[torch.Tensor, float, str],
     chunk_size: int,
     state: FavorState | None,
@@ -177,7 +184,8 @@ def _causal_slice(
     at most ``_ONE_REFERENCE_RANGE`` over the call, every key is weighted by exp(a_j - s_0) against the first
     position's s_0 (one reference: the in-chunk mask is a plain triangle and the prefix states a cumulative
     sum); otherwise every query row t uses its own s_t (an exp(s_j - s_t) decay matrix per chunk). Both are
-    the same exact formula; they differ by float rounding only.
+    the same exact formula; they differ by float rounding only. Packed ``documents`` restart s_t at every
+    document start and always take the per-row path.
     """
     projection, scaling, kernel = features
     projected_q, _ = feature_logits(query, projection, scaling, kernel, offset=False)
@@ -186,6 +194,11 @@ def _causal_slice(
         offset_k = offset_k.masked_fill(~valid[:, None, :, None], float("inf"))  # padded keys: phi = 0
     row_max = projected_k.detach().amax(-1, keepdim=True)
     log_scale = row_max - offset_k  # a_j (B, Hkv, L, 1), -inf for padded keys
+    if documents is not None:  # (``favor_attention`` allows no incoming state with documents)
+        running = _document_cummax(log_scale.detach().squeeze(-1), documents[:, None])
+        return _causal_per_row(
+            projected_q, projected_k, offset_k, value, chunk_size, state, running, documents
+        )
     running = log_scale.detach().squeeze(-1).cummax(-1).values
     if state is not None:
         running = torch.maximum(running, state.r[..., None])
@@ -196,7 +209,26 @@ def _causal_slice(
         return _causal_one_reference(
             projected_q, projected_k, row_max, log_scale, value, chunk_size, state, running, reference
         )
-    return _causal_per_row(projected_q, projected_k, offset_k, value, chunk_size, state, running)
+    return _causal_per_row(projected_q, projected_k, offset_k, value, chunk_size, state, running, None)
+
+
+def _document_runs(document_ids: torch.Tensor) -> torch.Tensor:
+    """(B, L) ids -> (B, L) run indices 0, 1, ...: a new document starts wherever the id changes."""
+    starts = document_ids[:, 1:] != document_ids[:, :-1]
+    return torch.cat([starts.new_zeros(starts.shape[0], 1, dtype=torch.long), starts.long().cumsum(-1)], -1)
+
+
+def _document_cummax(values: torch.Tensor, documents: torch.Tensor) -> torch.Tensor:
+    """Running max of ``values`` (..., L) restarted at every document start (``documents`` run indices,
+    broadcastable): log2(L) doubling steps, each taking the max with the value ``shift`` positions back when
+    that position is in the same document (runs are contiguous, so everything between is too)."""
+    running, shift, L = values, 1, values.shape[-1]
+    while shift < L:
+        same = documents[..., shift:] == documents[..., :-shift]
+        back = running[..., :-shift].masked_fill(~same, float("-inf"))
+        running = torch.cat([running[..., :shift], torch.maximum(running[..., shift:], back)], -1)
+        shift *= 2
+    return running
 
 
 def _chunked(tensor: torch.Tensor, dim: int, chunk_size: int, fill: float = 0.0) -> torch.Tensor:
@@ -257,8 +289,14 @@ def _causal_per_row(
     chunk_size: int,
     state: FavorState | None,
     running: torch.Tensor,
+    documents: torch.Tensor | None,
 ) -> tuple[torch.Tensor, FavorState]:
-    """Every query row t in units of its own running stabiliser s_t (any spread of the key scales)."""
+    """Every query row t in units of its own running stabiliser s_t (any spread of the key scales).
+
+    ``documents`` (B, L) run indices (packed sequences; ``running`` then restarts per document and ``state``
+    is None): key j reaches query t only in the same document. Inside a chunk that is one more mask; a chunk's
+    carried sum keeps only its last document's keys, it reaches a later chunk only while that document lasts,
+    and there only the rows of that document."""
     B, Hkv, G, L, m = projected_q.shape
     Dv = value.shape[-1]
     C = min(chunk_size, L)
@@ -272,6 +310,8 @@ def _causal_per_row(
         offset_k = torch.nn.functional.pad(offset_k, (0, 0, 0, pad), value=float("inf"))
         value = torch.nn.functional.pad(value, (0, 0, 0, pad))
         stab = torch.cat([stab, stab[..., -1:].expand(-1, -1, pad)], -1)  # the running max stays put
+        if documents is not None:
+            documents = torch.cat([documents, documents[:, -1:].expand(-1, pad)], -1)
     phi_k = projected_k.sub_(offset_k + stab[..., None]).exp_()
     phi_q = _query_features(projected_q)
 
@@ -283,6 +323,11 @@ def _causal_per_row(
     # inside each chunk: masked quadratic form, key j rescaled from units s_j to units s_t (factor <= 1)
     causal_mask = torch.ones(C, C, dtype=torch.bool, device=value.device).tril()
     decay = (stab[..., None, :] - stab[..., :, None]).clamp_(max=0).exp_().masked_fill_(~causal_mask, 0.0)
+    if documents is not None:
+        documents = documents.view(B, 1, n, C)
+        decay.masked_fill_(documents[..., :, None] != documents[..., None, :], 0.0)
+        last_doc = documents[..., -1]  # (B, 1, n): the document a chunk's carried sum belongs to
+        prefix_doc = torch.cat([documents[..., :1, 0], last_doc[..., :-1]], -1)  # ... that reaches chunk i
     scores = (phi_q @ phi_k.unsqueeze(2).transpose(-2, -1)).mul_(decay.unsqueeze(2))
     out = scores @ value.unsqueeze(2)  # numerator | denominator
 
@@ -291,17 +336,24 @@ def _causal_per_row(
     # state), in units of r_{i-1}. r is non-decreasing wherever kv is non-zero, so the clamps are exact.
     chunk_stab = stab[..., -1]
     weight = torch.exp((stab - chunk_stab[..., None]).clamp(max=0)).unsqueeze(-1)  # (B, Hkv, n, C, 1)
+    if documents is not None:
+        weight = weight * (documents == last_doc[..., None]).unsqueeze(-1)
     chunk_kv = (phi_k.transpose(-2, -1) @ (value * weight)).flatten(-2)  # (B, Hkv, n, m (Dv + 1))
     r_in = value.new_zeros(B, Hkv, 1) if state is None else _finite(state.r)[..., None]
     prefix_r = torch.cat([r_in, chunk_stab[..., :-1]], -1)  # r_{i-1}, r_{-1} = the state's
     mixing = (chunk_stab[..., None, :] - prefix_r[..., :, None]).clamp_(max=0).exp_().tril_(-1)
+    if documents is not None:
+        mixing.mul_(last_doc[..., None, :] == prefix_doc[..., :, None])
     prefix_Sz = mixing @ chunk_kv  # (B, Hkv, n, m (Dv + 1))
     if state is not None:
         scale = torch.exp((r_in - prefix_r).clamp(max=0))[..., None]
         prefix_Sz = prefix_Sz.addcmul_(scale, state.Sz.flatten(-2)[..., None, :])
     last = torch.exp((prefix_r[..., -1:] - chunk_stab[..., -1:]).clamp(max=0))
-    Sz = (chunk_kv[:, :, -1] + prefix_Sz[:, :, -1] * last).view(B, Hkv, m, Dv + 1)
     carry = torch.exp((prefix_r[..., None] - stab).clamp(max=0)).unsqueeze(-1)  # (B, Hkv, n, C, 1)
+    if documents is not None:
+        last = last * (prefix_doc[..., -1:] == last_doc[..., -1:])
+        carry = carry * (documents == prefix_doc[..., None]).unsqueeze(-1)
+    Sz = (chunk_kv[:, :, -1] + prefix_Sz[:, :, -1] * last).view(B, Hkv, m, Dv + 1)
     out = out.addcmul_(phi_q @ prefix_Sz.view(B, Hkv, 1, n, m, Dv + 1), carry.unsqueeze(2))
     out = _normalise(out).reshape(B, Hkv, G, n * C, Dv)[..., :L, :]
     return out, FavorState(Sz, running[..., L - 1])
@@ -383,6 +435,39 @@ def _check_arguments(
         )
 
 
+def _check_documents(
+    document_ids: Any, query: torch.Tensor, key: torch.Tensor, causal: bool, state: FavorState | None
+) -> None:
+    if document_ids is None:
+        return
+    B, Lk = key.shape[0], key.shape[2]
+    if (
+        not isinstance(document_ids, torch.Tensor)
+        or document_ids.is_floating_point()
+        or document_ids.dtype == torch.bool
+    ):
+        raise TypeError(
+            f"document_ids must be an integer tensor ({B}, {Lk}) (one id per position, packed documents) or None, "
+            f"got {getattr(document_ids, 'dtype', type(document_ids).__name__)}"
+        )
+    if tuple(document_ids.shape) != (B, Lk):
+        raise ValueError(
+            f"document_ids must have shape (batch, key length) = ({B}, {Lk}), got {tuple(document_ids.shape)}"
+        )
+    if not causal:
+        raise ValueError("document_ids (packed documents) apply to causal attention only: pass causal=True")
+    if state is not None:
+        raise ValueError(
+            "document_ids cannot be combined with state: packed documents start from an empty state, "
+            "pass state=None"
+        )
+    if query.shape[2] != Lk:
+        raise ValueError(
+            f"document_ids need as many keys as queries (packed self-attention without a cache): key length {Lk}, "
+            f"query length {query.shape[2]}"
+        )
+
+
 # |x|²·scaling/2 (the softmax features' offset, over all head dims) must stay far below float32's 3.4e38
 _FEATURE_LIMIT = 1e36
 
@@ -444,6 +529,7 @@ def favor_attention(
     chunk_size: int = 128,
     state: FavorState | None = None,
     shift_keys: bool = False,
+    document_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, FavorState | None]:
     """FAVOR+ attention on (B, H, Lq, D) queries and (B, Hkv, Lk, D) keys/values, H a multiple of Hkv.
 
@@ -457,6 +543,11 @@ def favor_attention(
     head) from every key: exact for softmax attention (q·(k_j - c) shifts all logits of a query equally) and
     it minimises the mean |q + k - c|² that drives the variance of the positive-feature estimator.
 
+    ``document_ids`` (causal only, keys = queries, no ``state``): a (B, L) integer tensor for packed
+    sequences; each maximal run of equal ids is one document, and a query sees the keys <= it of its own
+    document only (the prefix sums and the key stabiliser restart at every document start). The returned
+    state is the last document's.
+
     Failure semantics: wrong types or shapes raise TypeError/ValueError naming the argument; NaN or inf in
     query, key, value or projection raises ValueError naming it (one host sync per call), as do finite
     inputs so large that the float32 features would overflow. Empty batch, heads or query length give an
@@ -468,6 +559,7 @@ def favor_attention(
     kernel = check_choice("kernel", kernel, KERNELS)
     chunk_size = check_int("chunk_size", chunk_size, minimum=1)
     _check_arguments(query, key, value, projection, key_padding_mask, causal, state)
+    _check_documents(document_ids, query, key, causal, state)
     B, H, Lq, D = query.shape
     Hkv, Dv = key.shape[1], value.shape[-1]
     scaling = D**-0.5 if scaling is None else check_float("scaling", scaling, minimum=0.0)
@@ -491,6 +583,7 @@ def favor_attention(
         chunk_size,
         state,
         shift_keys,
+        None if document_ids is None else _document_runs(document_ids.to(query.device)),
     )
     _check_numbers(out, scaling, named)
     return out, state
@@ -508,6 +601,7 @@ def _favor_attention(
     chunk_size: int,
     state: FavorState | None,
     shift_keys: bool,
+    documents: torch.Tensor | None,
 ) -> tuple[torch.Tensor, FavorState | None]:
     """:func:`favor_attention` on checked arguments and a batch of at least one."""
     B, H, Lq, D = query.shape
@@ -542,6 +636,7 @@ def _favor_attention(
             key[:, :, offset:],
             value[:, :, offset:],
             valid,
+            documents,
             features,
             chunk_size,
             state,
@@ -554,14 +649,18 @@ def _favor_attention(
 
 def _parse_mask(
     attention_mask: torch.Tensor | None, module_causal: bool, Lq: int, Lk: int
-) -> tuple[torch.Tensor | None, bool]:
-    """(key_padding_mask (B, Lk) or None, causal) from a 4D boolean (or additive float) mask.
+) -> tuple[torch.Tensor | None, bool, torch.Tensor | None]:
+    """(key_padding_mask (B, Lk) or None, causal, documents (B, Lk) or None) from a 4D boolean (or additive
+    float) mask.
 
-    Raises ``ValueError`` when the mask is not key padding (plus causal masking for causal modules): FAVOR+
-    has no attention matrix, so sliding-window, chunked or arbitrary 2D masks cannot be applied.
+    Causal modules also take the block-diagonal causal mask transformers 5.23 builds for packed sequences
+    (``position_ids`` restarting inside a row, no attention mask, no cache; ``find_packed_sequence_indices``):
+    row i starts a new document when it does not see key i - 1, and the mask must then be exactly "same
+    document, causal, key padding". Raises ``ValueError`` for any other pattern: FAVOR+ has no attention
+    matrix, so sliding-window, chunked or arbitrary 2D masks cannot be applied.
     """
     if attention_mask is None:  # causal masks are aligned bottom-right: query i sits at Lk - Lq + i
-        return None, module_causal
+        return None, module_causal, None
     mask = attention_mask[..., :Lk]
     if mask.dtype != torch.bool:
         mask = mask > torch.finfo(mask.dtype).min / 2
@@ -578,13 +677,65 @@ def _parse_mask(
         positions = torch.arange(Lk, device=mask.device)
         band = positions[None, :] <= positions[Lk - Lq :, None]
         expected = expected & band
-    if not torch.equal(mask.expand_as(expected), expected):
+    mask = mask.expand_as(expected)
+    documents = None
+    if not torch.equal(mask, expected):
+        documents = _mask_documents(mask, expected) if module_causal and Lq == Lk else None
+        if documents is None:
+            raise ValueError(
+                "favor can only apply key-padding masks, causal masking for decoders and packed documents in "
+                "causal attention (the block-diagonal causal mask of restarting position_ids), but this attention "
+                "mask has another pattern (sliding window, chunked or prefix-LM attention, packed documents in "
+                "non-causal attention, ...). FAVOR+ never forms the attention matrix; disable that pattern (e.g. "
+                "config.sliding_window=None), put one document per row with an attention_mask, or use sdpa"
+            )
+    return (None if bool(key_valid.all()) else key_valid), module_causal, documents
+
+
+def _mask_documents(mask: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor | None:
+    """Run indices (B, L) of the packed documents of a causal (B, L, L) mask, or None when the mask is not
+    ``allowed`` (causal and key padding) restricted to same-document pairs."""
+    starts = ~mask.diagonal(-1, -2, -1)  # row i does not see key i - 1
+    documents = torch.cat([starts.new_zeros(starts.shape[0], 1), starts], -1).long().cumsum(-1)
+    same = documents[:, :, None] == documents[:, None, :]
+    return documents if torch.equal(mask, allowed & same) else None
+
+
+def _varlen_documents(kwargs: dict[str, Any], B: int, Lq: int, Lk: int) -> torch.Tensor | None:
+    """Document indices (B, L) from FlashAttention-style ``cu_seq_lens_q``/``cu_seq_lens_k`` (cumulative document
+    lengths over the flattened batch, as TRL's padding-free collator passes them), None without them. Raises
+    ``TypeError``/``ValueError`` naming them when they cannot describe packed self-attention over this batch."""
+    given = {name: kwargs.get(name) for name in ("cu_seq_lens_q", "cu_seq_lens_k")}
+    if all(cu is None for cu in given.values()):
+        return None
+    for name, cu in given.items():
+        if cu is not None and (
+            not isinstance(cu, torch.Tensor) or cu.is_floating_point() or cu.dtype == torch.bool
+        ):
+            raise TypeError(
+                f"{name} must be an integer tensor of cumulative document lengths (0, ..., batch × length), got "
+                f"{getattr(cu, 'dtype', type(cu).__name__)}"
+            )
+        if cu is not None and cu.dim() != 1:
+            raise ValueError(f"{name} must be 1-D (cumulative document lengths), got shape {tuple(cu.shape)}")
+    cu_q, cu_k = given.values()
+    if cu_q is None or cu_k is None or Lq != Lk or not torch.equal(cu_q, cu_k):
         raise ValueError(
-            "favor can only apply key-padding masks (and causal masking for decoders), but this attention mask "
-            "has another pattern (sliding window, chunked or prefix-LM attention, ...). FAVOR+ never forms the "
-            "attention matrix; disable that pattern (e.g. config.sliding_window=None) or use sdpa for this model"
+            "cu_seq_lens_q and cu_seq_lens_k differ (or the key length differs from the query length): favor keeps "
+            "packed documents apart only in self-attention without a cache, where both are the same; got "
+            f"cu_seq_lens_q={cu_q}, cu_seq_lens_k={cu_k}, query length {Lq}, key length {Lk}"
         )
-    return (None if bool(key_valid.all()) else key_valid), module_causal
+    total, cu = B * Lq, cu_q.long()
+    if cu.numel() < 2 or int(cu[0]) != 0 or int(cu[-1]) != total or bool((cu.diff() < 0).any()):
+        raise ValueError(
+            f"cu_seq_lens_q must be non-decreasing, start at 0 and end at batch × length = {total}, got {cu_q.tolist()}"
+        )
+    if not bool(torch.isin(torch.arange(0, total, Lq, device=cu.device), cu).all()):
+        raise ValueError(
+            f"cu_seq_lens_q={cu_q.tolist()} has documents that cross a row boundary (rows of {Lq} tokens); favor "
+            "attends within a row only: start every row with a new document"
+        )
+    return (torch.searchsorted(cu, torch.arange(total, device=cu.device), right=True) - 1).view(B, Lq)
 
 
 def _layer_index(module: Any) -> int:
@@ -673,7 +824,25 @@ def favor_attention_forward(
             "from_pretrained, call set_favor_config(model, get_favor_config(model))"
         )
     Lq, Lk = query.shape[-2], key.shape[-2]
-    key_valid, causal = _parse_mask(attention_mask, bool(getattr(module, "is_causal", False)), Lq, Lk)
+    key_valid, causal, documents = _parse_mask(
+        attention_mask, bool(getattr(module, "is_causal", False)), Lq, Lk
+    )
+    varlen = _varlen_documents(kwargs, query.shape[0], Lq, Lk)
+    if varlen is not None:
+        if not causal:
+            raise ValueError(
+                "attn_implementation='favor' cannot keep packed documents apart in non-causal (bidirectional) "
+                "attention, and got cu_seq_lens_q/cu_seq_lens_k for one (transformers' sdpa and eager ignore them "
+                "and attend across the documents): put one document per row with an attention_mask instead"
+            )
+        varlen = varlen.to(query.device)
+        if documents is not None and not torch.equal(documents, _document_runs(varlen)):
+            raise ValueError(
+                "cu_seq_lens_q/cu_seq_lens_k disagree with the packed documents of the attention mask (built by "
+                "transformers from position_ids restarting at 0): pass position_ids and cu_seq_lens that mark "
+                "the same document starts"
+            )
+        documents = varlen
     projection = projection_for(module, config, query.shape[-1], query.device)
     cache_layer = getattr(key, CACHE_HANDOFF, None)
     if cache_layer is not None:  # FavorCache: key/value hold the new tokens only, the state all earlier ones
@@ -692,6 +861,7 @@ def favor_attention_forward(
             kernel=config.kernel,
             chunk_size=config.chunk_size,
             state=cache_layer.consume((module._favor_projection[0], config.kernel, scaling)),
+            document_ids=documents,
         )
         return out.transpose(1, 2).to(query.dtype).contiguous(), None
     if causal and Lk > Lq:
@@ -711,5 +881,6 @@ def favor_attention_forward(
         kernel=config.kernel,
         chunk_size=config.chunk_size,
         shift_keys=config.shift_keys and config.kernel == "softmax",
+        document_ids=documents,
     )
     return out.transpose(1, 2).to(query.dtype).contiguous(), None
