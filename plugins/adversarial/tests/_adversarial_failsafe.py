@@ -8,6 +8,7 @@ embedding LayerNorm ("backward") during one optimizer step, on every micro-batch
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from _adversarial_helpers import DictDataset, flat_params, make_data, make_model
@@ -113,3 +114,18 @@ def optimizer_state(trainer: Trainer) -> dict[str, torch.Tensor]:
     for key in ("step", "exp_avg", "exp_avg_sq"):
         flat[key] = torch.cat([state[i][key].reshape(-1).float() for i in sorted(state)])
     return flat
+
+
+def assert_ranks_skipped_like_reference(folder: Path, prefix: str, names) -> None:
+    """Each poisoned run of a torchrun script (``{prefix}{name}_rank{r}.pt``) skipped one step on both ranks and
+    ended equal to ``{prefix}reference_rank0.pt`` (the run without that step's batch), ranks bit-identical."""
+    reference = torch.load(folder / f"{prefix}reference_rank0.pt")
+    assert reference["skipped"] == 0
+    for name in names:
+        rank0, rank1 = (torch.load(folder / f"{prefix}{name}_rank{r}.pt") for r in (0, 1))
+        for key, expected in reference.items():
+            if key == "skipped":
+                assert rank0[key] == rank1[key] == 1, name
+                continue
+            assert torch.equal(rank0[key], rank1[key]), (name, key)
+            torch.testing.assert_close(rank0[key], expected, rtol=1e-6, atol=1e-7, msg=f"{name} {key}")

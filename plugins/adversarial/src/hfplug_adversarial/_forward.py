@@ -18,6 +18,7 @@ A training forward then runs the first pass while the hook records the embedding
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 from collections.abc import Callable
@@ -117,20 +118,30 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     return bool(value.item())
 
 
+def uses_deepspeed(args: Any) -> bool:
+    """True when the Trainer runs a DeepSpeed engine (``TrainingArguments(deepspeed=...)`` or ``accelerate launch``
+    with a DeepSpeed config, which sets ``ACCELERATE_USE_DEEPSPEED``: both give ``args.deepspeed_plugin``)."""
+    return getattr(args, "deepspeed_plugin", None) is not None
+
+
+def zero3_partitioned(model: torch.nn.Module) -> bool:
+    """True when DeepSpeed ZeRO-3 partitions the parameters of ``model`` (they carry a ``ds_id``)."""
+    return any(hasattr(p, "ds_id") for p in model.parameters())
+
+
 def weights_sharded(model: torch.nn.Module, args: Any) -> bool:
     """True when the parameters are partitioned or flattened by FSDP or DeepSpeed (the Trainer's arguments,
     Accelerate's environment, DTensor or ZeRO-3 parameters): then ``model.parameters()`` are not the tensors
     the forward differentiates, and gradients must reach them through the Trainer's own backward."""
-    if getattr(args, "fsdp", None) or getattr(args, "deepspeed_plugin", None) is not None:
+    if getattr(args, "fsdp", None) or uses_deepspeed(args) or zero3_partitioned(model):
         return True
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true", "yes"):
         return True
-    dtensor = None
-    if torch.distributed.is_available():
-        from torch.distributed.tensor import DTensor as dtensor
-    return any(
-        hasattr(p, "ds_id") or (dtensor is not None and isinstance(p, dtensor)) for p in model.parameters()
-    )
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
 
 
 class GradientTerm(torch.autograd.Function):
@@ -219,15 +230,33 @@ class UnshardedHold:
         self.held, self.saved = False, []
 
 
+def _map_tensors(fn: Callable[[torch.Tensor], torch.Tensor], value: Any) -> Any:
+    """``value`` with ``fn`` applied to each tensor in it (through nested tuples and lists)."""
+    if torch.is_tensor(value):
+        return fn(value)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_map_tensors(fn, v) for v in value)
+    return value
+
+
 def _detached(value: Any) -> Any:
     """``value`` with its tensors detached. Under ``DDP(find_unused_parameters=True)`` every output tensor goes
     through DDP's backward hook node, which sends a zero gradient into each, also into the graph of a first pass
     that ``torch.autograd.grad`` has already freed; only the returned loss carries the graph to train on."""
-    if torch.is_tensor(value):
-        return value.detach()
-    if isinstance(value, (tuple, list)):
-        return type(value)(_detached(v) for v in value)
-    return value
+    return _map_tensors(torch.Tensor.detach, value)
+
+
+def _aliased(outputs: Any) -> Any:
+    """A copy of ``outputs`` whose tensors that require grad are new views (``view_as``) of the originals.
+
+    DeepSpeed's engine (0.19) puts backward hooks on the tensors its ``forward`` returns; a backward that
+    reaches them outside ``engine.backward`` counts as the step's backward and reduces (empty) gradients when it
+    ends. With ``compute_loss_func`` the method differentiates the first pass *after* the engine's forward, so
+    the engine gets these views and the method the hook-free originals."""
+    aliased = copy.copy(outputs)
+    for key in list(aliased.keys()):
+        aliased[key] = _map_tensors(lambda t: t.view_as(t) if t.requires_grad else t, outputs[key])
+    return aliased
 
 
 def _attention_mask(kwargs: dict) -> torch.Tensor | None:
@@ -274,6 +303,7 @@ class ForwardWrapper:
         self.world = max(int(getattr(args, "world_size", 1)), 1)
         self.accumulation = max(int(getattr(args, "gradient_accumulation_steps", 1)), 1)
         self.average_tokens = bool(getattr(args, "average_tokens_across_devices", False))
+        self.deepspeed = uses_deepspeed(args)
         self.ignores_num_items: bool | None = None  # measured by _loss_ignores_num_items
         # fused attention kernels (flash, memory-efficient) have no double backward: use the math kernel
         self.kernel = (lambda: sdpa_kernel(SDPBackend.MATH)) if double_backward else contextlib.nullcontext
@@ -328,6 +358,8 @@ class ForwardWrapper:
 
         def finisher(loss_fn, finished_outputs, labels, num_items_in_batch):
             self.pending_finisher = False
+            if self.deepspeed:  # the engine's hooks sit on finished_outputs (see _aliased)
+                finished_outputs = outputs
 
             def loss_of(out):
                 return loss_fn(out, labels, num_items_in_batch=num_items_in_batch)
@@ -342,7 +374,7 @@ class ForwardWrapper:
 
         attach_loss_finisher(outputs, finisher)
         self.pending_finisher = True
-        return outputs
+        return _aliased(outputs) if self.deepspeed else outputs
 
     def _first_pass(self, args: tuple, kwargs: dict) -> tuple[Any, dict[str, Any]]:
         """The first training pass (perturbed when the method has an initial delta) and the :class:`MicroBatch`

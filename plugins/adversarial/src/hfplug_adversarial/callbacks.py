@@ -37,7 +37,15 @@ from transformers.trainer_callback import ExportableState
 from hfplug.validation import check_bool, check_choice, check_float, check_int
 
 from . import _perturbation as P
-from ._forward import ForwardWrapper, GradientTerm, MicroBatch, any_rank, weights_sharded
+from ._forward import (
+    ForwardWrapper,
+    GradientTerm,
+    MicroBatch,
+    any_rank,
+    uses_deepspeed,
+    weights_sharded,
+    zero3_partitioned,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +112,7 @@ class AdversarialCallback(TrainerCallback, ExportableState):
         self._wrapper: ForwardWrapper | None = None
         self._generator: torch.Generator | None = None
         self._rank, self._world = 0, 1
+        self._deepspeed = False
         self._adv_losses: list[float] = []
         self._delta_norms: list[float] = []
         self._reset_step()
@@ -180,12 +189,20 @@ class AdversarialCallback(TrainerCallback, ExportableState):
                 f"CheckpointError). With attn_implementation={attention!r}: set gradient_checkpointing=False "
                 "(TRL's SFTConfig defaults it to True) or load the model with attn_implementation='eager'"
             )
+        if self.retraverses_graphs and zero3_partitioned(model):
+            raise ValueError(
+                f"{type(self).__name__} back-propagates again through graphs that torch.autograd.grad has already "
+                "traversed inside the forward; DeepSpeed ZeRO-3 releases (re-partitions) the parameters those graphs "
+                "saved after the first traversal, so the Trainer's backward would read empty tensors. Use ZeRO "
+                "stage 2 (or FSDP2), or under ZeRO-3 FGM, FGSM or PGD with objective='adversarial', or SMART"
+            )
         # global_step > 0 only when the Trainer loaded a checkpoint's trainer_state.json (with its callbacks)
         self.skipped_steps = self._resumed_skips(state.stateful_callbacks) if state.global_step > 0 else 0
         # the Trainer saves states under the names it loaded: a checkpoint written without this callback needs one
         state.stateful_callbacks.setdefault(type(self).__name__, self.state())
         self._wrapper = ForwardWrapper(model, self._train_loss, args, double_backward=self.double_backward)
         self._wrapper.initial_delta = self._initial_delta
+        self._deepspeed = uses_deepspeed(args)
         self._rank = int(getattr(args, "process_index", 0))
         self._world = max(int(getattr(args, "world_size", 1)), 1)
         self._generator = None if self.seed is None else torch.Generator()
@@ -207,7 +224,12 @@ class AdversarialCallback(TrainerCallback, ExportableState):
             self._wrapper.check_finisher_consumed()
         params = [p for group in optimizer.param_groups for p in group["params"]]
         problems = sorted({what for what, finite in self._problems if not bool(finite)})
-        if not _finite_gradients(params):
+        if (
+            self._deepspeed
+        ):  # the engine has stepped (or skipped, on a non-finite gradient norm) in the backward
+            if optimizer.step_was_skipped and not problems:
+                problems.append("gradient")
+        elif not _finite_gradients(params):
             problems.append("gradient")
         if not any_rank(bool(problems), args.device):
             for adv_loss, delta_norm in self._step_records:
@@ -257,16 +279,29 @@ class AdversarialCallback(TrainerCallback, ExportableState):
     # ---- method interface -------------------------------------------------------------------------------
     double_backward = False  # True when the loss differentiates through dL/de (gradient penalty)
 
+    @property
+    def retraverses_graphs(self) -> bool:
+        """Whether the Trainer's backward re-enters a graph that ``torch.autograd.grad`` already went through in
+        the forward (refused under ZeRO-3): the double backward, FreeLB's kept graphs, ``objective="sum"``."""
+        return self.double_backward or getattr(self, "objective", None) == "sum"
+
     def _adversarial(self, batch: MicroBatch) -> torch.Tensor:
         """The loss to train on for this micro-batch (calls :meth:`_record`, or :meth:`_non_finite` when the
         perturbation cannot be built)."""
         raise NotImplementedError
 
     def _train_loss(self, batch: MicroBatch) -> torch.Tensor:
-        """:meth:`_adversarial`, noting whether the clean and the returned loss are finite (read once per step)."""
+        """:meth:`_adversarial`, noting whether the clean and the returned loss are finite (read once per step).
+
+        Under DeepSpeed the engine steps inside the Trainer's backward, before any callback: a micro-batch with a
+        problem returns ``loss * NaN``, so every gradient it reaches is NaN and ZeRO's own check (a non-finite
+        global gradient norm, all-reduced over ranks, fp32/bf16/fp16 alike) skips the step on every rank."""
+        first = len(self._problems)
         loss = self._adversarial(batch)
         self._problems.append(("clean loss", torch.isfinite(batch.loss.detach())))
         self._problems.append(("training loss", torch.isfinite(loss.detach())))
+        if self._deepspeed and not all(bool(finite) for _, finite in self._problems[first:]):
+            return loss * math.nan
         return loss
 
     def _initial_delta(
@@ -455,6 +490,8 @@ class FreeLB(AdversarialCallback):
     the graphs of all passes are kept instead and the Trainer back-propagates their mean (``steps - 1`` extra input
     backwards). Defaults: epsilon 1.0, alpha 0.1, steps 3.
     """
+
+    retraverses_graphs = True  # under ZeRO-3 (partitioned): the Trainer back-propagates every pass's graph
 
     def __init__(
         self,

@@ -1,0 +1,96 @@
+"""DeepSpeed ZeRO-2 and ZeRO-3 (torchrun, 2 CPU ranks, gloo, ``DS_ACCELERATOR=cpu``): the gathered parameters and
+the logged losses equal one process on the global batch, against hand-written references, 3 steps each.
+
+FGM (per-example norm) and FGSM with the model's loss, PGD (per-example) and the gradient penalty with
+compute_loss_func, FreeLB (zero start) and SMART (its reference drawing each half of the batch's noise from that
+rank's generator) with the model's loss. Under ZeRO-3 every parameter is partitioned (persistence threshold 0)
+and each rank holds about half of them; the gradient penalty and FreeLB are refused there with a clear error.
+Without the plugin's DeepSpeed handling the compute_loss_func runs fail under ZeRO-2 (DeepSpeed takes the
+method's torch.autograd.grad for the step's backward: IndexError in reduce_ipg_grads).
+
+Then FGM's non-finite-step skip under ZeRO-3 with AdamW, step 1 of 3 poisoned on one rank only: NaN in rank 0's
+forward, NaN in rank 1's backward, and a non-finite direction on rank 0 alone with every loss finite. Both ranks
+skip that step and end equal to the run on the data minus its global batch (parameters and AdamW moments)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip(
+    "deepspeed", reason="DeepSpeed is an optional dependency: pip install 'hfplug[deepspeed]'"
+)
+
+import torch
+from _adversarial_failsafe import assert_ranks_skipped_like_reference
+from _adversarial_helpers import (
+    Reference,
+    fgm_objective,
+    fgsm_ref,
+    flat_params,
+    freelb_objective,
+    gp_objective,
+    make_data,
+    make_model,
+    smart_ref,
+)
+from test_adversarial_fsdp import pgd_per_example, rank_seeded_draw
+
+from hfplug.testing import run_torchrun
+
+REFERENCES = {  # name: (objective, loss path)
+    "fgm": (lambda ref: fgm_objective(ref, 0.05, per_example=True), "model"),
+    "fgsm": (fgsm_ref, "model"),
+    "pgd": (pgd_per_example, "loss_func"),
+    "freelb": (lambda ref: freelb_objective(ref, init_magnitude=0), "model"),
+    "gradient_penalty": (lambda ref: gp_objective(ref, 1.0), "loss_func"),
+    "smart": (None, "model"),
+}
+REFUSED_UNDER_ZERO3 = {"freelb", "gradient_penalty"}
+DS_CPU = {"DS_ACCELERATOR": "cpu"}
+
+
+def _reference(name: str, steps: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    objective, path = REFERENCES[name]
+    if name == "smart":
+        draw = rank_seeded_draw()
+        objective = lambda ref: smart_ref(ref, draw=draw)
+    ref = Reference(make_model("seq"), make_data("seq"), "seq", path)
+    losses = []
+    for _ in range(steps):  # every step sees all 8 examples (4 per rank)
+        loss = objective(ref)
+        losses.append(float(loss.detach()))
+        ref.step(loss)
+    return flat_params(ref.model), torch.tensor(losses)
+
+
+@pytest.mark.distributed
+def test_deepspeed_zero2_zero3_match_single_process_and_skip_together(tmp_path: Path):
+    run_torchrun(Path(__file__).with_name("_adversarial_deepspeed_script.py"), str(tmp_path), env=DS_CPU)
+    start = flat_params(make_model("seq"))
+    for name in REFERENCES:
+        reference, losses = _reference(name)
+        for stage in (2, 3):
+            rank0, rank1 = (torch.load(tmp_path / f"{name}_zero{stage}_rank{r}.pt") for r in (0, 1))
+            if stage == 3 and name in REFUSED_UNDER_ZERO3:
+                assert "DeepSpeed ZeRO-3 releases" in rank0["error"] and rank0 == rank1, rank0
+                continue
+            assert "error" not in rank0, rank0["error"]
+            assert torch.equal(rank0["full"], rank1["full"]), (name, stage)
+            if stage == 3:
+                assert (
+                    rank0["local"] + rank1["local"] >= start.numel() and rank0["local"] < 0.6 * start.numel()
+                )
+            torch.testing.assert_close(
+                rank0["full"], reference, rtol=1e-5, atol=1e-6, msg=f"{name} ZeRO-{stage}"
+            )
+            assert float((rank0["full"] - reference).norm() / (reference - start).norm()) < 1e-5, (
+                name,
+                stage,
+            )
+            torch.testing.assert_close(rank0["losses"], losses, rtol=1e-5, atol=0, msg=f"{name} ZeRO-{stage}")
+
+    assert_ranks_skipped_like_reference(
+        tmp_path, "skip_", ("forward_rank0", "backward_rank1", "direction_rank0")
+    )
