@@ -18,7 +18,7 @@ import contextlib
 import copy
 import inspect
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -188,24 +188,39 @@ class TheseusModule(nn.Module):
             mask = gate.to(hidden_states.device).view(-1, *([1] * (hidden_states.dim() - 1)))
             return _replace_first(succ, torch.where(mask, _first(succ), _first(pred)))
         if gate:
-            return _keep_in_graph(self.successor(hidden_states, *args, **kwargs), self.predecessor)
-        return _keep_in_graph(self._run_predecessor(hidden_states, *args, **kwargs), self.successor)
+            return _keep_in_graph(
+                self.successor(hidden_states, *args, **kwargs),
+                self.predecessor,
+                lambda: self._run_predecessor(hidden_states, *args, **kwargs),
+            )
+        return _keep_in_graph(
+            self._run_predecessor(hidden_states, *args, **kwargs),
+            self.successor,
+            lambda: self.successor(hidden_states, *args, **kwargs),
+        )
 
     def extra_repr(self) -> str:
         return f"index={self.index}, predecessor_blocks={len(self.predecessor)}"
 
 
-def _keep_in_graph(output: Any, unused: nn.Module) -> Any:
-    """Add ``0 * sum(params)`` of the branch that did not run, so its trainable parameters get an exact zero
-    gradient: DDP with ``find_unused_parameters=False`` then sees every parameter in every step. ZeRO-3
-    partitions are left alone: they are not gathered outside their module's forward, and DeepSpeed's
-    engine (no DDP) accepts parameters without a gradient."""
-    params = [p for p in unused.parameters() if p.requires_grad and not _is_partitioned(p)]
+def _keep_in_graph(output: Any, unused: nn.Module, run_unused: Callable[[], Any]) -> Any:
+    """Add an exact zero that depends on the trainable parameters of the branch that did not run, so they get
+    an exact zero gradient in every step.
+
+    Ordinary parameters: ``0 * sum(params)``, so DDP with ``find_unused_parameters=False`` sees every parameter.
+    ZeRO-3-partitioned parameters: ``0 * sum(run_unused())``. The branch runs, so DeepSpeed gathers its
+    parameters for the forward and the backward; without a gradient, DeepSpeed 0.19.8 would apply again the
+    gradient the parameter had in the last step it was used (ZeRO-3 keeps it in its gradient partition).
+    """
+    params = [p for p in unused.parameters() if p.requires_grad]
     if not params or not torch.is_grad_enabled():
         return output
     hidden = _first(output)
-    zero = torch.stack([p.sum().to(hidden.dtype) for p in params]).sum() * 0.0
-    return _replace_first(output, hidden + zero.to(hidden.device))
+    if any(_is_partitioned(p) for p in params):
+        zero = _first(run_unused()).sum() * 0.0
+    else:
+        zero = torch.stack([p.sum().to(hidden.dtype) for p in params]).sum() * 0.0
+    return _replace_first(output, hidden + zero.to(device=hidden.device, dtype=hidden.dtype))
 
 
 def _num_layers(model: nn.Module) -> int | None:
