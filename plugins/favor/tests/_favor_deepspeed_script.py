@@ -44,9 +44,13 @@ def load(checkpoint: str):
 
 
 def run(stage: int, checkpoint: str, out: str, resume: str | None) -> dict:
+    config = deepspeed_config(stage)
+    config["zero_optimization"]["stage3_param_persistence_threshold"] = (
+        0  # else ZeRO-3 keeps tiny params whole
+    )
     args = TrainingArguments(
         output_dir=f"{out}/z{stage}-{'resumed' if resume else 'full'}",
-        deepspeed=deepspeed_config(stage),
+        deepspeed=config,
         per_device_train_batch_size=PER_DEVICE,
         train_sampling_strategy="sequential",
         max_steps=STEPS,
@@ -72,6 +76,7 @@ def run(stage: int, checkpoint: str, out: str, resume: str | None) -> dict:
     record = {
         "world_size": args.world_size,
         "stage": trainer.deepspeed.zero_optimization_stage(),
+        "partitioned": [p.numel() == 0 for p in model.parameters()],  # ZeRO-3: every rank holds a shard only
         "redraw_count": get_favor_config(model).redraw_count,
         "favor_state": model.favor_state.tolist(),
         "projections": [layer.attention.self._favor_projection[1] for layer in model.bert.encoder.layer],

@@ -80,6 +80,7 @@ def test_deepspeed_equals_single_process_reference_and_resumes(stage, launched, 
         ranks = [torch.load(launched / f"z{stage}-{run}-rank{r}.pt") for r in (0, 1)]
         for rank in ranks:
             assert (rank["world_size"], rank["stage"]) == (2, stage)
+            assert set(rank["partitioned"]) == {stage == 3}  # ZeRO-3 really partitioned every parameter
             assert rank["redraw_count"] == ds.STEPS
             assert rank["favor_state"] == [ds.FAVOR.seed, ds.STEPS]
             for got, want in zip(rank["projections"], features, strict=True):
@@ -87,7 +88,8 @@ def test_deepspeed_equals_single_process_reference_and_resumes(stage, launched, 
             first = 1 if run == "full" else ds.SAVE_EVERY + 1  # the resumed run logs its own steps only
             want_losses = [losses[s] for s in range(first, ds.STEPS + 1)]
             got_losses = [rank["losses"][s] for s in range(first, ds.STEPS + 1)]
-            torch.testing.assert_close(got_losses, want_losses, rtol=1e-5, atol=0)
+            # float32 summation order only: seen 8.5e-8 relative on the losses, 1.1e-8 absolute on the parameters
+            torch.testing.assert_close(got_losses, want_losses, rtol=1e-6, atol=0)
         for name, value in expected.items():
             torch.testing.assert_close(ranks[1]["params"][name], ranks[0]["params"][name], rtol=0, atol=0)
             torch.testing.assert_close(ranks[0]["params"][name], value, rtol=1e-5, atol=1e-7, msg=name)

@@ -42,9 +42,13 @@ def examples(n: int = 24, seq: int = 6) -> list[dict[str, torch.Tensor]]:
 
 
 def run(case: str, stage: int, checkpoint: str, out: str) -> dict:
+    config = deepspeed_config(stage)
+    config["zero_optimization"]["stage3_param_persistence_threshold"] = (
+        0  # else ZeRO-3 keeps tiny params whole
+    )
     args = TrainingArguments(
         output_dir=f"{out}/{case}-z{stage}",
-        deepspeed=deepspeed_config(stage),
+        deepspeed=config,
         per_device_train_batch_size=PER_DEVICE,
         gradient_accumulation_steps=CASES[case],
         train_sampling_strategy="sequential",
@@ -78,6 +82,7 @@ def run(case: str, stage: int, checkpoint: str, out: str) -> dict:
     record = {
         "world_size": args.world_size,
         "stage": trainer.deepspeed.zero_optimization_stage(),
+        "partitioned": [p.numel() == 0 for p in model.parameters()],  # ZeRO-3: every rank holds a shard only
         "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
         "params": params,
     }

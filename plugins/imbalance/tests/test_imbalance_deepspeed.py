@@ -105,10 +105,15 @@ def test_deepspeed_equals_single_process_reference(run, launched, checkpoint):
     case, _, stage = run.rpartition("-z")
     ranks = [torch.load(launched / f"{run}-rank{r}.pt") for r in (0, 1)]
     assert [(r["world_size"], r["stage"]) for r in ranks] == [(2, int(stage))] * 2
+    assert [set(r["partitioned"]) for r in ranks] == [
+        {stage == "3"}
+    ] * 2  # ZeRO-3 partitioned every parameter
     losses, expected = _reference(case, checkpoint)
     initial = dict(AutoModelForSequenceClassification.from_pretrained(checkpoint).named_parameters())
     for rank in ranks:
-        torch.testing.assert_close(rank["losses"], losses, rtol=1e-5, atol=0)
+        # float32 summation order only (ranks reduce partial gradients): seen <= 1.3e-7 relative on the losses,
+        # <= 1.2e-7 absolute on the parameters (LDAM, whose scale 5 magnifies it; 7e-9 for the others)
+        torch.testing.assert_close(rank["losses"], losses, rtol=1e-6, atol=0)
     moved = 0
     for name, value in expected.items():
         torch.testing.assert_close(

@@ -85,7 +85,8 @@ def test_deepspeed_equals_single_process_reference(stage, launched, reference, c
     initial = dict(ds.wrap(AutoModelForSequenceClassification.from_pretrained(checkpoint)).named_parameters())
     for rank in ranks:
         assert rank["draws"] == draws
-        torch.testing.assert_close(rank["losses"], losses, rtol=1e-5, atol=0)
+        # float32 summation order only: seen 8.6e-8 relative on the losses, 7.5e-9 absolute on the parameters
+        torch.testing.assert_close(rank["losses"], losses, rtol=1e-6, atol=0)
         assert rank["export"].keys() == export.keys()
         for name, value in export.items():
             torch.testing.assert_close(rank["export"][name], value, rtol=1e-5, atol=1e-7, msg=name)
