@@ -321,10 +321,11 @@ def _gathered(params: list[nn.Parameter]) -> contextlib.AbstractContextManager:
 
 
 def _copy_block(block: nn.Module) -> nn.Module:
-    """A deep copy of ``block`` with new ordinary parameters holding its full (gathered) values."""
-    params = list(block.parameters())
-    with _gathered(params):
-        memo = {id(p): nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad) for p in params}
+    """A deep copy of ``block``; its ZeRO-3-partitioned parameters become new ordinary parameters holding the
+    full (gathered) values (a plain deep copy would copy the empty local placeholders)."""
+    partitioned = [p for p in block.parameters() if _is_partitioned(p)]
+    with _gathered(partitioned):
+        memo = {id(p): nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad) for p in partitioned}
         return copy.deepcopy(block, memo)
 
 
