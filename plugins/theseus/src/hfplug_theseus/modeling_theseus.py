@@ -5,14 +5,20 @@ computes ``y_{i+1} = r_i * scc_i(y_i) + (1 - r_i) * prd_i(y_i)`` with ``r_i ~ Be
 module per optimizer step (``p`` = replacing rate); in eval only the successor blocks run. Draws come from a
 ``torch.Generator`` seeded with ``(seed, optimizer step)``, so every DDP rank draws the same gates without
 communicating and a resumed run draws what the uninterrupted one drew.
+
+DeepSpeed ZeRO-3: a predecessor loaded under a ZeRO-3 ``TrainingArguments`` has partitioned parameters.
+``theseus_wrap`` and ``export_successor`` gather them (``deepspeed.zero.GatheredParameters``, a collective:
+call them on every rank); the successor copies are ordinary parameters that the engine partitions when the
+Trainer starts, so they are in its optimizer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -182,22 +188,39 @@ class TheseusModule(nn.Module):
             mask = gate.to(hidden_states.device).view(-1, *([1] * (hidden_states.dim() - 1)))
             return _replace_first(succ, torch.where(mask, _first(succ), _first(pred)))
         if gate:
-            return _keep_in_graph(self.successor(hidden_states, *args, **kwargs), self.predecessor)
-        return _keep_in_graph(self._run_predecessor(hidden_states, *args, **kwargs), self.successor)
+            return _keep_in_graph(
+                self.successor(hidden_states, *args, **kwargs),
+                self.predecessor,
+                lambda: self._run_predecessor(hidden_states, *args, **kwargs),
+            )
+        return _keep_in_graph(
+            self._run_predecessor(hidden_states, *args, **kwargs),
+            self.successor,
+            lambda: self.successor(hidden_states, *args, **kwargs),
+        )
 
     def extra_repr(self) -> str:
         return f"index={self.index}, predecessor_blocks={len(self.predecessor)}"
 
 
-def _keep_in_graph(output: Any, unused: nn.Module) -> Any:
-    """Add ``0 * sum(params)`` of the branch that did not run, so its trainable parameters get an exact zero
-    gradient: DDP with ``find_unused_parameters=False`` then sees every parameter in every step."""
+def _keep_in_graph(output: Any, unused: nn.Module, run_unused: Callable[[], Any]) -> Any:
+    """Add an exact zero that depends on the trainable parameters of the branch that did not run, so they get
+    an exact zero gradient in every step.
+
+    Ordinary parameters: ``0 * sum(params)``, so DDP with ``find_unused_parameters=False`` sees every parameter.
+    ZeRO-3-partitioned parameters: ``0 * sum(run_unused())``. The branch runs, so DeepSpeed gathers its
+    parameters for the forward and the backward; without a gradient, DeepSpeed 0.19.8 would apply again the
+    gradient the parameter had in the last step it was used (ZeRO-3 keeps it in its gradient partition).
+    """
     params = [p for p in unused.parameters() if p.requires_grad]
     if not params or not torch.is_grad_enabled():
         return output
     hidden = _first(output)
-    zero = torch.stack([p.sum().to(hidden.dtype) for p in params]).sum() * 0.0
-    return _replace_first(output, hidden + zero.to(hidden.device))
+    if any(_is_partitioned(p) for p in params):
+        zero = _first(run_unused()).sum() * 0.0
+    else:
+        zero = torch.stack([p.sum().to(hidden.dtype) for p in params]).sum() * 0.0
+    return _replace_first(output, hidden + zero.to(device=hidden.device, dtype=hidden.dtype))
 
 
 def _num_layers(model: nn.Module) -> int | None:
@@ -282,6 +305,30 @@ def _check_partition(
     return groups
 
 
+def _is_partitioned(param: torch.Tensor) -> bool:
+    """True for a parameter DeepSpeed ZeRO-3 partitioned (its full value lives on no single rank)."""
+    return hasattr(param, "ds_id")
+
+
+def _gathered(params: list[nn.Parameter]) -> contextlib.AbstractContextManager:
+    """Gather ZeRO-3-partitioned ``params`` for the duration of the block (collective: every rank must enter);
+    a no-op for ordinary parameters."""
+    if not any(_is_partitioned(p) for p in params):
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params)
+
+
+def _copy_block(block: nn.Module) -> nn.Module:
+    """A deep copy of ``block``; its ZeRO-3-partitioned parameters become new ordinary parameters holding the
+    full (gathered) values (a plain deep copy would copy the empty local placeholders)."""
+    partitioned = [p for p in block.parameters() if _is_partitioned(p)]
+    with _gathered(partitioned):
+        memo = {id(p): nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad) for p in partitioned}
+        return copy.deepcopy(block, memo)
+
+
 def _successor_blocks(
     init: Any, blocks: nn.ModuleList, groups: list[list[int]], block_path: str | None
 ) -> tuple[list[nn.Module], list[int | None]]:
@@ -300,7 +347,7 @@ def _successor_blocks(
                     f"successor_init block {i} ({type(source[i]).__name__}) does not match the predecessor's "
                     f"blocks ({type(blocks[0]).__name__}): same architecture and sizes are required"
                 )
-        return [copy.deepcopy(source[i]) for i in range(n)], [None] * n
+        return [_copy_block(source[i]) for i in range(n)], [None] * n
     if init == "first":
         indices = list(range(n))
     elif init == "group":
@@ -316,7 +363,7 @@ def _successor_blocks(
             f"successor_init must be one of {INITS}, a list of {n} block indices or a model of the same "
             f"architecture, got {init!r}"
         )
-    return [copy.deepcopy(blocks[i]) for i in indices], indices
+    return [_copy_block(blocks[i]) for i in indices], indices
 
 
 def _set_layer_index(block: nn.Module, index: int) -> None:
@@ -582,24 +629,27 @@ def export_successor(model: nn.Module) -> nn.Module:
             layer_types[s if s is not None else i] for i, s in enumerate(controller.successor_sources)
         ]
     config.num_hidden_layers = n
-    state = {}
-    for key, value in model.state_dict().items():
-        if not key.startswith(prefix):
-            state[key] = value
-            continue
-        index, branch, rest = key[len(prefix) :].split(".", 2)
-        if branch == "successor":
-            state[f"{prefix}{index}.{rest}"] = value
     reference = next(p for p in model.parameters() if p.is_floating_point())
     successor = type(model)(config)
-    # Buffers a plugin registered on the model itself (FAVOR+'s ``favor_state``) are not in a fresh model of
-    # the class: carry them over as buffers of the successor so its checkpoints hold them too.
-    extra = {
-        name: buffer for name, buffer in model.named_buffers(recurse=False) if name not in successor._buffers
-    }
-    for name, buffer in extra.items():
-        successor.register_buffer(name, buffer.clone(), persistent=name in state)
-    successor.load_state_dict(state, strict=True)
+    with _gathered(list(model.parameters())):  # ZeRO-3: the full weights, on every rank
+        state = {}
+        for key, value in model.state_dict().items():
+            if not key.startswith(prefix):
+                state[key] = value
+                continue
+            index, branch, rest = key[len(prefix) :].split(".", 2)
+            if branch == "successor":
+                state[f"{prefix}{index}.{rest}"] = value
+        # Buffers a plugin registered on the model itself (FAVOR+'s ``favor_state``) are not in a fresh model
+        # of the class: carry them over as buffers of the successor so its checkpoints hold them too.
+        extra = {
+            name: buffer
+            for name, buffer in model.named_buffers(recurse=False)
+            if name not in successor._buffers
+        }
+        for name, buffer in extra.items():
+            successor.register_buffer(name, buffer.clone(), persistent=name in state)
+        successor.load_state_dict(state, strict=True)
     if getattr(model, "generation_config", None) is not None:
         successor.generation_config = copy.deepcopy(model.generation_config)
     return successor.to(device=reference.device, dtype=reference.dtype).eval()
