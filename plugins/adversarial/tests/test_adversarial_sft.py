@@ -26,13 +26,12 @@ from _adversarial_helpers import (
 from hfplug_adversarial import FGM
 
 from hfplug.losses import trainer_loss
-from hfplug.testing import tiny_model
+from hfplug.testing import char_tokenizer, tiny_model
 
 trl = pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
 
 CHARS = "abcdefghijklmnopqrstuvwxyz "
-VOCAB = {"<pad>": 0, "<s>": 1, "</s>": 2, **{c: i + 3 for i, c in enumerate(CHARS)}}
 TEXT = {"text": ["hello world", "the cat sat on the mat", "abc def ghi", "loop loop loop"] * 2}
 PROMPTS = {
     "prompt": ["hello ", "the cat ", "abc ", "loop "] * 2,
@@ -42,21 +41,14 @@ METHODS = ["fgm", "fgsm", "pgd_random_sum", "freelb", "gradient_penalty", "smart
 
 
 def tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.WordLevel(VOCAB, unk_token="<pad>"))
-    backend.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>"
-    )
+    return char_tokenizer(CHARS)
 
 
 def causal_lm():
     """The same tiny Llama on every call (seeded). SFTTrainer patches the forward of the instance it trains (TRL's
     fused LM head calls that instance's original forward), so references use a fresh one, never a copy."""
     return tiny_model(
-        "llama", "causal-lm", vocab_size=len(VOCAB), pad_token_id=0, bos_token_id=1, eos_token_id=2
+        "llama", "causal-lm", vocab_size=len(CHARS) + 3, pad_token_id=0, bos_token_id=1, eos_token_id=2
     )
 
 

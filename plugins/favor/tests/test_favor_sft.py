@@ -19,13 +19,12 @@ import torch
 from hfplug_favor import FavorConfig, set_favor_config
 
 import hfplug
-from hfplug.testing import tiny_model
+from hfplug.testing import char_tokenizer, tiny_model
 
 trl = pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
 
 CHARS = "abcdefghijklmnopqrstuvwxyz "
-VOCAB = {"<pad>": 0, "<s>": 1, "</s>": 2, **{c: i + 3 for i, c in enumerate(CHARS)}}
 TEXT = {
     "text": ["hello world", "the cat sat on the mat", "abc def ghi", "loop loop loop", "a b c", "one two"]
 }
@@ -37,19 +36,10 @@ MODES = {  # SFTConfig fields: one padded batch, one row of six documents, or bf
 }
 
 
-def char_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.WordLevel(VOCAB, unk_token="<pad>"))
-    backend.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>")
-
-
 def favor_lm():
     """The same tiny Llama with FAVOR+ (m = 64, chunks of 4) on every call: same weights, same features.
     SFTTrainer patches the forward of the instance it trains, so references use a fresh one."""
-    model = tiny_model("llama", "causal-lm", vocab_size=len(VOCAB))
+    model = tiny_model("llama", "causal-lm", vocab_size=len(CHARS) + 3)
     model.set_attn_implementation(hfplug.use_attention("favor"))
     set_favor_config(model, FavorConfig(nb_features=64, chunk_size=4))
     return model
@@ -68,7 +58,7 @@ def sft_trainer(output_dir, max_steps=1, **config):
         model=favor_lm(),
         args=args,
         train_dataset=datasets.Dataset.from_dict(TEXT),
-        processing_class=char_tokenizer(),
+        processing_class=char_tokenizer(CHARS),
     )
 
 

@@ -5,20 +5,14 @@ from __future__ import annotations
 
 import math
 
+from hfplug import testing
+
 EOS = 2
 
 
 def word_tokenizer():
     """A word-level tokenizer over the tiny models' 1,000 ids: <pad> <unk> <eos>, then "t3" .. "t999"."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "<unk>": 1, "<eos>": EOS, **{f"t{i}": i for i in range(3, 1000)}}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
-    )
+    return testing.word_tokenizer(prefix="t")
 
 
 def reference_loop_period(generated: list[int], loop: dict) -> int:

@@ -27,31 +27,20 @@ from hfplug_theseus import (
 from torch import nn
 from transformers import AutoModelForCausalLM
 
-from hfplug.testing import tiny_model
+from hfplug.testing import char_tokenizer, tiny_model
 
 trl, datasets = pytest.importorskip("trl"), pytest.importorskip("datasets")
 
 # A character vocabulary (3 special tokens, then a-z and space), the texts, the grouping and SGD's step size.
-VOCAB = {"<pad>": 0, "<s>": 1, "</s>": 2} | {c: i + 3 for i, c in enumerate("abcdefghijklmnopqrstuvwxyz ")}
+VOCAB_SIZE = 30  # hfplug.testing.char_tokenizer(): 3 special tokens, then a-z and space
 TEXT = {"text": ["hello world", "the cat sat on the mat", "abc def ghi", "a theseus ship"] * 2}
 GROUPS, LR = [[0, 1], [2, 3]], 0.5  # 4 predecessor blocks -> 2 successor blocks (successor_init="first")
-
-
-def char_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.WordLevel(VOCAB, unk_token="<pad>"))
-    backend.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>"
-    )
 
 
 def predecessor(family: str) -> nn.Module:
     """The same 4-block causal LM on every call (seeded, dropout off). SFTTrainer patches the forward of the
     instance it trains, so references are built from a fresh instance, never from a copy."""
-    special = dict(vocab_size=len(VOCAB), pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    special = dict(vocab_size=VOCAB_SIZE, pad_token_id=0, bos_token_id=1, eos_token_id=2)
     if family == "gpt2":
         return tiny_model(
             "gpt2", "causal-lm", n_layer=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **special
@@ -331,7 +320,7 @@ def test_distillation_hook_refuses_a_fused_lm_head_call():
     model = wrapped("llama", distill_alpha=0.5).train()
     add_fused_lm_head(model)
     model.theseus.set_step(0)
-    ids = torch.randint(3, len(VOCAB), (2, 6), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(3, VOCAB_SIZE, (2, 6), generator=torch.Generator().manual_seed(0))
     with pytest.raises(
         ValueError, match=r"distill_alpha=0\.5\) needs the model's logits.*FusedCausalLMOutput"
     ):
@@ -363,7 +352,7 @@ def test_peft_adapters_on_successor_blocks_train_and_export_after_merging(tmp_pa
     ):
         export_successor(trainer.model)
     trainer.model.eval()
-    ids = torch.randint(3, len(VOCAB), (2, 9), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(3, VOCAB_SIZE, (2, 9), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = trainer.model(input_ids=ids).logits
     exported = export_successor(trainer.model.merge_and_unload())
@@ -383,18 +372,13 @@ DOCS = Path(__file__).resolve().parents[3] / "docs" / "plugins" / "theseus.md"
 SNIPPET = """\
 import datasets
 import trl
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM
 
-from hfplug.testing import tiny_model
+from hfplug.testing import char_tokenizer, tiny_model
 from hfplug_theseus import LinearReplacementScheduler, TheseusCallback, export_successor, theseus_wrap
 
-chars = {c: i + 3 for i, c in enumerate("abcdefghijklmnopqrstuvwxyz ")}
-backend = Tokenizer(models.WordLevel({"<pad>": 0, "<s>": 1, "</s>": 2, **chars}, unk_token="<pad>"))
-backend.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
-
-model = tiny_model("llama", "causal-lm", num_hidden_layers=4, vocab_size=30)  # your fine-tuned causal LM
+tok = char_tokenizer()                              # one token per character: your tokenizer in real use
+model = tiny_model("llama", "causal-lm", num_hidden_layers=4, vocab_size=len(tok))  # your fine-tuned causal LM
 theseus_wrap(model, 2)                              # 4 blocks -> 2: groups [0, 1], [2, 3]
 ds = datasets.Dataset.from_dict({"text": ["the cat sat on the mat", "hello world"] * 8})
 args = trl.SFTConfig("theseus-sft", max_steps=8, per_device_train_batch_size=4, logging_steps=2,
