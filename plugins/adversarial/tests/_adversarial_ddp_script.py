@@ -1,4 +1,5 @@
-"""Run under torchrun by test_adversarial_ddp.py: 5 steps of three methods on 2 ranks, parameters saved per rank."""
+"""Run under torchrun by test_adversarial_ddp.py: 5 steps of three methods on 2 ranks, parameters and the logged
+(loss, adv_loss, adv_delta_norm) of each step saved per rank."""
 
 import sys
 from pathlib import Path
@@ -32,5 +33,9 @@ for name, (make_callback, path, find_unused, shape) in runs.items():
         ddp_find_unused_parameters=find_unused, **shape,
     )  # fmt: skip
     assert trainer.state.global_step == 5 and trainer.args.world_size == 2
-    torch.save(flat_params(trainer.model), out / f"{name}_rank{trainer.args.process_index}.pt")
+    rank = trainer.args.process_index
+    torch.save(flat_params(trainer.model), out / f"{name}_rank{rank}.pt")
+    keys = ("loss", "adv_loss", "adv_delta_norm")
+    logged = [[log[k] for k in keys] for log in trainer.state.log_history if "adv_loss" in log]
+    torch.save(torch.tensor(logged, dtype=torch.float64), out / f"{name}_logs_rank{rank}.pt")
 finish_distributed()

@@ -134,7 +134,8 @@ def documents(position_ids: torch.Tensor) -> list[tuple[int, int, int]]:
 class Reference:
     """Hand-written adversarial step on ``inputs_embeds``, for one task and loss path. A batch without
     ``attention_mask`` is padding-free (TRL's packing): its ``position_ids`` restart per document, and the
-    examples of per-example norms are its documents (``self.docs``; None: the rows)."""
+    examples of per-example norms are its documents (``self.docs``; None: the rows). The FGM, gradient-penalty
+    and FreeLB objectives below leave their (last) perturbation of the whole batch in ``self.delta``."""
 
     def __init__(self, model, data, task: str, path: str) -> None:
         self.model = copy.deepcopy(model)
@@ -196,7 +197,7 @@ def fgm_objective(ref: Reference, eps: float, objective: str = "adversarial", pe
     e = ref.embed()
     clean = ref.loss(e)
     (g,) = torch.autograd.grad(clean, e, retain_graph=True)
-    delta = eps * g / (l2(g, per_example, ref.docs) + 1e-8)
+    delta = ref.delta = eps * g / (l2(g, per_example, ref.docs) + 1e-8)
     adv = ref.loss(ref.embed() + delta)
     return clean + adv if objective == "sum" else adv
 
@@ -206,6 +207,7 @@ def gp_objective(ref: Reference, eps: float):
     with sdpa_kernel(SDPBackend.MATH):  # the fused CPU attention kernel has no double backward
         loss = ref.loss(e)
     (g,) = torch.autograd.grad(loss, e, create_graph=True)
+    ref.delta = eps * g.detach()  # the unnormalised fast gradient the penalty stands for
     return loss + 0.5 * eps * g.pow(2).sum()
 
 
@@ -223,6 +225,7 @@ def freelb_objective(ref: Reference, eps=1.0, alpha=0.1, steps=3, init_magnitude
         if t < steps - 1:
             (g,) = torch.autograd.grad(loss, d, retain_graph=True)
             delta = project(delta + alpha * g / (l2(g, True, ref.docs) + 1e-8), eps, True, ref.docs)
+    ref.delta = delta
     return total
 
 

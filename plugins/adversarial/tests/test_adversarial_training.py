@@ -153,6 +153,32 @@ def test_logs_adversarial_loss_and_perturbation_norm():
     assert math.isclose(log["adv_loss"], log["loss"], rel_tol=1e-5)  # objective "adversarial"
 
 
+@pytest.mark.parametrize("accumulation", [1, 2])
+@pytest.mark.parametrize("path", ["model", "loss_func", "mean_loss"])
+def test_logged_adv_loss_is_the_full_batch_adversarial_loss(path, accumulation):
+    """One optimizer step on 8 examples (one batch, or GA 2 x 4): ``adv_loss`` is the FGM loss at the perturbed
+    embeddings computed by hand on all 8 (a mean over the 8, the units of the Trainer's logged ``loss``), not
+    the mean of the micro-batches' shares of it. ``mean_loss``: a micro-batch-mean model loss
+    (``accepts_loss_kwargs=False``), which the Trainer divides by GA itself."""
+    data, model = make_data("seq"), make_model("seq")
+    if path == "mean_loss":
+        model.accepts_loss_kwargs = False
+    ref = Reference(model, data, "seq", "loss_func" if path == "loss_func" else "model")
+    expected = float(fgm_objective(ref, 0.5, per_example=True))
+    callback = FGM(epsilon=0.5, norm="per_example")
+    trainer = run_trainer(
+        model, data, [callback], task="seq", path="loss_func" if path == "loss_func" else "model",
+        batch_size=8 // accumulation, accumulation=accumulation,
+    )  # fmt: skip
+    log = trainer.state.log_history[0]
+    assert math.isclose(log["adv_loss"], expected, rel_tol=1e-5)
+    assert math.isclose(
+        log["loss"], expected, rel_tol=1e-5
+    )  # objective "adversarial": the Trainer's own loss
+    # per example epsilon: a micro-batch of n examples has global norm epsilon * sqrt(n)
+    assert math.isclose(log["adv_delta_norm"], 0.5 * math.sqrt(8 / accumulation), rel_tol=1e-5)
+
+
 @pytest.mark.parametrize("make_callback", [lambda: FGM(0.5), lambda: FreeLB(seed=0)], ids=["fgm", "freelb"])
 def test_non_finite_perturbation_skips_the_step(make_callback):
     def huge(outputs, labels, num_items_in_batch=None):  # gradients overflow float32 in the squared norm

@@ -81,8 +81,9 @@ class MicroBatch:
     """One training micro-batch: its first pass and how to re-run it with perturbed embeddings.
 
     ``loss`` is in the units the Trainer will back-propagate; ``scale`` is the weight the Trainer (gradient
-    accumulation, DDP averaging) gives that loss in the optimizer step's objective, needed only by terms that
-    are not linear in the loss (gradient penalty).
+    accumulation, DDP averaging) gives that loss in the optimizer step's objective, needed by terms that are
+    not linear in the loss (gradient penalty) and by logging (``training_step`` returns ``world_size * scale``
+    times the loss).
     """
 
     run: Callable[[DeltaFn | None], Any]
@@ -108,14 +109,28 @@ class MicroBatch:
         return self.loss_of(outputs), outputs, list(self.tap.outputs)
 
 
+def _several_ranks() -> bool:
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def any_rank(flag: bool, device: torch.device) -> bool:
     """``flag`` OR-ed over the ranks of the default process group (unchanged in a single process)."""
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+    if not _several_ranks():
         return flag
     value = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
     return bool(value.item())
+
+
+def sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
+    """``values`` summed element-wise over the ranks of the default process group (unchanged in a single
+    process); a collective, so every rank must call it."""
+    if not _several_ranks():
+        return list(values)
+    total = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(total)
+    return total.tolist()
 
 
 def uses_deepspeed(args: Any) -> bool:

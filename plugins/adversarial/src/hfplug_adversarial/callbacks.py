@@ -42,6 +42,7 @@ from ._forward import (
     GradientTerm,
     MicroBatch,
     any_rank,
+    sum_over_ranks,
     uses_deepspeed,
     weights_sharded,
     zero3_partitioned,
@@ -89,9 +90,14 @@ class AdversarialCallback(TrainerCallback, ExportableState):
     starts the skipped one drew. So the run continues as if the step's batch had not been drawn, except that
     ``global_step`` counts it.
 
-    Logged through ``on_log``: ``adv_loss`` (mean adversarial loss or regulariser of the trained steps since the
-    last log), ``adv_delta_norm`` (mean global L2 norm of the perturbation) and ``adv_skipped_steps`` (optimizer
-    steps skipped so far); each skip also logs a warning with the step number and what was non-finite.
+    Logged through ``on_log`` with the Trainer's ``loss``, on every rank: ``adv_loss``, the adversarial loss (or
+    regulariser) in the units of ``loss`` and averaged the same way: each micro-batch's value as the Trainer's
+    ``training_step`` returns its loss (``world_size * scale`` times it, see :class:`MicroBatch`), summed over the
+    optimizer step's micro-batches, then averaged over the trained steps since the last log and over the ranks
+    (one all-reduce, which every rank reaches as it reaches the Trainer's own gather of ``loss``); so with
+    ``objective="adversarial"`` it equals ``loss``. ``adv_delta_norm``: the mean, over the micro-batches of
+    those steps on all ranks, of the global L2 norm of a micro-batch's perturbation. ``adv_skipped_steps``:
+    optimizer steps skipped so far; each skip also logs a warning with the step number and what was non-finite.
 
     ``seed`` (None or an integer in [0, 2**63 - 1]) makes random starts reproducible: at the start of each optimizer
     step one CPU generator per process is seeded ``(seed + rank + world_size * t) mod 2**64``, with ``t`` the
@@ -113,8 +119,8 @@ class AdversarialCallback(TrainerCallback, ExportableState):
         self._generator: torch.Generator | None = None
         self._rank, self._world = 0, 1
         self._deepspeed = False
-        self._adv_losses: list[float] = []
-        self._delta_norms: list[float] = []
+        self._adv_losses: list[float] = []  # per trained optimizer step since the last log
+        self._delta_norms: list[float] = []  # per micro-batch of those steps
         self._reset_step()
 
     def _reset_step(self) -> None:
@@ -232,9 +238,8 @@ class AdversarialCallback(TrainerCallback, ExportableState):
         elif not _finite_gradients(params):
             problems.append("gradient")
         if not any_rank(bool(problems), args.device):
-            for adv_loss, delta_norm in self._step_records:
-                self._adv_losses.append(adv_loss)
-                self._delta_norms.append(delta_norm)
+            self._adv_losses.append(sum(adv_loss for adv_loss, _ in self._step_records))
+            self._delta_norms.extend(delta_norm for _, delta_norm in self._step_records)
             return
         for p in params:
             p.grad = None  # optimizer.step() leaves parameters without a gradient untouched
@@ -268,9 +273,15 @@ class AdversarialCallback(TrainerCallback, ExportableState):
         if logs is None or "loss" not in logs:
             return
         extra: dict[str, float] = {"adv_skipped_steps": self.skipped_steps}
-        if self._adv_losses:
-            extra["adv_loss"] = sum(self._adv_losses) / len(self._adv_losses)
-            extra["adv_delta_norm"] = sum(self._delta_norms) / len(self._delta_norms)
+        # every rank logs "loss" at the same steps (after the Trainer's own all-gather of it)
+        adv_sum, steps, norm_sum, batches = sum_over_ranks(
+            [sum(self._adv_losses), len(self._adv_losses), sum(self._delta_norms), len(self._delta_norms)],
+            args.device,
+        )
+        if steps:
+            extra["adv_loss"] = adv_sum / steps
+        if batches:
+            extra["adv_delta_norm"] = norm_sum / batches
         logs.update(extra)
         if state.log_history and state.log_history[-1].get("step") == state.global_step:
             state.log_history[-1].update(extra)
@@ -311,9 +322,12 @@ class AdversarialCallback(TrainerCallback, ExportableState):
         return None
 
     # ---- helpers ----------------------------------------------------------------------------------------
-    def _record(self, adv_loss: torch.Tensor, deltas: list[torch.Tensor]) -> None:
-        """Log values of this micro-batch, kept only if its optimizer step is not skipped."""
-        self._step_records.append((float(adv_loss.detach()), P.total_norm(deltas)))
+    def _record(self, batch: MicroBatch, adv_loss: torch.Tensor, deltas: list[torch.Tensor]) -> None:
+        """Log values of this micro-batch, kept only if its optimizer step is not skipped: ``adv_loss`` (in the
+        units of ``batch.loss``) as the Trainer's ``training_step`` reports a loss, ``world_size * batch.scale``
+        times it, and the global L2 norm of ``deltas``."""
+        reported = float(adv_loss.detach()) * batch.scale * self._world
+        self._step_records.append((reported, P.total_norm(deltas)))
 
     def _non_finite(self, what: str, loss: torch.Tensor) -> torch.Tensor:
         """Mark this optimizer step for skipping and return ``loss`` (its gradients will be discarded)."""
@@ -371,7 +385,7 @@ class _OneShot(AdversarialCallback):
             )
         deltas = [self.epsilon * d for d in direction]
         adv_loss = batch.forward(deltas)[0]
-        self._record(adv_loss, deltas)
+        self._record(batch, adv_loss, deltas)
         return batch.loss + adv_loss if keep_clean else adv_loss
 
 
@@ -474,7 +488,7 @@ class PGD(AdversarialCallback):
                 loss, _, embeds = batch.forward(deltas)
                 grads = self._grad(loss, embeds, retain=False)
         adv_loss = batch.forward(deltas)[0]
-        self._record(adv_loss, deltas)
+        self._record(batch, adv_loss, deltas)
         return batch.loss + adv_loss if keep_clean else adv_loss
 
 
@@ -567,7 +581,7 @@ class FreeLB(AdversarialCallback):
                     summed[i] = g if i not in summed else summed[i] + g
             total = sum(loss.detach() / self.steps for loss in losses[:-1]) + losses[-1] / self.steps
             total = total + self._gradient_term(summed, 1.0 / self.steps, params, total)
-        self._record(total, deltas)
+        self._record(batch, total, deltas)
         return total
 
     @staticmethod
@@ -612,7 +626,7 @@ class GradientPenalty(AdversarialCallback):
         if not torch.isfinite(squared):
             return self._non_finite("input gradient", batch.loss)
         penalty = 0.5 * self.epsilon * batch.scale * squared
-        self._record(penalty, [self.epsilon * g.detach() for g in grads])
+        self._record(batch, penalty, [self.epsilon * g.detach() for g in grads])
         return batch.loss + penalty.to(batch.loss.dtype)
 
 
@@ -671,5 +685,5 @@ class SMART(AdversarialCallback):
         _, outputs, _ = batch.forward(deltas)
         count = batch.num_items_in_batch if batch.num_items_in_batch is not None else rows.sum().clamp(min=1)
         regulariser = (P.symmetric_kl(clean, outputs["logits"]) * rows).sum() / count
-        self._record(regulariser, deltas)
+        self._record(batch, regulariser, deltas)
         return batch.loss + self.weight * regulariser.to(batch.loss.dtype)
