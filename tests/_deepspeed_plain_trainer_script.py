@@ -40,6 +40,7 @@ runs = {  # name: (model.accepts_loss_kwargs or None to leave it unset, Training
         ),
     ),
 }
+settings = dict(per_device_train_batch_size=4, num_train_epochs=3, learning_rate=0.5, seed=0)
 for name, (accepts, overrides) in runs.items():
     unset_hf_deepspeed_config()  # else the model below is built under deepspeed.zero.Init (other initial values)
     model = tiny_model(
@@ -50,11 +51,7 @@ for name, (accepts, overrides) in runs.items():
     args = sgd_arguments(
         "/tmp/hfplug_deepspeed_plain",
         deepspeed=deepspeed_config(3),  # the shipped config: these tiny parameters are not partitioned
-        per_device_train_batch_size=4,
-        num_train_epochs=3,
-        learning_rate=0.5,
-        seed=0,
-        **overrides,
+        **{**settings, **overrides},
     )
     trainer = Trainer(model, args, train_dataset=data)
     trainer.train()
