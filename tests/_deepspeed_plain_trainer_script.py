@@ -1,22 +1,25 @@
 """Run under torchrun by test_deepspeed_plain_trainer.py: a plain Trainer (no hfplug callback) with
 BertForSequenceClassification under DeepSpeed ZeRO-3 on 2 CPU ranks, 3 SGD steps of 4 examples per rank, with the
-Trainer's defaults and with each setting that might correct its loss scaling. Saves the gathered parameters and
-the logged losses per run and rank."""
+Trainer's defaults and with each setting that might correct its loss scaling. Saves each run's ``deepspeed_record``
+(gathered parameters, logged losses) per rank."""
 
 import sys
 from pathlib import Path
 
-import deepspeed
-import deepspeed.ops
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-from hfplug.testing import deepspeed_config, finish_distributed, tiny_model
+from hfplug.testing import (
+    deepspeed_config,
+    deepspeed_record,
+    finish_distributed,
+    sgd_arguments,
+    start_deepspeed_ranks,
+    tiny_model,
+)
 
-# DeepSpeed's comm backend JIT-compiles a shared-memory kernel used only by inference all-reduces (minutes on CPU)
-deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-
+start_deepspeed_ranks()
 out = Path(sys.argv[1])
 generator = torch.Generator().manual_seed(0)
 ids = torch.randint(5, 1000, (8, 10), generator=generator)
@@ -37,6 +40,7 @@ runs = {  # name: (model.accepts_loss_kwargs or None to leave it unset, Training
         ),
     ),
 }
+settings = dict(per_device_train_batch_size=4, num_train_epochs=3, learning_rate=0.5, seed=0)
 for name, (accepts, overrides) in runs.items():
     unset_hf_deepspeed_config()  # else the model below is built under deepspeed.zero.Init (other initial values)
     model = tiny_model(
@@ -44,20 +48,13 @@ for name, (accepts, overrides) in runs.items():
     )
     if accepts is not None:
         model.accepts_loss_kwargs = accepts
-    settings = dict(
-        per_device_train_batch_size=4, num_train_epochs=3, learning_rate=0.5, optim="sgd",
-        lr_scheduler_type="constant", max_grad_norm=0.0, use_cpu=True, report_to="none", save_strategy="no",
-        logging_steps=1, disable_tqdm=True, train_sampling_strategy="sequential", seed=0,
-    )  # fmt: skip
-    args = TrainingArguments(
-        "/tmp/hfplug_deepspeed_plain", deepspeed=deepspeed_config(3), **{**settings, **overrides}
+    args = sgd_arguments(
+        "/tmp/hfplug_deepspeed_plain",
+        deepspeed=deepspeed_config(3),  # the shipped config: these tiny parameters are not partitioned
+        **{**settings, **overrides},
     )
     trainer = Trainer(model, args, train_dataset=data)
     trainer.train()
     assert trainer.state.global_step == 3 and args.world_size == 2
-    params = list(trainer.model.parameters())
-    with deepspeed.zero.GatheredParameters(params):
-        full = torch.cat([p.detach().reshape(-1).clone() for p in params])
-    losses = torch.tensor([h["loss"] for h in trainer.state.log_history if "loss" in h])
-    torch.save({"full": full, "losses": losses}, out / f"{name}_rank{args.process_index}.pt")
+    torch.save(deepspeed_record(trainer), out / f"{name}_rank{args.process_index}.pt")
 finish_distributed()

@@ -22,10 +22,10 @@ pytest.importorskip(
 import torch
 import torch.nn.functional as F
 
-from hfplug.testing import run_torchrun, tiny_model
+from hfplug.testing import assert_ranks_match, run_deepspeed_script, tiny_model
 
 
-def _reference(steps: int = 3, lr: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+def _reference(steps: int = 3, lr: float = 0.5) -> tuple[dict[str, torch.Tensor], dict[int, float]]:
     """Plain SGD on the mean cross-entropy of all 8 examples (the global batch of every step)."""
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(5, 1000, (8, 10), generator=generator)
@@ -35,37 +35,31 @@ def _reference(steps: int = 3, lr: float = 0.5) -> tuple[torch.Tensor, torch.Ten
             "bert", "sequence-classification", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
         )
     )
-    losses = []
-    for _ in range(steps):
+    losses = {}
+    for step in range(1, steps + 1):
         loss = F.cross_entropy(model(input_ids=ids).logits, labels)
-        losses.append(float(loss))
+        losses[step] = float(loss)
         model.zero_grad()
         loss.backward()
         with torch.no_grad():
             for p in model.parameters():
                 p -= lr * p.grad
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]), torch.tensor(losses)
+    return {k: v.detach() for k, v in model.named_parameters()}, losses
 
 
 @pytest.mark.distributed
 def test_plain_trainer_loss_scaling_under_deepspeed_zero3(tmp_path: Path):
-    script = Path(__file__).with_name("_deepspeed_plain_trainer_script.py")
-    run_torchrun(script, str(tmp_path), env={"DS_ACCELERATOR": "cpu"})
+    run_deepspeed_script(Path(__file__).with_name("_deepspeed_plain_trainer_script.py"), str(tmp_path))
     reference, losses = _reference()
-    runs = {}
-    for name in (
-        "default",
-        "accepts_loss_kwargs_false",
-        "accepts_loss_kwargs_false_ga2",
-        "average_tokens_false",
-        "average_tokens_false_ga2",
-    ):
-        rank0, rank1 = (torch.load(tmp_path / f"{name}_rank{r}.pt") for r in (0, 1))
-        assert torch.equal(rank0["full"], rank1["full"]), name
-        runs[name] = rank0
+    flat = lambda params: torch.cat([v.reshape(-1) for v in params.values()])
     for name in ("accepts_loss_kwargs_false", "accepts_loss_kwargs_false_ga2", "average_tokens_false"):
-        torch.testing.assert_close(runs[name]["full"], reference, rtol=1e-5, atol=1e-6, msg=name)
-        torch.testing.assert_close(runs[name]["losses"], losses, rtol=1e-5, atol=0, msg=name)
+        ranks = [torch.load(tmp_path / f"{name}_rank{r}.pt") for r in (0, 1)]
+        assert (ranks[0]["world_size"], ranks[0]["stage"]) == (2, 3), name
+        assert_ranks_match([rank["params"] for rank in ranks], reference, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(ranks[0]["losses"], losses, rtol=1e-5, atol=0, msg=name)
     for name in ("default", "average_tokens_false_ga2"):  # the world-size / accumulation multiple
-        torch.testing.assert_close(runs[name]["losses"][0], 2 * losses[0], rtol=1e-5, atol=0, msg=name)
-        assert not torch.allclose(runs[name]["full"], reference, rtol=1e-3, atol=1e-4), name
+        rank0, rank1 = (torch.load(tmp_path / f"{name}_rank{r}.pt") for r in (0, 1))
+        assert (rank0["world_size"], rank0["stage"]) == (2, 3), name
+        assert torch.equal(flat(rank0["params"]), flat(rank1["params"])), name
+        torch.testing.assert_close(rank0["losses"][1], 2 * losses[1], rtol=1e-5, atol=0, msg=name)
+        assert not torch.allclose(flat(rank0["params"]), flat(reference), rtol=1e-3, atol=1e-4), name

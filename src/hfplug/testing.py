@@ -193,6 +193,141 @@ def deepspeed_config(stage: int) -> dict[str, Any]:
     }
 
 
+def partitioned_deepspeed_config(stage: int) -> dict[str, Any]:
+    """:func:`deepspeed_config` for tests on tiny models: under ZeRO-3 every parameter is partitioned
+    (``stage3_param_persistence_threshold`` 0; DeepSpeed's default keeps parameters below 1e5 elements whole,
+    which is every parameter of :func:`tiny_model`). ZeRO-2 is unchanged."""
+    config = deepspeed_config(stage)
+    if stage == 3:
+        config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+    return config
+
+
+def sgd_arguments(output_dir: str, **overrides: Any):
+    """``TrainingArguments`` whose steps a hand-written SGD loop reproduces exactly: ``optim="sgd"``, constant
+    learning rate, weight decay 0, no clipping (``max_grad_norm=0``), examples in order
+    (``train_sampling_strategy="sequential"``), a log entry every step, CPU, no reporting, saving or progress
+    bar. ``overrides`` set or replace any argument (batch size, steps, ``learning_rate``, ...)."""
+    from transformers import TrainingArguments
+
+    settings: dict[str, Any] = dict(
+        optim="sgd",
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        train_sampling_strategy="sequential",
+        logging_steps=1,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    return TrainingArguments(output_dir=output_dir, **{**settings, **overrides})
+
+
+def deepspeed_sgd_arguments(stage: int, output_dir: str, **overrides: Any):
+    """:func:`sgd_arguments` under DeepSpeed ZeRO-``stage`` (:func:`partitioned_deepspeed_config`).
+
+    Build it before the model on a torchrun rank, after :func:`start_deepspeed_ranks`: under ZeRO-3 a model
+    loaded with ``from_pretrained`` while these arguments live is partitioned at load, as users load models.
+    """
+    return sgd_arguments(output_dir, deepspeed=partitioned_deepspeed_config(stage), **overrides)
+
+
+def start_deepspeed_ranks() -> None:
+    """Start DeepSpeed's communication on a torchrun rank (gloo): call it first in a DeepSpeed test script.
+
+    - Switches off ``deepspeed_shm_comm``, the shared-memory all-reduce kernel DeepSpeed's comm backend would
+      JIT-compile at start-up (155 s on a loaded 2-core machine); it serves inference all-reduces only.
+    - ``deepspeed.init_distributed(dist_backend="gloo")``: with ``use_cpu=True`` Accelerate starts
+      ``torch.distributed`` but not ``deepspeed.comm``, so ``zero.Init`` inside ``from_pretrained`` would see
+      one rank ("train_batch_size is not equal to ... 4 != 2 * 1 * 1").
+    """
+    import deepspeed
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    deepspeed.init_distributed(dist_backend="gloo")
+
+
+def gathered_parameters(model) -> dict[str, Any]:
+    """Every named parameter of ``model`` in full, detached copies, gathered from the ZeRO-3 partitions
+    (``deepspeed.zero.GatheredParameters``; a collective under ZeRO-3, so every rank calls it). Parameters
+    that are not partitioned are copied as they are."""
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(model.parameters())):
+        return {name: value.detach().clone() for name, value in model.named_parameters()}
+
+
+def deepspeed_record(trainer) -> dict[str, Any]:
+    """What a DeepSpeed test compares after ``trainer.train()`` on each rank (call it on every rank):
+    ``world_size``, the engine's ZeRO ``stage``, ``partitioned`` (per parameter: whether this rank holds a
+    shard only), ``losses`` (the logged loss of each step, ``{step: loss}``) and ``params``
+    (:func:`gathered_parameters`). Check it with :func:`assert_deepspeed_record`."""
+    model = trainer.model
+    return {
+        "world_size": trainer.args.world_size,
+        "stage": trainer.deepspeed.zero_optimization_stage(),
+        "partitioned": [p.numel() == 0 for p in model.parameters()],
+        "losses": {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry},
+        "params": gathered_parameters(model),
+    }
+
+
+def assert_deepspeed_record(record: dict[str, Any], stage: int, world_size: int = 2) -> None:
+    """Assert that :func:`deepspeed_record` ``record`` comes from a ZeRO-``stage`` engine on ``world_size``
+    ranks and that ZeRO-3 partitioned every parameter (ZeRO-2 none)."""
+    assert (record["world_size"], record["stage"]) == (world_size, stage), record
+    assert set(record["partitioned"]) == {stage == 3}, record["partitioned"]
+
+
+def assert_ranks_match(
+    ranks: list[dict[str, Any]], reference: dict[str, Any], rtol: float, atol: float
+) -> None:
+    """Assert that every rank's parameters (name -> tensor) equal rank 0's exactly and that rank 0's equal
+    ``reference`` (the single-process loop's) within ``rtol`` and ``atol``, name by name."""
+    import torch
+
+    assert ranks[0].keys() == reference.keys()
+    for name, value in reference.items():
+        for other in ranks[1:]:
+            torch.testing.assert_close(other[name], ranks[0][name], rtol=0, atol=0, msg=name)
+        torch.testing.assert_close(ranks[0][name], value, rtol=rtol, atol=atol, msg=name)
+
+
+def run_deepspeed_script(script, *args: str, timeout: float = 900.0):
+    """:func:`run_torchrun` on 2 ranks with ``DS_ACCELERATOR=cpu`` (DeepSpeed's CPU accelerator, gloo
+    without oneCCL). One launch should run every configuration a test module selected
+    (:func:`selected_parameters`): each launch pays DeepSpeed's start-up."""
+    return run_torchrun(script, *args, timeout=timeout, env={"DS_ACCELERATOR": "cpu"})
+
+
+def selected_parameters(request, name: str) -> list[str]:
+    """The values (as ``str``) of the parametrized argument ``name`` of the tests of ``request``'s module
+    that this session runs (after ``-k``/``-m`` deselection), in collection order: for a module-scoped
+    fixture that launches torchrun once for exactly those runs."""
+    values = []
+    for item in request.session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if item.module is request.module and name in params:
+            values.append(str(params[name]))
+    return values
+
+
+def import_script(path):
+    """Import the torchrun script at ``path`` as a module (its ``if __name__ == "__main__"`` part does not
+    run), so a test shares its constants and model builders with the single-process reference."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def finish_distributed() -> None:
     """End a torchrun script: barrier, destroy the process group (if one is running), flush the output
     streams and leave the process with ``os._exit(0)``. Call it as the last line of a script run by

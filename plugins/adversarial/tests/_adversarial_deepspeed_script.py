@@ -1,15 +1,13 @@
 """Run under torchrun by test_adversarial_deepspeed.py: the six methods under DeepSpeed ZeRO-2 and ZeRO-3 on 2 CPU
 ranks (3 steps of 4 examples per rank, plain SGD), then FGM's non-finite-step skip under ZeRO-3 (AdamW). Each run
-saves the gathered parameters, the logged losses and, under ZeRO-3, the size of this rank's partition; a refused
-run saves its error message. One launch pays DeepSpeed's start-up once."""
+saves its ``deepspeed_record`` (engine, gathered parameters, logged losses) and the size of this rank's partition; a
+refused run saves its error message. One launch pays DeepSpeed's start-up once."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import deepspeed
-import deepspeed.ops
 import torch
 from _adversarial_failsafe import Inject, data_for, train, without_step
 from _adversarial_helpers import make_data, make_model, run_trainer
@@ -17,20 +15,12 @@ from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_st
 from hfplug_adversarial import FGM, FGSM, PGD, SMART, FreeLB, GradientPenalty
 from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-from hfplug.testing import deepspeed_config, finish_distributed
-
-# DeepSpeed's torch comm backend JIT-compiles a shared-memory all-reduce kernel at start-up (155 s on a loaded
-# 2-core machine, then cached in ~/.cache/torch_extensions); it serves only inference all-reduces, never training.
-deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-
-
-def config(stage: int) -> dict:
-    """The shipped config; under ZeRO-3 every parameter partitioned (DeepSpeed keeps parameters below 1e5
-    elements whole by default, which is every parameter of the tiny model)."""
-    ds = deepspeed_config(stage)
-    if stage == 3:
-        ds["zero_optimization"]["stage3_param_persistence_threshold"] = 0
-    return ds
+from hfplug.testing import (
+    deepspeed_record,
+    finish_distributed,
+    partitioned_deepspeed_config,
+    start_deepspeed_ranks,
+)
 
 
 def fresh_model():
@@ -40,15 +30,12 @@ def fresh_model():
     return make_model("seq")
 
 
-def gathered(trainer) -> dict:
-    params = list(trainer.model.parameters())
-    with deepspeed.zero.GatheredParameters(params):
-        full = torch.cat([p.detach().reshape(-1).clone() for p in params])
-    local = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in params)
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return {"full": full, "local": local, "losses": torch.tensor(losses)}
+def local_size(model) -> int:
+    """How many parameter elements this rank holds (its ZeRO-3 partitions; every element otherwise)."""
+    return sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in model.parameters())
 
 
+start_deepspeed_ranks()
 out = Path(sys.argv[1])
 methods = {  # name: (callback, loss path)
     "fgm": (lambda: FGM(epsilon=0.05, norm="per_example"), "model"),
@@ -64,13 +51,13 @@ for stage in (2, 3):
         try:
             trainer = run_trainer(
                 fresh_model(), make_data("seq"), [make_callback()], task="seq", path=path, epochs=3,
-                batch_size=4, deepspeed=config(stage),
+                batch_size=4, deepspeed=partitioned_deepspeed_config(stage),
             )  # fmt: skip
         except ValueError as error:
             result = {"error": str(error)}
         else:
             assert trainer.state.global_step == 3 and trainer.args.world_size == 2
-            result = gathered(trainer)
+            result = {**deepspeed_record(trainer), "local": local_size(trainer.model)}
         torch.save(result, out / f"{tag}_rank{int(torch.distributed.get_rank())}.pt")
 
 
@@ -99,6 +86,8 @@ skips = {
     "direction_rank0": dict(data=data, where="forward", rank=0, inject_class=HugeLogits),
 }
 for name, kwargs in skips.items():
-    trainer = train("fgm", model=fresh_model(), max_grad_norm=1.0, deepspeed=config(3), **kwargs)
+    trainer = train(
+        "fgm", model=fresh_model(), max_grad_norm=1.0, deepspeed=partitioned_deepspeed_config(3), **kwargs
+    )
     torch.save(state(trainer), out / f"skip_{name}_rank{trainer.args.process_index}.pt")
 finish_distributed()

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from hfplug_adversarial import FGM, FGSM, PGD, SMART, FreeLB, GradientPenalty
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
 from hfplug.losses import trainer_loss
-from hfplug.testing import tiny_model
+from hfplug.testing import sgd_arguments, tiny_model
 
 TASKS = {
     "seq": ("bert", "sequence-classification"),
@@ -91,21 +91,13 @@ def run_trainer(
     trainer_class: type[Trainer] = Trainer,
     **extra,
 ):
-    args = TrainingArguments(
-        output_dir="/tmp/hfplug_adversarial_tests",
+    args = sgd_arguments(
+        "/tmp/hfplug_adversarial_tests",
         per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=accumulation,
         num_train_epochs=epochs,
         learning_rate=lr,
-        optim="sgd",
-        lr_scheduler_type="constant",
         max_grad_norm=max_grad_norm,
-        use_cpu=True,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=1,
-        disable_tqdm=True,
-        train_sampling_strategy="sequential",
         seed=0,
         **extra,
     )

@@ -37,7 +37,7 @@ from _adversarial_helpers import (
 )
 from test_adversarial_fsdp import pgd_per_example, rank_seeded_draw
 
-from hfplug.testing import run_torchrun
+from hfplug.testing import assert_deepspeed_record, assert_ranks_match, run_deepspeed_script
 
 REFERENCES = {  # name: (objective, loss path)
     "fgm": (lambda ref: fgm_objective(ref, 0.05, per_example=True), "model"),
@@ -48,26 +48,29 @@ REFERENCES = {  # name: (objective, loss path)
     "smart": (None, "model"),
 }
 REFUSED_UNDER_ZERO3 = {"freelb", "gradient_penalty"}
-DS_CPU = {"DS_ACCELERATOR": "cpu"}
 
 
-def _reference(name: str, steps: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+def _reference(name: str, steps: int = 3) -> tuple[dict[str, torch.Tensor], dict[int, float]]:
     objective, path = REFERENCES[name]
     if name == "smart":
         draw = rank_seeded_draw()
         objective = lambda ref: smart_ref(ref, draw=draw)
     ref = Reference(make_model("seq"), make_data("seq"), "seq", path)
-    losses = []
-    for _ in range(steps):  # every step sees all 8 examples (4 per rank)
+    losses = {}
+    for step in range(1, steps + 1):  # every step sees all 8 examples (4 per rank)
         loss = objective(ref)
-        losses.append(float(loss.detach()))
+        losses[step] = float(loss.detach())
         ref.step(loss)
-    return flat_params(ref.model), torch.tensor(losses)
+    return {k: v.detach() for k, v in ref.model.named_parameters()}, losses
+
+
+def _flat(params: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([v.reshape(-1) for v in params.values()])
 
 
 @pytest.mark.distributed
 def test_deepspeed_zero2_zero3_match_single_process_and_skip_together(tmp_path: Path):
-    run_torchrun(Path(__file__).with_name("_adversarial_deepspeed_script.py"), str(tmp_path), env=DS_CPU)
+    run_deepspeed_script(Path(__file__).with_name("_adversarial_deepspeed_script.py"), str(tmp_path))
     start = flat_params(make_model("seq"))
     for name in REFERENCES:
         reference, losses = _reference(name)
@@ -77,18 +80,15 @@ def test_deepspeed_zero2_zero3_match_single_process_and_skip_together(tmp_path: 
                 assert "DeepSpeed ZeRO-3 releases" in rank0["error"] and rank0 == rank1, rank0
                 continue
             assert "error" not in rank0, rank0["error"]
-            assert torch.equal(rank0["full"], rank1["full"]), (name, stage)
+            for rank in (rank0, rank1):
+                assert_deepspeed_record(rank, stage)
             if stage == 3:
                 assert (
                     rank0["local"] + rank1["local"] >= start.numel() and rank0["local"] < 0.6 * start.numel()
                 )
-            torch.testing.assert_close(
-                rank0["full"], reference, rtol=1e-5, atol=1e-6, msg=f"{name} ZeRO-{stage}"
-            )
-            assert float((rank0["full"] - reference).norm() / (reference - start).norm()) < 1e-5, (
-                name,
-                stage,
-            )
+            assert_ranks_match([rank0["params"], rank1["params"]], reference, rtol=1e-5, atol=1e-6)
+            full, expected = _flat(rank0["params"]), _flat(reference)
+            assert float((full - expected).norm() / (expected - start).norm()) < 1e-5, (name, stage)
             torch.testing.assert_close(rank0["losses"], losses, rtol=1e-5, atol=0, msg=f"{name} ZeRO-{stage}")
 
     assert_ranks_skipped_like_reference(

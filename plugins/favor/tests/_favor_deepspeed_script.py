@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import sys
 
-import deepspeed
 import torch
-from accelerate.state import AcceleratorState
 from hfplug_favor import FavorConfig, FeatureRedrawCallback, get_favor_config, set_favor_config
-from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
+from transformers import AutoModelForSequenceClassification, Trainer
 
 import hfplug
-from hfplug.testing import deepspeed_config, finish_distributed
+from hfplug.testing import (
+    deepspeed_record,
+    deepspeed_sgd_arguments,
+    finish_distributed,
+    start_deepspeed_ranks,
+)
 
 FAVOR = FavorConfig(nb_features=16, seed=3)
 STEPS = 4
@@ -44,53 +47,30 @@ def load(checkpoint: str):
 
 
 def run(stage: int, checkpoint: str, out: str, resume: str | None) -> dict:
-    config = deepspeed_config(stage)
-    config["zero_optimization"]["stage3_param_persistence_threshold"] = (
-        0  # else ZeRO-3 keeps tiny params whole
-    )
-    args = TrainingArguments(
-        output_dir=f"{out}/z{stage}-{'resumed' if resume else 'full'}",
-        deepspeed=config,
+    args = deepspeed_sgd_arguments(
+        stage,
+        f"{out}/z{stage}-{'resumed' if resume else 'full'}",
         per_device_train_batch_size=PER_DEVICE,
-        train_sampling_strategy="sequential",
         max_steps=STEPS,
         learning_rate=LEARNING_RATE,
-        optim="sgd",
-        lr_scheduler_type="constant",
-        weight_decay=0.0,
-        max_grad_norm=0.0,
-        logging_steps=1,
-        report_to="none",
-        use_cpu=True,
         save_strategy="no" if resume else "steps",
         save_steps=SAVE_EVERY,
-        disable_tqdm=True,
     )
     model = load(checkpoint)
     trainer = Trainer(
         model=model, args=args, train_dataset=examples(), callbacks=[FeatureRedrawCallback(every_n_steps=1)]
     )
     trainer.train(resume_from_checkpoint=resume)
-    with deepspeed.zero.GatheredParameters(list(model.parameters())):
-        params = {k: v.detach().clone() for k, v in model.named_parameters()}
-    record = {
-        "world_size": args.world_size,
-        "stage": trainer.deepspeed.zero_optimization_stage(),
-        "partitioned": [p.numel() == 0 for p in model.parameters()],  # ZeRO-3: every rank holds a shard only
+    return {
+        **deepspeed_record(trainer),
         "redraw_count": get_favor_config(model).redraw_count,
         "favor_state": model.favor_state.tolist(),
         "projections": [layer.attention.self._favor_projection[1] for layer in model.bert.encoder.layer],
-        "losses": {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry},
-        "params": params,
     }
-    AcceleratorState._reset_state()  # the next run's Trainer builds its own DeepSpeed plugin
-    return record
 
 
 def main(checkpoint: str, out: str, stages: list[str]) -> None:
-    # With use_cpu=True accelerate starts torch.distributed but not deepspeed.comm, so zero.Init inside
-    # from_pretrained would see one rank ("train_batch_size is not equal to ... 4 != 2 * 1 * 1")
-    deepspeed.init_distributed(dist_backend="gloo")
+    start_deepspeed_ranks()
     rank = torch.distributed.get_rank()
     for stage in stages:
         full = run(int(stage), checkpoint, out, resume=None)

@@ -4,20 +4,23 @@ Run by test_imbalance_deepspeed.py: ``torchrun --nproc_per_node 2 _imbalance_dee
 RUN...`` where each RUN is ``<case>-z<stage>``. Every run loads the tiny BERT of CHECKPOINT after its
 ``TrainingArguments`` exist (so ZeRO-3 partitions it at load, as users load models), trains
 ``STEPS`` SGD steps on the examples in order, and each rank writes ``OUT/<run>-rank<r>.pt``: the ZeRO stage
-of the engine, the logged losses and every parameter gathered from the partitions.
+of the engine, the logged losses and every parameter gathered from the partitions (``deepspeed_record``).
 """
 
 from __future__ import annotations
 
 import sys
 
-import deepspeed
 import torch
-from accelerate.state import AcceleratorState
 from hfplug_imbalance import FocalLoss, LDAMDRWCallback, LDAMLoss, LogitAdjustedLoss
-from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
+from transformers import AutoModelForSequenceClassification, Trainer
 
-from hfplug.testing import deepspeed_config, finish_distributed
+from hfplug.testing import (
+    deepspeed_record,
+    deepspeed_sgd_arguments,
+    finish_distributed,
+    start_deepspeed_ranks,
+)
 
 NUM_LABELS = 3
 LEARNING_RATE = 0.1
@@ -42,27 +45,13 @@ def examples(n: int = 24, seq: int = 6) -> list[dict[str, torch.Tensor]]:
 
 
 def run(case: str, stage: int, checkpoint: str, out: str) -> dict:
-    config = deepspeed_config(stage)
-    config["zero_optimization"]["stage3_param_persistence_threshold"] = (
-        0  # else ZeRO-3 keeps tiny params whole
-    )
-    args = TrainingArguments(
-        output_dir=f"{out}/{case}-z{stage}",
-        deepspeed=config,
+    args = deepspeed_sgd_arguments(
+        stage,
+        f"{out}/{case}-z{stage}",
         per_device_train_batch_size=PER_DEVICE,
         gradient_accumulation_steps=CASES[case],
-        train_sampling_strategy="sequential",
         max_steps=STEPS,
         learning_rate=LEARNING_RATE,
-        optim="sgd",
-        lr_scheduler_type="constant",
-        weight_decay=0.0,
-        max_grad_norm=0.0,
-        logging_steps=1,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        disable_tqdm=True,
     )
     model = AutoModelForSequenceClassification.from_pretrained(checkpoint)
     callbacks = []
@@ -77,23 +66,11 @@ def run(case: str, stage: int, checkpoint: str, out: str) -> dict:
         model=model, args=args, train_dataset=examples(), compute_loss_func=loss, callbacks=callbacks
     )
     trainer.train()
-    with deepspeed.zero.GatheredParameters(list(model.parameters())):
-        params = {k: v.detach().clone() for k, v in model.named_parameters()}
-    record = {
-        "world_size": args.world_size,
-        "stage": trainer.deepspeed.zero_optimization_stage(),
-        "partitioned": [p.numel() == 0 for p in model.parameters()],  # ZeRO-3: every rank holds a shard only
-        "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
-        "params": params,
-    }
-    AcceleratorState._reset_state()  # the next run's Trainer builds its own DeepSpeed plugin
-    return record
+    return deepspeed_record(trainer)
 
 
 def main(checkpoint: str, out: str, runs: list[str]) -> None:
-    # With use_cpu=True accelerate starts torch.distributed but not deepspeed.comm, so zero.Init inside
-    # from_pretrained would see one rank ("train_batch_size is not equal to ... 4 != 2 * 1 * 1")
-    deepspeed.init_distributed(dist_backend="gloo")
+    start_deepspeed_ranks()
     for name in runs:
         case, _, stage = name.rpartition("-z")
         record = run(case, int(stage), checkpoint, out)

@@ -7,7 +7,6 @@ the global step, as ``num_items_in_batch`` does.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -18,12 +17,17 @@ pytest.importorskip("deepspeed", reason="DeepSpeed tests need deepspeed (the cor
 
 from transformers import AutoModelForSequenceClassification
 
-from hfplug.testing import run_torchrun, tiny_model
+from hfplug.testing import (
+    assert_deepspeed_record,
+    assert_ranks_match,
+    import_script,
+    run_deepspeed_script,
+    selected_parameters,
+    tiny_model,
+)
 
 SCRIPT = Path(__file__).with_name("_imbalance_deepspeed_script.py")
-_spec = importlib.util.spec_from_file_location("_imbalance_deepspeed_script", SCRIPT)
-ds = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ds)
+ds = import_script(SCRIPT)
 
 RUNS = [f"{case}-z{stage}" for stage in (3, 2) for case in ds.CASES]
 IN_CI = "logit-adjusted-z3"  # the one configuration outside the slow marker
@@ -89,13 +93,8 @@ def checkpoint(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def launched(request, tmp_path_factory, checkpoint) -> Path:
     """One torchrun launch for every run of this module that this session selected."""
-    selected = [
-        item.callspec.params["run"]
-        for item in request.session.items
-        if item.module is request.module and "run" in getattr(getattr(item, "callspec", None), "params", {})
-    ]
     out = tmp_path_factory.mktemp("imbalance-deepspeed")
-    run_torchrun(SCRIPT, checkpoint, str(out), *selected, timeout=900, env={"DS_ACCELERATOR": "cpu"})
+    run_deepspeed_script(SCRIPT, checkpoint, str(out), *selected_parameters(request, "run"))
     return out
 
 
@@ -104,21 +103,13 @@ def launched(request, tmp_path_factory, checkpoint) -> Path:
 def test_deepspeed_equals_single_process_reference(run, launched, checkpoint):
     case, _, stage = run.rpartition("-z")
     ranks = [torch.load(launched / f"{run}-rank{r}.pt") for r in (0, 1)]
-    assert [(r["world_size"], r["stage"]) for r in ranks] == [(2, int(stage))] * 2
-    assert [set(r["partitioned"]) for r in ranks] == [
-        {stage == "3"}
-    ] * 2  # ZeRO-3 partitioned every parameter
     losses, expected = _reference(case, checkpoint)
     initial = dict(AutoModelForSequenceClassification.from_pretrained(checkpoint).named_parameters())
     for rank in ranks:
+        assert_deepspeed_record(rank, int(stage))  # ZeRO-3 partitioned every parameter
         # float32 summation order only (ranks reduce partial gradients): seen <= 1.3e-7 relative on the losses,
         # <= 1.2e-7 absolute on the parameters (LDAM, whose scale 5 magnifies it; 7e-9 for the others)
-        torch.testing.assert_close(rank["losses"], losses, rtol=1e-6, atol=0)
-    moved = 0
-    for name, value in expected.items():
-        torch.testing.assert_close(
-            ranks[1]["params"][name], ranks[0]["params"][name], rtol=0, atol=0, msg=name
-        )
-        torch.testing.assert_close(ranks[0]["params"][name], value, rtol=1e-5, atol=1e-7, msg=name)
-        moved += int(not torch.equal(value, initial[name]))
-    assert moved == len(expected)  # every parameter changed, so equality is not vacuous
+        torch.testing.assert_close(rank["losses"], dict(enumerate(losses, start=1)), rtol=1e-6, atol=0)
+    assert_ranks_match([rank["params"] for rank in ranks], expected, rtol=1e-5, atol=1e-7)
+    # every parameter changed, so equality is not vacuous
+    assert all(not torch.equal(value, initial[name]) for name, value in expected.items())

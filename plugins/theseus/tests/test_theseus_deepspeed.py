@@ -4,7 +4,6 @@ untouched) and the same exported successor. One torchrun launch runs every selec
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -15,12 +14,17 @@ pytest.importorskip("deepspeed", reason="DeepSpeed tests need deepspeed (the cor
 from hfplug_theseus import export_successor
 from transformers import AutoModelForSequenceClassification
 
-from hfplug.testing import run_torchrun, tiny_model
+from hfplug.testing import (
+    assert_deepspeed_record,
+    assert_ranks_match,
+    import_script,
+    run_deepspeed_script,
+    selected_parameters,
+    tiny_model,
+)
 
 SCRIPT = Path(__file__).with_name("_theseus_deepspeed_script.py")
-_spec = importlib.util.spec_from_file_location("_theseus_deepspeed_script", SCRIPT)
-ds = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ds)
+ds = import_script(SCRIPT)
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +68,8 @@ def reference(checkpoint):
 @pytest.fixture(scope="module")
 def launched(request, tmp_path_factory, checkpoint) -> Path:
     """One torchrun launch for every stage of this module that this session selected."""
-    selected = [
-        str(item.callspec.params["stage"])
-        for item in request.session.items
-        if item.module is request.module and "stage" in getattr(getattr(item, "callspec", None), "params", {})
-    ]
     out = tmp_path_factory.mktemp("theseus-deepspeed")
-    run_torchrun(SCRIPT, checkpoint, str(out), *selected, timeout=900, env={"DS_ACCELERATOR": "cpu"})
+    run_deepspeed_script(SCRIPT, checkpoint, str(out), *selected_parameters(request, "stage"))
     return out
 
 
@@ -80,21 +79,17 @@ def test_deepspeed_equals_single_process_reference(stage, launched, reference, c
     draws, losses, expected, export = reference
     assert all({gates[i] for gates in draws} == {True, False} for i in range(2))  # both branches ran
     ranks = [torch.load(launched / f"z{stage}-rank{r}.pt") for r in (0, 1)]
-    assert [(r["world_size"], r["stage"]) for r in ranks] == [(2, stage)] * 2
-    assert [set(r["partitioned"]) for r in ranks] == [{stage == 3}] * 2  # ZeRO-3 partitioned every parameter
     initial = dict(ds.wrap(AutoModelForSequenceClassification.from_pretrained(checkpoint)).named_parameters())
     for rank in ranks:
+        assert_deepspeed_record(rank, stage)  # ZeRO-3 partitioned every parameter
         assert rank["draws"] == draws
         # float32 summation order only: seen 8.6e-8 relative on the losses, 7.5e-9 absolute on the parameters
-        torch.testing.assert_close(rank["losses"], losses, rtol=1e-6, atol=0)
+        torch.testing.assert_close(rank["losses"], dict(enumerate(losses, start=1)), rtol=1e-6, atol=0)
         assert rank["export"].keys() == export.keys()
         for name, value in export.items():
             torch.testing.assert_close(rank["export"][name], value, rtol=1e-5, atol=1e-7, msg=name)
+    assert_ranks_match([rank["params"] for rank in ranks], expected, rtol=1e-5, atol=1e-7)
     for name, value in expected.items():
-        torch.testing.assert_close(
-            ranks[1]["params"][name], ranks[0]["params"][name], rtol=0, atol=0, msg=name
-        )
-        torch.testing.assert_close(ranks[0]["params"][name], value, rtol=1e-5, atol=1e-7, msg=name)
         if ".predecessor." in name:  # frozen: the single-process update leaves it, and so must ZeRO
             assert torch.equal(value, initial[name]), name
     assert any(".successor." in k and not torch.equal(v, initial[k]) for k, v in expected.items())
