@@ -147,9 +147,15 @@ NO_TRUNCATION = TruncationStrategy.DO_NOT_TRUNCATE
 
 def _layout_in_python(kwargs: Mapping[str, Any]) -> bool:
     """Whether a call on single sequences can be laid out from the id cache: it asks for nothing that needs
-    the Rust encodings first (offsets, overflowing windows, a stride), and truncation, if any, keeps room for
+    the Rust encodings (offsets, overflowing windows, a stride), and truncation, if any, keeps room for
     the special tokens (transformers' backend ignores a ``max_length`` below that)."""
-    if any(kwargs.get(name) for name in ("return_overflowing_tokens", "stride", "sanitize_control_tokens")):
+    needs_backend = (
+        "return_offsets_mapping",
+        "return_overflowing_tokens",
+        "stride",
+        "sanitize_control_tokens",
+    )
+    if any(kwargs.get(name) for name in needs_backend):
         return False
     strategy = TruncationStrategy(kwargs.get("truncation_strategy", NO_TRUNCATION))
     if strategy == NO_TRUNCATION:
@@ -468,8 +474,6 @@ class WoBertTokenizer(TokenizersBackend):
         split = kwargs.get("split_special_tokens")
         pattern = self._protected_pattern(self.split_special_tokens if split is None else split)
         segmenter = load_segmenter(self.segmenter, self.hmm, self.user_dict)
-        if kwargs.get("return_offsets_mapping"):
-            return self._encode_with_offsets(sequences, batched, pattern, segmenter, kwargs)
         if text_pair is None and _layout_in_python(kwargs):
             rows = self._content_ids(texts, pattern, segmenter)
             if None not in rows:
@@ -500,10 +504,21 @@ class WoBertTokenizer(TokenizersBackend):
         segmenter: Segmenter,
         kwargs: dict[str, Any],
     ) -> BatchEncoding:
-        """transformers' Rust path on the joined pieces: encodings with word ids and offsets in the pieces."""
-        cache = self._fragment_cache()
-        joined = [[self._joined(t, pattern, segmenter, cache) for t in seq] for seq in sequences]
-        return super()._encode_plus(*(j if batched else j[0] for j in joined), **kwargs)
+        """transformers' Rust path on the joined pieces (encodings with word ids in the pieces); offsets, when asked
+        for, moved back to the original texts."""
+        if not kwargs.get("return_offsets_mapping"):
+            cache = self._fragment_cache()
+            joined = [[self._joined(t, pattern, segmenter, cache) for t in seq] for seq in sequences]
+            return super()._encode_plus(*(j if batched else j[0] for j in joined), **kwargs)
+        segmented = [[self._pieces_with_starts(t, pattern, segmenter) for t in seq] for seq in sequences]
+        sep = self._separator
+        joined = [[sep.join(pieces) for pieces, _ in seq] for seq in segmented]
+        out = super()._encode_plus(*joined, **{**kwargs, "return_tensors": None})  # batched: offsets per row
+        data = {**out, "offset_mapping": self._original_offsets(out, segmented)}
+        return_tensors = kwargs.get("return_tensors")
+        if not (batched or return_tensors or kwargs.get("return_overflowing_tokens")):
+            data = _drop_batch_axis(data)
+        return BatchEncoding(data, out.encodings, tensor_type=return_tensors)
 
     def _python_layout(
         self,
@@ -554,25 +569,6 @@ class WoBertTokenizer(TokenizersBackend):
         if not (batched or return_tensors):
             data = _drop_batch_axis(data)
         return LazyEncodingsBatch(data, tensor_type=return_tensors, n_sequences=1, build=build)
-
-    def _encode_with_offsets(
-        self,
-        sequences: list[list[str]],
-        batched: bool,
-        pattern: regex.Pattern | None,
-        segmenter: Segmenter,
-        kwargs: dict[str, Any],
-    ) -> BatchEncoding:
-        """The Rust path with ``offset_mapping`` moved back to the original texts."""
-        segmented = [[self._pieces_with_starts(t, pattern, segmenter) for t in seq] for seq in sequences]
-        sep = self._separator
-        joined = [[sep.join(pieces) for pieces, _ in seq] for seq in segmented]
-        return_tensors = kwargs.pop("return_tensors", None)
-        out = super()._encode_plus(*joined, return_tensors=None, **kwargs)  # batched: offsets per row
-        data = {**out, "offset_mapping": self._original_offsets(out, segmented)}
-        if not (batched or return_tensors or kwargs.get("return_overflowing_tokens")):
-            data = _drop_batch_axis(data)
-        return BatchEncoding(data, out.encodings, tensor_type=return_tensors)
 
     def _special_ids(self, add_special_tokens: bool) -> tuple[list[int], list[int]]:
         """The ids the post-processor puts before and after a single sequence."""
