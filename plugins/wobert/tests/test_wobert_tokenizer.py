@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 from hfplug_wobert import WoBertTokenizer
@@ -268,6 +269,8 @@ def test_call_builds_rust_encodings_only_when_asked(wobert_vocab, real_sentences
     assert backend.calls == 1
     assert out.word_ids(3) == out.encodings[3].word_ids and out.tokens(3)[0] == "[CLS]"
     assert backend.calls == 1  # built once
+    again = pickle.loads(pickle.dumps(out))  # pickles with its encodings
+    assert [e.ids for e in again.encodings] == again["input_ids"].tolist() == out["input_ids"].tolist()
     tok(texts, return_offsets_mapping=True)  # offsets and pairs still take the backend
     tok(texts, texts)
     assert backend.calls == 3
