@@ -233,9 +233,9 @@ def plot(result: dict, path: Path) -> None:
     machine, lengths = result["machine"], result["lengths"]
     ax.set_title(
         f"BERT-base shape, {result['settings']['reviews']} reviews, {result['repeats']} repeats, "
-        f"load {machine['loadavg_before'][0]} -> {machine['loadavg_after'][0]}\n"
-        f"tokens/example word {lengths['word']['tokens_per_example']} vs char {lengths['char']['tokens_per_example']}; "
-        f"word/char (goal 1.2x): {ratios}",
+        f"load {machine['loadavg_before'][0]} -> {machine['loadavg_after'][0]}; "
+        f"tokens/example word {lengths['word']['tokens_per_example']} vs char {lengths['char']['tokens_per_example']}\n"
+        f"word/char per repeat (goal 1.2x): {ratios}",
         fontsize=9,
     )
     fig.tight_layout()
