@@ -158,22 +158,32 @@ def theseus_rows() -> list[Row]:
 
 
 def wobert_rows() -> list[Row]:
-    bench = load("plugins/wobert/bench/results/tokenizers.json")
+    bench = load("plugins/wobert/bench/results/tokenizers_single_thread.json")
     repro = load("examples/results/wobert_snownlp.json")
+    model = load("plugins/wobert/bench/results/model_speed.json")["summary"]["cpu_s"]
     speed, lengths, summary = bench["speed"], bench["lengths_without_special_tokens"], repro["summary"]
     seeds = ", ".join(map(str, repro["settings"]["seeds"]))
     return [
         Row(
-            "chars/s, WoBertTokenizer vs RoFormerTokenizer, same vocabulary (goal >= 4x)",
+            "chars/s, WoBertTokenizer vs RoFormerTokenizer, same vocabulary, one thread (goal >= 4x)",
             f"{speed['roformer_same_vocab']['chars_per_s']:,}",
             f"{speed['wobert']['chars_per_s']:,}",
             ratio(speed["wobert"]["chars_per_s"], speed["roformer_same_vocab"]["chars_per_s"]),
         ),
         Row(
-            "chars/s, WoBertTokenizer vs BertTokenizer char level (goal >= 0.75x)",
+            "chars/s, WoBertTokenizer vs BertTokenizer char level, one thread (goal >= 1.5x)",
             f"{speed['bert_char']['chars_per_s']:,}",
             f"{speed['wobert']['chars_per_s']:,}",
             ratio(speed["wobert"]["chars_per_s"], speed["bert_char"]["chars_per_s"]),
+        ),
+        *(
+            Row(
+                f"BERT-base shape, {label} examples per CPU s, word vs char vocabulary (ratio: median per repeat; goal >= 1.2x)",
+                fmt(model["examples_per_s"]["char"][key]["median"], 2),
+                fmt(model["examples_per_s"]["word"][key]["median"], 2),
+                fmt(model["word_vs_char"][key]["median"], 2) + "x",
+            )
+            for key, label in (("forward_backward", "forward+backward"), ("inference", "inference"))
         ),
         Row(
             "tokens per character, People's Daily (anchor: 0.742 word vs 0.996 char)",
@@ -484,7 +494,11 @@ SECTIONS: list[Section] = [
     Section(
         "wobert",
         "hfplug-wobert: the WoBERT tokenizer",
-        (("plugins/wobert/bench/bench_tokenizers.py",), ("examples/wobert_snownlp.py",)),
+        (
+            ("plugins/wobert/bench/bench_tokenizers.py",),
+            ("plugins/wobert/bench/bench_model_speed.py",),
+            ("examples/wobert_snownlp.py",),
+        ),
         wobert_rows,
     ),
 ]
@@ -1277,12 +1291,26 @@ def wobert_speed_block() -> str:
         ]
 
     rows = [[label, *cells(runs[0], key), *cells(runs[1], key)] for key, label in WOBERT_ROWS.items()]
-    header = ["tokenizer", "chars/s (default threads)", "× RoFormer", "× BertTokenizer", "chars/s (one Rust thread)",
+    header = ["tokenizer", "chars/s (default threads)", "× RoFormer", "× BertTokenizer", "chars/s (one thread)",
               "× RoFormer", "× BertTokenizer"]  # fmt: skip
+
+    def per_run(r: dict, clock: str) -> str:
+        ratios = r["ratios_per_run"][clock]
+        return ", ".join(
+            f"{x['median']:.2f} ({x['iqr'][0]:.2f}–{x['iqr'][1]:.2f})× {label}"
+            for key, label in (
+                ("wobert_vs_roformer_same_vocab", "RoFormer"),
+                ("wobert_vs_bert_char", "BertTokenizer"),
+            )
+            for x in [ratios[key]]
+        )
+
     facts = [
         f"`{name}.json`: {r['lines']:,} lines ({r['chars']:,} characters; per-line rows {r['single_lines']:,} lines), "
         f"median of {r['runs']}, {r['machine']['cpus']} CPUs, "
-        f"{load_span(r['machine']['loadavg_before'], r['machine']['loadavg_after'])}"
+        f"{load_span(r['machine']['loadavg_before'], r['machine']['loadavg_after'])}, "
+        f"`tok(texts)` run by run (median (quartiles)) on wall time {per_run(r, 'wall')}"
+        + (f", on CPU time {per_run(r, 'cpu')}" if name.endswith("single_thread") else "")
         for name, r in zip(("tokenizers", "tokenizers_single_thread"), runs, strict=True)
     ]
     return table(header, rows) + recorded(*facts)
@@ -1310,6 +1338,49 @@ def wobert_lengths_block() -> str:
             "[UNK] rate",
         ],
         rows,
+    )
+
+
+WOBERT_MEASURES = {
+    "forward_backward": "forward + backward",
+    "train_step": "train step (+ AdamW)",
+    "inference": "inference",
+}
+
+
+def wobert_model_speed_block() -> str:
+    """Word vs char vocabulary at BERT-base shape (``model_speed.json``): examples per CPU second, medians with
+    quartiles over the repeats, and the word/char ratio of each repeat."""
+    r = load(f"{WOBERT}/model_speed.json")
+    cpu, wall, lengths = r["summary"]["cpu_s"], r["summary"]["wall_s"], r["lengths"]
+
+    def cell(stats: dict) -> str:
+        return f"{stats['median']:.2f} ({stats['iqr'][0]:.2f}–{stats['iqr'][1]:.2f})"
+
+    labels = {"char": "char (bert-base-chinese)", "word": "word (WoBERT)"}
+    rows = [
+        [f"{label}, {r['vocab_size'][name]:,} tokens, {r['parameters'][name] / 1e6:.1f} M parameters",
+         f"{lengths[name]['tokens_per_example']:.1f}", f"{lengths[name]['padded_tokens_per_example']:.1f}",
+         *(cell(cpu["examples_per_s"][name][key]) for key in WOBERT_MEASURES)]
+        for name, label in labels.items()
+    ]  # fmt: skip
+    rows.append(
+        ["word / char (tokens: all reviews; speed: per repeat)",
+         fmt(lengths["word"]["tokens_per_example"] / lengths["char"]["tokens_per_example"], 3),
+         fmt(lengths["word"]["padded_tokens_per_example"] / lengths["char"]["padded_tokens_per_example"], 3),
+         *(cell(cpu["word_vs_char"][key]) for key in WOBERT_MEASURES)]
+    )  # fmt: skip
+    header = ["vocabulary", "tokens / example", "padded tokens / example",
+              *(f"{label}, examples/s" for label in WOBERT_MEASURES.values())]  # fmt: skip
+    s, m = r["settings"], r["machine"]
+    wall_ratios = ", ".join(
+        f"{label} {wall['word_vs_char'][key]['median']:.2f}×" for key, label in WOBERT_MEASURES.items()
+    )
+    return table(header, rows) + recorded(
+        f"{r['model']}; {r['data']}; {r['repeats']} repeats of {s['batches_per_repeat']} batches "
+        f"({sum(run['examples'] for run in r['runs'])} reviews timed), examples per CPU second of the process "
+        f"(median (quartiles)), {m['torch_threads']} torch thread, {m['cpus']} CPUs, "
+        f"{load_span(m['loadavg_before'], m['loadavg_after'])}; word/char on wall time: {wall_ratios}"
     )
 
 
@@ -1392,6 +1463,7 @@ PAGES: dict[str, dict[str, Callable[[], str]]] = {
     "docs/plugins/wobert.md": {
         "wobert-speed": wobert_speed_block,
         "wobert-lengths": wobert_lengths_block,
+        "wobert-model-speed": wobert_model_speed_block,
         "wobert-reproduction": wobert_reproduction_block,
     },
 }

@@ -6,10 +6,10 @@ call on the whole list of lines, as in shared/reference/anchor-measurements.md Â
 call the tokenizer once per line on the first ``--single-lines`` lines (``Dataset.map`` without batching);
 ``wobert_encode_ids`` is ``WoBertTokenizer.encode_ids`` (ids only, checked equal to the ``wobert`` row).
 Writes plugins/wobert/bench/results/tokenizers.json and tokenizers.png, or tokenizers_single_thread.*
-when the Rust side is kept to one thread:
+when the Rust side is kept to one thread (rjieba runs on the calling thread either way):
 
     python plugins/wobert/bench/bench_tokenizers.py [--lines 5000] [--runs 5]
-    TOKENIZERS_PARALLELISM=false python plugins/wobert/bench/bench_tokenizers.py
+    TOKENIZERS_PARALLELISM=false RAYON_NUM_THREADS=1 OMP_NUM_THREADS=1 python plugins/wobert/bench/bench_tokenizers.py
 """
 
 from __future__ import annotations
@@ -30,6 +30,13 @@ from transformers import BertTokenizer, RoFormerTokenizer
 from hfplug.data import bert_chinese_vocab_dir, load_peoples_daily
 
 RESULTS = Path(__file__).parent / "results"
+THREAD_VARIABLES = ("TOKENIZERS_PARALLELISM", "RAYON_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def quartiles(values: list[float], digits: int) -> list[float]:
+    """First and third quartile (the interquartile range's ends)."""
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return [round(q1, digits), round(q3, digits)]
 
 
 def length_stats(ids: list[list[int]], n_chars: int, unk_id: int) -> dict[str, float]:
@@ -77,18 +84,21 @@ def main() -> None:
     n_chars_of = dict.fromkeys(candidates, n_chars)
     n_chars_of["wobert_single"] = n_chars_of["bert_char_single"] = sum(map(len, lines[: args.single_lines]))
     times: dict[str, list[float]] = {name: [] for name in candidates}
+    cpu_times: dict[str, list[float]] = {name: [] for name in candidates}
     outputs = {name: fn() for name, fn in candidates.items()}  # warm-up
     if outputs["wobert_encode_ids"] != outputs["wobert"]:
         raise RuntimeError("encode_ids and __call__ disagree on this corpus")
     for _ in range(args.runs):
         for name, fn in candidates.items():
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             fn()
             times[name].append(time.perf_counter() - start)
+            cpu_times[name].append(time.process_time() - cpu_start)
 
     speed = {
         name: {
             "median_s": round(statistics.median(t), 4),
+            "iqr_s": quartiles(t, 4),
             "chars_per_s": round(n_chars_of[name] / statistics.median(t)),
         }
         for name, t in times.items()
@@ -111,6 +121,20 @@ def main() -> None:
             speed["wobert_single"]["chars_per_s"] / speed["bert_char_single"]["chars_per_s"], 3
         ),
     }
+    # the same ratios run by run (each run times every row once, interleaved): median and quartiles
+    # the same ratios run by run (each run times every row once, interleaved): median and quartiles, on wall
+    # time and on the process' CPU time (with one thread the work itself, whatever else holds the cores)
+    ratios_per_run = {
+        clock: {
+            f"wobert_vs_{other}": {
+                "median": round(statistics.median(values), 3),
+                "iqr": quartiles(values, 3),
+            }
+            for other in ("roformer_same_vocab", "bert_char")
+            for values in [[a / b for a, b in zip(seconds[other], seconds["wobert"], strict=True)]]
+        }
+        for clock, seconds in (("wall", times), ("cpu", cpu_times))
+    }
     lengths = {
         "wobert": length_stats(outputs["wobert"], n_chars, wobert.unk_token_id),
         "roformer_same_vocab": length_stats(outputs["roformer_same_vocab"], n_chars, roformer.unk_token_id),
@@ -127,9 +151,11 @@ def main() -> None:
         "runs": args.runs,
         "speed": speed,
         "ratios": ratios,
+        "ratios_per_run": ratios_per_run,
         "lengths_without_special_tokens": lengths,
         "machine": {
             "cpus": os.cpu_count(),
+            "threads_env": {name: os.environ.get(name) for name in THREAD_VARIABLES},
             "loadavg_before": load_before,
             "loadavg_after": [round(x, 2) for x in os.getloadavg()],
             "python": platform.python_version(),
@@ -163,7 +189,7 @@ def plot(speed: dict[str, dict[str, float]], result: dict, path: Path) -> None:
         f"People's Daily, {result['lines']} lines, TOKENIZERS_PARALLELISM={result['tokenizers_parallelism']}, "
         f"load {machine['loadavg_before'][0]} -> {machine['loadavg_after'][0]}\n"
         f"WoBertTokenizer(texts) = {ratios['wobert_vs_roformer']}x RoFormer (goal 4x), "
-        f"{ratios['wobert_vs_bert_char']}x BertTokenizer (goal 0.75x); "
+        f"{ratios['wobert_vs_bert_char']}x BertTokenizer (goal 1.5x); "
         f"encode_ids = {ratios['wobert_encode_ids_vs_roformer']}x RoFormer",
         fontsize=9,
     )

@@ -154,8 +154,10 @@ def test_random_text_gives_reference_ids_or_names_the_surrogate(
             with pytest.raises(ValueError, match=f"text holds the lone surrogate .* at position {position}"):
                 call(text)
         return
-    enc = wobert_tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    enc = wobert_tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)  # the Rust path
     assert enc["input_ids"] == [wobert_vocab[t] for t in reference(text)]
+    plain = wobert_tokenizer(text, add_special_tokens=False)  # the Python layout
+    assert plain["input_ids"] == enc["input_ids"]
     assert wobert_tokenizer.encode_ids(text, add_special_tokens=False) == enc["input_ids"]
     assert all(0 <= start < end <= len(text) for start, end in enc["offset_mapping"])
 

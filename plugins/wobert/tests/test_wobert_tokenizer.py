@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 from hfplug_wobert import WoBertTokenizer
@@ -154,11 +155,11 @@ def test_piece_cache_eviction_and_settings_keep_ids(wobert_vocab, real_sentences
     texts = real_sentences[:300]
     expected = WoBertTokenizer(vocab=wobert_vocab)(texts)["input_ids"]
     tok = WoBertTokenizer(vocab=wobert_vocab)
-    tok(texts[:10])
-    tok.encode_ids(texts[:10])
+    assert tok(texts[:10]).encodings  # the Rust encodings use the piece cache, the ids the id cache
     for kind in ("pieces", "ids"):
         tok.cache[kind].maxsize = 7  # emptied every 7 new words
     assert tok(texts)["input_ids"] == expected
+    assert [encoding.ids for encoding in tok(texts).encodings] == expected
     assert tok.encode_ids(texts) == expected
     assert len(tok.cache["pieces"]) <= 7 and len(tok.cache["ids"]) <= 7
     tok.normalize_before_segmentation = False  # a settings change starts a new cache
@@ -172,7 +173,7 @@ def test_pickles_leave_the_piece_cache_behind(wobert_vocab, real_sentences):
 
     tok = WoBertTokenizer(vocab=wobert_vocab)
     ids = tok(real_sentences[:50])["input_ids"]
-    assert len(tok.cache["pieces"]) > 100
+    assert len(tok.cache["ids"]) > 100
     for again in (pickle.loads(pickle.dumps(tok)), copy.deepcopy(tok)):
         assert again.cache == {}
         assert again(real_sentences[:50])["input_ids"] == ids
@@ -236,3 +237,97 @@ def test_encode_ids_rejects_bad_arguments(wobert_tokenizer):
         wobert_tokenizer.encode_ids("北京", add_special_tokens="yes")
     with pytest.raises(TypeError, match="text must be a str or a list of str"):
         wobert_tokenizer.encode_ids(None)
+
+
+class CountingBackend:
+    """Wraps a tokenizer's Rust backend and counts its ``encode_batch`` calls (everything else passes through)."""
+
+    def __init__(self, inner):
+        object.__setattr__(self, "inner", inner)
+        object.__setattr__(self, "calls", 0)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __setattr__(self, name, value):
+        setattr(self.inner, name, value)
+
+    def encode_batch(self, *args, **kwargs):
+        object.__setattr__(self, "calls", self.calls + 1)
+        return self.inner.encode_batch(*args, **kwargs)
+
+
+def test_call_builds_rust_encodings_only_when_asked(wobert_vocab, real_sentences):
+    """``tok(texts)`` lays the ids out in Python; the Rust encodings (word ids, tokens) are built on first use."""
+    tok = WoBertTokenizer(vocab=wobert_vocab)
+    backend = tok._tokenizer = CountingBackend(tok._tokenizer)
+    texts = real_sentences[:20]
+    out = tok(texts, padding=True, truncation=True, max_length=24, return_tensors="pt")
+    assert tok.tokenize(texts[0]) and tok.encode_ids(texts) and out.is_fast
+    assert backend.calls == 0
+    assert [encoding.ids for encoding in out.encodings] == out["input_ids"].tolist()
+    assert backend.calls == 1
+    assert out.word_ids(3) == out.encodings[3].word_ids and out.tokens(3)[0] == "[CLS]"
+    assert backend.calls == 1  # built once
+    again = pickle.loads(pickle.dumps(out))  # pickles with its encodings
+    assert [e.ids for e in again.encodings] == again["input_ids"].tolist() == out["input_ids"].tolist()
+    tok(texts, return_offsets_mapping=True)  # offsets and pairs still take the backend
+    tok(texts, texts)
+    assert backend.calls == 3
+
+
+def same_outputs(fast, slow):
+    """Equal keys in the same order, equal values, the same array types."""
+    assert list(fast) == list(slow)
+    for key in fast:
+        a, b = fast[key], slow[key]
+        if hasattr(b, "tolist"):
+            assert type(a) is type(b) and a.dtype == b.dtype and a.tolist() == b.tolist(), key
+        else:
+            assert a == b, key
+
+
+LAYOUTS = [
+    {},
+    {"add_special_tokens": False},
+    {"padding": True},
+    {"padding": True, "pad_to_multiple_of": 8, "padding_side": "left"},
+    {"padding": "max_length", "max_length": 40},
+    {"truncation": True, "max_length": 2},
+    {"truncation": True, "max_length": 3, "padding": "max_length"},
+    {"truncation": "only_first", "max_length": 16},
+    {"truncation": True, "max_length": 1, "add_special_tokens": False},
+    {"truncation": True, "max_length": 1},  # below [CLS] + [SEP]: the backend leaves the text whole
+    {"padding": True, "return_tensors": "pt", "return_length": True},
+    {"padding": True, "truncation": True, "max_length": 12, "return_tensors": "np"},
+    {"return_special_tokens_mask": True, "return_attention_mask": False, "return_token_type_ids": False},
+    {"return_length": True, "split_special_tokens": True},
+]
+
+
+@pytest.mark.parametrize(
+    "layout", LAYOUTS, ids=lambda layout: ",".join(f"{k}={v}" for k, v in layout.items())
+)
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_python_layout_equals_the_backend(wobert_vocab, real_sentences, layout, side):
+    """Special tokens, truncation, padding, masks, lengths and tensors as the Rust backend lays them out (the
+    offsets request takes the backend path; its offsets are dropped for the comparison)."""
+    tok = WoBertTokenizer(vocab=wobert_vocab, truncation_side=side)
+    tok.add_tokens(["qzxw", "天气很好"])
+    texts = [
+        *real_sentences[:30],
+        "",
+        "[CLS]今天天气很好[MASK]",
+        "QZXW北京",
+    ]  # the last one takes the backend
+    for text in (texts, texts[:-1], texts[0], ""):
+        fast = tok(text, **layout)
+        slow = tok(text, return_offsets_mapping=True, **layout)
+        slow.pop("offset_mapping")
+        same_outputs(fast, slow)
+        rows = (
+            fast["input_ids"] if isinstance(text, list) or "return_tensors" in layout else [fast["input_ids"]]
+        )
+        assert (
+            [e.ids for e in fast.encodings] == [list(row) for row in rows] == [e.ids for e in slow.encodings]
+        )

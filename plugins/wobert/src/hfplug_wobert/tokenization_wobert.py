@@ -25,8 +25,9 @@ from typing import Any
 import regex
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
+from transformers.tokenization_utils_base import BatchEncoding, TruncationStrategy
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
-from transformers.utils.generic import to_py_obj
+from transformers.utils.generic import PaddingStrategy, to_py_obj
 
 from hfplug.validation import check_bool, check_choice, check_int, check_int_list
 
@@ -139,6 +140,78 @@ def check_vocab(name: str, vocab: Any) -> dict[str, int]:
             )
         owners[index], checked[token] = token, index
     return checked
+
+
+NO_TRUNCATION = TruncationStrategy.DO_NOT_TRUNCATE
+
+
+def _layout_in_python(kwargs: Mapping[str, Any]) -> bool:
+    """Whether a call on single sequences can be laid out from the id cache: it asks for nothing that needs
+    the Rust encodings (offsets, overflowing windows, a stride), and truncation, if any, keeps room for
+    the special tokens (transformers' backend ignores a ``max_length`` below that)."""
+    needs_backend = (
+        "return_offsets_mapping",
+        "return_overflowing_tokens",
+        "stride",
+        "sanitize_control_tokens",
+    )
+    if any(kwargs.get(name) for name in needs_backend):
+        return False
+    strategy = TruncationStrategy(kwargs.get("truncation_strategy", NO_TRUNCATION))
+    if strategy == NO_TRUNCATION:
+        return True
+    max_length, special = kwargs.get("max_length"), 2 if kwargs.get("add_special_tokens", True) else 0
+    return (
+        strategy != TruncationStrategy.ONLY_SECOND
+        and max_length is not None
+        and max_length >= max(special, 1)
+    )
+
+
+def _wanted(kwargs: Mapping[str, Any], name: str, default: bool) -> bool:
+    """A ``return_*`` flag of the call, ``default`` (from ``model_input_names``) when not given."""
+    value = kwargs.get(name)
+    return default if value is None else bool(value)
+
+
+def _drop_batch_axis(data: dict[str, Any]) -> dict[str, Any]:
+    """The output for one text without tensors, as transformers gives it: each list of rows becomes its one row
+    (``length`` stays a one-element list)."""
+    return {key: value[0] if value and isinstance(value[0], list) else value for key, value in data.items()}
+
+
+class LazyEncodingsBatch(BatchEncoding):
+    """A ``BatchEncoding`` whose Rust encodings (``encodings``, ``word_ids()``, ``tokens()``, ``char_to_token()``,
+    indexing by int, pickling) are built by ``build()`` on first use; ids, masks and lengths are there from the
+    start. ``is_fast`` is ``True`` without building them."""
+
+    def __init__(
+        self,
+        data: dict[str, Any] | None = None,
+        encoding: Any = None,
+        tensor_type: Any = None,
+        prepend_batch_axis: bool = False,
+        n_sequences: int | None = None,
+        build: Callable[[], list[Any]] | None = None,
+    ) -> None:
+        super().__init__(data, encoding, tensor_type, prepend_batch_axis, n_sequences)
+        self.__dict__["_build"] = build
+
+    @property
+    def _encodings(self) -> list[Any] | None:
+        build = self.__dict__.pop("_build", None)
+        if build is not None:
+            self.__dict__["_built"] = build()
+        return self.__dict__.get("_built")
+
+    @_encodings.setter
+    def _encodings(self, value: list[Any] | None) -> None:
+        self.__dict__.pop("_build", None)
+        self.__dict__["_built"] = value
+
+    @property
+    def is_fast(self) -> bool:
+        return self.__dict__.get("_build") is not None or self.__dict__.get("_built") is not None
 
 
 class WoBertTokenizer(TokenizersBackend):
@@ -385,7 +458,7 @@ class WoBertTokenizer(TokenizersBackend):
             return [check_text(f"{name}[{i}]", item) for i, item in enumerate(value)], True
         raise TypeError(f"{name} must be a str or a list of str, got {type(value).__name__}")
 
-    def _encode_plus(self, text: Any, text_pair: Any = None, **kwargs: Any):
+    def _encode_plus(self, text: Any, text_pair: Any = None, **kwargs: Any) -> BatchEncoding:
         if kwargs.get("is_split_into_words"):
             raise ValueError(
                 "WoBertTokenizer does not support is_split_into_words=True: it segments raw text itself; "
@@ -401,6 +474,38 @@ class WoBertTokenizer(TokenizersBackend):
         split = kwargs.get("split_special_tokens")
         pattern = self._protected_pattern(self.split_special_tokens if split is None else split)
         segmenter = load_segmenter(self.segmenter, self.hmm, self.user_dict)
+        if text_pair is None and _layout_in_python(kwargs):
+            rows = self._content_ids(texts, pattern, segmenter)
+            if None not in rows:
+                return self._python_layout(
+                    rows,
+                    batched,
+                    kwargs,
+                    lambda: self._backend_encode(sequences, batched, pattern, segmenter, kwargs).encodings,
+                )
+        return self._backend_encode(sequences, batched, pattern, segmenter, kwargs)
+
+    def tokenize(
+        self, text: str, pair: str | None = None, add_special_tokens: bool = False, **kwargs: Any
+    ) -> list[str]:
+        """The tokens of ``text`` (and ``pair``): ``self(text, pair).tokens()``, read from the ids so that no Rust
+        encodings are built."""
+        out = self._encode_plus(text=text, text_pair=pair, add_special_tokens=add_special_tokens, **kwargs)
+        ids = to_py_obj(out["input_ids"])
+        if ids and isinstance(ids[0], list):  # a batch: tokens() is the first row
+            ids = ids[0]
+        return [self._tokenizer.id_to_token(index) for index in ids]
+
+    def _backend_encode(
+        self,
+        sequences: list[list[str]],
+        batched: bool,
+        pattern: regex.Pattern | None,
+        segmenter: Segmenter,
+        kwargs: dict[str, Any],
+    ) -> BatchEncoding:
+        """transformers' Rust path on the joined pieces (encodings with word ids in the pieces); offsets, when asked
+        for, moved back to the original texts."""
         if not kwargs.get("return_offsets_mapping"):
             cache = self._fragment_cache()
             joined = [[self._joined(t, pattern, segmenter, cache) for t in seq] for seq in sequences]
@@ -408,63 +513,122 @@ class WoBertTokenizer(TokenizersBackend):
         segmented = [[self._pieces_with_starts(t, pattern, segmenter) for t in seq] for seq in sequences]
         sep = self._separator
         joined = [[sep.join(pieces) for pieces, _ in seq] for seq in segmented]
-        return_tensors = kwargs.pop("return_tensors", None)
-        out = super()._encode_plus(*(j if batched else j[0] for j in joined), return_tensors=None, **kwargs)
-        offsets = self._original_offsets(out, segmented)
-        out["offset_mapping"] = offsets if (batched or "overflow_to_sample_mapping" in out) else offsets[0]
-        if return_tensors is None:
-            return out
-        data = (
-            dict(out)
-            if (batched or "overflow_to_sample_mapping" in out)
-            else {k: [v] for k, v in out.items()}
+        out = super()._encode_plus(*joined, **{**kwargs, "return_tensors": None})  # batched: offsets per row
+        data = {**out, "offset_mapping": self._original_offsets(out, segmented)}
+        return_tensors = kwargs.get("return_tensors")
+        if not (batched or return_tensors or kwargs.get("return_overflowing_tokens")):
+            data = _drop_batch_axis(data)
+        return BatchEncoding(data, out.encodings, tensor_type=return_tensors)
+
+    def _python_layout(
+        self,
+        rows: list[list[int]],
+        batched: bool,
+        kwargs: dict[str, Any],
+        build: Callable[[], list[Any]],
+    ) -> BatchEncoding:
+        """What the backend's post-processor, truncation and padding make of the content ids ``rows`` of single
+        sequences: ``[CLS] ids [SEP]`` (type ids 0) cut to ``max_length`` on ``truncation_side``, padded by
+        ``self.pad``. The Rust encodings come from ``build`` on first use (``word_ids()``, ``tokens()``, ...)."""
+        prefix, suffix = self._special_ids(kwargs.get("add_special_tokens", True))
+        max_length = kwargs.get("max_length")
+        if TruncationStrategy(kwargs.get("truncation_strategy", "do_not_truncate")) != NO_TRUNCATION:
+            keep = max_length - len(prefix) - len(suffix)
+            if self.truncation_side == "right":
+                rows = [ids[:keep] for ids in rows]
+            else:
+                rows = [ids[max(len(ids) - keep, 0) :] for ids in rows]
+        input_ids = [[*prefix, *ids, *suffix] for ids in rows]
+        data: dict[str, Any] = {"input_ids": input_ids}
+        if _wanted(kwargs, "return_token_type_ids", "token_type_ids" in self.model_input_names):
+            data["token_type_ids"] = [[0] * len(ids) for ids in input_ids]
+        return_attention_mask = _wanted(
+            kwargs, "return_attention_mask", "attention_mask" in self.model_input_names
         )
-        return type(out)(data, out.encodings, tensor_type=return_tensors)
+        if return_attention_mask:
+            data["attention_mask"] = [[1] * len(ids) for ids in input_ids]
+        if kwargs.get("return_special_tokens_mask"):
+            data["special_tokens_mask"] = [
+                [1] * len(prefix) + [0] * len(ids) + [1] * len(suffix) for ids in rows
+            ]
+        padding = PaddingStrategy(kwargs.get("padding_strategy", "do_not_pad"))
+        if padding != PaddingStrategy.DO_NOT_PAD:
+            data = self.pad(
+                data,
+                padding=padding,
+                max_length=max_length,
+                pad_to_multiple_of=kwargs.get("pad_to_multiple_of"),
+                padding_side=kwargs.get("padding_side"),
+                return_attention_mask=return_attention_mask,
+            ).data
+        if kwargs.get("return_length"):
+            data["length"] = [len(ids) for ids in data["input_ids"]]
+        for ids in data["input_ids"]:
+            self._eventual_warn_about_too_long_sequence(ids, max_length, kwargs.get("verbose", True))
+        return_tensors = kwargs.get("return_tensors")
+        if not (batched or return_tensors):
+            data = _drop_batch_axis(data)
+        return LazyEncodingsBatch(data, tensor_type=return_tensors, n_sequences=1, build=build)
+
+    def _special_ids(self, add_special_tokens: bool) -> tuple[list[int], list[int]]:
+        """The ids the post-processor puts before and after a single sequence."""
+        return ([self.cls_token_id], [self.sep_token_id]) if add_special_tokens else ([], [])
+
+    def _content_ids(
+        self, texts: list[str], pattern: regex.Pattern | None, segmenter: Segmenter
+    ) -> list[list[int] | None]:
+        """Each text's ids without special tokens, from the per-word id cache; ``None`` for a text in which an
+        added token appears inside a normalised word (only the backend cuts it out there)."""
+        cache = self._id_cache(pattern)
+        added = {token.content: index for index, token in self._tokenizer.get_added_tokens_decoder().items()}
+        normalize_first, lowercase, accents = (
+            self.normalize_before_segmentation,
+            self.do_lower_case,
+            self._accents,
+        )
+        cut, lookup, runs = segmenter.cut, cache.__getitem__, self._runs
+        rows: list[list[int] | None] = []
+        for item in texts:
+            ids: list[int] | None = []
+            for _, run, protected in runs(item, pattern):
+                if protected:
+                    ids.append(added[run])
+                    continue
+                per_word = list(
+                    map(lookup, cut(normalize_text(run, lowercase, accents) if normalize_first else run))
+                )
+                if None in per_word:
+                    ids = None
+                    break
+                ids.extend(chain.from_iterable(per_word))
+            rows.append(ids)
+        return rows
 
     def encode_ids(
         self, text: str | list[str], add_special_tokens: bool = True, max_length: int | None = None
     ) -> list[int] | list[list[int]]:
         """Only the token ids: ``self(text, truncation=max_length is not None, max_length=max_length)["input_ids"]``,
-        computed in Python from cached per-word ids instead of Rust encodings.
+        from the same per-word id cache as calling the tokenizer, without a ``BatchEncoding``.
 
-        Several times faster than calling the tokenizer, for preprocessing that needs nothing else: no offsets,
-        word ids, padding or tensors (pad later with ``self.pad`` or a data collator). ``max_length`` keeps the
-        first ``max_length`` tokens, [CLS] and [SEP] included (default ``None``: no truncation). A text in which
-        an added token appears inside a normalised word (e.g. added ``"abc"``, text ``"ABC"``) takes the full
-        path, so the ids always agree with ``__call__``.
+        For preprocessing that needs nothing else: no attention mask, offsets, padding or tensors (pad later with
+        ``self.pad`` or a data collator). ``max_length`` keeps the first ``max_length`` tokens, [CLS] and [SEP]
+        included (default ``None``: no truncation). A text in which an added token appears inside a normalised
+        word (e.g. added ``"abc"``, text ``"ABC"``) takes the backend path, so the ids always agree with
+        ``__call__``.
         """
         texts, batched = self._as_texts(text, "text")
-        special = (
-            [self.cls_token_id, self.sep_token_id]
-            if check_bool("add_special_tokens", add_special_tokens)
-            else []
-        )
+        prefix, suffix = self._special_ids(check_bool("add_special_tokens", add_special_tokens))
         if max_length is not None:  # room for the special tokens
-            check_int("max_length", max_length, minimum=max(len(special), 1))
+            check_int("max_length", max_length, minimum=max(len(prefix) + len(suffix), 1))
         pattern = self._protected_pattern(self.split_special_tokens)
         segmenter = load_segmenter(self.segmenter, self.hmm, self.user_dict)
-        cache = self._id_cache(pattern)
-        added = {token.content: index for index, token in self._tokenizer.get_added_tokens_decoder().items()}
-        normalize_first = self.normalize_before_segmentation
         rows = []
-        for item in texts:
-            ids: list[int] | None = []
-            for _, run, protected in self._runs(item, pattern):
-                if protected:
-                    ids.append(added[run])
-                    continue
-                if normalize_first:
-                    run = normalize_text(run, self.do_lower_case, self._accents)
-                per_word = list(map(cache.__getitem__, segmenter.cut(run)))
-                if None in per_word:
-                    ids = None
-                    break
-                ids.extend(chain.from_iterable(per_word))
+        for item, ids in zip(texts, self._content_ids(texts, pattern, segmenter), strict=True):
             if ids is None:
                 ids = self(item, add_special_tokens=False)["input_ids"]
             if max_length is not None:
-                ids = ids[: max_length - len(special)]
-            rows.append([*special[:1], *ids, *special[1:]])
+                ids = ids[: max_length - len(prefix) - len(suffix)]
+            rows.append([*prefix, *ids, *suffix])
         return rows if batched else rows[0]
 
     def _id_cache(self, pattern: regex.Pattern | None) -> _WordCache:
