@@ -1,9 +1,9 @@
 """Order statistics and masking for the truncation warpers, fast on CPU.
 
-On CPU the order statistics come from NumPy's value-only ``sort`` / ``partition`` instead of ``torch.sort`` /
-``torch.topk``, and :func:`keep_at_least` masks with four float passes instead of a boolean ``torch.where`` /
-``masked_fill``, both cheaper there (``plugins/noloop/bench`` measures the warpers against transformers' own).
-Other devices use torch.
+``kth_largest`` looks at the rows in blocks and runs ``torch.topk`` only on the few blocks that can hold the
+answer; ``sorted_values`` sorts with NumPy's value-only ``sort`` on CPU (cheaper there than ``torch.sort``);
+:func:`keep_at_least` masks with four float passes instead of a boolean ``torch.where`` / ``masked_fill``
+(``plugins/noloop/bench`` measures the warpers against transformers' own).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 _NUMPY_DTYPES = (torch.float32, torch.float64)
 _SMALLEST_SUBNORMAL = -1.401298464324817e-45  # -2^-149: d > this  <=>  d >= 0 for a float32 d
+_BLOCK = 32  # values per block in kth_largest
 
 
 def _as_numpy(scores: torch.Tensor) -> np.ndarray | None:
@@ -35,13 +36,26 @@ def sorted_values(scores: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.sort(array, axis=-1))
 
 
-def kth_largest(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """The ``k``-th largest value of each row, repeats counted (``torch.topk(scores, k).values[:, -1:]``)."""
-    array = _as_numpy(scores)
-    if array is None:
-        return torch.topk(scores, k, dim=-1).values[:, -1:]
-    position = scores.shape[-1] - k
-    return torch.from_numpy(np.partition(array, position, axis=-1)[:, position : position + 1])
+def kth_largest(scores: torch.Tensor, k: int, block: int = _BLOCK) -> torch.Tensor:
+    """The ``k``-th largest value of each row, repeats counted (``torch.topk(scores, k).values[:, -1:]``).
+
+    The row is cut into blocks of ``block`` values (the last ``n mod block`` stay apart) and only the
+    ``k`` blocks with the largest maxima, plus that remainder, go to ``torch.topk``: the ``k`` maxima are
+    ``k`` distinct values >= the k-th largest block maximum, so every value above the answer, and enough
+    values equal to it, lie in those blocks (ties included). One pass over the row plus a top-k over
+    ``k * block`` values instead of ``n``.
+    """
+    rows, width = scores.shape
+    block = min(block, width // k)
+    if block < 4:  # k is a large part of the row: no saving
+        return torch.topk(scores, k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
+    count = width // block
+    blocks = scores[:, : count * block].reshape(rows, count, block)
+    best = torch.topk(blocks.amax(dim=-1), k, dim=-1, sorted=False).indices
+    picked = blocks.gather(1, best[:, :, None].expand(rows, k, block)).reshape(rows, k * block)
+    if count * block < width:
+        picked = torch.cat([picked, scores[:, count * block :]], dim=1)
+    return torch.topk(picked, k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
 
 
 def keep_at_least(scores: torch.Tensor, threshold: torch.Tensor, filter_value: float) -> torch.Tensor:
