@@ -418,3 +418,37 @@ class LoopEOSLogitsProcessor(Clocked, LogitsProcessor):
             out.index_fill_(0, rows, -math.inf)
         out[rows[:, None], self.eos_token_id] = torch.where(torch.isfinite(eos_scores), eos_scores, 0.0)
         return out
+
+
+class NoLoopLogitsProcessor(LogitsProcessor):
+    """The processors of one :class:`~hfplug_noloop.NoLoopConfig` as one processor (what ``build`` returns).
+
+    ``processors`` run in their order and the output equals running them one after the other, bit for bit.
+    What is shared: the rows' maximum is computed (and checked for NaN / +inf) once and handed to every
+    consistent warper and to the floor for as long as the scores keep it (a processor that returns its
+    input unchanged, or a warper dropping to -inf, keeps it), and ``generate`` inspects one processor's
+    signature per step instead of one per component. ``NoLoopConfig.build(..., fused=False)`` gives the
+    separate processors.
+    """
+
+    def __init__(self, processors: Iterable[LogitsProcessor]) -> None:
+        self.processors = tuple(processors)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        row_max = None  # the maxima of the current scores' rows, once known
+        for processor in self.processors:
+            if isinstance(processor, _ConsistentWarper):
+                if row_max is None:
+                    _check_eos_in_vocabulary(processor, scores)  # the separate warper's order of checks
+                    row_max = _row_max(scores, type(processor).__name__)
+                out = processor._process(input_ids, scores, row_max)
+                if processor.filter_value != -math.inf:  # a dropped token may now be the largest
+                    row_max = None
+            elif isinstance(processor, SelfTerminatingLogitsProcessor):
+                out = processor._process(input_ids, scores, row_max)
+            else:
+                out = processor(input_ids, scores)
+                if out is not scores:
+                    row_max = None
+            scores = out
+        return scores
