@@ -43,6 +43,7 @@ from hfplug_noloop import (
     ConsistentTopPLogitsWarper,
     DRYLogitsProcessor,
     LoopStoppingCriteria,
+    NoLoopComponents,
     NoLoopConfig,
     SelfTerminatingLogitsProcessor,
 )
@@ -67,7 +68,8 @@ OURS = "ours"
 
 
 def settings() -> dict[str, dict]:
-    """name -> {"kind": "baseline" | "ours", "procs": factory, "stops": factory} (fresh objects per run)."""
+    """name -> {"kind": "baseline" | "ours", "procs": factory, "stops": factory} (fresh objects per run); a
+    ``procs`` factory may return a ``NoLoopComponents`` (processors and criteria of one build)."""
 
     def ours(procs=None, stops=None, counterpart=None) -> dict:
         return {"kind": OURS, "procs": procs, "stops": stops, "counterpart": counterpart}
@@ -98,8 +100,10 @@ def settings() -> dict[str, dict]:
         "loop_stop": ours(stops=lambda: [LoopStoppingCriteria(eos_token_id=EOS)]),
         "loop eos (LoopEOSLogitsProcessor)": ours(lambda: [LoopEOSLogitsProcessor(EOS)]),
         "NoLoopConfig defaults (start=0, eps 1e-9)": ours(
-            lambda: list(NoLoopConfig(start=0, epsilon=1e-9).build(EOS)[0]),
-            stops=lambda: list(NoLoopConfig(start=0, epsilon=1e-9).build(EOS)[1]),
+            lambda: NoLoopConfig(start=0, epsilon=1e-9).build(EOS)
+        ),
+        "NoLoopConfig defaults, separate processors": ours(
+            lambda: NoLoopConfig(start=0, epsilon=1e-9).build(EOS, fused=False)
         ),
     }
 
@@ -138,12 +142,20 @@ class LoopEOSWithoutEffect:
         return scores
 
 
+def components(spec: dict) -> tuple[list, list]:
+    """Fresh (processors, stopping criteria) of ``spec``."""
+    procs = spec["procs"]() if spec["procs"] else []
+    if isinstance(procs, NoLoopComponents):
+        return list(procs.logits_processor), list(procs.stopping_criteria)
+    return list(procs), list(spec["stops"]() if spec["stops"] else [])
+
+
 def step_ms(model, ids: torch.Tensor, spec: dict) -> float:
     """Median step time (ms) of one greedy ``generate`` call with ``spec``'s processors and criteria."""
     probe = Probe()
-    procs = spec["procs"]() if spec["procs"] else []
+    procs, stops = components(spec)
     procs = [LoopEOSWithoutEffect(p) if isinstance(p, LoopEOSLogitsProcessor) else p for p in procs]
-    stops = [MeasureOnly(s) for s in (spec["stops"]() if spec["stops"] else [])]
+    stops = [MeasureOnly(s) for s in stops]
     out = model.generate(
         ids,
         attention_mask=torch.ones_like(ids),
@@ -205,17 +217,14 @@ def isolated(specs: dict, calls: int) -> dict:
     for name, spec in specs.items():
         if name == "none":
             continue
-        components = [
-            *(spec["procs"]() if spec["procs"] else []),
-            *(spec["stops"]() if spec["stops"] else []),
-        ]
+        procs, stops = components(spec)
         row = {}
         for case, (ids, case_scores) in cases.items():
             times = []
             for _ in range(calls if "top_p" not in name and "TopP" not in name else max(3, calls // 5)):
                 fresh = case_scores.clone()  # a new tensor each call, as in generate
                 began = time.perf_counter()
-                for component in components:
+                for component in (*procs, *stops):
                     getattr(component, "reset", lambda: None)()  # every call starts a generation
                     if isinstance(component, LoopStoppingCriteria):
                         component.detector(ids, ids.shape[1])  # the check as if all 1,024 were generated

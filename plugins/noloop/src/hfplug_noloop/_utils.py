@@ -67,6 +67,7 @@ class PromptClock:
     Cost per step: one comparison of the rows with the previous rows (two on a rewind that changed
     the last token). Those are kept by reference, not copied (``generate`` builds new rows every step);
     rows changed in place since (their version counter moved) are not trusted, and the call counts as new.
+    Inference tensors (``torch.inference_mode``) have no version counter: their rows are copied instead.
     """
 
     def __init__(self) -> None:
@@ -99,7 +100,10 @@ class PromptClock:
             self.branch = 0
         else:
             self.branch = min(self.branch, kept - self.prompt_length)
-        self._rows, self._version = input_ids, input_ids._version
+        if input_ids.is_inference():  # no version counter (torch.inference_mode): keep a private copy
+            self._rows, self._version = input_ids.clone(), None
+        else:
+            self._rows, self._version = input_ids, input_ids._version
         return input_ids.shape[1] - self.prompt_length, kept is None
 
     def _kept(self, input_ids: torch.Tensor, offset: int, jump: Callable[[int], bool] | None) -> int | None:
@@ -108,7 +112,7 @@ class PromptClock:
         last = self._rows
         if (
             last is None
-            or last._version != self._version
+            or (self._version is not None and last._version != self._version)
             or last.device != input_ids.device
             or input_ids.shape[1] - offset < self.prompt_length
         ):
