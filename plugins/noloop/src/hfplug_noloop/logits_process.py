@@ -15,7 +15,7 @@ from transformers import LogitsProcessor
 
 from hfplug.validation import check_float, check_int
 
-from ._selection import keep_at_least, kth_largest, sorted_values
+from ._selection import keep_at_least, keep_top_k, kth_largest, sorted_values
 from ._utils import Clocked, PromptClock, as_token_ids, check_vocabulary
 from .stopping_criteria import LoopDetector
 
@@ -78,9 +78,17 @@ class _ConsistentWarper(LogitsProcessor):
         _check_eos_in_vocabulary(self, scores)
         if row_max is None:
             row_max = _row_max(scores, type(self).__name__)
-        out = keep_at_least(scores, self._threshold(scores, row_max), self.filter_value)
-        out[:, self.eos_token_id] = scores[:, self.eos_token_id]
+        out = self._keep(scores, row_max)
+        eos = self.eos_token_id
+        if len(eos) == 1:  # plain indexing: no index tensor built
+            out[:, eos[0]] = scores[:, eos[0]]
+        else:
+            out[:, eos] = scores[:, eos]
         return out
+
+    def _keep(self, scores: torch.Tensor, row_max: torch.Tensor) -> torch.Tensor:
+        """``scores`` where >= the threshold, else ``filter_value`` (a new tensor)."""
+        return keep_at_least(scores, self._threshold(scores, row_max), self.filter_value)
 
 
 class ConsistentTopKLogitsWarper(_ConsistentWarper):
@@ -102,6 +110,12 @@ class ConsistentTopKLogitsWarper(_ConsistentWarper):
     def _threshold(self, scores: torch.Tensor, row_max: torch.Tensor) -> torch.Tensor:
         k = min(self.top_k, scores.shape[-1])
         return row_max if k == 1 else kth_largest(scores, k)
+
+    def _keep(self, scores: torch.Tensor, row_max: torch.Tensor) -> torch.Tensor:
+        k = min(self.top_k, scores.shape[-1])
+        if k == 1 or self.filter_value != -math.inf:
+            return super()._keep(scores, row_max)
+        return keep_top_k(scores, k)
 
 
 class ConsistentTopPLogitsWarper(_ConsistentWarper):
