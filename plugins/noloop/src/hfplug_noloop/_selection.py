@@ -42,7 +42,7 @@ class _Picked(NamedTuple):
 
     index: torch.Tensor  # (R, size, k): the k sets with the largest maxima, as a gather index
     values: torch.Tensor  # (R, size * k + remainder): their values, then the remainder's
-    bound: torch.Tensor  # (R, 1): the k-th largest set maximum (every other set's maximum is <= it)
+    maxima: torch.Tensor  # (R, n // size): every set's maximum
     split: int  # columns in sets; the remainder follows
 
 
@@ -55,12 +55,13 @@ def _pick(scores: torch.Tensor, k: int, size: int) -> _Picked | None:
         return None
     count = width // size
     sets = scores[:, : count * size].reshape(rows, size, count)  # a view; the maxima reduce over dim 1
-    top = torch.topk(sets.amax(dim=1), k, dim=-1, sorted=False)
+    maxima = sets.amax(dim=1)
+    top = torch.topk(maxima, k, dim=-1, sorted=False)
     index = top.indices[:, None, :].expand(rows, size, k)
     values = sets.gather(2, index).reshape(rows, size * k)
     if count * size < width:
         values = torch.cat([values, scores[:, count * size :]], dim=1)
-    return _Picked(index, values, top.values.amin(dim=-1, keepdim=True), count * size)
+    return _Picked(index, values, maxima, count * size)
 
 
 def _kth(values: torch.Tensor, k: int) -> torch.Tensor:
@@ -81,13 +82,13 @@ def kth_largest(scores: torch.Tensor, k: int, size: int = _SET_SIZE) -> torch.Te
 
 
 def keep_top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """``keep_at_least(scores, kth_largest(scores, k), -inf)``, writing only the picked sets when no value
-    equal to the k-th largest can lie outside them (the k-th largest set maximum is below it)."""
+    """``keep_at_least(scores, kth_largest(scores, k), -inf)``, writing only the picked sets when every value
+    >= the k-th largest lies in them: when at most k sets have a maximum >= it (else a tie may sit outside)."""
     picked = _pick(scores, k, _SET_SIZE) if scores.dtype == torch.float32 else None
     if picked is None:
         return keep_at_least(scores, kth_largest(scores, k), -math.inf)
     kth = _kth(picked.values, k)
-    if not bool((picked.bound < kth).all()):  # ties with the k-th largest may sit in other sets
+    if not bool(((picked.maxima >= kth).sum(dim=-1) <= k).all()):  # a tie may sit in an unpicked set
         return keep_at_least(scores, kth, -math.inf)
     rows, size = scores.shape[0], picked.index.shape[1]
     kept = keep_at_least(picked.values, kth, -math.inf)
