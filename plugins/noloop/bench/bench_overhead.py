@@ -4,7 +4,8 @@ Setup (issue #7): a tiny GPT-2 (2 layers, 64 wide, random weights, vocab 21,128)
 greedily for a batch of 8 at a final context of 256 / 1,024 / 4,096 tokens, one CPU thread. A probe
 processor placed first records a timestamp at every decoding step, so a step time covers the whole
 step (model forward, every processor, argmax, stopping criteria) and the prefill is left out; the
-step time of one ``generate`` call is the median of its 63 step intervals.
+step time of one ``generate`` call is the median of its 63 step intervals, by the wall clock and by the
+thread's CPU time (``cpu_*`` in the JSON: on a busy machine it leaves out the time the process waited for a core).
 
 Every repeat runs all settings once, in a fresh random order; the overhead of a setting in a repeat is
 its step time minus the step time of "none" in the same repeat. The JSON gives, per setting, the median
@@ -29,6 +30,7 @@ recorded): compare rows of one run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -109,13 +111,16 @@ def settings() -> dict[str, dict]:
 
 
 class Probe:
-    """First processor of the list: records the time at which each decoding step reaches the processors."""
+    """First processor of the list: records the time (wall clock and this thread's CPU time) at which each
+    decoding step reaches the processors."""
 
     def __init__(self) -> None:
         self.stamps: list[float] = []
+        self.cpu: list[float] = []
 
     def __call__(self, input_ids, scores):
         self.stamps.append(time.perf_counter())
+        self.cpu.append(time.thread_time())
         return scores
 
 
@@ -150,8 +155,10 @@ def components(spec: dict) -> tuple[list, list]:
     return list(procs), list(spec["stops"]() if spec["stops"] else [])
 
 
-def step_ms(model, ids: torch.Tensor, spec: dict) -> float:
-    """Median step time (ms) of one greedy ``generate`` call with ``spec``'s processors and criteria."""
+def step_ms(model, ids: torch.Tensor, spec: dict) -> tuple[float, float]:
+    """Median step time (ms) of one greedy ``generate`` call with ``spec``'s processors and criteria: wall
+    clock, and this thread's CPU time (one thread does all the work; time spent preempted by other
+    processes does not count)."""
     probe = Probe()
     procs, stops = components(spec)
     procs = [LoopEOSWithoutEffect(p) if isinstance(p, LoopEOSLogitsProcessor) else p for p in procs]
@@ -168,7 +175,10 @@ def step_ms(model, ids: torch.Tensor, spec: dict) -> float:
         stopping_criteria=StoppingCriteriaList(stops),
     )
     assert out.shape[1] == ids.shape[1] + NEW and len(probe.stamps) == NEW
-    return 1000 * statistics.median(b - a for a, b in zip(probe.stamps, probe.stamps[1:], strict=False))
+    return tuple(
+        1000 * statistics.median(b - a for a, b in itertools.pairwise(stamps))
+        for stamps in (probe.stamps, probe.cpu)
+    )
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:
@@ -179,7 +189,7 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
 def in_generate(model, specs: dict, context: int, repeats: int, order: random.Random) -> dict:
     ids = torch.randint(3, VOCAB, (BATCH, context - NEW), generator=torch.Generator().manual_seed(context))
     step_ms(model, ids, specs["none"])  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in specs}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in specs}
     names = list(specs)
     for _ in range(repeats):
         order.shuffle(names)
@@ -187,17 +197,18 @@ def in_generate(model, specs: dict, context: int, repeats: int, order: random.Ra
             times[name].append(step_ms(model, ids, specs[name]))
     rows = {}
     for name, spec in specs.items():
-        overhead = [t - base for t, base in zip(times[name], times["none"], strict=True)]
-        q1, median, q3 = quartiles(overhead)
-        row = {
-            "kind": spec["kind"],
-            "ms_per_token": round(statistics.median(times[name]), 4),
-            "overhead_ms_per_token": round(median, 4),
-            "overhead_iqr": [round(q1, 4), round(q3, 4)],
-        }
+        row = {"kind": spec["kind"]}
+        for clock, prefix in ((0, ""), (1, "cpu_")):  # wall clock, then thread CPU time
+            mine = [t[clock] for t in times[name]]
+            overhead = [t - base[clock] for t, base in zip(mine, times["none"], strict=True)]
+            q1, median, q3 = quartiles(overhead)
+            row[f"{prefix}ms_per_token"] = round(statistics.median(mine), 4)
+            row[f"{prefix}overhead_ms_per_token"] = round(median, 4)
+            row[f"{prefix}overhead_iqr"] = [round(q1, 4), round(q3, 4)]
+            if spec["counterpart"]:
+                extra = [t - c[clock] for t, c in zip(mine, times[spec["counterpart"]], strict=True)]
+                row[f"{prefix}minus_counterpart_ms_per_token"] = round(statistics.median(extra), 4)
         if spec["counterpart"]:
-            extra = [t - c for t, c in zip(times[name], times[spec["counterpart"]], strict=True)]
-            row["minus_counterpart_ms_per_token"] = round(statistics.median(extra), 4)
             row["counterpart"] = spec["counterpart"]
         rows[name] = row
         print(f"ctx {context:5d} {name:44s} {row}", flush=True)
@@ -300,7 +311,9 @@ def main() -> None:
             "repeats": dict(zip(map(str, args.contexts), repeats, strict=True)),
             "threads": 1,
             "method": "probe timestamps per step; per call the median step; per setting the median and IQR "
-            "over repeats of (step - step of 'none' in the same repeat); settings shuffled every repeat",
+            "over repeats of (step - step of 'none' in the same repeat); settings shuffled every repeat; "
+            "cpu_*: the same from this thread's CPU time (time.thread_time), which leaves out time spent "
+            "preempted by other processes on a busy machine",
             "target_ms_per_token": TARGET_MS,
             "load_before": os.getloadavg(),
             "torch": torch.__version__,
