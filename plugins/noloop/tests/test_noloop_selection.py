@@ -11,7 +11,9 @@ from hfplug_noloop import (
     ConsistentTopPLogitsWarper,
     _selection,
 )
-from hfplug_noloop._selection import keep_at_least, kth_largest, sorted_values
+from hfplug_noloop._selection import keep_at_least, keep_top_k, kth_largest, sorted_values
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import MinPLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 INF = math.inf
@@ -97,3 +99,26 @@ def test_bfloat16_scores(path, warper):
     assert got.dtype == torch.bfloat16
     others = torch.arange(500) != 3
     torch.testing.assert_close(got[:, others], expected[:, others], rtol=0, atol=0)
+
+
+@st.composite
+def rows_with_ties(draw):
+    """(scores, k): 1..8 rows of 1..400 values drawn from a few levels (ties everywhere), some -inf."""
+    rows, width = draw(st.integers(1, 8)), draw(st.integers(1, 400))
+    generator = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    levels = draw(st.integers(2, 40))
+    scores = torch.randint(0, levels, (rows, width), generator=generator).float() / 4
+    scores[scores == 0] = -INF
+    if draw(st.booleans()):  # and a few distinct values on top
+        scores += torch.rand(rows, width, generator=generator) * draw(st.sampled_from([0.0, 1e-3, 1.0]))
+    return scores, draw(st.integers(1, width))
+
+
+@settings(max_examples=400, deadline=None)
+@given(case=rows_with_ties(), size=st.sampled_from([4, 8, 32]))
+def test_kth_largest_and_keep_top_k_match_a_full_topk(case, size):
+    """The strided-set preselection against the plain definition (a full torch.topk / torch.where)."""
+    scores, k = case
+    kth = torch.topk(scores, k, dim=-1).values[:, -1:]
+    assert torch.equal(kth_largest(scores, k, size), kth)
+    assert torch.equal(keep_top_k(scores, k), torch.where(scores >= kth, scores, -INF))

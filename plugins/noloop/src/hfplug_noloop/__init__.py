@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         ConsistentTopPLogitsWarper,
         DRYLogitsProcessor,
         LoopEOSLogitsProcessor,
+        NoLoopLogitsProcessor,
         SelfTerminatingLogitsProcessor,
     )
     from .stopping_criteria import LoopDetector, LoopStoppingCriteria
@@ -33,6 +34,7 @@ __all__ = [
     "LoopStoppingCriteria",
     "NoLoopComponents",
     "NoLoopConfig",
+    "NoLoopLogitsProcessor",
     "SelfTerminatingLogitsProcessor",
     "metrics",
 ]
@@ -49,6 +51,7 @@ __getattr__, __dir__ = lazy_exports(
                 "ConsistentTopPLogitsWarper",
                 "DRYLogitsProcessor",
                 "LoopEOSLogitsProcessor",
+                "NoLoopLogitsProcessor",
                 "SelfTerminatingLogitsProcessor",
             ],
             "logits_process",

@@ -1,14 +1,15 @@
 """Order statistics and masking for the truncation warpers, fast on CPU.
 
-On CPU the order statistics come from NumPy's value-only ``sort`` / ``partition`` instead of ``torch.sort`` /
-``torch.topk``, and :func:`keep_at_least` masks with four float passes instead of a boolean ``torch.where`` /
-``masked_fill``, both cheaper there (``plugins/noloop/bench`` measures the warpers against transformers' own).
-Other devices use torch.
+``kth_largest`` / ``keep_top_k`` cut the rows into strided sets and run ``torch.topk`` only on the few sets
+that can hold the answer; ``sorted_values`` sorts with NumPy's value-only ``sort`` on CPU (cheaper there than ``torch.sort``);
+:func:`keep_at_least` masks with four float passes instead of a boolean ``torch.where`` / ``masked_fill``
+(``plugins/noloop/bench`` measures the warpers against transformers' own).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 
 _NUMPY_DTYPES = (torch.float32, torch.float64)
 _SMALLEST_SUBNORMAL = -1.401298464324817e-45  # -2^-149: d > this  <=>  d >= 0 for a float32 d
+_SET_SIZE = 32  # values per set in kth_largest
 
 
 def _as_numpy(scores: torch.Tensor) -> np.ndarray | None:
@@ -35,13 +37,66 @@ def sorted_values(scores: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.sort(array, axis=-1))
 
 
-def kth_largest(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """The ``k``-th largest value of each row, repeats counted (``torch.topk(scores, k).values[:, -1:]``)."""
-    array = _as_numpy(scores)
-    if array is None:
-        return torch.topk(scores, k, dim=-1).values[:, -1:]
-    position = scores.shape[-1] - k
-    return torch.from_numpy(np.partition(array, position, axis=-1)[:, position : position + 1])
+class _Picked(NamedTuple):
+    """The sets of a row that can hold its k largest values (see :func:`kth_largest`)."""
+
+    index: torch.Tensor  # (R, size, k): the k sets with the largest maxima, as a gather index
+    values: torch.Tensor  # (R, size * k + remainder): their values, then the remainder's
+    maxima: torch.Tensor  # (R, n // size): every set's maximum
+    split: int  # columns in sets; the remainder follows
+
+
+def _pick(scores: torch.Tensor, k: int, size: int) -> _Picked | None:
+    """The ``k`` of ``n // size`` strided sets (set j: columns j, j + n // size, ...) with the largest
+    maxima, or None when that would not pay."""
+    rows, width = scores.shape
+    size = min(size, width // k)
+    if size < 4:  # k is a large part of the row: no saving
+        return None
+    count = width // size
+    sets = scores[:, : count * size].reshape(rows, size, count)  # a view; the maxima reduce over dim 1
+    maxima = sets.amax(dim=1)
+    top = torch.topk(maxima, k, dim=-1, sorted=False)
+    index = top.indices[:, None, :].expand(rows, size, k)
+    values = sets.gather(2, index).reshape(rows, size * k)
+    if count * size < width:
+        values = torch.cat([values, scores[:, count * size :]], dim=1)
+    return _Picked(index, values, maxima, count * size)
+
+
+def _kth(values: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.topk(values, k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
+
+
+def kth_largest(scores: torch.Tensor, k: int, size: int = _SET_SIZE) -> torch.Tensor:
+    """The ``k``-th largest value of each row, repeats counted (``torch.topk(scores, k).values[:, -1:]``).
+
+    The first ``n - n mod size`` values of a row form ``n // size`` disjoint strided sets of ``size``
+    values; only the ``k`` sets with the largest maxima, plus the remainder, go to ``torch.topk``. Exact,
+    ties included: those ``k`` maxima are ``k`` distinct values >= the k-th largest set maximum m, so
+    the answer v is >= m; a value above v lies in a set whose maximum exceeds m (a picked one), and each
+    picked set holds a value >= v when v = m. One pass over the row plus a top-k over ``k * size`` values.
+    """
+    picked = _pick(scores, k, size)
+    return _kth(scores if picked is None else picked.values, k)
+
+
+def keep_top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """``keep_at_least(scores, kth_largest(scores, k), -inf)``, writing only the picked sets when every value
+    >= the k-th largest lies in them: when at most k sets have a maximum >= it (else a tie may sit outside)."""
+    picked = _pick(scores, k, _SET_SIZE) if scores.dtype == torch.float32 else None
+    if picked is None:
+        return keep_at_least(scores, kth_largest(scores, k), -math.inf)
+    kth = _kth(picked.values, k)
+    if not bool(((picked.maxima >= kth).sum(dim=-1) <= k).all()):  # a tie may sit in an unpicked set
+        return keep_at_least(scores, kth, -math.inf)
+    rows, size = scores.shape[0], picked.index.shape[1]
+    kept = keep_at_least(picked.values, kth, -math.inf)
+    out = torch.full_like(scores, -math.inf)
+    sets = out[:, : picked.split].view(rows, size, -1)
+    sets.scatter_(2, picked.index, kept[:, : size * k].view(rows, size, k))
+    out[:, picked.split :] = kept[:, size * k :]
+    return out
 
 
 def keep_at_least(scores: torch.Tensor, threshold: torch.Tensor, filter_value: float) -> torch.Tensor:

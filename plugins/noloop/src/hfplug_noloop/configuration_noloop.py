@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import torch
 from transformers import LogitsProcessorList, StoppingCriteriaList
 
-from hfplug.validation import check_choice, check_float, check_int
+from hfplug.validation import check_bool, check_choice, check_float, check_int
 
 from ._utils import as_token_ids
 from .logits_process import (
@@ -18,6 +18,7 @@ from .logits_process import (
     ConsistentTopPLogitsWarper,
     DRYLogitsProcessor,
     LoopEOSLogitsProcessor,
+    NoLoopLogitsProcessor,
     SelfTerminatingLogitsProcessor,
 )
 from .stopping_criteria import MAX_WINDOW, LoopDetector, LoopStoppingCriteria
@@ -32,10 +33,17 @@ class NoLoopComponents(NamedTuple):
     logits_processor: LogitsProcessorList
     stopping_criteria: StoppingCriteriaList
 
+    def components(self) -> list:
+        """Every processor and stopping criterion, the parts of a fused :class:`NoLoopLogitsProcessor` included."""
+        parts = [
+            part
+            for processor in self.logits_processor
+            for part in getattr(processor, "processors", (processor,))
+        ]
+        return [*parts, *self.stopping_criteria]
+
     def _find(self, cls: type) -> Any:
-        return next(
-            (c for c in (*self.logits_processor, *self.stopping_criteria) if isinstance(c, cls)), None
-        )
+        return next((c for c in self.components() if isinstance(c, cls)), None)
 
     def stop_reasons(self, output: Any, prompt_length: int | None = None) -> list[str]:
         """Why each returned row ended: "eos", "forced_eos", "loop" or "max_length".
@@ -82,7 +90,7 @@ class NoLoopComponents(NamedTuple):
         return reasons
 
     def _eos(self) -> list[int]:
-        for component in (*self.logits_processor, *self.stopping_criteria):
+        for component in self.components():
             ids = getattr(component, "eos_token_id", None)
             if ids:
                 return ids
@@ -156,13 +164,18 @@ class NoLoopConfig:
             raise ValueError(f"NoLoopConfig(loop_window={self.loop_window}): {error}") from None
         self.build([0], sequence_breakers=())  # every enabled component, now rather than at build time
 
-    def build(self, tokenizer_or_eos_ids: Any, sequence_breakers: tuple | None = None) -> NoLoopComponents:
+    def build(
+        self, tokenizer_or_eos_ids: Any, sequence_breakers: tuple | None = None, fused: bool = True
+    ) -> NoLoopComponents:
         """Processor and stopping-criteria lists for ``generate(logits_processor=, stopping_criteria=)``.
 
         ``tokenizer_or_eos_ids``: a tokenizer (eos from ``eos_token_id``, special ids protected from DRY,
         string breakers encoded with it) or the eos id(s) (breakers must then be ids). Order: DRY,
-        consistent truncation, loop eos or the loop stop's tracker, floor last.
+        consistent truncation, loop eos or the loop stop's tracker, floor last. ``fused`` (default True):
+        two or more processors come as one :class:`NoLoopLogitsProcessor` (same output bit for bit,
+        one pass over the row maxima shared); False gives them as separate list entries.
         """
+        check_bool("fused", fused)
         breakers = self.sequence_breakers if sequence_breakers is None else _check_breakers(sequence_breakers)
         eos, protected, breaker_ids = _resolve(tokenizer_or_eos_ids, breakers)
         protected = sorted({*protected, *eos, *self.protected_token_ids})
@@ -194,6 +207,8 @@ class NoLoopConfig:
             stops.append(stop)
         if self.epsilon is not None:
             procs.append(SelfTerminatingLogitsProcessor(self.epsilon, eos, self.start))
+        if fused and len(procs) > 1:
+            procs = [NoLoopLogitsProcessor(procs)]
         return NoLoopComponents(LogitsProcessorList(procs), StoppingCriteriaList(stops))
 
     def detector(self) -> LoopDetector:

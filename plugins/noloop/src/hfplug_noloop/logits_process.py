@@ -15,7 +15,7 @@ from transformers import LogitsProcessor
 
 from hfplug.validation import check_float, check_int
 
-from ._selection import keep_at_least, kth_largest, sorted_values
+from ._selection import keep_at_least, keep_top_k, kth_largest, sorted_values
 from ._utils import Clocked, PromptClock, as_token_ids, check_vocabulary
 from .stopping_criteria import LoopDetector
 
@@ -23,11 +23,22 @@ _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 def _check_finite(row_max: torch.Tensor, where: str) -> None:
-    """``row_max`` = max of each row: NaN or +inf there means a NaN or +inf score in the row."""
-    bad = torch.isnan(row_max) | (row_max == float("inf"))
+    """``row_max`` = max of each row (shape (R,) or (R, 1)): NaN or +inf there means a NaN or +inf score in
+    the row. One reduction when every row is clean."""
+    total = float(row_max.sum())  # NaN or +inf when some maximum is (or, rarely, when finite ones overflow)
+    if total == total and total != math.inf:
+        return
+    bad = (torch.isnan(row_max) | (row_max == float("inf"))).reshape(-1)
     if bool(bad.any()):
         rows = torch.nonzero(bad).flatten().tolist()
         raise ValueError(f"{where}: scores hold NaN or +inf in rows {rows}; the model output is not finite")
+
+
+def _row_max(scores: torch.Tensor, where: str) -> torch.Tensor:
+    """Maximum of each row, shape (R, 1); a ValueError naming ``where`` when a row holds NaN or +inf."""
+    row_max = scores.amax(dim=-1, keepdim=True)
+    _check_finite(row_max, where)
+    return row_max
 
 
 def _check_eos_in_vocabulary(component, scores: torch.Tensor) -> None:
@@ -54,15 +65,30 @@ class _ConsistentWarper(LogitsProcessor):
         self.min_tokens_to_keep = check_int("min_tokens_to_keep", min_tokens_to_keep, minimum=1)
         self._vocab_size: int | None = None
 
-    def _threshold(self, scores: torch.Tensor) -> torch.Tensor:
+    def _threshold(self, scores: torch.Tensor, row_max: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        return self._process(input_ids, scores)
+
+    def _process(
+        self, input_ids: torch.Tensor, scores: torch.Tensor, row_max: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The truncated scores; ``row_max``: the rows' maxima when already known (and checked finite)."""
         _check_eos_in_vocabulary(self, scores)
-        _check_finite(scores.amax(dim=-1), type(self).__name__)
-        out = keep_at_least(scores, self._threshold(scores), self.filter_value)
-        out[:, self.eos_token_id] = scores[:, self.eos_token_id]
+        if row_max is None:
+            row_max = _row_max(scores, type(self).__name__)
+        out = self._keep(scores, row_max)
+        eos = self.eos_token_id
+        if len(eos) == 1:  # plain indexing: no index tensor built
+            out[:, eos[0]] = scores[:, eos[0]]
+        else:
+            out[:, eos] = scores[:, eos]
         return out
+
+    def _keep(self, scores: torch.Tensor, row_max: torch.Tensor) -> torch.Tensor:
+        """``scores`` where >= the threshold, else ``filter_value`` (a new tensor)."""
+        return keep_at_least(scores, self._threshold(scores, row_max), self.filter_value)
 
 
 class ConsistentTopKLogitsWarper(_ConsistentWarper):
@@ -81,8 +107,15 @@ class ConsistentTopKLogitsWarper(_ConsistentWarper):
         super().__init__(eos_token_id, filter_value, min_tokens_to_keep)
         self.top_k = max(check_int("top_k", top_k, minimum=1), self.min_tokens_to_keep)
 
-    def _threshold(self, scores: torch.Tensor) -> torch.Tensor:
-        return kth_largest(scores, min(self.top_k, scores.shape[-1]))
+    def _threshold(self, scores: torch.Tensor, row_max: torch.Tensor) -> torch.Tensor:
+        k = min(self.top_k, scores.shape[-1])
+        return row_max if k == 1 else kth_largest(scores, k)
+
+    def _keep(self, scores: torch.Tensor, row_max: torch.Tensor) -> torch.Tensor:
+        k = min(self.top_k, scores.shape[-1])
+        if k == 1 or self.filter_value != -math.inf:
+            return super()._keep(scores, row_max)
+        return keep_top_k(scores, k)
 
 
 class ConsistentTopPLogitsWarper(_ConsistentWarper):
@@ -104,7 +137,7 @@ class ConsistentTopPLogitsWarper(_ConsistentWarper):
         super().__init__(eos_token_id, filter_value, min_tokens_to_keep)
         self.top_p = check_float("top_p", top_p, minimum=0.0, maximum=1.0, min_open=True)
 
-    def _threshold(self, scores: torch.Tensor) -> torch.Tensor:
+    def _threshold(self, scores: torch.Tensor, row_max: torch.Tensor) -> torch.Tensor:
         ascending = sorted_values(scores)
         cumulative = ascending.softmax(dim=-1).cumsum(dim=-1)  # non-decreasing: a binary search finds
         bound = torch.full(
@@ -131,9 +164,9 @@ class ConsistentMinPLogitsWarper(_ConsistentWarper):
         super().__init__(eos_token_id, filter_value, min_tokens_to_keep)
         self.min_p = check_float("min_p", min_p, minimum=0.0, maximum=1.0)
 
-    def _threshold(self, scores: torch.Tensor) -> torch.Tensor:
+    def _threshold(self, scores: torch.Tensor, row_max: torch.Tensor) -> torch.Tensor:
         log_min_p = math.log(self.min_p) if self.min_p > 0.0 else -math.inf
-        threshold = scores.amax(dim=-1, keepdim=True).float().add_(log_min_p)
+        threshold = row_max.float().add(log_min_p)
         if self.min_tokens_to_keep == 1:  # the most likely token is never below min_p x itself
             return threshold
         keep = kth_largest(scores, min(self.min_tokens_to_keep, scores.shape[-1])).float()
@@ -178,6 +211,12 @@ class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
         return self.start + k
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        return self._process(input_ids, scores)
+
+    def _process(
+        self, input_ids: torch.Tensor, scores: torch.Tensor, row_max: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The floored scores; ``row_max``: the rows' maxima (R, 1) when already known."""
         _check_eos_in_vocabulary(self, scores)
         generated, _ = self._clock.step(input_ids)
         del self.raised[generated:]  # a new generation, or a rewind (assisted decoding) drops later tokens
@@ -188,19 +227,19 @@ class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
         eos = self.eos_token_id
         # cheap test first: log p_eos >= max_eos - max - log(vocab); when every row is that far above the
         # floor (margin 1e-2 + 1e-4 |max| for float rounding), the rows are left as they are without the
-        # full logsumexp. NaN / +inf scores make the test fail and are reported below.
-        top = scores.amax(dim=-1).float()
+        # full log-softmax. NaN / +inf scores make the test fail and are reported below.
+        top = (scores.amax(dim=-1) if row_max is None else row_max[:, 0]).float()
         eos_top = (scores[:, eos[0]] if len(eos) == 1 else scores[:, eos].amax(dim=-1)).float()
         slack = torch.sub(eos_top, top).sub_(top.abs(), alpha=1e-4)
         if bool((slack >= math.log(floor) + math.log(scores.shape[-1]) + 1e-2).all()):
             self.raised.append(torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device))
             return scores
         _check_finite(top, "SelfTerminatingLogitsProcessor")
-        x = scores.float()
-        log_total = torch.sub(x, top[:, None]).exp_().sum(dim=-1).log_().add_(top)  # logsumexp, max known
-        eos_scores = x[:, eos]
-        log_eos = eos_scores[:, 0] if len(eos) == 1 else torch.logsumexp(eos_scores, dim=-1)
-        log_p_eos = (log_eos - log_total).double()  # (R,)
+        log_p = torch.log_softmax(scores.float(), dim=-1)  # one fused kernel: log p_v = s_v - logsumexp(s)
+        log_p_eos_ids = log_p[:, eos]
+        log_p_eos = (
+            log_p_eos_ids[:, 0] if len(eos) == 1 else torch.logsumexp(log_p_eos_ids, dim=-1)
+        ).double()
         # rows whose eos ids are all banned (-inf, e.g. by min_new_tokens) are left alone
         raise_rows = (log_p_eos < math.log(floor)) & torch.isfinite(log_p_eos)
         self.raised.append(raise_rows)
@@ -208,16 +247,16 @@ class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
             return scores
         # renormalised log-probabilities: log p_v + log((1 - f) / (1 - p_eos)), log p_e + log(f / p_eos)
         log_other = math.log1p(-floor) if floor < 1.0 else -math.inf  # floor rounds to 1 for large t
-        shift_other = (log_other - torch.log1p(-log_p_eos.exp()) - log_total).float()[:, None]
-        shift_eos = (math.log(floor) - log_p_eos - log_total).float()[:, None]
+        shift_other = (log_other - torch.log1p(-log_p_eos.exp())).float()[:, None]
+        shift_eos = (math.log(floor) - log_p_eos).float()[:, None]
         if bool(raise_rows.all()):
-            out = x + shift_other
-            out[:, eos] = eos_scores + shift_eos
+            out = log_p.add_(shift_other)
+            out[:, eos] = log_p_eos_ids + shift_eos
             return out.to(scores.dtype)
         rows = torch.nonzero(raise_rows).flatten()
-        out = x.clone()  # one copy; only the raised rows change
-        out[rows] = x[rows] + shift_other[rows]
-        out[rows[:, None], eos] = eos_scores[rows] + shift_eos[rows]
+        out = scores.float().clone()  # one copy; only the raised rows change
+        out[rows] = log_p[rows] + shift_other[rows]
+        out[rows[:, None], eos] = log_p_eos_ids[rows] + shift_eos[rows]
         return out.to(scores.dtype)
 
 
@@ -386,7 +425,44 @@ class LoopEOSLogitsProcessor(Clocked, LogitsProcessor):
             return scores
         rows = torch.nonzero(forced).flatten()
         eos_scores = scores[rows[:, None], self.eos_token_id]
-        out = scores.clone()  # one copy of the scores; only the forced rows change
-        out.index_fill_(0, rows, -float("inf"))
+        if rows.numel() == scores.shape[0]:  # every row forced: nothing to copy
+            out = torch.full_like(scores, -math.inf)
+        else:  # one copy of the scores; only the forced rows change
+            out = scores.clone()
+            out.index_fill_(0, rows, -math.inf)
         out[rows[:, None], self.eos_token_id] = torch.where(torch.isfinite(eos_scores), eos_scores, 0.0)
         return out
+
+
+class NoLoopLogitsProcessor(LogitsProcessor):
+    """The processors of one :class:`~hfplug_noloop.NoLoopConfig` as one processor (what ``build`` returns).
+
+    ``processors`` run in their order and the output equals running them one after the other, bit for bit.
+    What is shared: the rows' maximum is computed (and checked for NaN / +inf) once and handed to every
+    consistent warper and to the floor for as long as the scores keep it (a processor that returns its
+    input unchanged, or a warper dropping to -inf, keeps it), and ``generate`` inspects one processor's
+    signature per step instead of one per component. ``NoLoopConfig.build(..., fused=False)`` gives the
+    separate processors.
+    """
+
+    def __init__(self, processors: Iterable[LogitsProcessor]) -> None:
+        self.processors = tuple(processors)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        row_max = None  # the maxima of the current scores' rows, once known
+        for processor in self.processors:
+            if isinstance(processor, _ConsistentWarper):
+                if row_max is None:
+                    _check_eos_in_vocabulary(processor, scores)  # the separate warper's order of checks
+                    row_max = _row_max(scores, type(processor).__name__)
+                out = processor._process(input_ids, scores, row_max)
+                if processor.filter_value != -math.inf:  # a dropped token may now be the largest
+                    row_max = None
+            elif isinstance(processor, SelfTerminatingLogitsProcessor):
+                out = processor._process(input_ids, scores, row_max)
+            else:
+                out = processor(input_ids, scores)
+                if out is not scores:
+                    row_max = None
+            scores = out
+        return scores
