@@ -195,7 +195,33 @@ def _fsdp_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for m in model.modules() if isinstance(m, FSDPModule)]
 
 
-class UnshardedHold:
+class _BackwardHold:
+    """Keeps partitioned parameters gathered from a training forward until the end of the micro-batch's final
+    backward (the Trainer's), which re-enters graphs that ``torch.autograd.grad`` already went through."""
+
+    def hold(self, model: torch.nn.Module) -> None:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def restore(self) -> None:
+        """Undo :meth:`hold` for good (train end)."""
+        self.release()
+
+    def _holding(self) -> bool:
+        raise NotImplementedError
+
+    def release_after_backward(self, tensor: torch.Tensor) -> None:
+        """:meth:`release` once the backward that reaches ``tensor`` (a first-pass embedding output) has finished."""
+        if self._holding() and tensor.requires_grad:
+            tensor.register_hook(self._queue_release)
+
+    def _queue_release(self, grad: torch.Tensor) -> None:
+        torch.autograd.Variable._execution_engine.queue_callback(self.release)
+
+
+class UnshardedHold(_BackwardHold):
     """Keeps FSDP2 parameters gathered from a double-backward step's first forward until :meth:`release`.
 
     A graph built by ``torch.autograd.grad(..., create_graph=True)`` reads the gathered parameters in the
@@ -224,17 +250,12 @@ class UnshardedHold:
             module.set_reshard_after_forward(False, recurse=False)
             module.set_reshard_after_backward(False, recurse=False)
 
+    def _holding(self) -> bool:
+        return bool(self.saved)
+
     def release(self) -> None:
         for module, _, _ in self.saved:
             module.reshard()
-
-    def release_after_backward(self, tensor: torch.Tensor) -> None:
-        """Reshard once the backward that reaches ``tensor`` (a first-pass embedding output) has finished."""
-        if self.saved and tensor.requires_grad:
-            tensor.register_hook(self._queue_release)
-
-    def _queue_release(self, grad: torch.Tensor) -> None:
-        torch.autograd.Variable._execution_engine.queue_callback(self.release)
 
     def restore(self) -> None:
         self.release()
@@ -243,6 +264,52 @@ class UnshardedHold:
             for group, value in zip(module._get_fsdp_state()._fsdp_param_groups, after_backward, strict=True):
                 group.reshard_after_backward = value
         self.held, self.saved = False, []
+
+
+class PartitionedHold(_BackwardHold):
+    """Keeps DeepSpeed ZeRO-3 parameters gathered from each training forward until the end of the micro-batch's
+    final backward.
+
+    ZeRO-3 (0.19.8, ``deepspeed/runtime/zero/parameter_offload.py``) gathers a module's parameters in a forward
+    pre-hook and, for its backward, in ``PreBackwardFunctionForModule.backward`` on the module's outputs, and
+    re-partitions them after each (``release_sub_module``). That backward gather runs only while the module's
+    ``applied_pre_backward_ref_cnt`` (one per output of each forward) is positive, and ``torch.autograd.grad``
+    inside the forward has used it up; so the Trainer's backward, re-entering those graphs, found the saved
+    parameters partitioned (``RuntimeError: Expected weight to be of same shape as normalized_shape, but got
+    weight of shape [0]``). DeepSpeed frees a parameter only when its ``ds_active_sub_modules`` (the users that
+    still need it) is empty (``PartitionedParameterCoordinator.__release_param``, ``free_param``): the hold adds
+    itself there, so the hooks gather each parameter once and never release it while held. At the end of the
+    final backward the hold removes itself and partitions the parameters no module still uses
+    (``param.partition``; the rest the engine's ``release_backward_leftovers`` releases), so the optimizer step
+    and the next micro-batch see the partitioned parameters; gradients reach ZeRO's reducer through its own
+    hooks, unchanged. Cost: the full parameters on every rank through each micro-batch's forward and backward."""
+
+    MARKER = (
+        "hfplug-adversarial"  # in ds_active_sub_modules beside the ds_id of the modules using a parameter
+    )
+
+    def __init__(self) -> None:
+        self.params: list[torch.nn.Parameter] = []
+
+    def hold(self, model: torch.nn.Module) -> None:
+        self.params = [p for p in model.parameters() if hasattr(p, "ds_active_sub_modules")]
+        for param in self.params:
+            param.ds_active_sub_modules.add(self.MARKER)
+
+    def _holding(self) -> bool:
+        return bool(self.params)
+
+    def release(self) -> None:
+        from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
+
+        for param in self.params:
+            param.ds_active_sub_modules.discard(self.MARKER)
+        idle = [
+            p for p in self.params if p.ds_status == ZeroParamStatus.AVAILABLE and not p.ds_active_sub_modules
+        ]
+        if idle:
+            idle[0].partition(param_list=idle)
+        self.params = []
 
 
 def _map_tensors(fn: Callable[[torch.Tensor], torch.Tensor], value: Any) -> Any:
@@ -303,6 +370,7 @@ class ForwardWrapper:
         method: Callable[[MicroBatch], torch.Tensor],
         args: Any,
         double_backward: bool = False,
+        retraverses_graphs: bool = False,
     ) -> None:
         embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
         if not isinstance(embeddings, torch.nn.Module):
@@ -323,7 +391,11 @@ class ForwardWrapper:
         # fused attention kernels (flash, memory-efficient) have no double backward: use the math kernel
         self.kernel = (lambda: sdpa_kernel(SDPBackend.MATH)) if double_backward else contextlib.nullcontext
         self.pending_finisher = False
-        self.hold = UnshardedHold() if double_backward else None
+        self.hold: _BackwardHold | None = None
+        if retraverses_graphs and zero3_partitioned(model):
+            self.hold = PartitionedHold()
+        elif double_backward:
+            self.hold = UnshardedHold()
         self.tap = EmbeddingTap(embeddings)
         self.instance_forward = model.__dict__.get("forward")  # e.g. Accelerate's autocast wrapper
         self.original = model.forward

@@ -45,7 +45,6 @@ from ._forward import (
     sum_over_ranks,
     uses_deepspeed,
     weights_sharded,
-    zero3_partitioned,
 )
 
 logger = logging.getLogger(__name__)
@@ -195,18 +194,17 @@ class AdversarialCallback(TrainerCallback, ExportableState):
                 f"CheckpointError). With attn_implementation={attention!r}: set gradient_checkpointing=False "
                 "(TRL's SFTConfig defaults it to True) or load the model with attn_implementation='eager'"
             )
-        if self.retraverses_graphs and zero3_partitioned(model):
-            raise ValueError(
-                f"{type(self).__name__} back-propagates again through graphs that torch.autograd.grad has already "
-                "traversed inside the forward; DeepSpeed ZeRO-3 releases (re-partitions) the parameters those graphs "
-                "saved after the first traversal, so the Trainer's backward would read empty tensors. Use ZeRO "
-                "stage 2 (or FSDP2), or under ZeRO-3 FGM, FGSM or PGD with objective='adversarial', or SMART"
-            )
         # global_step > 0 only when the Trainer loaded a checkpoint's trainer_state.json (with its callbacks)
         self.skipped_steps = self._resumed_skips(state.stateful_callbacks) if state.global_step > 0 else 0
         # the Trainer saves states under the names it loaded: a checkpoint written without this callback needs one
         state.stateful_callbacks.setdefault(type(self).__name__, self.state())
-        self._wrapper = ForwardWrapper(model, self._train_loss, args, double_backward=self.double_backward)
+        self._wrapper = ForwardWrapper(
+            model,
+            self._train_loss,
+            args,
+            double_backward=self.double_backward,
+            retraverses_graphs=self.retraverses_graphs,
+        )
         self._wrapper.initial_delta = self._initial_delta
         self._deepspeed = uses_deepspeed(args)
         self._rank = int(getattr(args, "process_index", 0))
@@ -293,7 +291,8 @@ class AdversarialCallback(TrainerCallback, ExportableState):
     @property
     def retraverses_graphs(self) -> bool:
         """Whether the Trainer's backward re-enters a graph that ``torch.autograd.grad`` already went through in
-        the forward (refused under ZeRO-3): the double backward, FreeLB's kept graphs, ``objective="sum"``."""
+        the forward (under ZeRO-3 the parameters are then held gathered through the micro-batch, see
+        ``PartitionedHold``): the double backward, FreeLB's kept graphs, ``objective="sum"``."""
         return self.double_backward or getattr(self, "objective", None) == "sum"
 
     def _adversarial(self, batch: MicroBatch) -> torch.Tensor:
@@ -505,7 +504,7 @@ class FreeLB(AdversarialCallback):
     backwards). Defaults: epsilon 1.0, alpha 0.1, steps 3.
     """
 
-    retraverses_graphs = True  # under ZeRO-3 (partitioned): the Trainer back-propagates every pass's graph
+    retraverses_graphs = True  # under FSDP or DeepSpeed the Trainer back-propagates every pass's graph
 
     def __init__(
         self,
