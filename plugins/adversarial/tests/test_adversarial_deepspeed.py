@@ -102,3 +102,25 @@ def test_deepspeed_zero2_zero3_match_single_process_and_skip_together(tmp_path: 
     assert_ranks_skipped_like_reference(
         tmp_path, "skip_", ("forward_rank0", "backward_rank1", "direction_rank0")
     )
+
+
+def test_zero3_internals_the_partitioned_hold_relies_on():
+    """``PartitionedHold`` uses DeepSpeed internals, not a public API (checked against 0.19.8's source): a
+    parameter is freed only while its ``ds_active_sub_modules`` is empty, its ``ds_status`` says whether it is
+    gathered, and ``param.partition(param_list=...)`` re-partitions. When a DeepSpeed release moves any of these,
+    this fails before the 2-rank test does, and the hold must be re-checked against the new source."""
+    import inspect
+
+    from deepspeed.runtime.zero import partition_parameters, partitioned_param_coordinator
+
+    assert {"AVAILABLE", "NOT_AVAILABLE", "INFLIGHT"} <= set(partition_parameters.ZeroParamStatus.__members__)
+    release = inspect.getsource(partitioned_param_coordinator.PartitionedParameterCoordinator)
+    assert (
+        "ZeroParamStatus.AVAILABLE and not param.ds_active_sub_modules" in release
+    )  # free only without users
+    module = inspect.getsource(partition_parameters)
+    free = module[module.index("def free_param(") :].split("\ndef ", 1)[0]
+    assert "if param.ds_active_sub_modules:" in free  # free_param refuses a parameter that still has users
+    init = inspect.getsource(partition_parameters.Init._convert_to_deepspeed_param)
+    assert "param.ds_active_sub_modules = set()" in init and "def partition(" in init
+    assert "param_list" in init[init.index("def partition(") :].split("\n", 1)[0]
