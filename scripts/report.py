@@ -285,16 +285,25 @@ def favor_rows() -> list[Row]:
         (True, False, "causal forward"),
         (True, True, "causal fwd+bwd"),
     ):
-        t = timings[(longest, causal, backward)]
+        cpu = timings[(longest, causal, backward)]["cpu_ms"]
         key = ("causal_" if causal else "non_causal_") + ("fwd_bwd" if backward else "fwd")
-        rows.append(
-            Row(
-                f"{label} at L = {longest}, SDPA vs FAVOR+ m = 256 (ms); FAVOR+ faster from L = {bench['crossover'][key]}",
-                fmt(t["ms"]["sdpa"], 0),
-                fmt(t["ms"]["favor"], 0),
-                ratio(t["ms"]["sdpa"], t["ms"]["favor"]),
+        for anchor, claim in (
+            ("sdpa", f"SDPA vs FAVOR+ m = 256 (CPU ms); FAVOR+ faster from L = {bench['crossover'][key]}"),
+            (
+                "floor",
+                f"FAVOR+ vs its arithmetic floor (CPU ms, goal <= {FAVOR_FLOOR_GOALS[(causal, backward)]}x)",
+            ),
+        ):
+            # SDPA: how many times faster FAVOR+ is; floor: how many times the floor FAVOR+ takes
+            slow, fast = (cpu["sdpa"], cpu["favor"]) if anchor == "sdpa" else (cpu["favor"], cpu["floor"])
+            rows.append(
+                Row(
+                    f"{label} at L = {longest}, {claim}",
+                    fmt(cpu[anchor], 0),
+                    fmt(cpu["favor"], 0),
+                    ratio(slow, fast),
+                )
             )
-        )
     causal_vs_performer = [
         t["favor_vs_performer"]
         for (_, causal, _), t in timings.items()
@@ -870,6 +879,8 @@ def imbalance_digits_full_block() -> str:
 
 
 FAVOR = "plugins/favor/bench/results/favor_bench.json"
+# issue 20: FAVOR+ CPU time / its arithmetic floor's, per (causal, backward)
+FAVOR_FLOOR_GOALS = {(False, False): 1.25, (True, False): 1.5, (False, True): 1.5, (True, True): 2.0}
 FAVOR_MODES = {
     (False, False): "fwd",
     (False, True): "fwd+bwd",
@@ -902,27 +913,38 @@ def favor_timings_block() -> str:
             f"{peak[k]:.0f}" if peak.get(k) is not None else "–" for k in ("sdpa", "favor", "performer")
         )
 
+    def spread(t: dict, name: str) -> str:
+        low, high = t["cpu_quartiles_ms"][name]
+        return f"{ms(t['cpu_ms'][name])} ({low:.0f}–{high:.0f})"
+
     rows = [
         [
             str(t["length"]),
             FAVOR_MODES[(t["causal"], t["backward"])],
-            ms(t["ms"]["sdpa"]),
-            ms(t["ms"]["favor"]),
-            ms(t["ms"]["performer"]),
+            ms(t["cpu_ms"]["floor"]),
+            ms(t["cpu_ms"]["floor_blocked"]),
+            spread(t, "favor"),
+            ms(t["cpu_ms"]["sdpa"]),
+            ms(t["cpu_ms"]["performer"]),
+            f"{t['favor_vs_floor']['floor']:.2f}× / {t['favor_vs_floor']['floor_blocked']:.2f}×",
             fmt(t["speedup_vs_sdpa"]["favor"], 2),
             f"{t['favor_vs_performer']:.1f}×" if t.get("favor_vs_performer") else "not run",
             memory(t["peak_mib"]) if t["peak_mib"] else "not measured",
         ]
         for t in bench["timings"]
     ]
-    header = ["L", "mode", "SDPA ms", "FAVOR+ ms", "performer ms", "FAVOR+ speed-up vs SDPA", "FAVOR+ vs performer",
+    header = ["L", "mode", "floor", "floor, blocked", "FAVOR+ (quartiles)", "SDPA", "performer",
+              "FAVOR+ / floor / blocked floor", "FAVOR+ speed-up vs SDPA", "FAVOR+ vs performer",
               "peak MiB SDPA / FAVOR+ / performer"]  # fmt: skip
     modes = {"non_causal_fwd": "forward", "non_causal_fwd_bwd": "forward+backward", "causal_fwd": "causal forward",
              "causal_fwd_bwd": "causal forward+backward"}  # fmt: skip
     crossover = ", ".join(f"{modes[mode]} {length}" for mode, length in bench["crossover"].items())
+    check = ", ".join(f"{name.replace('_', ' ')} {value:.0e}" for name, value in bench["floor_check"].items())
     return (
-        table(header, rows)
+        "Median CPU ms per call.\n\n"
+        + table(header, rows)
         + f"\nCrossover (smallest L from which FAVOR+ beats SDPA at every longer L): {crossover}.\n"
+        + f"\nFloors vs `favor_attention` (L = 1024, relative difference of the outputs): {check}.\n"
         + favor_runs_facts(bench)
     )
 
@@ -957,6 +979,20 @@ def favor_goals_block() -> str:
     fwd, fwd_bwd = speedup(False, False), speedup(False, True)
     cfwd, cfwd_bwd = speedup(True, False), speedup(True, True)
     non_causal, causal = vs_performer(False), vs_performer(True)
+
+    def to_floor(causal: bool, backward: bool, floor: str) -> list[float]:
+        return [
+            t["favor_vs_floor"][floor] for (_, c, b), t in timings.items() if (c, b) == (causal, backward)
+        ]
+
+    floor_rows = []
+    for mode, goal in FAVOR_FLOOR_GOALS.items():
+        plain, blocked = to_floor(*mode, "floor"), to_floor(*mode, "floor_blocked")
+        floor_rows.append(
+            [f"{FAVOR_MODES[mode]} ≤ {goal}× the floor at every L",
+             f"{min(plain):.2f}-{max(plain):.2f}× (blocked floor {min(blocked):.2f}-{max(blocked):.2f}×)",
+             verdict(max(plain) <= goal)]
+        )  # fmt: skip
     rows = [
         ["non-causal faster than SDPA from L = 2048 (fwd and fwd+bwd)",
          f"from {crossover['non_causal_fwd']} / from {crossover['non_causal_fwd_bwd']}",
@@ -972,6 +1008,7 @@ def favor_goals_block() -> str:
          verdict(min(causal) >= 10)],
         [f"peak memory linear in L; causal fwd+bwd at {longest} ≤ 1.5 GiB",
          f"×{min(growth):.1f}-{max(growth):.1f} per doubling; {peak:.0f} MiB", verdict(peak <= 1.5 * 1024)],
+        *floor_rows,
     ]  # fmt: skip
     return table(["goal", "measured", ""], rows)
 

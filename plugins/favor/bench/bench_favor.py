@@ -1,16 +1,31 @@
-"""FAVOR+ vs torch SDPA vs performer-pytorch FastAttention on CPU (fp32, batch 1, 8 heads, head dim 64, m=256).
+"""FAVOR+ vs its arithmetic floor vs torch SDPA vs performer-pytorch FastAttention on CPU (fp32, batch 1,
+8 heads, head dim 64, m=256).
 
 Times forward (inference_mode) and forward+backward, non-causal and causal, interleaving the methods per
-repeat and reporting medians; peak extra RSS of one call in a fresh process; relative error against exact
-attention (and the error of uniform attention, the trivial output FAVOR+ must beat); decode-step latency
-against context length (favor with a FavorCache: O(1) state vs SDPA over the full KV cache).
+repeat and reporting medians and quartiles of the CPU time of each call (one torch thread: the calling
+thread's CPU time is the call's cost, and it barely moves when other processes share the cores; wall medians
+are recorded too); peak extra RSS of one call in a fresh process; relative error against exact attention (and
+the error of uniform attention, the trivial output FAVOR+ must beat); decode-step latency against context
+length (favor with a FavorCache: O(1) state vs SDPA over the full KV cache).
+
+The floor is what FAVOR+ cannot avoid, with nothing else: q and k times the projection, the exponentials,
+the key norms (folded into the values as exp(-|k|²/2)), k'ᵀ[v, 1] (numerator and normaliser in one
+product), q'(k'ᵀ[v, 1]) and the division; causal: the same in chunks of C = 128 (k'ᵀ[v, 1] per chunk, their
+prefix sums over chunks, the masked in-chunk products). No stabilisers, masks, checks or key shift. "floor"
+runs each op once on the full (1, 8, L, ·) tensors; "floor_blocked" runs the same ops in the blocks FAVOR+
+uses (non-causal: row blocks of about 2^18 feature entries; causal: one head at a time), which keeps the
+features in cache. Forward+backward of a floor = the autograd of the same ops. Every run first checks that
+both floors give favor_attention's output (shift_keys off) to float rounding.
 
     python plugins/favor/bench/bench_favor.py                          # everything, L = 512..4096
     python plugins/favor/bench/bench_favor.py --full --only causal_fwd # one part, L = 512..16384
 
 Parts (``--only``, repeatable): noncausal_fwd, noncausal_fwd_bwd, causal_fwd, causal_fwd_bwd, errors,
-decode. Each run merges its rows into bench/results/favor_bench.json (same length/mode replaced), records the
-load average, and redraws favor_bench.png. The machine is shared: treat <10% as noise.
+decode. Each run merges its rows into bench/results/favor_bench.json (same length/mode replaced; peak memory
+of methods not probed in this run (``--memory-methods``) is kept from the replaced row), records the load
+average, and redraws favor_bench.png. SDPA and performer calls slower than SLOW_CALL_S get fewer repeats
+(about SLOW_BUDGET_S of CPU per configuration; their warm-up call counts as a sample); favor and the floors
+always get ``--repeats``.
 performer-pytorch's causal path runs on CPU through a path that keeps an (L, m, d) tensor per head: it is
 timed up to PERFORMER_CAUSAL_MAX (forward) / PERFORMER_CAUSAL_BWD_MAX (forward+backward) only, beyond that it
 needs > 10 GiB or > 20 s per call on this machine.
@@ -37,14 +52,74 @@ from hfplug_favor import (
     gaussian_projection,
 )
 
-HEADS, HEAD_DIM, FEATURES = 8, 64, 256
+HEADS, HEAD_DIM, FEATURES, CHUNK = 8, 64, 256, 128
 RESULTS = Path(__file__).parent / "results"
-METHODS = ("sdpa", "favor", "performer")
-SLOW_LIMIT_S = 20.0  # performer only: a warm-up call slower than this drops it for longer lengths
+METHODS = ("sdpa", "favor", "performer", "floor", "floor_blocked")
+BASELINES = ("sdpa", "performer")  # the only methods whose repeats shrink when one call is slow
+SLOW_LIMIT_S = 20.0  # performer only: a warm-up call of more CPU seconds drops it for longer lengths
+SLOW_CALL_S, SLOW_BUDGET_S = 1.0, 3.0  # CPU seconds
+BLOCK_FEATURES = 1 << 18  # the non-causal row blocks of hfplug_favor.attention (_BLOCK_FEATURES)
+MEMORY_METHODS = ("sdpa", "favor", "performer")
 MEMORY_LENGTHS = (1024, 4096)  # fresh-process memory probes of the default sweep (--full: every length)
 PERFORMER_CAUSAL_MAX = 8192
 PERFORMER_CAUSAL_BWD_MAX = 4096
 PARTS = ("noncausal_fwd", "noncausal_fwd_bwd", "causal_fwd", "causal_fwd_bwd", "errors", "decode")
+
+
+def _features(x: torch.Tensor, projection_t: torch.Tensor) -> torch.Tensor:
+    return (x @ projection_t).exp_()
+
+
+def _weighted_values(key: torch.Tensor, value: torch.Tensor, scaling: float) -> torch.Tensor:
+    """[v, 1]·exp(-scaling |k|²/2): the key features' offset folded into the values (O(L·d), not O(L·m))."""
+    weight = torch.exp(key.pow(2).sum(-1, keepdim=True).mul_(-0.5 * scaling))
+    return torch.cat([value, torch.ones_like(weight)], -1).mul_(weight)
+
+
+def _divide(numerator_and_denominator: torch.Tensor) -> torch.Tensor:
+    return numerator_and_denominator[..., :-1] / numerator_and_denominator[..., -1:]
+
+
+def floor_noncausal(q, k, v, projection_t: torch.Tensor, scaling: float, rows: int) -> torch.Tensor:
+    """out = phi(q) (phi(k)ᵀ [v, 1]), divided; keys and queries in blocks of ``rows`` rows."""
+    sums = sum(
+        _features(k_block, projection_t).transpose(-2, -1) @ _weighted_values(k_block, v_block, scaling)
+        for k_block, v_block in zip(k.split(rows, 2), v.split(rows, 2), strict=True)
+    )
+    return torch.cat([_divide(_features(q_block, projection_t) @ sums) for q_block in q.split(rows, 2)], 2)
+
+
+def floor_causal(q, k, v, projection_t: torch.Tensor, scaling: float) -> torch.Tensor:
+    """Chunks of CHUNK rows: masked in-chunk products plus q' times the prefix sums of earlier chunks."""
+    B, H, L, _ = q.shape
+    q_f, k_f = (_features(x, projection_t).view(B, H, L // CHUNK, CHUNK, -1) for x in (q, k))
+    values = _weighted_values(k, v, scaling).view(B, H, L // CHUNK, CHUNK, -1)
+    out = (q_f @ k_f.transpose(-2, -1)).tril_() @ values
+    totals = (k_f.transpose(-2, -1) @ values).cumsum(2)  # inclusive prefix sums over chunks
+    out[:, :, 1:] += q_f[:, :, 1:] @ totals[:, :, :-1]
+    return _divide(out.view(B, H, L, -1))
+
+
+def make_floor(causal: bool, blocked: bool):
+    projection = gaussian_projection(FEATURES, HEAD_DIM, seed=0)
+    scaling = HEAD_DIM**-0.5
+    projection_t = (projection * scaling**0.5).T.contiguous()
+    if causal:
+        if not blocked:
+            return lambda q, k, v: floor_causal(q, k, v, projection_t, scaling)
+        return lambda q, k, v: torch.cat(
+            [
+                floor_causal(*heads, projection_t, scaling)
+                for heads in zip(q.split(1, 1), k.split(1, 1), v.split(1, 1), strict=True)
+            ],
+            1,
+        )
+
+    def floor(q, k, v):
+        rows = max(128, BLOCK_FEATURES // (q.shape[0] * q.shape[1] * FEATURES)) if blocked else q.shape[2]
+        return floor_noncausal(q, k, v, projection_t, scaling, rows)
+
+    return floor
 
 
 def make_method(name: str, causal: bool):
@@ -59,7 +134,27 @@ def make_method(name: str, causal: bool):
         torch.manual_seed(0)
         module = FastAttention(dim_heads=HEAD_DIM, nb_features=FEATURES, causal=causal)
         return lambda q, k, v: module(q, k, v)
+    if name in ("floor", "floor_blocked"):
+        return make_floor(causal, blocked=name == "floor_blocked")
     raise ValueError(name)
+
+
+def check_floors(length: int = 1024) -> dict[str, float]:
+    """Relative difference of each floor to favor_attention (same projection, shift_keys off): the floors
+    compute FAVOR+'s output, so their times are a floor of the same computation."""
+    q, k, v, _ = make_inputs(length, grad=False, seed=2)
+    W = gaussian_projection(FEATURES, HEAD_DIM, seed=0)
+    differences = {}
+    with torch.inference_mode():
+        for causal in (False, True):
+            ours = favor_attention(q, k, v, W, causal=causal)[0]
+            for blocked in (False, True):
+                floor = make_floor(causal, blocked)(q, k, v)
+                key = f"{'causal' if causal else 'non_causal'}_{'floor_blocked' if blocked else 'floor'}"
+                differences[key] = float((floor - ours).norm() / ours.norm())
+    if max(differences.values()) > 1e-4:
+        raise RuntimeError(f"a floor does not compute FAVOR+'s output: relative differences {differences}")
+    return differences
 
 
 def make_inputs(length: int, grad: bool, seed: int = 0):
@@ -70,14 +165,17 @@ def make_inputs(length: int, grad: bool, seed: int = 0):
     return tensors
 
 
-def run_once(fn, inputs, backward: bool) -> None:
+def run_once(fn, inputs, backward: bool) -> tuple[float, float]:
+    """(wall ms, CPU ms) of one call."""
     q, k, v, upstream = inputs
+    wall, cpu = time.perf_counter(), time.process_time()
     if backward:
         q.grad = k.grad = v.grad = None
         fn(q, k, v).backward(upstream)
     else:
         with torch.inference_mode():
             fn(q, k, v)
+    return (time.perf_counter() - wall) * 1000, (time.process_time() - cpu) * 1000
 
 
 def peak_memory_mib(method: str, length: int, causal: bool, backward: bool) -> float | None:
@@ -136,25 +234,39 @@ def performer_allowed(length: int, causal: bool, backward: bool) -> bool:
     return not causal or length <= (PERFORMER_CAUSAL_BWD_MAX if backward else PERFORMER_CAUSAL_MAX)
 
 
-def time_config(length: int, causal: bool, backward: bool, skip: set[str]) -> dict[str, float | None]:
+def _quartiles(values: list[float]) -> list[float]:
+    return [values[0]] * 2 if len(values) == 1 else [statistics.quantiles(values, n=4)[i] for i in (0, 2)]
+
+
+def time_config(length: int, causal: bool, backward: bool, skip: set[str], repeats: int) -> dict[str, dict]:
+    """Per method: wall and CPU medians (ms), CPU quartiles and the number of calls timed."""
     if not performer_allowed(length, causal, backward):
         skip.add("performer")
     methods = {name: make_method(name, causal) for name in METHODS if name not in skip}
     inputs = make_inputs(length, backward)
-    repeats = 5 if length <= 1024 else 3 if length <= 4096 else 2
-    times: dict[str, list[float]] = {name: [] for name in methods}
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in methods}
+    wanted = dict.fromkeys(methods, repeats)
     for name, fn in list(methods.items()):  # warm-up; drop performer if a single call is too slow
-        start = time.perf_counter()
-        run_once(fn, inputs, backward)
-        if name == "performer" and time.perf_counter() - start > SLOW_LIMIT_S:
+        wall, cpu = run_once(fn, inputs, backward)
+        if name == "performer" and cpu > SLOW_LIMIT_S * 1000:
             skip.add(name)
             methods.pop(name)
-    for _ in range(repeats):
+        elif name in BASELINES and cpu > SLOW_CALL_S * 1000:  # first-call costs are noise at this size
+            samples[name].append((wall, cpu))
+            wanted[name] = max(1, min(repeats, int(SLOW_BUDGET_S * 1000 / cpu)))
+    while any(len(samples[name]) < wanted[name] for name in methods):  # interleaved rounds
         for name, fn in methods.items():
-            start = time.perf_counter()
-            run_once(fn, inputs, backward)
-            times[name].append((time.perf_counter() - start) * 1000)
-    return {name: (statistics.median(times[name]) if times.get(name) else None) for name in METHODS}
+            if len(samples[name]) < wanted[name]:
+                samples[name].append(run_once(fn, inputs, backward))
+    stats: dict[str, dict] = {"ms": {}, "cpu_ms": {}, "cpu_quartiles_ms": {}, "calls": {}}
+    for name in METHODS:
+        timed = samples.get(name) or []
+        cpu = sorted(c for _, c in timed)
+        stats["ms"][name] = statistics.median(w for w, _ in timed) if timed else None
+        stats["cpu_ms"][name] = statistics.median(cpu) if timed else None
+        stats["cpu_quartiles_ms"][name] = _quartiles(cpu) if timed else None
+        stats["calls"][name] = len(timed)
+    return stats
 
 
 class _DecodeModule(torch.nn.Module):
@@ -211,17 +323,19 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    colors = dict(zip(METHODS, ("tab:blue", "tab:orange", "tab:green", "black", "tab:gray"), strict=True))
     fig, axes = plt.subplots(2, 2, figsize=(12, 9))
     for col, backward in enumerate((False, True)):
         mode = "forward+backward" if backward else "forward"
         for causal, style in ((False, "-"), (True, "--")):
             rows = [r for r in results["timings"] if r["causal"] == causal and r["backward"] == backward]
             for name in METHODS:
-                points = [(r["length"], r["ms"][name]) for r in rows if r["ms"][name] is not None]
+                points = [(r["length"], r["cpu_ms"][name]) for r in rows if r["cpu_ms"][name] is not None]
                 if points:
                     axes[0, col].plot(
                         *zip(*points, strict=True),
                         style,
+                        color=colors[name],
                         marker="o",
                         label=f"{name}{' causal' if causal else ''}",
                     )
@@ -232,10 +346,11 @@ def plot(results: dict, path: Path) -> None:
                     axes[1, col].plot(
                         *zip(*mem, strict=True),
                         style,
+                        color=colors[name],
                         marker="o",
                         label=f"{name}{' causal' if causal else ''}",
                     )
-        for row, ylabel in ((0, "median time (ms)"), (1, "peak extra RSS (MiB)")):
+        for row, ylabel in ((0, "median CPU time per call (ms)"), (1, "peak extra RSS (MiB)")):
             axes[row, col].set(
                 xscale="log", yscale="log", xlabel="sequence length L", ylabel=ylabel, title=mode
             )
@@ -263,6 +378,14 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", help="explicit lengths (overrides --full)")
     parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts (repeatable)")
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory pass")
+    parser.add_argument(
+        "--memory-methods",
+        nargs="+",
+        choices=MEMORY_METHODS,
+        default=list(MEMORY_METHODS),
+        help="methods whose peak memory is probed (the others keep the replaced row's value)",
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per method and configuration")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for every method (default 1)")
     parser.add_argument("--memory-probe", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -286,9 +409,21 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "machine": platform.machine(),
-        "note": "shared 2-core CPU machine; medians of interleaved repeats; memory = one call, fresh process",
+        "note": "shared 2-core CPU machine; medians of interleaved repeats; ratios from CPU time per call; "
+        "memory = one call, fresh process",
     }
-    run = {"parts": parts, "lengths": lengths, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "load": _load()}
+    run = {
+        "parts": parts,
+        "lengths": lengths,
+        "repeats": args.repeats,
+        "memory_methods": [] if args.no_memory else args.memory_methods,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "load": _load(),
+    }
+    if any(part.endswith(("fwd", "fwd_bwd")) for part in parts):
+        results["floor_check"] = check_floors()
+        print("floors vs favor_attention, relative difference:", results["floor_check"], flush=True)
+    old_rows = {(r["causal"], r["backward"], r["length"]): r for r in results.get("timings", [])}
     timings = []
     for part in parts:
         if part in ("errors", "decode"):
@@ -296,15 +431,18 @@ def main() -> None:
         causal, backward = part.startswith("causal"), part.endswith("fwd_bwd")
         skip: set[str] = set()
         for length in lengths:
-            ms = time_config(length, causal, backward, skip)
-            peak = {}
+            stats = time_config(length, causal, backward, skip, args.repeats)
+            cpu = stats["cpu_ms"]
+            peak = dict(old_rows.get((causal, backward, length), {}).get("peak_mib", {}))
             if not args.no_memory and (args.full or length in MEMORY_LENGTHS):
-                peak = {name: peak_memory_mib(name, length, causal, backward) for name in METHODS if ms[name]}
-            row = {"length": length, "causal": causal, "backward": backward, "ms": ms, "peak_mib": peak}
+                for name in args.memory_methods:
+                    peak[name] = peak_memory_mib(name, length, causal, backward) if cpu[name] else None
+            row = {"length": length, "causal": causal, "backward": backward, **stats, "peak_mib": peak}
             row["speedup_vs_sdpa"] = {
-                name: (ms["sdpa"] / ms[name] if ms[name] else None) for name in ("favor", "performer")
+                name: (cpu["sdpa"] / cpu[name] if cpu[name] else None) for name in ("favor", "performer")
             }
-            row["favor_vs_performer"] = ms["performer"] / ms["favor"] if ms["performer"] else None
+            row["favor_vs_performer"] = cpu["performer"] / cpu["favor"] if cpu["performer"] else None
+            row["favor_vs_floor"] = {name: cpu["favor"] / cpu[name] for name in ("floor", "floor_blocked")}
             row["load"] = _load()
             timings.append(row)
             print(json.dumps(row), flush=True)
@@ -323,7 +461,7 @@ def main() -> None:
     for causal in (False, True):
         for backward in (False, True):
             rows = [r for r in results["timings"] if r["causal"] == causal and r["backward"] == backward]
-            flat = [{"length": r["length"], **r["ms"]} for r in rows]
+            flat = [{"length": r["length"], **r["cpu_ms"]} for r in rows]
             key = f"{'causal' if causal else 'non_causal'}_{'fwd_bwd' if backward else 'fwd'}"
             results["crossover"][key] = crossover(flat, "sdpa", "favor")
     run["load_after"] = _load()

@@ -100,10 +100,12 @@ def test_causal_with_cached_prefix_and_state_match_quadratic():
 
 # the causal path's variants: all keys against one reference (the default when the key scales span little),
 # every query row against its own running stabiliser (large spans), and one (batch, kv head) row per slice
+# (with it, non-causal keys and queries go in blocks of 4 rows, each key block with its own stabiliser)
+ROW_BLOCKS = {"_BLOCK_FEATURES": 1, "_MIN_BLOCK_ROWS": 4}
 CAUSAL_PATHS = {
     "one_reference": {"_ONE_REFERENCE_RANGE": math.inf},
     "per_row": {"_ONE_REFERENCE_RANGE": -1.0},
-    "row_slices": {"_SLICE_FEATURES": 1},
+    "row_slices": {"_SLICE_FEATURES": 1, **ROW_BLOCKS},
 }
 
 
@@ -145,6 +147,31 @@ def test_causal_many_chunks_and_states_match_quadratic(padding, causal_path):
             )
             pieces.append(piece)
         torch.testing.assert_close(torch.cat(pieces, 2).double()[rows], ref[rows], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("first_key_scale", [1.0, 6.0])
+def test_noncausal_row_blocks_match_quadratic(first_key_scale, monkeypatch):
+    # keys in blocks of 4 rows, each stabilised by its own max and rescaled into the running one: key norms
+    # grow along the sequence (the stabiliser rises block after block), or the first key dominates (later
+    # blocks are scaled down); left padding longer than a block (a block of padded keys only), right padding,
+    # and more queries than keys (GQA: 2 query heads per key head)
+    from hfplug_favor import attention
+
+    for name, value in ROW_BLOCKS.items():
+        monkeypatch.setattr(attention, name, value)
+    q, k, v = inputs(L=30, scale=0.6, seed=4)
+    k = k * torch.linspace(0.5, 2.0, 30)[:, None]
+    k[:, :, 0] *= first_key_scale
+    valid = torch.ones(2, 30, dtype=torch.bool)
+    valid[0, 25:] = False
+    valid[1, :9] = False
+    W = gaussian_projection(64, 16, seed=6)
+    out, _ = favor_attention(q, k, v, W, key_padding_mask=valid)
+    torch.testing.assert_close(out.double(), quadratic_favor(q, k, v, W, valid), rtol=1e-5, atol=1e-5)
+    out, _ = favor_attention(q[:, :, :7], k, v, W, key_padding_mask=valid)  # one query block and a part
+    torch.testing.assert_close(
+        out.double(), quadratic_favor(q[:, :, :7], k, v, W, valid), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_causal_keys_of_widely_spread_scales_use_per_row_stabilisers(monkeypatch):

@@ -74,15 +74,65 @@ def _query_features(projected: torch.Tensor) -> torch.Tensor:
     return projected.sub_(projected.detach().amax(-1, keepdim=True)).exp_()
 
 
+def _block_rows(length: int, entries_per_row: int, device: torch.device) -> int:
+    """Rows per block of about ``_BLOCK_FEATURES`` feature entries (at least ``_MIN_BLOCK_ROWS``): the features
+    are made, stabilised, exponentiated and multiplied while they are in cache. Accelerators: one block.
+    Callers split with ``Tensor.split`` (one backward node for all blocks: slicing would give every block's
+    gradient a zero tensor of the full length)."""
+    if device.type != "cpu":
+        return max(1, length)
+    return max(_MIN_BLOCK_ROWS, _BLOCK_FEATURES // max(1, entries_per_row))
+
+
 def _prefix_state(
-    projected: torch.Tensor, offset: torch.Tensor, value: torch.Tensor, valid: torch.Tensor | None
+    key: torch.Tensor,
+    value: torch.Tensor,
+    valid: torch.Tensor | None,
+    features: tuple[torch.Tensor, float, str],
 ) -> FavorState:
-    """Sums over all keys; log-features u = projected - offset ((B, Hkv, Lk, m), (B, Hkv, Lk, 1))."""
-    if valid is not None:
-        offset = offset.masked_fill(~valid[:, None, :, None], float("inf"))
-    r = (projected.detach().amax(-1, keepdim=True) - offset.detach()).amax(dim=(-2, -1))
-    phi_k = projected.sub_(offset + _finite(r)[..., None, None]).exp_()  # padded keys: exp(-inf) = 0
-    return FavorState(phi_k.transpose(-2, -1) @ _with_ones(value), r)
+    """Sums over all keys (B, Hkv, Lk, D), log-features u = projected - offset, in row blocks: block b is
+    stabilised by its own r_b = max u and the sums so far are rescaled to r = max(r, r_b) (as in online
+    softmax); the result is in units of the max over all keys."""
+    projection, scaling, kernel = features
+    B, Hkv, Lk, _ = key.shape
+    rows = _block_rows(Lk, B * Hkv * projection.shape[0], key.device)
+    valids = [None] * math.ceil(Lk / rows) if valid is None else valid.split(rows, 1)
+    Sz = r = None
+    for key_block, value_block, valid_block in zip(
+        key.split(rows, 2), value.split(rows, 2), valids, strict=True
+    ):
+        projected, offset = feature_logits(key_block, projection, scaling, kernel)
+        if valid_block is not None:
+            offset = offset.masked_fill(~valid_block[:, None, :, None], float("inf"))
+        r_block = (projected.detach().amax(-1, keepdim=True) - offset.detach()).amax(dim=(-2, -1))
+        phi_k = projected.sub_(
+            offset + _finite(r_block)[..., None, None]
+        ).exp_()  # padded keys: exp(-inf) = 0
+        sums = phi_k.transpose(-2, -1) @ _with_ones(value_block)
+        if Sz is None:
+            Sz, r = sums, r_block
+            continue
+        grown = torch.maximum(r, r_block)  # both -inf while only padded keys were seen: factors 0
+        Sz = (
+            Sz * _finite(torch.exp(r - grown))[..., None, None]
+            + sums * _finite(torch.exp(r_block - grown))[..., None, None]
+        )
+        r = grown
+    return FavorState(Sz, r)
+
+
+def _query_outputs(
+    query: torch.Tensor, Sz: torch.Tensor, features: tuple[torch.Tensor, float, str]
+) -> torch.Tensor:
+    """Non-causal output (B, Hkv, G, Lq, Dv) of queries (B, Hkv, G, Lq, D) against the key sums Sz, in row
+    blocks like :func:`_prefix_state`."""
+    projection, scaling, kernel = features
+    B, Hkv, G, Lq, _ = query.shape
+    outs = []
+    for block in query.split(_block_rows(Lq, B * Hkv * G * projection.shape[0], query.device), -2):
+        phi_q = _query_features(feature_logits(block, projection, scaling, kernel, offset=False)[0])
+        outs.append(_normalise(phi_q.flatten(2, 3) @ Sz).view(*phi_q.shape[:-1], -1))
+    return torch.cat(outs, -2)
 
 
 def _key_shift(query: torch.Tensor, key: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
@@ -108,6 +158,11 @@ _ONE_REFERENCE_RANGE = 40.0
 # Feature entries (G·L·m per (batch, kv head) row) processed together by the causal path: slices of about
 # 512 KiB of float32 features keep the feature maps, chunk products and prefix sums in a core's L2 cache.
 _SLICE_FEATURES = 1 << 17
+
+# Non-causal: feature entries per row block of keys or queries (1 MiB of float32, half a core's L2), and the
+# fewest rows per block (short sequences of many heads stay one block: per-block overhead over cache misses).
+_BLOCK_FEATURES = 1 << 18
+_MIN_BLOCK_ROWS = 128
 
 
 def _causal(
@@ -473,10 +528,12 @@ _FEATURE_LIMIT = 1e36
 
 
 def _largest(tensor: torch.Tensor) -> torch.Tensor:
-    """max |tensor| (NaN if any entry is NaN), 0 for an empty tensor; no host sync."""
+    """max |tensor| (NaN if any entry is NaN), 0 for an empty tensor; no host sync. One read pass
+    (``aminmax``), no temporary of the tensor's size."""
     if tensor.numel() == 0:
         return tensor.new_zeros((), dtype=torch.float32)
-    return tensor.detach().abs().amax().float()
+    low, high = torch.aminmax(tensor.detach())
+    return torch.maximum(high, -low).float()
 
 
 def _check_numbers(out: torch.Tensor, scaling: float, named: dict[str, torch.Tensor]) -> None:
@@ -617,20 +674,15 @@ def _favor_attention(
         if shift_keys and not causal:
             key = key - _key_shift(query.view(B, Hkv, G, Lq, D), key, key_padding_mask)
         offset = Lk - Lq if causal else Lk
+        features = (projection, scaling, kernel)
         if state is None and offset > 0:
             valid = None if key_padding_mask is None else key_padding_mask[:, :offset]
-            projected_k, offset_k = feature_logits(key[:, :, :offset], projection, scaling, kernel)
-            state = _prefix_state(projected_k, offset_k, value[:, :, :offset], valid)
+            state = _prefix_state(key[:, :, :offset], value[:, :, :offset], valid, features)
         if Lq == 0:  # causal: the state after all the keys
             return query.new_zeros(B, H, 0, Dv), state
         if not causal:
-            projected_q, _ = feature_logits(
-                query.view(B, Hkv, G, Lq, D), projection, scaling, kernel, offset=False
-            )
-            phi_q = _query_features(projected_q).view(B, Hkv, G * Lq, -1)
-            return _normalise(phi_q @ state.Sz).view(B, H, Lq, -1), None
+            return _query_outputs(query.view(B, Hkv, G, Lq, D), state.Sz, features).view(B, H, Lq, -1), None
         valid = None if key_padding_mask is None else key_padding_mask[:, offset:]
-        features = (projection, scaling, kernel)
         out, state = _causal(
             query.view(B, Hkv, G, Lq, D),
             key[:, :, offset:],
