@@ -127,7 +127,8 @@ class Reference:
     """Hand-written adversarial step on ``inputs_embeds``, for one task and loss path. A batch without
     ``attention_mask`` is padding-free (TRL's packing): its ``position_ids`` restart per document, and the
     examples of per-example norms are its documents (``self.docs``; None: the rows). The FGM, gradient-penalty
-    and FreeLB objectives below leave their (last) perturbation of the whole batch in ``self.delta``."""
+    and FreeLB objectives below leave their (last) perturbation of the whole batch in ``self.delta``, the
+    gradient-penalty objective also its penalty in ``self.penalty``."""
 
     def __init__(self, model, data, task: str, path: str) -> None:
         self.model = copy.deepcopy(model)
@@ -200,7 +201,9 @@ def gp_objective(ref: Reference, eps: float):
         loss = ref.loss(e)
     (g,) = torch.autograd.grad(loss, e, create_graph=True)
     ref.delta = eps * g.detach()  # the unnormalised fast gradient the penalty stands for
-    return loss + 0.5 * eps * g.pow(2).sum()
+    penalty = 0.5 * eps * g.pow(2).sum()
+    ref.penalty = float(penalty.detach())
+    return loss + penalty
 
 
 def freelb_objective(ref: Reference, eps=1.0, alpha=0.1, steps=3, init_magnitude=None):

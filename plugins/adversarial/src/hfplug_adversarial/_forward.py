@@ -83,7 +83,10 @@ class MicroBatch:
     ``loss`` is in the units the Trainer will back-propagate; ``scale`` is the weight the Trainer (gradient
     accumulation, DDP averaging) gives that loss in the optimizer step's objective, needed by terms that are
     not linear in the loss (gradient penalty) and by logging (``training_step`` returns ``world_size * scale``
-    times the loss).
+    times the loss). A loss normalised by ``num_items_in_batch`` has ``scale = 1 / world_size`` (times
+    ``world_size`` under ``average_tokens_across_devices``); a micro-batch-mean model loss, which the Trainer
+    divides by the number of micro-batches of the optimizer step, ``1 / (window * world_size)``
+    (:class:`AccumulationWindows`).
     """
 
     run: Callable[[DeltaFn | None], Any]
@@ -361,6 +364,37 @@ def packed_documents(kwargs: dict) -> torch.Tensor | None:
     return local + (counts.cumsum(0) - counts)[:, None]
 
 
+class AccumulationWindows:
+    """The number of micro-batches of each optimizer step, by which the Trainer divides a micro-batch-mean loss
+    (``current_gradient_accumulation_steps``).
+
+    Transformers 5.23 (``Trainer._run_epoch``) splits an epoch of ``n = len(train_dataloader)`` micro-batches into
+    ``U = ceil(n / GA)`` optimizer steps of ``GA`` (``gradient_accumulation_steps``) micro-batches, the last one
+    of ``n - (U - 1) * GA``. A resumed run starts its first epoch at step ``global_step mod U`` of it (at 0 with
+    ``ignore_data_skip``). Without a length (``n`` None, an iterable dataset) every step counts as ``GA``.
+    """
+
+    def __init__(self, accumulation: int, batches: int | None) -> None:
+        self.accumulation = accumulation
+        self.updates = -(-batches // accumulation) if batches else None
+        self.last = batches - (self.updates - 1) * accumulation if batches else accumulation
+        self.index = 0  # optimizer steps of the epoch so far
+        self.resume_at = 0
+
+    def begin_train(self, global_step: int, skips_data: bool) -> None:
+        """Train begin: ``global_step`` (> 0 when resumed) and whether the Trainer skips trained batches."""
+        self.resume_at = global_step % self.updates if self.updates and skips_data else 0
+
+    def begin_epoch(self) -> None:
+        self.index, self.resume_at = self.resume_at, 0
+
+    def next_window(self) -> int:
+        """Step begin: the number of micro-batches of the optimizer step starting now."""
+        window = self.last if self.updates and self.index == self.updates - 1 else self.accumulation
+        self.index += 1
+        return window
+
+
 class ForwardWrapper:
     """Replaces ``model.forward``; see the module docstring. ``method(batch)`` returns the loss to train on."""
 
@@ -384,7 +418,8 @@ class ForwardWrapper:
         # (embedding output, attention mask, packed documents) -> perturbation of the first pass
         self.initial_delta: InitialDelta | None = None
         self.world = max(int(getattr(args, "world_size", 1)), 1)
-        self.accumulation = max(int(getattr(args, "gradient_accumulation_steps", 1)), 1)
+        # micro-batches of the current optimizer step (AccumulationWindows, set by the callback at step begin)
+        self.window = max(int(getattr(args, "gradient_accumulation_steps", 1)), 1)
         self.average_tokens = bool(getattr(args, "average_tokens_across_devices", False))
         self.deepspeed = uses_deepspeed(args)
         self.ignores_num_items: bool | None = None  # measured by _loss_ignores_num_items
@@ -424,7 +459,7 @@ class ForwardWrapper:
     def _scale(self, num_items_in_batch: Any, model_loss: bool) -> float:
         if num_items_in_batch is not None:
             return (self.world if self.average_tokens else 1) / self.world
-        return 1.0 / (self.accumulation * self.world) if model_loss else 1.0 / self.world
+        return 1.0 / (self.window * self.world) if model_loss else 1.0 / self.world
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not (self.model.training and torch.is_grad_enabled()):

@@ -33,11 +33,13 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
+from transformers.trainer_utils import has_length
 
 from hfplug.validation import check_bool, check_choice, check_float, check_int
 
 from . import _perturbation as P
 from ._forward import (
+    AccumulationWindows,
     ForwardWrapper,
     GradientTerm,
     MicroBatch,
@@ -115,6 +117,7 @@ class AdversarialCallback(TrainerCallback, ExportableState):
         self.seed = None if seed is None else check_int("seed", seed, minimum=0, maximum=MAX_SEED)
         self.skipped_steps = 0
         self._wrapper: ForwardWrapper | None = None
+        self._windows: AccumulationWindows | None = None
         self._generator: torch.Generator | None = None
         self._rank, self._world = 0, 1
         self._deepspeed = False
@@ -206,6 +209,9 @@ class AdversarialCallback(TrainerCallback, ExportableState):
             retraverses_graphs=self.retraverses_graphs,
         )
         self._wrapper.initial_delta = self._initial_delta
+        loader = kwargs.get("train_dataloader")  # its length sets the Trainer's last, shorter GA window
+        self._windows = AccumulationWindows(self._wrapper.window, len(loader) if has_length(loader) else None)
+        self._windows.begin_train(state.global_step, not getattr(args, "ignore_data_skip", False))
         self._deepspeed = uses_deepspeed(args)
         self._rank = int(getattr(args, "process_index", 0))
         self._world = max(int(getattr(args, "world_size", 1)), 1)
@@ -213,8 +219,14 @@ class AdversarialCallback(TrainerCallback, ExportableState):
         self._adv_losses, self._delta_norms = [], []
         self._reset_step()
 
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        if self._windows is not None:
+            self._windows.begin_epoch()
+
     def on_step_begin(self, args, state, control, **kwargs):
         self._reset_step()
+        if self._wrapper is not None:
+            self._wrapper.window = self._windows.next_window()
         if self._generator is not None:
             trained = state.global_step - self.skipped_steps
             self._generator.manual_seed((self.seed + self._rank + self._world * trained) % 2**64)
@@ -610,8 +622,9 @@ class FreeLB(AdversarialCallback):
 class GradientPenalty(AdversarialCallback):
     """Gradient penalty (kexue.fm/archives/7234): ``L + 0.5 * epsilon * sum ||dL/de||^2`` over token-embedding
     outputs, by double backward; to first order the same update as an unnormalised fast gradient
-    ``delta = epsilon * dL/de``. ``L`` is the loss of the whole optimizer step (gradient accumulation and DDP
-    averaging are accounted for, so the penalty is the one of the full batch). Default epsilon 1.0.
+    ``delta = epsilon * dL/de``. ``L`` is the loss of the whole optimizer step (gradient accumulation, also the
+    shorter last step of an epoch, and DDP averaging are accounted for, so the penalty is the one of the full
+    batch). Default epsilon 1.0.
     """
 
     double_backward = True
