@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -174,6 +175,9 @@ def test_selected_parameters_are_this_modules_selected_runs(options, expected, t
         text=True,
         cwd=tmp_path,
         timeout=120,
+        env={
+            k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"
+        },  # CI's own -m "not slow" stays out
     )
     assert result.returncode == 0, result.stdout + result.stderr
     seen = {m[0]: ast.literal_eval(m[1]) for m in re.findall(r"SELECTED (\w+) (\[.*?\])", result.stdout)}
