@@ -186,6 +186,8 @@ def test_real_nan_still_skips_the_step():
 
 def test_docs_snippet_runs():
     """The snippet of the docs section "PEFT and packed batches under SFTTrainer", run as written."""
+    if not DOCS.exists():
+        pytest.skip("run from the repository: the docs are not shipped with the plugin's tests")
     text = DOCS.read_text(encoding="utf-8")
     section = text.split("### PEFT and packed batches under SFTTrainer", 1)[1]
     (code,) = re.findall(r"```python\n(.*?)```", section.split("\n## ", 1)[0], flags=re.S)
