@@ -5,20 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hfplug.data import zh_bert_dir
+from hfplug.data import zh_bert_dir, zh_bert_record
 
 
 def pretrained_base() -> tuple[Path, dict]:
-    """The word-level zh-bert folder and a summary of its ``pretraining.json``: shape, masked-LM steps (the char
-    steps it started from included), held-out masked-LM loss and masked-token accuracy, weights' sha256."""
+    """The word-level zh-bert folder and what the demo records about it: shape and ``zh_bert_record``."""
     folder = zh_bert_dir("word")
-    record = json.loads((folder / "pretraining.json").read_text("utf-8"))
-    return folder, {
-        "checkpoint": "zh-bert word",
-        "layers": record["shape"]["num_hidden_layers"],
-        "hidden_size": record["shape"]["hidden_size"],
-        "mlm_steps": record["steps_before"] + record["steps"],
-        "held_out_loss": record["held_out"]["loss"],
-        "held_out_accuracy": record["held_out"]["accuracy"],
-        "sha256": record["sha256"]["model.safetensors"],
-    }
+    config = json.loads((folder / "config.json").read_text("utf-8"))
+    shape = {"layers": config["num_hidden_layers"], "hidden_size": config["hidden_size"]}
+    return folder, {"checkpoint": "zh-bert word", **shape, **zh_bert_record("word")}

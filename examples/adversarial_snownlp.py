@@ -67,7 +67,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from hfplug.data import bert_chinese_vocab_dir, review_splits, zh_bert_dir
+from hfplug.data import bert_chinese_vocab_dir, review_splits, zh_bert_dir, zh_bert_record
 
 RESULTS = Path(__file__).parent / "results"
 DATA = "review_splits(seed=0): distinct reviews, train and test disjoint (de-duplicated)"
@@ -286,18 +286,11 @@ def main() -> None:
     }
     training = {"learning_rate": 5e-4, "warmup_steps": 20}
     if pretrained:
-        base_dir = zh_bert_dir("char")
-        pretraining = json.loads((base_dir / "pretraining.json").read_text())
         training = {"learning_rate": 1e-4, "warmup_steps": 0.1, "weight_decay": 0.01}
         setup.update(
             model="zh-bert char: pretrained BertForMaskedLM (4 layers, hidden 256, 4 heads, bert-base-chinese "
             "vocab) + a new classification head, fine-tuned",
-            base={
-                "folder": f"{base_dir.parent.name}/{base_dir.name}",
-                "sha256": pretraining["sha256"]["model.safetensors"],
-                "pretraining_steps": pretraining["steps"],
-                "held_out_mlm": pretraining["held_out"],
-            },
+            base=zh_bert_record("char"),
             embedding_std=None,
             scaled_eps="both: fgm/gp absolute, fgm-xn/gp-xn scaled",
             embedding_norm_n=embedding_norm(load_base(0), frequency),

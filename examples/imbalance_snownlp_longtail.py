@@ -67,7 +67,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from hfplug.data import bert_chinese_vocab_dir, long_tailed_reviews, zh_bert_dir
+from hfplug.data import bert_chinese_vocab_dir, long_tailed_reviews, zh_bert_dir, zh_bert_record
 from hfplug.testing import tiny_model
 
 RESULTS = Path(__file__).with_name("results")
@@ -200,18 +200,12 @@ def main() -> None:
         "training": f"Trainer, AdamW lr 2e-3, batch 32, {args.epochs} epochs, warmup 20 steps, 1 thread",
     }
     if pretrained:
-        pretraining = json.loads((zh_bert_dir("char") / "pretraining.json").read_text())
         setup.update(
             model="zh-bert char: pretrained BertForMaskedLM (4 layers, hidden 256, 4 heads, bert-base-chinese "
             "vocab) + a new classification head, fine-tuned",
             training=f"Trainer, AdamW lr 1e-4, weight decay 0.01, batch 32, {args.epochs} epochs, linear decay "
             "after a warm-up of 10% of the steps, 1 thread",
-            base={
-                "folder": f"{zh_bert_dir('char').parent.name}/{zh_bert_dir('char').name}",
-                "sha256": pretraining["sha256"]["model.safetensors"],
-                "pretraining_steps": pretraining["steps"],
-                "held_out_mlm": pretraining["held_out"],
-            },
+            base=zh_bert_record("char"),
             methods=list(methods),
             std="statistics.stdev (sample)",
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import random
 from pathlib import Path
 
@@ -171,9 +172,26 @@ def zh_bert_dir(vocabulary: str = "char") -> Path:
     """
     if vocabulary not in ZH_BERT_VOCABULARIES:
         raise ValueError(f"vocabulary must be one of {ZH_BERT_VOCABULARIES}, got {vocabulary!r}")
-    folder = _asset("hfplug_zh_bert", "-e assets/zh-bert (from the hfplug repository)", f"{vocabulary}/config.json")
+    folder = _asset(
+        "hfplug_zh_bert", "-e assets/zh-bert (from the hfplug repository)", f"{vocabulary}/config.json"
+    )
     if vocabulary == "word":
         from .api import get_tokenizer_class
 
         get_tokenizer_class("wobert")  # imports the class, which registers it with AutoTokenizer
     return folder.parent
+
+
+def zh_bert_record(vocabulary: str = "char") -> dict:
+    """What a result fine-tuned from :func:`zh_bert_dir` records about its base, from ``pretraining.json``:
+    ``folder`` ("hfplug_zh_bert/char" or ".../word"), the weights' ``sha256``, ``pretraining_steps`` (masked-LM
+    optimizer steps, the char steps a word twin started from included) and ``held_out_mlm`` (``loss``,
+    ``accuracy``, ``targets`` on the held-out tenth of People's Daily)."""
+    folder = zh_bert_dir(vocabulary)
+    record = json.loads((folder / "pretraining.json").read_text("utf-8"))
+    return {
+        "folder": f"{folder.parent.name}/{folder.name}",
+        "sha256": record["sha256"]["model.safetensors"],
+        "pretraining_steps": record["steps_before"] + record["steps"],
+        "held_out_mlm": record["held_out"],
+    }
