@@ -2,7 +2,9 @@
 
 "Learned" is checked against an independent reference: a unigram model fitted on the training lines. Its
 cross-entropy on held-out masked positions is what a model that ignores context reaches; the base must beat it
-by a wide margin on held-out People's Daily blocks, with the loss computed by BertForMaskedLM's own forward.
+by more than 0.25 nats per target (about 2,000 targets, so several standard errors) on held-out People's Daily
+lines, with the loss computed by BertForMaskedLM's own forward. A random-init model of the same shape scores
+about 10 nats and fails.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def test_beats_a_unigram_model_on_held_out_text(vocabulary):
         token for ids in tokenizer(lines[:cut], add_special_tokens=False)["input_ids"] for token in ids
     )
     total = sum(counts.values())
-    batch = tokenizer(lines[cut : cut + 48], truncation=True, max_length=128, padding=True, return_tensors="pt")
+    batch = tokenizer(lines[cut : cut + 192], truncation=True, max_length=128, padding=True, return_tensors="pt")
     generator = torch.Generator().manual_seed(0)
     real = batch["attention_mask"].bool() & (batch["input_ids"] != tokenizer.cls_token_id)
     real &= batch["input_ids"] != tokenizer.sep_token_id
@@ -60,4 +62,4 @@ def test_beats_a_unigram_model_on_held_out_text(vocabulary):
         loss = model(input_ids=inputs, attention_mask=batch["attention_mask"], labels=labels).loss.item()
     unigram = -sum(math.log(counts.get(t, 0.5) / total) for t in labels[target].tolist()) / int(target.sum())
     assert math.isfinite(loss)
-    assert loss < 0.75 * unigram, (loss, unigram)
+    assert loss < unigram - 0.25, (loss, unigram)
