@@ -119,6 +119,7 @@ def keep_at_least(scores: torch.Tensor, threshold: torch.Tensor, filter_value: f
 
 _U32 = 2.0**-24  # float32 unit roundoff
 _NUCLEUS_STAGES = (64, 1024)  # candidate sets tried before the full sort
+_FLAT_TOTAL = 256.0  # rows with sum(exp(s - max)) above this are sorted without trying the candidate sets
 
 
 def _descending(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -142,7 +143,7 @@ def nucleus_threshold(
     is surely kept (surely dropped) when C exceeds b (stays <= b) across that error and the float64 sums'
     own. A row is decided when rank k + 1 is surely dropped (so are all later ranks) and the kept counts
     still possible, raised to min_keep, all give the same score (ties). Its threshold is that score: the
-    reference's, bit for bit. Flat rows (a nucleus of thousands of near-equal masses) go to ``reference``.
+    reference's, bit for bit. Flat rows (largest probability < 1 / 256) go to ``reference`` at once.
     """
     rows, n = scores.shape
     if scores.dtype != torch.float32 or n < 8 * _NUCLEUS_STAGES[0] or not bool(torch.isfinite(row_max).all()):
@@ -151,10 +152,11 @@ def nucleus_threshold(
     error = (2 * n + 16) * _U32  # relative, of the reference's C
     slack = 8 * _U32  # absolute, of our float64 prefix masses from float32 exponentials
     total = torch.sub(scores, row_max).exp_().sum(dim=-1, keepdim=True, dtype=torch.float64)
-    # each token's mass is <= 1 / total (the maximum's): a row whose largest candidate set cannot hold
-    # mass 1 - b goes to the reference at once (a flat row: most of the vocabulary is in the nucleus)
+    # a flat row (the largest probability 1 / total below 1 / _FLAT_TOTAL: a nucleus of hundreds of tokens
+    # or more) goes to the reference at once, as does a row whose largest candidate set cannot hold mass
+    # 1 - b (each token's mass is <= 1 / total)
     reach = 1.0 - min(_NUCLEUS_STAGES[-1], n - 1) / total[:, 0]
-    hopeless = (reach + slack) * (1 + error) > bound
+    hopeless = ((reach + slack) * (1 + error) > bound) | (total[:, 0] > _FLAT_TOTAL)
     if bool(hopeless.all()):
         return reference(scores)
     out = torch.empty(rows, 1, dtype=scores.dtype, device=scores.device)
