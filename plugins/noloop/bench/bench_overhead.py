@@ -1,15 +1,26 @@
 """Per-token overhead of the no-loop processors inside ``generate``, against transformers' own processors.
 
 Setup (issue #7): a tiny GPT-2 (2 layers, 64 wide, random weights, vocab 21,128) decodes 64 new tokens
-greedily for a batch of 8 at a final context of 256 / 1,024 / 4,096 tokens, one CPU thread. A probe
-processor placed first records a timestamp at every decoding step, so a step time covers the whole
-step (model forward, every processor, argmax, stopping criteria) and the prefill is left out; the
-step time of one ``generate`` call is the median of its 63 step intervals, by the wall clock and by the
-thread's CPU time (``cpu_*`` in the JSON: on a busy machine it leaves out the time the process waited for a core).
+greedily for a batch of 8 at a final context of 256 / 1,024 / 4,096 tokens, one CPU thread.
 
-Every repeat runs all settings once, in a fresh random order; the overhead of a setting in a repeat is
-its step time minus the step time of "none" in the same repeat. The JSON gives, per setting, the median
-and the interquartile range of those paired differences over the repeats.
+Direct measurement (the verdict): every processor and stopping criterion under test runs inside a timing
+wrapper (``hfplug_noloop._timing.timed``: same arguments, same output, same signature for
+``LogitsProcessorList``) that records the thread's CPU time (``time.thread_time_ns``) and the wall time
+(``time.perf_counter_ns``) of each of its calls. A component's cost in a step is its own call time (the sum
+over its parts: a ``NoLoopConfig`` build's processor and stopping criterion); per ``generate`` call the
+median over the 64 steps, per setting the median over repeats, with the IQR over repeats and the IQR over
+all steps (``direct_*`` in the JSON; ``direct_cpu_*`` from the CPU clock decides the goals:
+<= 0.25 ms/token, and <= 0.5x the transformers counterpart, as the median over repeats of the paired ratio).
+With contexts 1,024 and a longer one in the same run, ``flatness`` gives each component's longer / 1,024 ratio.
+
+Paired differences (shows that nothing else is added, e.g. by ``generate`` around the calls): a probe
+processor placed first records a timestamp at every decoding step, so a step time covers the whole step
+(model forward, every processor, argmax, stopping criteria) and the prefill is left out; the step time of
+one ``generate`` call is the median of its 63 step intervals, by the wall clock and by the thread's CPU
+time (``cpu_*``). Every repeat runs all settings once, in a fresh random order; the overhead of a setting
+in a repeat is its step time minus the step time of "none" in the same repeat. The JSON gives, per
+setting, the median and the interquartile range of those paired differences over the repeats; their IQR
+is set by the variation of generate's own step, which is larger than most components' cost.
 
 The random model loops under greedy decoding, so the generated tail is a loop: the worst case for DRY
 and the loop check (their early exits do not fire). Rows never stop (no eos; the loop criteria run
@@ -21,7 +32,10 @@ only with NumPy on CPU): a random model's distribution is nearly flat, so the nu
 An isolated section times one call of each component on fixed (8, 1,024) ids: random history with flat
 scores, a looping history (an 8-token block repeated) and peaked scores (logits x 6).
 
-    flock /tmp/hfplug/bench.lock python plugins/noloop/bench/bench_overhead.py [--repeats 15 15 7]
+    flock /tmp/hfplug/bench.lock python plugins/noloop/bench/bench_overhead.py \
+        --contexts 256 1024 --repeats 15 12 --name overhead_256_1024
+    flock /tmp/hfplug/bench.lock python plugins/noloop/bench/bench_overhead.py \
+        --contexts 1024 4096 --repeats 7 7 --name overhead_4096
 
 Writes plugins/noloop/bench/results/overhead.json and overhead.png (``--name`` changes the stem). The machine may be shared (load is
 recorded): compare rows of one run.
@@ -49,6 +63,7 @@ from hfplug_noloop import (
     NoLoopConfig,
     SelfTerminatingLogitsProcessor,
 )
+from hfplug_noloop._timing import timed
 from hfplug_noloop.logits_process import LoopEOSLogitsProcessor
 from transformers import (
     GPT2Config,
@@ -66,6 +81,8 @@ from transformers import (
 VOCAB, BATCH, NEW, EOS = 21128, 8, 64, 2
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_MS = 0.25
+COUNTERPART_RATIO = 0.5  # ours <= 0.5x the transformers counterpart
+FLAT_RATIO = 1.25  # direct ms/token at the longest context <= 1.25x that at 1,024
 OURS = "ours"
 
 
@@ -155,13 +172,17 @@ def components(spec: dict) -> tuple[list, list]:
     return list(procs), list(spec["stops"]() if spec["stops"] else [])
 
 
-def step_ms(model, ids: torch.Tensor, spec: dict) -> tuple[float, float]:
-    """Median step time (ms) of one greedy ``generate`` call with ``spec``'s processors and criteria: wall
-    clock, and this thread's CPU time (one thread does all the work; time spent preempted by other
-    processes does not count)."""
+def step_ms(model, ids: torch.Tensor, spec: dict) -> tuple[float, float, list[float], list[float]]:
+    """One greedy ``generate`` call with ``spec``'s processors and criteria: the median step time (ms) by the
+    wall clock and by this thread's CPU time (one thread does all the work; time spent preempted by other
+    processes does not count), then the components' own time per step (ms, wall and CPU: the sum over the
+    timed components of their call in that step)."""
     probe = Probe()
     procs, stops = components(spec)
-    procs = [LoopEOSWithoutEffect(p) if isinstance(p, LoopEOSLogitsProcessor) else p for p in procs]
+    procs = [timed(p) for p in procs]
+    stops = [timed(s) for s in stops]
+    clocks = [*procs, *stops]
+    procs = [LoopEOSWithoutEffect(p) if isinstance(p.component, LoopEOSLogitsProcessor) else p for p in procs]
     stops = [MeasureOnly(s) for s in stops]
     out = model.generate(
         ids,
@@ -175,10 +196,16 @@ def step_ms(model, ids: torch.Tensor, spec: dict) -> tuple[float, float]:
         stopping_criteria=StoppingCriteriaList(stops),
     )
     assert out.shape[1] == ids.shape[1] + NEW and len(probe.stamps) == NEW
-    return tuple(
+    assert all(len(c.cpu_ns) == NEW for c in clocks)  # one call per step
+    steps = [
         1000 * statistics.median(b - a for a, b in itertools.pairwise(stamps))
         for stamps in (probe.stamps, probe.cpu)
-    )
+    ]
+    direct = [
+        [sum(step) / 1e6 for step in zip(*(getattr(c, ns) for c in clocks), strict=True)] or [0.0] * NEW
+        for ns in ("wall_ns", "cpu_ns")
+    ]
+    return steps[0], steps[1], direct[0], direct[1]
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:
@@ -189,7 +216,7 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
 def in_generate(model, specs: dict, context: int, repeats: int, order: random.Random) -> dict:
     ids = torch.randint(3, VOCAB, (BATCH, context - NEW), generator=torch.Generator().manual_seed(context))
     step_ms(model, ids, specs["none"])  # warm-up
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in specs}
+    times: dict[str, list[tuple]] = {name: [] for name in specs}
     names = list(specs)
     for _ in range(repeats):
         order.shuffle(names)
@@ -208,11 +235,50 @@ def in_generate(model, specs: dict, context: int, repeats: int, order: random.Ra
             if spec["counterpart"]:
                 extra = [t - c[clock] for t, c in zip(mine, times[spec["counterpart"]], strict=True)]
                 row[f"{prefix}minus_counterpart_ms_per_token"] = round(statistics.median(extra), 4)
+        for clock, prefix in ((2, "direct_"), (3, "direct_cpu_")):  # the components' own calls
+            calls = [statistics.median(t[clock]) for t in times[name]]  # per generate call: median step
+            row[f"{prefix}ms_per_token"] = round(statistics.median(calls), 4)
+            row[f"{prefix}iqr_repeats"] = [round(q, 4) for q in quartiles(calls)[::2]]
+            row[f"{prefix}iqr_steps"] = [
+                round(q, 4) for q in quartiles([s for t in times[name] for s in t[clock]])[::2]
+            ]
         if spec["counterpart"]:
             row["counterpart"] = spec["counterpart"]
+            paired = [
+                statistics.median(t[3]) / statistics.median(c[3])
+                for t, c in zip(times[name], times[spec["counterpart"]], strict=True)
+            ]
+            row["direct_cpu_ratio_to_counterpart"] = round(statistics.median(paired), 4)
+            row["direct_cpu_ratio_iqr"] = [round(q, 4) for q in quartiles(paired)[::2]]
+        if spec["kind"] == OURS:
+            row["verdict"] = verdict(row)
         rows[name] = row
         print(f"ctx {context:5d} {name:44s} {row}", flush=True)
     return rows
+
+
+def verdict(row: dict) -> dict:
+    """The issue's goals from the direct CPU measurement: <= TARGET_MS per token, and <= COUNTERPART_RATIO x
+    the transformers counterpart (paired per repeat) where there is one."""
+    out = {"meets_target": row["direct_cpu_ms_per_token"] <= TARGET_MS}
+    if "direct_cpu_ratio_to_counterpart" in row:
+        out["meets_counterpart_ratio"] = row["direct_cpu_ratio_to_counterpart"] <= COUNTERPART_RATIO
+    return out
+
+
+def flatness(report: dict) -> dict:
+    """Per component: its direct CPU ms/token at the longest context over that at 1,024 (same run); flat
+    when the ratio is <= FLAT_RATIO (the windowed components read at most 1,024 tokens whatever the
+    context)."""
+    contexts = report["generate"]
+    longest = max(contexts, key=int)
+    out = {}
+    for name, row in contexts[longest].items():
+        if row["kind"] == "none":
+            continue
+        ratio = row["direct_cpu_ms_per_token"] / contexts["1024"][name]["direct_cpu_ms_per_token"]
+        out[name] = {"ratio": round(ratio, 3), "flat": ratio <= FLAT_RATIO}
+    return {"contexts": ["1024", longest], "max_ratio": FLAT_RATIO, "components": out}
 
 
 def isolated(specs: dict, calls: int) -> dict:
@@ -262,9 +328,13 @@ def plot(report: dict, path: Path) -> None:
     width = 0.8 / len(contexts)
     for i, context in enumerate(contexts):
         rows = report["generate"][context]
-        medians = [max(rows[n]["overhead_ms_per_token"], 1e-3) for n in names]
-        low = [m - max(rows[n]["overhead_iqr"][0], 1e-3) for m, n in zip(medians, names, strict=True)]
-        high = [max(rows[n]["overhead_iqr"][1], 1e-3) - m for m, n in zip(medians, names, strict=True)]
+        medians = [max(rows[n]["direct_cpu_ms_per_token"], 1e-3) for n in names]
+        low = [
+            m - max(rows[n]["direct_cpu_iqr_repeats"][0], 1e-3) for m, n in zip(medians, names, strict=True)
+        ]
+        high = [
+            max(rows[n]["direct_cpu_iqr_repeats"][1], 1e-3) - m for m, n in zip(medians, names, strict=True)
+        ]
         x = [j + (i - (len(contexts) - 1) / 2) * width for j in range(len(names))]
         ax.bar(
             x,
@@ -277,8 +347,10 @@ def plot(report: dict, path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=35, ha="right", fontsize=8)
-    ax.set_ylabel("added ms per token (median, IQR bars; log scale)")
-    ax.set_title("Per-token overhead in generate(): batch 8, vocab 21,128, tiny GPT-2, 1 thread")
+    ax.set_ylabel("own CPU ms per token (median, IQR over repeats; log scale)")
+    ax.set_title(
+        "Per-token cost of each component in generate(): batch 8, vocab 21,128, tiny GPT-2, 1 thread"
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -310,10 +382,13 @@ def main() -> None:
             "contexts": args.contexts,
             "repeats": dict(zip(map(str, args.contexts), repeats, strict=True)),
             "threads": 1,
-            "method": "probe timestamps per step; per call the median step; per setting the median and IQR "
-            "over repeats of (step - step of 'none' in the same repeat); settings shuffled every repeat; "
-            "cpu_*: the same from this thread's CPU time (time.thread_time), which leaves out time spent "
-            "preempted by other processes on a busy machine",
+            "method": "direct_*: every component under test in a timing wrapper recording each call's wall "
+            "(perf_counter_ns) and thread CPU time (thread_time_ns); per generate call the median over steps of the "
+            "components' own time per step, per setting the median and IQR over repeats (and the IQR over all "
+            "steps); the verdict uses direct_cpu_*. Paired columns: probe timestamps per step; per call the median "
+            "step; per setting the median and IQR over repeats of (step - step of 'none' in the same repeat); "
+            "settings shuffled every repeat; cpu_*: the same from this thread's CPU time (time.thread_time)",
+            "counterpart_ratio_goal": COUNTERPART_RATIO,
             "target_ms_per_token": TARGET_MS,
             "load_before": os.getloadavg(),
             "torch": torch.__version__,
@@ -327,6 +402,8 @@ def main() -> None:
                 model, specs, context, count, random.Random(context)
             )
         report["isolated_ctx1024"] = isolated(specs, args.isolated_calls)
+    if "1024" in report["generate"] and max(args.contexts) > 1024:
+        report["flatness"] = flatness(report)
     report["setup"]["load_after"] = os.getloadavg()
     report["setup"]["wall_s"] = round(time.perf_counter() - began, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)

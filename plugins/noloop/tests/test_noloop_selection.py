@@ -122,3 +122,72 @@ def test_kth_largest_and_keep_top_k_match_a_full_topk(case, size):
     kth = torch.topk(scores, k, dim=-1).values[:, -1:]
     assert torch.equal(kth_largest(scores, k, size), kth)
     assert torch.equal(keep_top_k(scores, k), torch.where(scores >= kth, scores, -INF))
+
+
+@st.composite
+def peaked_rows(draw):
+    """(scores, top_p, min_keep): 1..6 rows of 512..3,000 scores, peaked enough for the candidate sets to
+    decide many rows; values from a few levels (ties at the boundary), or distinct; some -inf."""
+    rows, width = draw(st.integers(1, 6)), draw(st.integers(512, 3000))
+    generator = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    scale = draw(st.sampled_from([0.5, 2.0, 5.0, 10.0, 30.0]))
+    if draw(st.booleans()):
+        levels = draw(st.integers(2, 60))
+        scores = torch.randint(0, levels, (rows, width), generator=generator).float() * (scale / levels)
+    else:
+        scores = torch.randn(rows, width, generator=generator) * scale
+    if draw(st.booleans()):
+        scores[torch.rand(rows, width, generator=generator) < 0.2] = -INF
+        scores[:, 0] = 0.0  # every row keeps a finite score
+    top_p = draw(st.sampled_from([0.05, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0]))
+    return scores, top_p, draw(st.sampled_from([1, 2, 70]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=peaked_rows())
+def test_top_p_candidate_sets_match_the_full_sort(case):
+    """The top-p threshold from the candidate sets (64, then 1,024 largest) against the full sort of every
+    row (bit for bit), and the kept set against transformers' TopPLogitsWarper (the same, plus the tokens
+    tied with its smallest kept score)."""
+    scores, top_p, min_keep = case
+    warper = ConsistentTopPLogitsWarper(top_p, eos_token_id=0, min_tokens_to_keep=min_keep)
+    row_max = scores.amax(dim=-1, keepdim=True)
+    assert torch.equal(warper._threshold(scores, row_max), warper._sorted_threshold(scores))
+    ids = torch.zeros(scores.shape[0], 2, dtype=torch.long)
+    expected = TopPLogitsWarper(top_p, min_tokens_to_keep=min_keep)(ids, scores.clone())
+    got = warper(ids, scores.clone())
+    ours, theirs = torch.isfinite(got[:, 1:]), torch.isfinite(expected[:, 1:])
+    assert torch.equal(got[:, 1:][ours], scores[:, 1:][ours])
+    assert not (theirs & ~ours).any()  # transformers keeps a subset: some of the tokens tied at the boundary
+    smallest = torch.where(theirs, scores[:, 1:], INF).amin(dim=-1, keepdim=True)
+    assert torch.equal(scores[:, 1:][ours & ~theirs], smallest.expand_as(ours)[ours & ~theirs])
+
+
+def test_top_p_candidate_sets_decide_peaked_rows_without_sorting(monkeypatch):
+    """Peaked rows (a nucleus of a few tokens) never reach the full sort; flat rows all do."""
+    sorted_rows = []
+    warper = ConsistentTopPLogitsWarper(0.9, eos_token_id=0)
+    full = warper._sorted_threshold
+    monkeypatch.setattr(warper, "_sorted_threshold", lambda s: sorted_rows.append(len(s)) or full(s))
+    scores = torch.randn(8, 21128, generator=torch.Generator().manual_seed(0))
+    ids = torch.zeros(8, 2, dtype=torch.long)
+    expected = TopPLogitsWarper(0.9)(ids, scores.mul(10))
+    assert torch.equal(warper(ids, scores.mul(10))[:, 1:], expected[:, 1:]) and sorted_rows == []
+    expected = TopPLogitsWarper(0.9)(ids, scores.mul(0.5))
+    assert torch.equal(warper(ids, scores.mul(0.5))[:, 1:], expected[:, 1:]) and sorted_rows == [8]
+
+
+def test_top_p_on_the_boundary_of_a_cumulative_mass():
+    """top_p equal to the mass of the m largest tokens (computed in float64): the float32 rounding of the
+    reference decides; the candidate sets must leave such rows to it (or agree with it)."""
+    generator = torch.Generator().manual_seed(5)
+    for trial in range(40):
+        scores = torch.randn(4, 4000, generator=generator) * 8
+        mass = torch.softmax(scores.double(), dim=-1).sort(dim=-1, descending=True).values.cumsum(dim=-1)
+        for m in (1, 2, 3, 5, 8, 13):
+            top_p = float(mass[trial % 4, m - 1])
+            if not 0.0 < top_p <= 1.0:
+                continue
+            warper = ConsistentTopPLogitsWarper(top_p, eos_token_id=0)
+            got = warper._threshold(scores, scores.amax(dim=-1, keepdim=True))
+            assert torch.equal(got, warper._sorted_threshold(scores)), (trial, m)

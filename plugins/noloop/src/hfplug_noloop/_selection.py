@@ -115,3 +115,89 @@ def keep_at_least(scores: torch.Tensor, threshold: torch.Tensor, filter_value: f
     threshold = threshold.clamp(min=torch.finfo(torch.float32).min)
     offset = torch.sub(scores, threshold).clamp_(max=0.0)
     return F.threshold_(offset, _SMALLEST_SUBNORMAL, -math.inf).add_(scores)
+
+
+_U32 = 2.0**-24  # float32 unit roundoff
+_NUCLEUS_STAGES = (64, 1024)  # candidate sets tried before the full sort
+_FLAT_TOTAL = 256.0  # rows with sum(exp(s - max)) above this are sorted without trying the candidate sets
+
+
+def _descending(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` largest values of each row, descending, repeats counted (the picked sets hold them all:
+    every value above the k-th largest and at least k values >= it, see :func:`kth_largest`)."""
+    picked = _pick(scores, k, _SET_SIZE)
+    return torch.topk(scores if picked is None else picked.values, k, dim=-1).values
+
+
+def nucleus_threshold(
+    scores: torch.Tensor, row_max: torch.Tensor, top_p: float, min_keep: int, reference
+) -> torch.Tensor:
+    """The smallest kept score of transformers' top-p rule, per row (shape (R, 1)), without sorting the rows
+    whose nucleus a candidate set decides; ``reference(scores)`` (the full sort) gives the others.
+
+    The rule on the ascending row a: C_i = cumsum(softmax(a))_i in float32, b = float32(1 - top_p); the
+    positions with C_i <= b are dropped (at most n - min_keep), the rest kept. By rank m (the m-th largest),
+    C = 1 - (mass of the m - 1 largest) in exact arithmetic, and the float32 C lies within a relative
+    (2n + 16) u of it whatever order softmax and cumsum sum in (u = 2^-24, n terms each). On the k largest
+    values (k = 64, then 1,024) the masses exp(s - max) / sum(exp(s - max)) are summed in float64; a rank
+    is surely kept (surely dropped) when C exceeds b (stays <= b) across that error and the float64 sums'
+    own. A row is decided when rank k + 1 is surely dropped (so are all later ranks) and the kept counts
+    still possible, raised to min_keep, all give the same score (ties). Its threshold is that score: the
+    reference's, bit for bit. Flat rows (largest probability < 1 / 256) go to ``reference`` at once.
+    """
+    rows, n = scores.shape
+    if scores.dtype != torch.float32 or n < 8 * _NUCLEUS_STAGES[0] or not bool(torch.isfinite(row_max).all()):
+        return reference(scores)
+    bound = float(torch.tensor(1.0 - top_p, dtype=torch.float32))  # the reference's b
+    error = (2 * n + 16) * _U32  # relative, of the reference's C
+    slack = 8 * _U32  # absolute, of our float64 prefix masses from float32 exponentials
+    total = torch.sub(scores, row_max).exp_().sum(dim=-1, keepdim=True, dtype=torch.float64)
+    # a flat row (the largest probability 1 / total below 1 / _FLAT_TOTAL: a nucleus of hundreds of tokens
+    # or more) goes to the reference at once, as does a row whose largest candidate set cannot hold mass
+    # 1 - b (each token's mass is <= 1 / total)
+    reach = 1.0 - min(_NUCLEUS_STAGES[-1], n - 1) / total[:, 0]
+    hopeless = ((reach + slack) * (1 + error) > bound) | (total[:, 0] > _FLAT_TOTAL)
+    if bool(hopeless.all()):
+        return reference(scores)
+    out = torch.empty(rows, 1, dtype=scores.dtype, device=scores.device)
+    todo = None  # rows still undecided (None: all of them)
+    if bool(hopeless.any()):
+        out[hopeless] = reference(scores[hopeless]).to(out.dtype)
+        todo = torch.nonzero(~hopeless).flatten()
+    for stage, k in enumerate(_NUCLEUS_STAGES):
+        k = min(k, n - 1)
+        if todo is None:
+            part, part_max, part_total = scores, row_max, total
+        else:
+            part, part_max, part_total = scores[todo], row_max[todo], total[todo]
+        top = _descending(part, k)  # (r, k)
+        mass = torch.sub(top, part_max).exp_().double().div_(part_total)
+        prefix = torch.cat([mass.new_ones(len(part), 1), mass.cumsum(dim=-1).neg_().add_(1.0)], dim=1)
+        surely_kept = (prefix - slack) * (1 - error) > bound  # (r, k + 1): ranks 1 .. k + 1
+        surely_dropped = (prefix + slack) * (1 + error) <= bound
+        low = surely_kept.sum(dim=-1).clamp_(min=min_keep)
+        high = (k + 1 - surely_dropped.sum(dim=-1)).clamp_(min=min_keep)
+        decided = high <= k  # rank k + 1 surely dropped (the surely dropped ranks are a suffix)
+        threshold = top.gather(1, high.clamp(max=k).sub_(1)[:, None])
+        decided &= top.gather(1, low.clamp(max=k).sub_(1)[:, None])[:, 0] == threshold[:, 0]
+        if todo is None:
+            if bool(decided.all()):
+                return threshold
+            todo = torch.arange(rows, device=scores.device)
+        out[todo[decided]] = threshold[decided]
+        undecided = ~decided
+        todo = todo[undecided]
+        if not todo.numel():
+            return out
+        if stage + 1 < len(_NUCLEUS_STAGES):  # rows a larger set cannot decide go to the reference now
+            reach = prefix[undecided, k] - mass[undecided, -1] * (_NUCLEUS_STAGES[stage + 1] - k)
+            hopeless = (reach + slack) * (1 + error) > bound
+            if bool(hopeless.all()):
+                break
+            if bool(hopeless.any()):
+                out[todo[hopeless]] = reference(scores[todo[hopeless]]).to(out.dtype)
+                todo = todo[~hopeless]
+    if len(todo) == rows:
+        return reference(scores)
+    out[todo] = reference(scores[todo]).to(out.dtype)
+    return out

@@ -15,7 +15,7 @@ from transformers import LogitsProcessor
 
 from hfplug.validation import check_float, check_int
 
-from ._selection import keep_at_least, keep_top_k, kth_largest, sorted_values
+from ._selection import keep_at_least, keep_top_k, kth_largest, nucleus_threshold, sorted_values
 from ._utils import Clocked, PromptClock, as_token_ids, check_vocabulary
 from .stopping_criteria import LoopDetector
 
@@ -138,6 +138,10 @@ class ConsistentTopPLogitsWarper(_ConsistentWarper):
         self.top_p = check_float("top_p", top_p, minimum=0.0, maximum=1.0, min_open=True)
 
     def _threshold(self, scores: torch.Tensor, row_max: torch.Tensor) -> torch.Tensor:
+        return nucleus_threshold(scores, row_max, self.top_p, self.min_tokens_to_keep, self._sorted_threshold)
+
+    def _sorted_threshold(self, scores: torch.Tensor) -> torch.Tensor:
+        """The rule on the fully sorted rows (the reference :func:`nucleus_threshold` falls back to)."""
         ascending = sorted_values(scores)
         cumulative = ascending.softmax(dim=-1).cumsum(dim=-1)  # non-decreasing: a binary search finds
         bound = torch.full(
