@@ -11,7 +11,7 @@ Two bases. ``--base scratch`` (default): a 2-layer BERT (hidden 128) trained fro
 (bert-base-chinese vocabulary), a regime unlike the post's fine-tuning; AdamW lr 5e-4, batch 32, 20 warm-up
 steps then linear decay. ``--base zh-bert``: the post's regime, the project's pretrained Chinese BERT
 (``hfplug.data.zh_bert_dir("char")``: BertForMaskedLM, 4 layers, hidden 256, masked-LM pre-trained on People's
-Daily) with a new classification head, fine-tuned with the standard recipe: AdamW lr 1e-4, weight decay 0.01,
+Daily) with a new classification head, fine-tuned with one fine-tuning recipe for the base: AdamW lr 5e-4, weight decay 0.01,
 linear decay after a warm-up of 10% of the steps, batch 32, max length 64; 2,048 train / 600 test, 1 epoch (64 steps),
 seeds 0-2 (seed = head initialisation and data order). It runs five conditions, the post's absolute radii (FGM
 0.5, gradient penalty 1: on a pretrained embedding table these are meaningful units) and the scaled variant
@@ -286,7 +286,7 @@ def main() -> None:
     }
     training = {"learning_rate": 5e-4, "warmup_steps": 20}
     if pretrained:
-        training = {"learning_rate": 1e-4, "warmup_steps": 0.1, "weight_decay": 0.01}
+        training = {"learning_rate": 5e-4, "warmup_steps": 0.1, "weight_decay": 0.01}
         setup.update(
             model="zh-bert char: pretrained BertForMaskedLM (4 layers, hidden 256, 4 heads, bert-base-chinese "
             "vocab) + a new classification head, fine-tuned",
@@ -296,7 +296,7 @@ def main() -> None:
             embedding_norm_n=embedding_norm(load_base(0), frequency),
         )
     setup.update(
-        training="Trainer, AdamW lr 1e-4, weight decay 0.01, batch 32, linear decay after a warm-up of 10% of the "
+        training="Trainer, AdamW lr 5e-4, weight decay 0.01, batch 32, linear decay after a warm-up of 10% of the "
         "steps"
         if pretrained
         else "Trainer, AdamW lr 5e-4, batch 32, linear decay after a warm-up of 20 steps",

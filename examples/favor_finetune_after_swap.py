@@ -17,7 +17,7 @@ sentiment (Chinese, bert-base-chinese vocab) with a small BERT trained from scra
 with, attention dropout 0) + a new classification head, per seed (the seed sets the head's init and the data
 order of both stages; the split is fixed): fine-tuned with sdpa, swapped to FAVOR+ (m = 256, the default
 FavorConfig), then fine-tuned again with FAVOR+ and, as the control, with sdpa for the same steps and data
-order. Recipe: AdamW lr 1e-4 (weight decay 0.01), linear decay with 10% warm-up in each stage, batch 32, max
+order. Recipe: AdamW lr 5e-4 (weight decay 0.01), linear decay with 10% warm-up in each stage, batch 32, max
 length 64, 4,000 training / 1,000 test reviews, 70 steps with sdpa then 35 steps, seeds 0-2. Writes
 examples/results/favor_finetune_after_swap_zh_bert.json.
 
@@ -138,7 +138,7 @@ def main_zh_bert(args: argparse.Namespace) -> None:
         base_steps=70,
         tune_steps=35,
         batch=32,
-        lr=1e-4,
+        lr=5e-4,
         schedule="per stage: linear warm-up over 10% of the steps, then linear decay to 0",
         weight_decay=0.01,
         seeds=3,

@@ -22,7 +22,7 @@ so seeds and ratios can be run one at a time (one seed of the default setup, six
 
 ``--base zh-bert`` fine-tunes the project's pretrained Chinese BERT (``hfplug.data.zh_bert_dir("char")``:
 BertForMaskedLM, 4 layers, hidden 256, masked-LM pre-trained on People's Daily; a new classification head drawn
-from the seed) instead of the random-init model, with the standard recipe: AdamW lr 1e-4, weight decay 0.01,
+from the seed) instead of the random-init model, with one fine-tuning recipe for the base: AdamW lr 5e-4, weight decay 0.01,
 linear decay after a warm-up of 10% of the steps, batch 32, max length 48, 1 epoch (``--epochs``), on the same
 1:20 split (3,000 + 150 train, 500 + 500 test), seeds 0-2 (seed = subsample, head initialisation and data
 order, as for scratch). Methods: cross-entropy, logit-adjusted loss, post-hoc adjustment, LDAM-DRW (balanced
@@ -123,7 +123,7 @@ def run(
         per_device_train_batch_size=32,
         per_device_eval_batch_size=128,
         num_train_epochs=epochs,
-        learning_rate=1e-4 if pretrained else 2e-3,
+        learning_rate=5e-4 if pretrained else 2e-3,
         warmup_steps=0.1 if pretrained else 20,  # zh-bert: 10% of the steps, then linear decay
         weight_decay=0.01,
         seed=seed,
@@ -203,7 +203,7 @@ def main() -> None:
         setup.update(
             model="zh-bert char: pretrained BertForMaskedLM (4 layers, hidden 256, 4 heads, bert-base-chinese "
             "vocab) + a new classification head, fine-tuned",
-            training=f"Trainer, AdamW lr 1e-4, weight decay 0.01, batch 32, {args.epochs} epochs, linear decay "
+            training=f"Trainer, AdamW lr 5e-4, weight decay 0.01, batch 32, {args.epochs} epochs, linear decay "
             "after a warm-up of 10% of the steps, 1 thread",
             base=zh_bert_record("char"),
             methods=list(methods),

