@@ -20,7 +20,9 @@ class DemoSettings:
     n_test: int = 1000
     finetune_epochs: int = 1
     finetune_lr: float = 5e-4
-    fgm_epsilon: float = 0.5  # the post's radius: a pretrained embedding table (rows of norm ~1) is its scale
+    fgm_epsilon: float = (
+        0.5  # the post's radius, for pretrained embeddings (the word base's rows: norm 0.7 on average)
+    )
     classifier_favor_features: int = 256  # FAVOR+ random features m for head_dim 64 (about d log d)
     # 4. Theseus: successor depth = half the base's layers
     theseus_steps: int = 300
