@@ -1,4 +1,4 @@
-"""Stage 3: fine-tune the pretrained base on long-tailed review sentiment.
+"""Stage 3: fine-tune the pre-trained BERT on long-tailed review sentiment.
 
 Two runs from the same checkpoint, seed and data order: plain cross-entropy, and
 ``Trainer(callbacks=[FGM(...)], compute_loss_func=LogitAdjustedLoss.from_dataset(...))``.
@@ -85,17 +85,14 @@ def finetune(
     out_dir: Path,
     progress: bool = True,
 ) -> tuple[PreTrainedModel, dict]:
-    """Fine-tune a fresh copy of the pretrained model with ``method`` (one of ``METHODS``); test metrics.
-
-    With ``attention="favor"`` FAVOR+ replaces the base's softmax attention (``settings.classifier_favor_features``
-    random features) and the fine-tuning adapts the model to it."""
+    """Fine-tune a fresh copy of the pre-trained model with ``method`` (one of ``METHODS``); test metrics."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     set_seed(seed)  # model initialisation draws from the global generator
     model = AutoModelForSequenceClassification.from_pretrained(
         pretrained_dir, num_labels=2, attn_implementation=attention_implementation(attention)
     )
-    configure_attention(model, attention, settings.classifier_favor_features)
+    configure_attention(model, attention)  # keeps the pre-trained FAVOR+ settings
     extra = {}
     if method == "fgm_logit_adjusted":
         extra = {

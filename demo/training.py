@@ -20,13 +20,18 @@ def attention_implementation(attention: str) -> str:
     return hfplug.use_attention("favor") if attention == "favor" else "sdpa"
 
 
-def configure_attention(model: PreTrainedModel, attention: str, nb_features: int) -> PreTrainedModel:
-    """Store ``FavorConfig(nb_features=...)`` in ``model.config`` when ``attention`` is "favor" (saved with the
-    model, so the seed and redraw count travel with checkpoints); a FAVOR+ model needs this before training."""
+def configure_attention(
+    model: PreTrainedModel, attention: str, nb_features: int | None = None
+) -> PreTrainedModel:
+    """Store the FAVOR+ settings in ``model.config`` when ``attention`` is "favor" (saved with the model):
+    ``FavorConfig(nb_features=...)`` for a new model, the loaded ones (``nb_features=None``) after
+    ``from_pretrained``. Training a FAVOR+ model needs this first (the seed and redraw count then travel with
+    checkpoints)."""
     if attention == "favor":
-        from hfplug_favor import FavorConfig, set_favor_config
+        from hfplug_favor import FavorConfig, get_favor_config, set_favor_config
 
-        set_favor_config(model, FavorConfig(nb_features=nb_features))
+        config = get_favor_config(model) if nb_features is None else FavorConfig(nb_features=nb_features)
+        set_favor_config(model, config)
     return model
 
 
