@@ -51,7 +51,9 @@ def test_beats_a_unigram_model_on_held_out_text(vocabulary):
         token for ids in tokenizer(lines[:cut], add_special_tokens=False)["input_ids"] for token in ids
     )
     total = sum(counts.values())
-    batch = tokenizer(lines[cut : cut + 192], truncation=True, max_length=128, padding=True, return_tensors="pt")
+    batch = tokenizer(
+        lines[cut : cut + 192], truncation=True, max_length=128, padding=True, return_tensors="pt"
+    )
     generator = torch.Generator().manual_seed(0)
     real = batch["attention_mask"].bool() & (batch["input_ids"] != tokenizer.cls_token_id)
     real &= batch["input_ids"] != tokenizer.sep_token_id

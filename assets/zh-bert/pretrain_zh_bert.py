@@ -25,7 +25,6 @@ import argparse
 import datetime
 import hashlib
 import json
-import math
 import os
 import platform
 import shlex
@@ -48,7 +47,9 @@ NUM_WORDS = 20000  # words appended to the vocabulary for the word-level twin (t
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("vocabulary", choices=("char", "word"))
     parser.add_argument("--steps", type=int, required=True, help="optimizer steps of this run")
     parser.add_argument("--init", type=Path, help="word: the char checkpoint folder to start from")
@@ -213,13 +214,17 @@ def main(argv: list[str] | None = None) -> None:
     model = build_model(args, tokenizer)
     no_decay = ("bias", "LayerNorm.weight")
     groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": 0.01},
+        {
+            "params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+            "weight_decay": 0.01,
+        },
         {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
     optimizer = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
     warmup = max(1, int(args.warmup * args.steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (args.steps - step) / (args.steps - warmup)))
+        optimizer,
+        lambda step: min((step + 1) / warmup, max(0.0, (args.steps - step) / (args.steps - warmup))),
     )
     generator = torch.Generator().manual_seed(args.seed)
     curve: dict[str, list] = {"train": [], "held_out": []}
@@ -286,7 +291,13 @@ def main(argv: list[str] | None = None) -> None:
         "parameters": sum(p.numel() for p in model.parameters()),
         "steps": args.steps,
         "batch": {"blocks": args.batch_size, "tokens_per_block": BLOCK},
-        "optimizer": {"name": "AdamW", "lr": args.lr, "betas": [0.9, 0.98], "weight_decay": 0.01, "warmup": warmup},
+        "optimizer": {
+            "name": "AdamW",
+            "lr": args.lr,
+            "betas": [0.9, 0.98],
+            "weight_decay": 0.01,
+            "warmup": warmup,
+        },
         "init": os.path.relpath(args.init, ROOT) if args.init else "random (torch.manual_seed(seed))",
         "steps_before": steps_before(args.init),
         "data": {
