@@ -12,7 +12,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_FILES = sorted(
     path.relative_to(ROOT).as_posix()
-    for pattern in ("examples/results/*.json", "plugins/*/bench/results/*.json")
+    for pattern in (
+        "examples/results/*.json",
+        "plugins/*/bench/results/*.json",
+        "assets/zh-bert/src/hfplug_zh_bert/*/pretraining.json",
+    )
     for path in ROOT.glob(pattern)
 )
 
