@@ -1606,17 +1606,26 @@ THESEUS_MODELS = {
 }
 
 
+def theseus_accuracy_table(r: dict, models: dict[str, str]) -> str:
+    """Test accuracy % per model (label, may name a setting in braces): mean ± std and per seed."""
+    runs = r["runs"]
+    rows = [
+        [
+            label.format(**r["settings"]),
+            pm(r["accuracy_percent"][key], digits=2),
+            per_seed((run[key] for run in runs), 100, 2),
+        ]
+        for key, label in models.items()
+    ]
+    return table(["model (blocks)", f"test accuracy %, mean ± std ({len(runs)} seeds)", "per seed"], rows)
+
+
 def theseus_reproduction_block() -> str:
     """Test accuracy per model and seed (``theseus_snownlp.json``)."""
     r = load("examples/results/theseus_snownlp.json")
     runs, s = r["runs"], r["settings"]
-    rows = [
-        [label, pm(r["accuracy_percent"][key], digits=2), per_seed((run[key] for run in runs), 100, 2)]
-        for key, label in THESEUS_MODELS.items()
-    ]
     minutes = sum(sum(run["seconds"].values()) for run in runs) / 60
-    header = ["model (blocks)", f"test accuracy %, mean ± std ({len(runs)} seeds)", "per seed"]
-    return table(header, rows) + recorded(
+    return theseus_accuracy_table(r, THESEUS_MODELS) + recorded(
         f"{s['train_size']:,} training / {s['test_size']:,} test reviews, max length {s['max_length']}, predecessor "
         f"{s['predecessor_steps']} steps, Theseus {s['theseus_steps']} steps (replacing until {s['replacing_steps']}, "
         f"lr {s['lr']:g}), seeds {', '.join(str(run['seed']) for run in runs)}; {minutes:.1f} min of training"
@@ -1635,21 +1644,12 @@ def theseus_reproduction_zh_bert_block() -> str:
     """Test accuracy per model and seed on the pretrained base (``theseus_snownlp_zh_bert.json``), a verdict."""
     r = load(ZH_BERT_THESEUS)
     runs, s = r["runs"], r["settings"]
-    rows = [
-        [
-            label.format(**s),
-            pm(r["accuracy_percent"][key], digits=2),
-            per_seed((run[key] for run in runs), 100, 2),
-        ]
-        for key, label in THESEUS_ZH_BERT_MODELS.items()
-    ]
     gain, gain_sd = paired_difference(
         [run["predecessor_4"] for run in runs], [run["base_first2_finetuned_2"] for run in runs]
     )
     cpu = sum(phase["cpu_seconds"] for run in runs for phase in run["cpu"].values()) / 60
-    header = ["model (blocks)", f"test accuracy %, mean ± std ({len(runs)} seeds)", "per seed"]
     return (
-        table(header, rows)
+        theseus_accuracy_table(r, THESEUS_ZH_BERT_MODELS)
         + f"\nVerdict: {theseus_zh_bert_verdict(runs)}. The post's premise, a predecessor clearly better than a "
         f"2-block model: predecessor − first 2 blocks fine-tuned = {gain:+.2f} ± {gain_sd:.2f} points.\n"
         + recorded(
