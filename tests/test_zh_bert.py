@@ -2,9 +2,10 @@
 
 "Learned" is checked against an independent reference: a unigram model fitted on the training lines. Its
 cross-entropy on held-out masked positions is what a model that ignores context reaches; the base must beat it
-by more than 0.25 nats per target (about 2,000 targets, so several standard errors) on held-out People's Daily
-lines, with the loss computed by BertForMaskedLM's own forward. A random-init model of the same shape scores
-about 10 nats and fails.
+by more than 1 nat per target (about 2,000 targets, so many standard errors) on held-out People's Daily lines,
+with the loss computed by BertForMaskedLM's own forward. A random-init model of the same shape scores about 10
+nats and fails, and so did the project's first base, which sat on the masked-LM plateau (0.38 / 0.43 nats
+below unigram, char / word).
 """
 
 from __future__ import annotations
@@ -64,4 +65,4 @@ def test_beats_a_unigram_model_on_held_out_text(vocabulary):
         loss = model(input_ids=inputs, attention_mask=batch["attention_mask"], labels=labels).loss.item()
     unigram = -sum(math.log(counts.get(t, 0.5) / total) for t in labels[target].tolist()) / int(target.sum())
     assert math.isfinite(loss)
-    assert loss < unigram - 0.25, (loss, unigram)
+    assert loss < unigram - 1.0, (loss, unigram)

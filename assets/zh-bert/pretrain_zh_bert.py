@@ -225,10 +225,29 @@ def plot_curve(record: dict, path: Path) -> None:
     train = record["curve"]["train"]
     ax.plot([p["step"] for p in train], [p["loss"] for p in train], label="train (mean of 50 steps)", lw=1)
     held = record["curve"]["held_out"]
-    ax.plot([p["step"] for p in held], [p["loss"] for p in held], "o-", ms=3, label="held-out")
+    ax.plot(
+        [p["step"] for p in held],
+        [p["loss"] for p in held],
+        "o-",
+        ms=3,
+        label=f"held-out, {BLOCK}-token blocks",
+    )
+    stage = record["short_stage"]
+    if stage["steps"]:
+        short = record["curve"]["held_out_short"]
+        label = f"held-out, {stage['tokens_per_block']}-token blocks"
+        ax.plot([p["step"] for p in short], [p["loss"] for p in short], "s--", ms=3, label=label)
+        ax.axvline(stage["steps"], color="grey", lw=0.8, ls=":")
+        ax.annotate(
+            f"{stage['tokens_per_block']} -> {BLOCK} tokens per block",
+            (stage["steps"], ax.get_ylim()[1]),
+            xytext=(4, -12),
+            textcoords="offset points",
+            fontsize=8,
+        )
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("masked-LM loss (nats / target)")
-    ax.set_title(f"zh-bert {record['vocabulary']}: 4 x 256, People's Daily MLM")
+    ax.set_title(f"zh-bert {record['vocabulary']}: 4 x 256, People's Daily masked LM")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
