@@ -1845,7 +1845,8 @@ WOBERT_ZH_BERT = "examples/results/wobert_snownlp_zh_bert.json"
 def wobert_zh_bert_verdicts(r: dict) -> dict[str, str]:
     """The post's claims on the pre-trained base, judged against the seeds' spread.
 
-    Accuracy: "as accurate" when |word - char| (means) is at most the larger of the two seed standard deviations;
+    Accuracy: "inconclusive" when a model stays at chance (below 0.6 with the same accuracy in every seed);
+    else "as accurate" when |word - char| (means) is at most the larger of the two seed standard deviations,
     otherwise higher or lower. Speed: the word/char ratio of each seed (the two models ran interleaved) must be
     above 1 by more than the ratios' own standard deviation for "faster"; below 1 by more is "slower".
     """
@@ -1853,7 +1854,19 @@ def wobert_zh_bert_verdicts(r: dict) -> dict[str, str]:
     ratios = summary["word_vs_char"]
     diff = summary["word"]["accuracy"]["mean"] - summary["char"]["accuracy"]["mean"]
     spread = max(summary["char"]["accuracy"]["std"], summary["word"]["accuracy"]["std"])
-    if abs(diff) <= spread:
+    stuck = [
+        name
+        for name in ("char", "word")
+        if summary[name]["accuracy"]["std"] < 0.005 and summary[name]["accuracy"]["mean"] < 0.6
+    ]
+    if stuck:  # the same accuracy near 0.5 in every seed: that model did not learn the task
+        accuracy = (
+            f"inconclusive: the {' and '.join(stuck)} model stays at chance "
+            + "("
+            + ", ".join(f"{summary[n]['accuracy']['mean']:.3f}" for n in stuck)
+            + " in every seed)"
+        )
+    elif abs(diff) <= spread:
         accuracy = f"as accurate ({100 * diff:+.1f} points, within the seeds' spread of {100 * spread:.1f}): reproduced"
     elif diff > 0:
         accuracy = f"more accurate ({100 * diff:+.1f} points, beyond the seeds' spread of {100 * spread:.1f}): reproduced"
