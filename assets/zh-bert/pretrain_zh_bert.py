@@ -265,8 +265,10 @@ def main(argv: list[str] | None = None) -> None:
     train_lines, held_lines = lines[:cut], lines[cut:]
     train_blocks, held_blocks = blocks_of(tokenizer, train_lines), blocks_of(tokenizer, held_lines)
     print(f"{len(train_blocks)} training blocks, {len(held_blocks)} held-out blocks of {BLOCK}", flush=True)
-    short_train = blocks_of(tokenizer, train_lines, args.short_block)
-    short_held = blocks_of(tokenizer, held_lines, args.short_block)
+    short_train = short_held = None  # tokenized only when a short stage runs
+    if args.short_steps:
+        short_train = blocks_of(tokenizer, train_lines, args.short_block)
+        short_held = blocks_of(tokenizer, held_lines, args.short_block)
     short_batch = args.batch_size * BLOCK // args.short_block
 
     model = build_model(args, tokenizer)
@@ -282,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     warmup = max(1, int(args.warmup * args.steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda step: min((step + 1) / warmup, max(0.0, (args.steps - step) / (args.steps - warmup))),
+        lambda step: min((step + 1) / warmup, max(0.0, (args.steps - step) / max(1, args.steps - warmup))),
     )
     generator = torch.Generator().manual_seed(args.seed)
     curve: dict[str, list] = {"train": [], "held_out": []}
