@@ -1,8 +1,8 @@
 """The hfplug demo: one pipeline through every plugin on bundled real data, then a results table.
 
-1. WoBERT vocabulary from bert-base-chinese + jieba; tokenize People's Daily and the reviews.
-2. Masked-LM pre-training of a small BERT on People's Daily (FAVOR+ or sdpa attention).
-3. Fine-tuning on long-tailed review sentiment: cross-entropy vs FGM + logit-adjusted loss.
+1. The WoBERT tokenizer (bert-base-chinese + jieba words) vs char level on People's Daily and the reviews.
+2. The pretrained base: zh-bert word level (4 x 256, masked LM on People's Daily; hfplug.data.zh_bert_dir).
+3. Fine-tuning it on long-tailed review sentiment: cross-entropy vs FGM + logit-adjusted loss.
 4. BERT-of-Theseus compression to half the depth; export; latency vs the predecessor.
 5. A causal LM on People's Daily sentences; greedy decoding with and without the no-loop processors.
 
@@ -25,10 +25,10 @@ import transformers
 
 from hfplug.data import load_peoples_daily, long_tailed_reviews
 
-from . import compress, finetune, generation, numerics, pretrain, vocabulary
+from . import base, compress, finetune, generation, numerics, vocabulary
 from .settings import ATTENTION_CHOICES, PRESETS, preset
 from .table import render
-from .training import finish, is_main_process, main_process_first
+from .training import finish, is_main_process
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="sizes of every stage")
     parser.add_argument("--full", action="store_true", help="same as --preset full")
     parser.add_argument(
-        "--attention", choices=ATTENTION_CHOICES, default="favor", help="attention of the BERT and LM"
+        "--attention", choices=ATTENTION_CHOICES, default="favor", help="attention of the causal LM"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -75,9 +75,8 @@ def run(args: argparse.Namespace) -> dict:
     results: dict = {"preset": args.preset, "attention": args.attention, "seed": seed}
     results["environment"] = numerics.environment()
 
-    log("1/5 WoBERT vocabulary and tokenization")
-    with main_process_first():
-        word_tok = vocabulary.build_word_tokenizer(settings.num_words, out / "wobert")
+    log("1/5 WoBERT tokenizer and tokenization")
+    word_tok = vocabulary.word_tokenizer()
     char_tok = vocabulary.char_tokenizer()
     lines = load_peoples_daily()[: settings.corpus_lines]
     held_out = len(lines) // 10  # the last 10% of People's Daily gives the generation prompts
@@ -93,12 +92,9 @@ def run(args: argparse.Namespace) -> dict:
             "peoples_daily": vocabulary.tokens_per_char(vocabulary.encode(tok, lines), lines),
             "reviews": vocabulary.tokens_per_char(vocabulary.encode(tok, review_texts), review_texts),
         }
-    line_ids = vocabulary.encode(word_tok, train_lines)
 
-    log(f"2/5 masked-LM pre-training ({settings.pretrain_steps} steps, {args.attention} attention)")
-    results["pretraining"] = pretrain.pretrain_mlm(
-        word_tok, line_ids, settings, args.attention, seed, out / "mlm", progress
-    )
+    log("2/5 pretrained base: zh-bert, word level")
+    base_dir, results["base"] = base.pretrained_base()
 
     log("3/5 fine-tuning on long-tailed reviews")
     train_ds = finetune.review_dataset(train_pairs, word_tok, settings.max_length)
@@ -111,19 +107,18 @@ def run(args: argparse.Namespace) -> dict:
     for method in finetune.METHODS:
         models[method], classifiers[method] = finetune.finetune(
             method,
-            out / "mlm",
+            base_dir,
             word_tok,
             train_ds,
             test_ds,
             settings,
-            args.attention,
             seed,
             out / method,
             progress,
         )
-        classifiers[method]["layers"] = settings.num_layers
+        classifiers[method]["layers"] = results["base"]["layers"]
 
-    log(f"4/5 Theseus compression to {settings.num_layers // 2} blocks")
+    log(f"4/5 Theseus compression to {results['base']['layers'] // 2} blocks")
     predecessor = models["fgm_logit_adjusted"]
     successor, classifiers["theseus"] = compress.compress(
         predecessor, word_tok, train_ds, test_ds, settings, seed, out / "theseus", progress

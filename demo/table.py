@@ -33,9 +33,12 @@ def render(results: dict) -> str:
         ],
     )
     clf = results["classifiers"]
+    base = results["base"]
     classifiers = _table(
         f"Long-tailed review sentiment (train {results['data']['train_counts']} neg/pos, "
-        f"test {results['data']['test_size']} balanced)",
+        f"test {results['data']['test_size']} balanced), fine-tuned from {base['checkpoint']} "
+        f"({base['layers']} x {base['hidden_size']}, {base['pretraining_steps']:,} MLM steps, held-out masked-token "
+        f"accuracy {base['held_out_mlm']['accuracy']:.3f})",
         ["model", "layers", "accuracy", "balanced acc", "macro-F1", "tail recall", "latency ms"],
         [
             [

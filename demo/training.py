@@ -20,18 +20,13 @@ def attention_implementation(attention: str) -> str:
     return hfplug.use_attention("favor") if attention == "favor" else "sdpa"
 
 
-def configure_attention(
-    model: PreTrainedModel, attention: str, nb_features: int | None = None
-) -> PreTrainedModel:
-    """Store the FAVOR+ settings in ``model.config`` when ``attention`` is "favor" (saved with the model):
-    ``FavorConfig(nb_features=...)`` for a new model, the loaded ones (``nb_features=None``) after
-    ``from_pretrained``. Training a FAVOR+ model needs this first (the seed and redraw count then travel with
-    checkpoints)."""
+def configure_attention(model: PreTrainedModel, attention: str, nb_features: int) -> PreTrainedModel:
+    """Store ``FavorConfig(nb_features=...)`` in ``model.config`` when ``attention`` is "favor" (saved with the
+    model, so the seed and redraw count travel with checkpoints); a FAVOR+ model needs this before training."""
     if attention == "favor":
-        from hfplug_favor import FavorConfig, get_favor_config, set_favor_config
+        from hfplug_favor import FavorConfig, set_favor_config
 
-        config = get_favor_config(model) if nb_features is None else FavorConfig(nb_features=nb_features)
-        set_favor_config(model, config)
+        set_favor_config(model, FavorConfig(nb_features=nb_features))
     return model
 
 
@@ -75,15 +70,6 @@ def run_training(trainer: Trainer) -> dict:
 
 def is_main_process() -> bool:
     return PartialState().is_main_process
-
-
-def main_process_first():
-    """Context manager: rank 0 runs the block first (e.g. writes files), then the other ranks."""
-    return PartialState().main_process_first()
-
-
-def wait_for_everyone() -> None:
-    PartialState().wait_for_everyone()
 
 
 def finish() -> None:

