@@ -997,11 +997,19 @@ ADVERSARIAL_ZH_BERT = "adversarial_snownlp_zh_bert"
 
 
 def robust_note(runs: list[dict]) -> str:
-    """Said of a condition whose attack changed no prediction in any seed (clean = robust): the signature of a
-    model that predicts one class, whose "robust accuracy" is no robustness gain."""
-    if all(run["clean"] == run["robust"] for run in runs):
-        return " (clean = robust in every seed: the attack changes no prediction, as for a one-class model; not a gain)"
-    return ""
+    """Said of a condition whose attack changed no prediction in some seed (clean = robust): the signature of a
+    model that predicts one class, whose "robust accuracy" there is no robustness gain."""
+    seeds = [str(run["seed"]) for run in runs if run["clean"] == run["robust"]]
+    if not seeds:
+        return ""
+    where = (
+        "in every seed"
+        if len(seeds) == len(runs)
+        else f"in seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}"
+    )
+    return (
+        f" (clean = robust {where}: the attack changes no prediction, as for a one-class model; not a gain)"
+    )
 
 
 def adversarial_zh_bert_block() -> str:
@@ -2052,7 +2060,8 @@ def zh_bert_finetune_lr_block() -> str:
     header = ["start", "peak lr", *(f"step {m}" for m in marks), f"lowest seed at {setup['steps']}"]
     m = data["machine"]
     return (
-        f"Validation accuracy (mean over seeds {setup['seeds']}; bold: the best final mean per start):\n\n"
+        f"Validation accuracy (mean over seeds {', '.join(map(str, setup['seeds']))}; bold: the best final mean per "
+        "start):\n\n"
         + table(header, rows)
         + recorded(
             setup["data"],
