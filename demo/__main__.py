@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         print(render(results))
         env = results["environment"]
         print(
-            f"\nseed {args.seed}, preset {args.preset}, {args.attention} attention, {results['seconds']:.0f} s, "
+            f"\nseed {args.seed}, preset {args.preset}, {args.attention} attention in the LM, {results['seconds']:.0f} s, "
             f"{env['threads']} thread(s), {env['cpu_capability']} kernels; latency is measured, every other number "
             f"is the same for the same seed, threads and kernels; details in {args.output_dir / 'results.json'}"
         )

@@ -762,7 +762,7 @@ def demo_table_block() -> str:
     r = load("examples/results/demo.json")
     env = r["environment"]
     conditions = (
-        f"seed {r['seed']}, {r['preset']} preset, {r['attention']} attention; {env['threads']} thread, "
+        f"seed {r['seed']}, {r['preset']} preset, {r['attention']} attention in the causal LM; {env['threads']} thread, "
         f"{env['cpu_capability']} kernels, torch {env['torch']}; {r['seconds']:.0f} s on {env['cpu']} "
         f"({env['cores']} cores, load {env['load_average'][0]:.1f} at the start), {env['date'][:10]}"
     )
