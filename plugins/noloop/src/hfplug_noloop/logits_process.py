@@ -20,6 +20,7 @@ from ._utils import Clocked, PromptClock, as_token_ids, check_vocabulary
 from .stopping_criteria import LoopDetector
 
 _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+_SCALAR_ROWS = 32  # batches up to this many rows decide per row on Python floats
 
 
 def _check_finite(row_max: torch.Tensor, where: str) -> None:
@@ -199,6 +200,7 @@ class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
         self._clock = PromptClock()
         self._vocab_size: int | None = None
         self.raised: list[torch.Tensor] = []
+        self._no_rows: tuple = (None, None)  # (batch shape, its all-False record)
 
     def floor(self, token_index: int) -> float:
         """Eos floor for the ``token_index``-th generated token (1-based): 1 - (1 - eps)^(t - start), or 0."""
@@ -220,48 +222,97 @@ class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
     def _process(
         self, input_ids: torch.Tensor, scores: torch.Tensor, row_max: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """The floored scores; ``row_max``: the rows' maxima (R, 1) when already known."""
+        """The floored scores; ``row_max``: the rows' maxima (R, 1) when already known.
+
+        Up to ``_SCALAR_ROWS`` rows, the per-row decisions run on Python floats read in one transfer
+        (fewer tensor operations: each costs microseconds however small); larger batches stay in tensors.
+        """
         _check_eos_in_vocabulary(self, scores)
         generated, _ = self._clock.step(input_ids)
         del self.raised[generated:]  # a new generation, or a rewind (assisted decoding) drops later tokens
         floor = self.floor(generated + 1)
         if floor <= 0.0:
-            self.raised.append(torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device))
-            return scores
+            return self._untouched(scores)
         eos = self.eos_token_id
+        scalar = scores.shape[0] <= _SCALAR_ROWS
         # cheap test first: log p_eos >= max_eos - max - log(vocab); when every row is that far above the
         # floor (margin 1e-2 + 1e-4 |max| for float rounding), the rows are left as they are without the
         # full log-softmax. NaN / +inf scores make the test fail and are reported below.
-        top = (scores.amax(dim=-1) if row_max is None else row_max[:, 0]).float()
-        eos_top = (scores[:, eos[0]] if len(eos) == 1 else scores[:, eos].amax(dim=-1)).float()
-        slack = torch.sub(eos_top, top).sub_(top.abs(), alpha=1e-4)
-        if bool((slack >= math.log(floor) + math.log(scores.shape[-1]) + 1e-2).all()):
-            self.raised.append(torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device))
-            return scores
+        top = scores.amax(dim=-1) if row_max is None else row_max[:, 0]
+        eos_top = scores[:, eos[0]] if len(eos) == 1 else scores[:, eos].amax(dim=-1)
+        margin = math.log(floor) + math.log(scores.shape[-1]) + 1e-2
+        if scalar:
+            pairs = torch.stack([top, eos_top]).tolist()
+            if all(e - t - 1e-4 * abs(t) >= margin for t, e in zip(*pairs, strict=True)):
+                return self._untouched(scores)
+        elif bool(
+            (torch.sub(eos_top.float(), top.float()).sub_(top.float().abs(), alpha=1e-4) >= margin).all()
+        ):
+            return self._untouched(scores)
         _check_finite(top, "SelfTerminatingLogitsProcessor")
         log_p = torch.log_softmax(scores.float(), dim=-1)  # one fused kernel: log p_v = s_v - logsumexp(s)
-        log_p_eos_ids = log_p[:, eos]
-        log_p_eos = (
-            log_p_eos_ids[:, 0] if len(eos) == 1 else torch.logsumexp(log_p_eos_ids, dim=-1)
-        ).double()
-        # rows whose eos ids are all banned (-inf, e.g. by min_new_tokens) are left alone
-        raise_rows = (log_p_eos < math.log(floor)) & torch.isfinite(log_p_eos)
-        self.raised.append(raise_rows)
-        if not bool(raise_rows.any()):
-            return scores
-        # renormalised log-probabilities: log p_v + log((1 - f) / (1 - p_eos)), log p_e + log(f / p_eos)
+        log_p_eos_ids = log_p[:, eos[0] : eos[0] + 1] if len(eos) == 1 else log_p[:, eos]
+        # rows whose eos ids are all banned (-inf, e.g. by min_new_tokens) are left alone; the new
+        # log-probabilities: log p_v + log((1 - f) / (1 - p_eos)), log p_e + log(f / p_eos)
+        log_floor = math.log(floor)
         log_other = math.log1p(-floor) if floor < 1.0 else -math.inf  # floor rounds to 1 for large t
-        shift_other = (log_other - torch.log1p(-log_p_eos.exp())).float()[:, None]
-        shift_eos = (math.log(floor) - log_p_eos).float()[:, None]
-        if bool(raise_rows.all()):
+        if scalar:
+            flags, shifts = [], []
+            for ids in log_p_eos_ids.double().tolist():
+                top_id = max(ids)
+                log_p_eos = top_id if len(ids) == 1 or top_id == -math.inf else _logsumexp(ids, top_id)
+                flags.append(-math.inf < log_p_eos < log_floor)
+                shifts.append(
+                    (log_other - math.log1p(-math.exp(log_p_eos)), log_floor - log_p_eos)
+                    if flags[-1]
+                    else (0.0, 0.0)
+                )
+            raise_rows = torch.tensor(flags, device=scores.device)
+            self.raised.append(raise_rows)
+            if not any(flags):
+                return scores
+            every_row = all(flags)
+            shifts = torch.tensor(shifts, dtype=torch.float32, device=scores.device)
+            shift_other, shift_eos = shifts[:, :1], shifts[:, 1:]
+        else:
+            log_p_eos = (
+                log_p_eos_ids[:, 0] if len(eos) == 1 else torch.logsumexp(log_p_eos_ids, dim=-1)
+            ).double()
+            raise_rows = (log_p_eos < log_floor) & torch.isfinite(log_p_eos)
+            self.raised.append(raise_rows)
+            if not bool(raise_rows.any()):
+                return scores
+            every_row = bool(raise_rows.all())
+            shift_other = (log_other - torch.log1p(-log_p_eos.exp())).float()[:, None]
+            shift_eos = (log_floor - log_p_eos).float()[:, None]
+        if every_row:
+            eos_scores = (
+                log_p_eos_ids + shift_eos
+            )  # before log_p changes in place (a single eos id is a view)
             out = log_p.add_(shift_other)
-            out[:, eos] = log_p_eos_ids + shift_eos
+            if len(eos) == 1:
+                out[:, eos[0] : eos[0] + 1] = eos_scores
+            else:
+                out[:, eos] = eos_scores
             return out.to(scores.dtype)
         rows = torch.nonzero(raise_rows).flatten()
         out = scores.float().clone()  # one copy; only the raised rows change
         out[rows] = log_p[rows] + shift_other[rows]
         out[rows[:, None], eos] = log_p_eos_ids[rows] + shift_eos[rows]
         return out.to(scores.dtype)
+
+    def _untouched(self, scores: torch.Tensor) -> torch.Tensor:
+        """``scores`` as they are, recorded as a step that raised no row."""
+        key = (scores.shape[0], scores.device)
+        if self._no_rows[0] != key:  # one all-False record per batch shape, shared by the steps
+            self._no_rows = (key, torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device))
+        self.raised.append(self._no_rows[1])
+        return scores
+
+
+def _logsumexp(values: list[float], top: float) -> float:
+    """log(sum(exp(values))) of Python floats whose maximum ``top`` is finite."""
+    return top + math.log(math.fsum(math.exp(v - top) for v in values))
 
 
 class DRYLogitsProcessor(LogitsProcessor):
