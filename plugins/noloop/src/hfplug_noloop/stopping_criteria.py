@@ -102,13 +102,12 @@ class LoopDetector:
         how many of the last tokens were generated."""
         rows = input_ids.shape[0]
         device = input_ids.device
-        none = torch.zeros(rows, dtype=torch.long, device=device)
         if rows == 0:
-            return none
+            return torch.zeros(0, dtype=torch.long, device=device)
         most = num_generated if isinstance(num_generated, int) else int(torch.as_tensor(num_generated).max())
         most = min(most, input_ids.shape[1])  # a loop longer than the input cannot be found
         if most < self._shortest:
-            return none
+            return torch.zeros(rows, dtype=torch.long, device=device)
         limit = min(self.tail, 1 << (most - 1).bit_length())
         tables = self._tables_for(limit, device)
         # reversed tail: rev[:, j] = x[T - j], padded with -1 (padding is never "generated")
@@ -120,7 +119,7 @@ class LoopDetector:
         # necessary condition first: the first few checks of some (row, period) all hold
         head = self._head
         if not bool((shifted[:, :, :head] == rev[:, None, :head]).all(-1).any()):
-            return none
+            return torch.zeros(rows, dtype=torch.long, device=device)
         chunk = max(1, _CHUNK_ELEMENTS // (rows * tables.checks))
         found = []
         for lo in range(0, shifted.shape[1], chunk):
@@ -132,7 +131,8 @@ class LoopDetector:
             found.append((mismatch.view(torch.int64) & relevant).amax(-1) == 0)  # (R, chunk)
         found = torch.cat(found, dim=1) if len(found) > 1 else found[0]
         if isinstance(num_generated, int):
-            found &= tables.spans <= num_generated
+            if num_generated < tables.tail:  # else every span fits
+                found &= tables.spans <= num_generated
         else:
             found &= tables.spans[None, :] <= torch.as_tensor(num_generated, device=device).reshape(-1, 1)
         first = torch.where(found, tables.periods, self.max_pattern_size + 1).amin(-1)
@@ -197,6 +197,7 @@ class LoopStoppingCriteria(Clocked, StoppingCriteria):
         self._generation = 0  # the clock's generation the records below belong to
         self._num_scores = 0  # len(scores) at the last call, when generate passed them
         self._finished = False  # the last call ended its only row (eos or a loop): the next is a new call
+        self._recorded = 0  # records (stopped_at, _ended_at) hold generated-token counts up to this one
         self.stopped_at = torch.empty(0, dtype=torch.long)  # per row: generated tokens at the loop stop
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
@@ -216,12 +217,15 @@ class LoopStoppingCriteria(Clocked, StoppingCriteria):
             self.loop_period = torch.zeros(rows, dtype=torch.long, device=device)
             self.stopped_at = torch.full((rows,), -1, dtype=torch.long, device=device)
             self._ended_at = torch.full((rows,), -1, dtype=torch.long, device=device)
+            self._recorded = 0
         # tokens generated since the rows last checked (one per step; several under assisted decoding)
         checked = max(min(self._clock.branch, num_generated - 1), 0)
         self._clock.branch = num_generated
-        self.stopped_at.masked_fill_(self.stopped_at > checked, -1)  # records of abandoned tokens
-        self._ended_at.masked_fill_(self._ended_at > checked, -1)
-        fired = torch.zeros(rows, dtype=torch.bool, device=device)
+        if self._recorded > checked:  # records of abandoned tokens (a rewind)
+            self.stopped_at.masked_fill_(self.stopped_at > checked, -1)
+            self._ended_at.masked_fill_(self._ended_at > checked, -1)
+        self._recorded = num_generated
+        fired = None
         first_end = None
         prompt = input_ids.shape[1] - num_generated
         for count in range(checked + 1, num_generated + 1):
@@ -233,12 +237,12 @@ class LoopStoppingCriteria(Clocked, StoppingCriteria):
                 self.loop_period = torch.where(fresh, period, self.loop_period)
                 self.stopped_at = torch.where(fresh, count, self.stopped_at)
                 first_end = count if first_end is None else first_end
-                fired |= hit
+                fired = hit if fired is None else fired | hit
             if self.eos_token_id:
-                if self._eos.device != device:
-                    self._eos = self._eos.to(device)
-                ended = torch.isin(prefix[:, -1], self._eos) & (self._ended_at < 0)
+                ended = self._is_eos(prefix[:, -1]) & (self._ended_at < 0)
                 self._ended_at.masked_fill_(ended, count)
+        if fired is None:
+            fired = torch.zeros(rows, dtype=torch.bool, device=device)
         self._num_scores = num_scores or 0
         self._finished = rows == 1 and bool(fired.all() or self._ended_at[0] == num_generated)
         if first_end is not None and first_end < num_generated:
@@ -250,6 +254,13 @@ class LoopStoppingCriteria(Clocked, StoppingCriteria):
                 stacklevel=2,
             )
         return fired
+
+    def _is_eos(self, tokens: torch.Tensor) -> torch.Tensor:
+        if len(self.eos_token_id) == 1:
+            return tokens == self.eos_token_id[0]
+        if self._eos.device != tokens.device:
+            self._eos = self._eos.to(tokens.device)
+        return torch.isin(tokens, self._eos)
 
     def _jump_continues(self, input_ids: torch.Tensor, jump: int, num_scores: int | None) -> bool:
         """Whether rows ``jump`` >= 2 tokens wider than the rows seen last, starting with them, continue
