@@ -1510,7 +1510,7 @@ def noloop_overhead_table(name: str) -> str:
 
     def verdict(setting: str) -> str:
         if first[setting]["kind"] != "ours":
-            return "(baseline)"
+            return f"({'reference' if first[setting]['kind'] == 'reference' else 'baseline'})"
         met = [c for c in contexts if all(r["generate"][c][setting]["verdict"].values())]
         return "yes" if len(met) == len(contexts) else "no" if not met else "at " + ", ".join(met)
 

@@ -29,6 +29,10 @@ run as custom processors beside our consistent ones (greedy decoding ignores the
 cost). The top-p rows sort the whole vocabulary every step (transformers with torch.sort, ours the values
 only with NumPy on CPU): a random model's distribution is nearly flat, so the nucleus holds most tokens.
 
+Two reference settings time the least such work costs inside ``generate`` in the same run: one read pass
+over the scores (the row maxima) and one ``log_softmax`` (what an exact renormalisation, as the floor does
+when it binds, cannot avoid).
+
 An isolated section times one call of each component on fixed (8, 1,024) ids: random history with flat
 scores, a looping history (an 8-token block repeated) and peaked scores (logits x 6).
 
@@ -96,8 +100,13 @@ def settings() -> dict[str, dict]:
     def baseline(procs) -> dict:
         return {"kind": "transformers", "procs": procs, "stops": None, "counterpart": None}
 
+    def reference(procs) -> dict:
+        return {"kind": "reference", "procs": procs, "stops": None, "counterpart": None}
+
     return {
         "none": {"kind": "none", "procs": None, "stops": None, "counterpart": None},
+        "reference: one read pass over the scores (amax)": reference(lambda: [ReadPass()]),
+        "reference: log_softmax of the scores": reference(lambda: [LogSoftmaxPass()]),
         "transformers RepetitionPenalty (1.2)": baseline(lambda: [RepetitionPenaltyLogitsProcessor(1.2)]),
         "transformers NoRepeatNGram (3)": baseline(lambda: [NoRepeatNGramLogitsProcessor(3)]),
         "transformers TopK (50)": baseline(lambda: [TopKLogitsWarper(50)]),
@@ -125,6 +134,24 @@ def settings() -> dict[str, dict]:
             lambda: NoLoopConfig(start=0, epsilon=1e-9).build(EOS, fused=False)
         ),
     }
+
+
+class ReadPass:
+    """The least a processor that looks at every score does: one reduction over the rows (the row maxima),
+    scores returned unchanged."""
+
+    def __call__(self, input_ids, scores):
+        scores.amax(dim=-1)
+        return scores
+
+
+class LogSoftmaxPass:
+    """The least an exact renormalisation of the rows costs (the floor when it raises eos): one
+    ``log_softmax``, scores returned unchanged."""
+
+    def __call__(self, input_ids, scores):
+        torch.log_softmax(scores, dim=-1)
+        return scores
 
 
 class Probe:
