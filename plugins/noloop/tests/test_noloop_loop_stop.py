@@ -156,3 +156,33 @@ def test_config_stop_reasons(action, mode, looping_model, prompt):
             assert EOS not in row or reference_period(row[: row.index(EOS)], row.index(EOS), 1, 8, 4, 64, 8)
         else:
             assert reason == "max_length" and EOS not in row and len(row) == 30
+
+
+@pytest.mark.parametrize("eos", [EOS, [EOS, 5]])
+@pytest.mark.parametrize("looping_rows", [(), (1,), (0, 2), (0, 1, 2)])
+def test_loop_eos_output_per_row(eos, looping_rows):
+    """Forced rows: -inf everywhere but eos, which keeps its score (0 when banned or not finite); the other
+    rows are returned as they are — against a per-row reference written out by hand."""
+    generator = torch.Generator().manual_seed(len(looping_rows))
+    prompt, generated = torch.randint(10, 50, (3, 5), generator=generator), []
+    for row in range(3):
+        tokens = [7, 8] * 10 if row in looping_rows else torch.randperm(40, generator=generator)[:20].add(10)
+        generated.append(torch.as_tensor(tokens))
+    force = LoopEOSLogitsProcessor(eos, 1, 8, min_count=4, window=64, min_loop_tokens=8)
+    for width in range(1, 21):  # every step of a generation, so the clock counts the tokens as generated
+        ids = torch.cat([prompt, torch.stack(generated)[:, :width]], dim=1)
+        scores = torch.randn(3, 60, generator=generator)
+        scores[0, EOS] = -math.inf  # a banned eos
+        scores[2, EOS] = math.nan
+        out = force(ids, scores.clone())
+    eos_ids = [eos] if isinstance(eos, int) else eos
+    for row in range(3):
+        if row not in looping_rows:
+            torch.testing.assert_close(out[row], scores[row], rtol=0, atol=0, equal_nan=True)
+            continue
+        expected = torch.full((60,), -math.inf)
+        for token in eos_ids:
+            value = float(scores[row, token])
+            expected[token] = value if math.isfinite(value) else 0.0
+        assert torch.equal(out[row], expected)
+    assert force.forced[-1].tolist() == [row in looping_rows for row in range(3)]

@@ -23,15 +23,20 @@ _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 _SCALAR_ROWS = 32  # batches up to this many rows decide per row on Python floats
 
 
-def _check_finite(row_max: torch.Tensor, where: str) -> None:
-    """``row_max`` = max of each row (shape (R,) or (R, 1)): NaN or +inf there means a NaN or +inf score in
-    the row. One reduction when every row is clean."""
-    total = float(row_max.sum())  # NaN or +inf when some maximum is (or, rarely, when finite ones overflow)
-    if total == total and total != math.inf:
-        return
-    bad = (torch.isnan(row_max) | (row_max == float("inf"))).reshape(-1)
-    if bool(bad.any()):
+def _check_finite(row_max: torch.Tensor | list[float], where: str) -> None:
+    """``row_max`` = max of each row (a tensor of shape (R,) or (R, 1), or Python floats): NaN or +inf there
+    means a NaN or +inf score in the row. One reduction when every row of a tensor is clean."""
+    if isinstance(row_max, list):
+        rows = [row for row, value in enumerate(row_max) if not value < math.inf]  # NaN or +inf
+    else:
+        total = float(
+            row_max.sum()
+        )  # NaN or +inf when some maximum is (or, rarely, when finite ones overflow)
+        if total == total and total != math.inf:
+            return
+        bad = (torch.isnan(row_max) | (row_max == float("inf"))).reshape(-1)
         rows = torch.nonzero(bad).flatten().tolist()
+    if rows:
         raise ValueError(f"{where}: scores hold NaN or +inf in rows {rows}; the model output is not finite")
 
 
@@ -242,8 +247,8 @@ class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
         eos_top = scores[:, eos[0]] if len(eos) == 1 else scores[:, eos].amax(dim=-1)
         margin = math.log(floor) + math.log(scores.shape[-1]) + 1e-2
         if scalar:
-            pairs = torch.stack([top, eos_top]).tolist()
-            if all(e - t - 1e-4 * abs(t) >= margin for t, e in zip(*pairs, strict=True)):
+            top, eos_top = torch.stack([top, eos_top]).tolist()
+            if all(e - t - 1e-4 * abs(t) >= margin for t, e in zip(top, eos_top, strict=True)):
                 return self._untouched(scores)
         elif bool(
             (torch.sub(eos_top.float(), top.float()).sub_(top.float().abs(), alpha=1e-4) >= margin).all()
@@ -258,7 +263,7 @@ class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
         log_other = math.log1p(-floor) if floor < 1.0 else -math.inf  # floor rounds to 1 for large t
         if scalar:
             flags, shifts = [], []
-            for ids in log_p_eos_ids.double().tolist():
+            for ids in log_p_eos_ids.tolist():
                 top_id = max(ids)
                 log_p_eos = top_id if len(ids) == 1 or top_id == -math.inf else _logsumexp(ids, top_id)
                 flags.append(-math.inf < log_p_eos < log_floor)
@@ -286,15 +291,14 @@ class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
             shift_other = (log_other - torch.log1p(-log_p_eos.exp())).float()[:, None]
             shift_eos = (log_floor - log_p_eos).float()[:, None]
         if every_row:
-            eos_scores = (
-                log_p_eos_ids + shift_eos
-            )  # before log_p changes in place (a single eos id is a view)
-            out = log_p.add_(shift_other)
-            if len(eos) == 1:
-                out[:, eos[0] : eos[0] + 1] = eos_scores
+            if len(eos) == 1:  # log p_e + log(f / p_e) = log f
+                out = log_p.add_(shift_other)
+                out[:, eos[0]] = log_floor
             else:
+                eos_scores = log_p_eos_ids + shift_eos  # before log_p changes in place
+                out = log_p.add_(shift_other)
                 out[:, eos] = eos_scores
-            return out.to(scores.dtype)
+            return out if out.dtype == scores.dtype else out.to(scores.dtype)
         rows = torch.nonzero(raise_rows).flatten()
         out = scores.float().clone()  # one copy; only the raised rows change
         out[rows] = log_p[rows] + shift_other[rows]
@@ -476,16 +480,19 @@ class LoopEOSLogitsProcessor(Clocked, LogitsProcessor):
         del self.forced[generated:]  # a new generation, or a rewind (assisted decoding) drops later tokens
         forced = self.detector(input_ids, generated) > 0
         self.forced.append(forced)
-        if not bool(forced.any()):
+        count = int(forced.sum())
+        if not count:
             return scores
-        rows = torch.nonzero(forced).flatten()
-        eos_scores = scores[rows[:, None], self.eos_token_id]
-        if rows.numel() == scores.shape[0]:  # every row forced: nothing to copy
+        eos = self.eos_token_id
+        columns = slice(eos[0], eos[0] + 1) if len(eos) == 1 else eos  # a slice builds no index tensor
+        # eos keeps its score; a banned (-inf) or non-finite one becomes 0, so that eos can be drawn
+        eos_scores = scores[:, columns].nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
+        if count == scores.shape[0]:  # every row forced: nothing to copy
             out = torch.full_like(scores, -math.inf)
-        else:  # one copy of the scores; only the forced rows change
-            out = scores.clone()
-            out.index_fill_(0, rows, -math.inf)
-        out[rows[:, None], self.eos_token_id] = torch.where(torch.isfinite(eos_scores), eos_scores, 0.0)
+            out[:, columns] = eos_scores
+            return out
+        out = scores.masked_fill(forced[:, None], -math.inf)  # one copy; only the forced rows change
+        out[:, columns] = torch.where(forced[:, None], eos_scores, scores[:, columns])
         return out
 
 
