@@ -160,3 +160,24 @@ def test_generate_gives_the_same_tokens(looping_model, prompt, kwargs, mode):
     assert torch.equal(outputs[0], outputs[1])
     assert reasons[0] == reasons[1]
     assert (outputs[0][:, ids.shape[1] :] == EOS).any()  # the floor / loop eos acted
+
+
+@pytest.mark.parametrize("loop_action", ["stop", "eos"])
+def test_one_clock_step_per_call(loop_action, monkeypatch):
+    """A build's floor shares the loop component's prompt clock; the fused processor steps it once per call
+    (the loop stop's own step after the token is appended is the only other one)."""
+    procs, _ = NoLoopConfig(start=0, loop_action=loop_action).build(2)
+    (fused,) = procs
+    clocks = {id(part._clock) for part in fused.processors if hasattr(part, "_clock")}
+    assert len(clocks) == 1
+    steps = []
+    clock = next(part._clock for part in fused.processors if hasattr(part, "_clock"))
+    step = clock.step
+    monkeypatch.setattr(
+        clock, "step", lambda *args, **kwargs: steps.append(args[0].shape[1]) or step(*args, **kwargs)
+    )
+    ids = torch.randint(3, 50, (2, 6), generator=torch.Generator().manual_seed(0))
+    for width in range(6, 12):
+        fused(ids[:, :width] if width <= 6 else torch.cat([ids, ids[:, : width - 6]], 1), torch.randn(2, 50))
+    assert steps == list(range(6, 12))
+    assert fused.processors[-1].prompt_length == 6

@@ -165,8 +165,20 @@ class Clocked:
         """(Decoder) prompt width of the current or last ``generate`` call, None before the first call."""
         return self._clock.prompt_length
 
+    def _count(self, input_ids: torch.Tensor, counted: dict[int, int] | None = None) -> int:
+        """Generated tokens in ``input_ids``, from one step of the clock. ``counted``: the counts the clocks of
+        a fused processor took earlier in the same call (by clock), so that a clock shared by several of its
+        components compares the rows once per step (the second step would find the same rows and count
+        the same)."""
+        if counted is not None and id(self._clock) in counted:
+            return counted[id(self._clock)]
+        generated, _ = self._clock.step(input_ids)
+        if counted is not None:
+            counted[id(self._clock)] = generated
+        return generated
 
-class ClockTracker(LogitsProcessor):
+
+class ClockTracker(Clocked, LogitsProcessor):
     """Logits processor that returns the scores unchanged and shows every decoding step to a clock.
 
     A stopping criterion only sees the rows after each step's tokens were appended; under assisted and
@@ -176,8 +188,12 @@ class ClockTracker(LogitsProcessor):
     """
 
     def __init__(self, clock: PromptClock) -> None:
-        self.clock = clock
+        self._clock = clock
+
+    @property
+    def clock(self) -> PromptClock:
+        return self._clock
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        self.clock.step(input_ids)
+        self._count(input_ids)
         return scores

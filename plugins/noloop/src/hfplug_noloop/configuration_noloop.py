@@ -199,14 +199,19 @@ class NoLoopConfig:
             procs.append(ConsistentMinPLogitsWarper(self.min_p, eos))
         loop_args = (self.min_pattern_size, self.max_pattern_size, self.min_count, self.loop_window)
         stops: list = []
+        loop = None  # the loop component, whose prompt clock the floor shares
         if self.loop_action == "eos":
-            procs.append(LoopEOSLogitsProcessor(eos, *loop_args, self.min_loop_tokens))
+            loop = LoopEOSLogitsProcessor(eos, *loop_args, self.min_loop_tokens)
+            procs.append(loop)
         elif self.loop_action == "stop":
-            stop = LoopStoppingCriteria(*loop_args, self.min_loop_tokens, eos_token_id=eos)
-            procs.append(stop.tracker)  # shows every step to the criterion: assisted decoding works
-            stops.append(stop)
+            loop = LoopStoppingCriteria(*loop_args, self.min_loop_tokens, eos_token_id=eos)
+            procs.append(loop.tracker)  # shows every step to the criterion: assisted decoding works
+            stops.append(loop)
         if self.epsilon is not None:
-            procs.append(SelfTerminatingLogitsProcessor(self.epsilon, eos, self.start))
+            floor = SelfTerminatingLogitsProcessor(self.epsilon, eos, self.start)
+            if loop is not None:  # one clock for the build: the fused processor compares the rows once a step
+                floor._clock = loop._clock
+            procs.append(floor)
         if fused and len(procs) > 1:
             procs = [NoLoopLogitsProcessor(procs)]
         return NoLoopComponents(LogitsProcessorList(procs), StoppingCriteriaList(stops))

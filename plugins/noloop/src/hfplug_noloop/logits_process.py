@@ -16,7 +16,7 @@ from transformers import LogitsProcessor
 from hfplug.validation import check_float, check_int
 
 from ._selection import keep_at_least, keep_top_k, kth_largest, nucleus_threshold, sorted_values
-from ._utils import Clocked, PromptClock, as_token_ids, check_vocabulary
+from ._utils import Clocked, ClockTracker, PromptClock, as_token_ids, check_vocabulary
 from .stopping_criteria import LoopDetector
 
 _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
@@ -225,15 +225,20 @@ class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
         return self._process(input_ids, scores)
 
     def _process(
-        self, input_ids: torch.Tensor, scores: torch.Tensor, row_max: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        scores: torch.Tensor,
+        row_max: torch.Tensor | None = None,
+        counted: dict[int, int] | None = None,
     ) -> torch.Tensor:
-        """The floored scores; ``row_max``: the rows' maxima (R, 1) when already known.
+        """The floored scores; ``row_max``: the rows' maxima (R, 1) when already known; ``counted``: see
+        :meth:`~hfplug_noloop._utils.Clocked._count`.
 
         Up to ``_SCALAR_ROWS`` rows, the per-row decisions run on Python floats read in one transfer
         (fewer tensor operations: each costs microseconds however small); larger batches stay in tensors.
         """
         _check_eos_in_vocabulary(self, scores)
-        generated, _ = self._clock.step(input_ids)
+        generated = self._count(input_ids, counted)
         del self.raised[generated:]  # a new generation, or a rewind (assisted decoding) drops later tokens
         floor = self.floor(generated + 1)
         if floor <= 0.0:
@@ -475,8 +480,15 @@ class LoopEOSLogitsProcessor(Clocked, LogitsProcessor):
         self.forced: list[torch.Tensor] = []
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        return self._process(input_ids, scores)
+
+    def _process(
+        self, input_ids: torch.Tensor, scores: torch.Tensor, counted: dict[int, int] | None = None
+    ) -> torch.Tensor:
+        """The scores with the looping rows forced to eos; ``counted``: see
+        :meth:`~hfplug_noloop._utils.Clocked._count`."""
         _check_eos_in_vocabulary(self, scores)
-        generated, _ = self._clock.step(input_ids)
+        generated = self._count(input_ids, counted)
         del self.forced[generated:]  # a new generation, or a rewind (assisted decoding) drops later tokens
         forced = self.detector(input_ids, generated) > 0
         self.forced.append(forced)
@@ -502,8 +514,9 @@ class NoLoopLogitsProcessor(LogitsProcessor):
     ``processors`` run in their order and the output equals running them one after the other, bit for bit.
     What is shared: the rows' maximum is computed (and checked for NaN / +inf) once and handed to every
     consistent warper and to the floor for as long as the scores keep it (a processor that returns its
-    input unchanged, or a warper dropping to -inf, keeps it), and ``generate`` inspects one processor's
-    signature per step instead of one per component. ``NoLoopConfig.build(..., fused=False)`` gives the
+    input unchanged, or a warper dropping to -inf, keeps it); a prompt clock shared by several components (as
+    ``build`` shares one) steps once per call; and ``generate`` inspects one processor's signature per step
+    instead of one per component. ``NoLoopConfig.build(..., fused=False)`` gives the
     separate processors.
     """
 
@@ -512,6 +525,7 @@ class NoLoopLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         row_max = None  # the maxima of the current scores' rows, once known
+        counted: dict[int, int] = {}  # generated tokens, by clock, once a clock stepped in this call
         for processor in self.processors:
             if isinstance(processor, _ConsistentWarper):
                 if row_max is None:
@@ -521,7 +535,12 @@ class NoLoopLogitsProcessor(LogitsProcessor):
                 if processor.filter_value != -math.inf:  # a dropped token may now be the largest
                     row_max = None
             elif isinstance(processor, SelfTerminatingLogitsProcessor):
-                out = processor._process(input_ids, scores, row_max)
+                out = processor._process(input_ids, scores, row_max, counted)
+            elif isinstance(processor, LoopEOSLogitsProcessor):
+                out = processor._process(input_ids, scores, counted)
+            elif isinstance(processor, ClockTracker):
+                processor._count(input_ids, counted)
+                out = scores
             else:
                 out = processor(input_ids, scores)
                 if out is not scores:
