@@ -374,7 +374,7 @@ def plot(report: dict, path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=35, ha="right", fontsize=8)
-    ax.set_ylabel("own CPU ms per token (median, IQR over repeats; log scale)")
+    ax.set_ylabel("own CPU ms per token, log scale\n(median, IQR over repeats)")
     ax.set_title(
         "Per-token cost of each component in generate(): batch 8, vocab 21,128, tiny GPT-2, 1 thread"
     )
@@ -389,7 +389,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, nargs="+", default=[15, 15, 7], help="one per context")
     parser.add_argument("--isolated-calls", type=int, default=50)
     parser.add_argument("--name", default="overhead", help="results/<name>.json and .png")
+    parser.add_argument("--replot", action="store_true", help="redraw <name>.png from <name>.json, no timing")
     args = parser.parse_args()
+    if args.replot:
+        plot(json.loads((RESULTS / f"{args.name}.json").read_text()), RESULTS / f"{args.name}.png")
+        return
     repeats = (
         args.repeats if len(args.repeats) == len(args.contexts) else args.repeats[:1] * len(args.contexts)
     )
