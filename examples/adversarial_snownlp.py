@@ -67,7 +67,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from hfplug.data import bert_chinese_vocab_dir, review_splits, zh_bert_dir, zh_bert_record
+from hfplug.data import bert_chinese_vocab_dir, encode_reviews, review_splits, zh_bert_dir, zh_bert_record
 
 RESULTS = Path(__file__).parent / "results"
 DATA = "review_splits(seed=0): distinct reviews, train and test disjoint (de-duplicated)"
@@ -114,7 +114,7 @@ def conditions(fgm_eps: float, gp_eps: float, frequency: torch.Tensor | None) ->
 
 class Encoded(torch.utils.data.Dataset):
     def __init__(self, encoding, labels):
-        self.encoding, self.labels = encoding, torch.tensor(labels)
+        self.encoding, self.labels = encoding, labels
 
     def __len__(self):
         return len(self.labels)
@@ -129,12 +129,9 @@ def split(n_train: int, n_test: int, max_length: int, tokenizer):
     seed 0, for every training seed and condition)."""
     train, test = review_splits(n_train, n_test, seed=0)
 
-    def encode(pairs):
-        enc = tokenizer([text for text, _ in pairs], truncation=True, max_length=max_length,
-                        padding="max_length", return_tensors="pt")  # fmt: skip
-        return Encoded(enc, [label for _, label in pairs])
-
-    return encode(train), encode(test)
+    return Encoded(*encode_reviews(tokenizer, train, max_length)), Encoded(
+        *encode_reviews(tokenizer, test, max_length)
+    )
 
 
 def make_model(

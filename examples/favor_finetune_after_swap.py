@@ -56,7 +56,14 @@ from transformers import (
 )
 
 import hfplug
-from hfplug.data import bert_chinese_vocab_dir, minilm_dir, review_splits, zh_bert_dir, zh_bert_record
+from hfplug.data import (
+    bert_chinese_vocab_dir,
+    encode_reviews,
+    minilm_dir,
+    review_splits,
+    zh_bert_dir,
+    zh_bert_record,
+)
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -151,18 +158,8 @@ def main_zh_bert(args: argparse.Namespace) -> None:
     tokenizer = AutoTokenizer.from_pretrained(base)
     train_pairs, test_pairs = review_splits(settings["train"], settings["test"], seed=0)
 
-    def encode(pairs):
-        texts = [text for text, _ in pairs]
-        enc = tokenizer(
-            texts,
-            padding="max_length",
-            truncation=True,
-            max_length=settings["max_length"],
-            return_tensors="pt",
-        )
-        return dict(enc), torch.tensor([label for _, label in pairs])
-
-    train_xy, test_xy = encode(train_pairs), encode(test_pairs)
+    train_xy = encode_reviews(tokenizer, train_pairs, settings["max_length"])
+    test_xy = encode_reviews(tokenizer, test_pairs, settings["max_length"])
     hfplug.use_attention("favor")
     load_start, date = os.getloadavg(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     runs = []
@@ -234,18 +231,8 @@ def main() -> None:
     else:
         tokenizer = BertTokenizer.from_pretrained(bert_chinese_vocab_dir())
 
-    def encode(pairs):
-        enc = tokenizer(
-            [text for text, _ in pairs],
-            padding="max_length",
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-        )
-        return dict(enc), torch.tensor([label for _, label in pairs])
-
-    train_x, train_y = encode(train_pairs)
-    test_x, test_y = encode(test_pairs)
+    train_x, train_y = encode_reviews(tokenizer, train_pairs, max_length)
+    test_x, test_y = encode_reviews(tokenizer, test_pairs, max_length)
     torch.manual_seed(0)
     if args.minilm:
         model = AutoModelForSequenceClassification.from_pretrained(

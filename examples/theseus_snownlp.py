@@ -65,7 +65,14 @@ from transformers import (
     TrainingArguments,
 )
 
-from hfplug.data import bert_chinese_vocab_dir, minilm_dir, review_splits, zh_bert_dir, zh_bert_record
+from hfplug.data import (
+    bert_chinese_vocab_dir,
+    encode_reviews,
+    minilm_dir,
+    review_splits,
+    zh_bert_dir,
+    zh_bert_record,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -87,14 +94,8 @@ def load_splits(train_size: int, test_size: int, max_length: int, tokenizer) -> 
     splits = review_splits(train_size, test_size, seed=0)
 
     def encode(pairs: list[tuple[str, int]]) -> Encoded:
-        batch = tokenizer(
-            [text for text, _ in pairs],
-            max_length=max_length,
-            truncation=True,
-            padding="max_length",
-            return_tensors="pt",
-        )
-        return Encoded(batch["input_ids"], batch["attention_mask"], torch.tensor([y for _, y in pairs]))
+        batch, labels = encode_reviews(tokenizer, pairs, max_length)
+        return Encoded(batch["input_ids"], batch["attention_mask"], labels)
 
     train, test = (encode(pairs) for pairs in splits)
     return train, test

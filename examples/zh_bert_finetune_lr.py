@@ -34,7 +34,7 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
-from hfplug.data import review_splits, zh_bert_dir, zh_bert_record
+from hfplug.data import encode_reviews, review_splits, zh_bert_dir, zh_bert_record
 
 RESULTS = Path(__file__).resolve().parent / "results" / "zh_bert_finetune_lr.json"
 BASES = ("char", "word", "scratch")
@@ -46,14 +46,8 @@ def encoded_splits(tokenizer, max_length: int, n_val: int) -> dict[str, tuple[to
     parts = {"train": train_pairs[:-n_val], "val": train_pairs[-n_val:]}
     out = {}
     for name, pairs in parts.items():
-        batch = tokenizer(
-            [text for text, _ in pairs],
-            max_length=max_length,
-            truncation=True,
-            padding="max_length",
-            return_tensors="pt",
-        )
-        out[name] = (batch["input_ids"], batch["attention_mask"], torch.tensor([y for _, y in pairs]))
+        batch, labels = encode_reviews(tokenizer, pairs, max_length)
+        out[name] = (batch["input_ids"], batch["attention_mask"], labels)
     return out
 
 

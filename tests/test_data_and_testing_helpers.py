@@ -154,3 +154,18 @@ def test_word_tokenizer_maps_words_to_ids():
     assert tokenizer("w3 w9  w5")["input_ids"] == [3, 9, 5]
     assert tokenizer("w10 x")["input_ids"] == [1, 1]  # out of the vocabulary -> <unk>
     assert (tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.eos_token_id) == (0, 1, 2)
+
+
+def test_encode_reviews_matches_one_text_at_a_time():
+    """The batch encoding against the tokenizer called on each review alone, padded by hand."""
+    tokenizer = char_tokenizer()
+    pairs = data.review_splits(6, 1, seed=3)[0]
+    encoding, labels = data.encode_reviews(tokenizer, pairs, max_length=12)
+    assert labels.tolist() == [label for _, label in pairs] and labels.dtype == torch.long
+    for row, (text, _) in enumerate(pairs):
+        ids = tokenizer(text, max_length=12, truncation=True)["input_ids"]
+        padded = ids + [tokenizer.pad_token_id] * (12 - len(ids))
+        assert encoding["input_ids"][row].tolist() == padded
+        assert encoding["attention_mask"][row].tolist() == [1] * len(ids) + [0] * (12 - len(ids))
+    with pytest.raises(ValueError, match="max_length"):
+        data.encode_reviews(tokenizer, pairs, max_length=0)

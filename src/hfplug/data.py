@@ -21,8 +21,12 @@ import importlib.util
 import json
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .validation import check_int
+
+if TYPE_CHECKING:
+    import torch
 
 
 class MissingDataPackageError(ImportError):
@@ -90,6 +94,23 @@ def review_splits(
         )
     random.Random(seed).shuffle(pairs)
     return pairs[:n_train], pairs[n_train : n_train + n_test]
+
+
+def encode_reviews(tokenizer, pairs: list[tuple[str, int]], max_length: int) -> tuple[dict, torch.Tensor]:
+    """``(text, label)`` pairs as model inputs: ``(encoding, labels)``, the encoding a dict of tensors padded and
+    truncated to ``max_length`` (``input_ids``, ``attention_mask``, and whatever else the tokenizer returns),
+    the labels a long tensor."""
+    import torch
+
+    check_int("max_length", max_length, minimum=1)
+    encoding = tokenizer(
+        [text for text, _ in pairs],
+        max_length=max_length,
+        truncation=True,
+        padding="max_length",
+        return_tensors="pt",
+    )
+    return dict(encoding), torch.tensor([label for _, label in pairs])
 
 
 def long_tailed_reviews(
