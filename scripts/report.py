@@ -683,6 +683,7 @@ SECTIONS: list[Section] = [
                 "--name",
                 "overhead_4096",
             ),
+            ("plugins/noloop/bench/bench_op_cost.py", "--repeats", "9", "--warm-calls", "300", "--compile"),
             ("examples/noloop_peoples_daily.py",),
         ),
         noloop_rows,
@@ -1553,6 +1554,27 @@ def noloop_isolated_block() -> str:
     return table(["component", "random", "looping", "peaked"], rows)
 
 
+def noloop_op_cost_block() -> str:
+    """One tensor operation per decoding step inside ``generate`` against a warm loop (``op_cost.json``)."""
+    r = load(f"{NOLOOP}/op_cost.json")
+    setup = r["setup"]
+    rows = [
+        [
+            name,
+            f"**{o['generate_us']:.1f}** ({o['generate_iqr_repeats'][0]:.1f}..{o['generate_iqr_repeats'][1]:.1f})",
+            f"{o['warm_us']:.1f} ({o['warm_iqr'][0]:.1f}..{o['warm_iqr'][1]:.1f})",
+            f"{o['ratio']:.1f}x",
+        ]
+        for name, o in r["operations"].items()
+    ]
+    return table(["operation", "in generate, µs", "warm loop, µs", "ratio"], rows) + recorded(
+        f"{setup['model']}, batch {setup['batch']}, vocabulary {setup['vocab']:,}, context {setup['context']:,}, "
+        f"{setup['threads']} thread, torch {setup['torch']}, NumPy {setup['numpy']}",
+        f"{setup['repeats']} repeats, {setup['warm_calls']} warm calls, {setup['machine']}, {setup['date']}, "
+        f"{setup['wall_s']:.0f} s, {load_span(setup['load_before'], setup['load_after'])}",
+    )
+
+
 def noloop_reproduction_block() -> str:
     """Each decoding variant on 200 held-out openings of People's Daily (``noloop_peoples_daily.json``)."""
     r = load("examples/results/noloop_peoples_daily.json")
@@ -2110,6 +2132,7 @@ PAGES: dict[str, dict[str, Callable[[], str]]] = {
     "docs/plugins/noloop.md": {
         "noloop-overhead": lambda: noloop_overhead_table("overhead_256_1024"),
         "noloop-isolated": noloop_isolated_block,
+        "noloop-op-cost": noloop_op_cost_block,
         "noloop-overhead-4096": lambda: noloop_overhead_table("overhead_4096"),
         "noloop-reproduction": noloop_reproduction_block,
     },

@@ -199,6 +199,21 @@ def components(spec: dict) -> tuple[list, list]:
     return list(procs), list(spec["stops"]() if spec["stops"] else [])
 
 
+def decode(model, ids: torch.Tensor, processors: list, criteria: list = ()) -> torch.Tensor:
+    """``NEW`` greedy tokens for every row of ``ids`` (never stopped early: no eos, ``min_new_tokens=NEW``)."""
+    return model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=NEW,
+        min_new_tokens=NEW,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=0,
+        logits_processor=LogitsProcessorList(processors),
+        stopping_criteria=StoppingCriteriaList(list(criteria)),
+    )
+
+
 def step_ms(model, ids: torch.Tensor, spec: dict) -> tuple[float, float, list[float], list[float]]:
     """One greedy ``generate`` call with ``spec``'s processors and criteria: the median step time (ms) by the
     wall clock and by this thread's CPU time (one thread does all the work; time spent preempted by other
@@ -211,17 +226,7 @@ def step_ms(model, ids: torch.Tensor, spec: dict) -> tuple[float, float, list[fl
     clocks = [*procs, *stops]
     procs = [LoopEOSWithoutEffect(p) if isinstance(p.component, LoopEOSLogitsProcessor) else p for p in procs]
     stops = [MeasureOnly(s) for s in stops]
-    out = model.generate(
-        ids,
-        attention_mask=torch.ones_like(ids),
-        max_new_tokens=NEW,
-        min_new_tokens=NEW,
-        do_sample=False,
-        eos_token_id=None,
-        pad_token_id=0,
-        logits_processor=LogitsProcessorList([probe, *procs]),
-        stopping_criteria=StoppingCriteriaList(stops),
-    )
+    out = decode(model, ids, [probe, *procs], stops)
     assert out.shape[1] == ids.shape[1] + NEW and len(probe.stamps) == NEW
     assert all(len(c.cpu_ns) == NEW for c in clocks)  # one call per step
     steps = [
@@ -383,16 +388,25 @@ def plot(report: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def parse_or_replot(parser: argparse.ArgumentParser, name: str, plot) -> argparse.Namespace | None:
+    """``parser``'s arguments plus ``--name`` (results/<name>.json and .png) and ``--replot``; with ``--replot``
+    redraws the PNG from the JSON with ``plot(report, path)`` and returns None."""
+    parser.add_argument("--name", default=name, help="results/<name>.json and .png")
+    parser.add_argument("--replot", action="store_true", help="redraw <name>.png from <name>.json, no timing")
+    args = parser.parse_args()
+    if not args.replot:
+        return args
+    plot(json.loads((RESULTS / f"{args.name}.json").read_text()), RESULTS / f"{args.name}.png")
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--contexts", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--repeats", type=int, nargs="+", default=[15, 15, 7], help="one per context")
     parser.add_argument("--isolated-calls", type=int, default=50)
-    parser.add_argument("--name", default="overhead", help="results/<name>.json and .png")
-    parser.add_argument("--replot", action="store_true", help="redraw <name>.png from <name>.json, no timing")
-    args = parser.parse_args()
-    if args.replot:
-        plot(json.loads((RESULTS / f"{args.name}.json").read_text()), RESULTS / f"{args.name}.png")
+    args = parse_or_replot(parser, "overhead", plot)
+    if args is None:
         return
     repeats = (
         args.repeats if len(args.repeats) == len(args.contexts) else args.repeats[:1] * len(args.contexts)
