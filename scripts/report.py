@@ -1567,11 +1567,21 @@ def noloop_op_cost_block() -> str:
         ]
         for name, o in r["operations"].items()
     ]
-    return table(["operation", "in generate, µs", "warm loop, µs", "ratio"], rows) + recorded(
-        f"{setup['model']}, batch {setup['batch']}, vocabulary {setup['vocab']:,}, context {setup['context']:,}, "
-        f"{setup['threads']} thread, torch {setup['torch']}, NumPy {setup['numpy']}",
-        f"{setup['repeats']} repeats, {setup['warm_calls']} warm calls, {setup['machine']}, {setup['date']}, "
-        f"{setup['wall_s']:.0f} s, {load_span(setup['load_before'], setup['load_after'])}",
+    step = r["gpt2_small_step"]
+    scale = (
+        f"\nFor scale, in the same run: one decoding step of a {step['model']} model at this batch, vocabulary and "
+        f"context takes **{step['ms']:.0f} ms** ({step['iqr'][0]:.0f}..{step['iqr'][1]:.0f}, {step['steps']} steps, "
+        "one thread).\n"
+    )
+    return (
+        table(["operation", "in generate, µs", "warm loop, µs", "ratio"], rows)
+        + scale
+        + recorded(
+            f"{setup['model']}, batch {setup['batch']}, vocabulary {setup['vocab']:,}, context {setup['context']:,}, "
+            f"{setup['threads']} thread, torch {setup['torch']}, NumPy {setup['numpy']}",
+            f"{setup['repeats']} repeats, {setup['warm_calls']} warm calls, {setup['machine']}, {setup['date']}, "
+            f"{setup['wall_s']:.0f} s, {load_span(setup['load_before'], setup['load_after'])}",
+        )
     )
 
 

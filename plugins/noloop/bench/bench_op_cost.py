@@ -10,6 +10,9 @@ state. The same operation then runs back to back on the same inputs ("warm": cac
 hot). Every repeat runs all settings in a fresh random order; per ``generate`` call the median over its 64
 steps, per setting the median and IQR over repeats; "clock reads only" times an empty interval.
 
+For scale, the run also times whole decoding steps of a GPT-2-small-shaped model (12 layers, 768 wide, random
+weights) at the same batch, vocabulary and context: what a component's cost is a fraction of in real use.
+
 ``--compile`` adds a ``torch.compile``d log_softmax plus a per-row shift (the floor's renormalisation as one
 compiled graph) beside the same two operations run eagerly; it needs a C++ compiler and ~20 s to compile.
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import math
 import os
@@ -104,6 +108,28 @@ def in_generate(model, ids: torch.Tensor, factory) -> float:
     return statistics.median(probe.us)
 
 
+class Stamps:
+    """Processor that records this thread's CPU time at every decoding step."""
+
+    def __init__(self) -> None:
+        self.ns: list[int] = []
+
+    def __call__(self, input_ids, scores):
+        self.ns.append(time.thread_time_ns())
+        return scores
+
+
+def gpt2_small_step_ms(steps: int) -> list[float]:
+    """Thread CPU ms of ``steps`` decoding steps of a GPT-2-small-shaped model (12 layers, 768 wide, random
+    weights), batch 8, vocabulary 21,128, ending at context 1,024 (the prefill is left out)."""
+    config = GPT2Config(n_layer=12, n_embd=768, n_head=12, vocab_size=VOCAB, n_positions=CONTEXT)
+    model = GPT2LMHeadModel(config).eval()
+    ids = torch.randint(3, VOCAB, (BATCH, CONTEXT - steps - 1), generator=torch.Generator().manual_seed(3))
+    stamps = Stamps()
+    decode(model, ids, [stamps], new=steps + 1)
+    return [(b - a) / 1e6 for a, b in itertools.pairwise(stamps.ns)]
+
+
 def warm(factory, calls: int) -> list[float]:
     """µs of each of ``calls`` back-to-back runs of the operation on one (8, vocabulary) score tensor."""
     operation = factory(torch.randn(BATCH, VOCAB, generator=torch.Generator().manual_seed(1)))
@@ -155,13 +181,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=7, help="generate calls per operation")
     parser.add_argument("--warm-calls", type=int, default=200)
+    parser.add_argument("--model-steps", type=int, default=8, help="GPT-2-small-shaped steps timed for scale")
     parser.add_argument("--compile", action="store_true", help="add the torch.compile rows")
     args = parse_or_replot(parser, "op_cost", plot)
     if args is None:
         return
-    if args.repeats < 2 or args.warm_calls < 2:
+    if min(args.repeats, args.warm_calls, args.model_steps) < 2:
         parser.error(
-            f"--repeats and --warm-calls must be >= 2 (an IQR), got {args.repeats} and {args.warm_calls}"
+            "--repeats, --warm-calls and --model-steps must be >= 2 (an IQR), got "
+            f"{args.repeats}, {args.warm_calls} and {args.model_steps}"
         )
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -184,6 +212,7 @@ def main() -> None:
                 in_gen[name].append(in_generate(model, ids, ops[name]))
             print(f"repeat {repeat + 1}/{args.repeats} done", flush=True)
         warm_us = {name: warm(factory, args.warm_calls) for name, factory in ops.items()}
+        model_steps = gpt2_small_step_ms(args.model_steps)
     report = {
         "setup": {
             "model": "GPT-2 2 layers, 64 wide, random weights, sdpa attention",
@@ -216,6 +245,12 @@ def main() -> None:
             }
             for name in ops
         },
+        "gpt2_small_step": {
+            "model": "GPT-2 12 layers, 768 wide, 12 heads, random weights, sdpa attention",
+            "steps": args.model_steps,
+            "ms": round(statistics.median(model_steps), 1),
+            "iqr": quartiles(model_steps),
+        },
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2))
@@ -224,6 +259,7 @@ def main() -> None:
         print(
             f"{name:52s} generate {row['generate_us']:9.2f} us  warm {row['warm_us']:9.2f} us  x{row['ratio']}"
         )
+    print(f"GPT-2-small-shaped step: {report['gpt2_small_step']['ms']} ms")
     print(f"wrote {RESULTS / args.name}.json and .png in {report['setup']['wall_s']} s")
 
 

@@ -199,13 +199,13 @@ def components(spec: dict) -> tuple[list, list]:
     return list(procs), list(spec["stops"]() if spec["stops"] else [])
 
 
-def decode(model, ids: torch.Tensor, processors: list, criteria: list = ()) -> torch.Tensor:
-    """``NEW`` greedy tokens for every row of ``ids`` (never stopped early: no eos, ``min_new_tokens=NEW``)."""
+def decode(model, ids: torch.Tensor, processors: list, criteria: list = (), new: int = NEW) -> torch.Tensor:
+    """``new`` greedy tokens for every row of ``ids`` (never stopped early: no eos, ``min_new_tokens=new``)."""
     return model.generate(
         ids,
         attention_mask=torch.ones_like(ids),
-        max_new_tokens=NEW,
-        min_new_tokens=NEW,
+        max_new_tokens=new,
+        min_new_tokens=new,
         do_sample=False,
         eos_token_id=None,
         pad_token_id=0,
