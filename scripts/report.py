@@ -1569,7 +1569,7 @@ def noloop_op_cost_block() -> str:
     ]
     step = r["gpt2_small_step"]
     scale = (
-        f"\nFor scale, in the same run: one decoding step of a {step['model']} model at this batch, vocabulary and "
+        f"\nFor scale, in the same run: one decoding step of a model ({step['model']}) at this batch, vocabulary and "
         f"context takes **{step['ms']:.0f} ms** ({step['iqr'][0]:.0f}..{step['iqr'][1]:.0f}, {step['steps']} steps, "
         "one thread).\n"
     )
