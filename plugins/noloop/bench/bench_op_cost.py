@@ -54,6 +54,7 @@ def operations(compile_graph: bool) -> dict[str, Callable[[torch.Tensor], Callab
     candidates = torch.randn(BATCH, CANDIDATES, generator=generator)
     row_values = torch.randn(BATCH, generator=generator)
     shift = torch.randn(BATCH, 1, generator=generator)
+    threshold = torch.full((BATCH, 1), 2.5)  # about the 50th largest of 21,128 standard normal scores
     ops = {
         "clock reads only": lambda s: lambda: None,
         "slice + reshape of the scores (a view, no data)": lambda s: (
@@ -69,6 +70,9 @@ def operations(compile_graph: bool) -> dict[str, Callable[[torch.Tensor], Callab
         "amax over the scores (one read pass)": lambda s: lambda: s.amax(dim=-1),
         "full_like(scores, -inf) (one write pass)": lambda s: lambda: torch.full_like(s, -math.inf),
         "clone of the scores": lambda s: lambda: s.clone(),
+        "masked_fill where below a threshold per row (transformers' warpers)": lambda s: (
+            lambda: s.masked_fill(s < threshold, -math.inf)
+        ),
         "log_softmax of the scores": lambda s: lambda: torch.log_softmax(s, dim=-1),
         "torch.topk, k = 50, over the scores": lambda s: lambda: torch.topk(s, K, dim=-1),
         "NumPy value sort of the scores": lambda s: lambda: np.sort(s.numpy(), axis=-1),
