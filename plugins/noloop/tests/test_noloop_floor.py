@@ -184,3 +184,38 @@ def test_floor_that_rounds_to_one_gives_eos_all_the_mass():
     probs = out.double().softmax(dim=-1)
     torch.testing.assert_close(probs[:, [2, 5]].sum(-1), torch.ones(3, dtype=torch.float64))
     assert torch.isinf(out[:, [0, 1, 3, 4, 6, 7, 8, 9]]).all()
+
+
+def _floored_reference(scores: torch.Tensor, eos: list[int], floor_value: float) -> torch.Tensor:
+    """log q of the documented renormalisation, in float64 from the raw scores: q restricted to the eos ids is
+    f x softmax(their scores), q on the other tokens is (1 - f) x softmax(theirs)."""
+    scores = scores.double()
+    is_eos = torch.zeros(scores.shape[-1], dtype=torch.bool)
+    is_eos[eos] = True
+    ref = torch.empty_like(scores)
+    ref[:, is_eos] = math.log(floor_value) + torch.log_softmax(scores[:, is_eos], dim=-1)
+    ref[:, ~is_eos] = math.log1p(-floor_value) + torch.log_softmax(scores[:, ~is_eos], dim=-1)
+    return ref
+
+
+@pytest.mark.parametrize("rows", [2, 40])  # per-row decisions on Python floats; on tensors (> 32 rows)
+@pytest.mark.parametrize("eos", [[0], [0, 1]])
+@pytest.mark.parametrize("eos_score", [-3.0e5, -1.0e7, -1.0e9, torch.finfo(torch.float32).min])
+def test_raised_row_is_exact_when_eos_is_far_below(rows, eos, eos_score):
+    """A row whose eos scores are far below the rest (a large finite mask) is raised to exactly f whether the
+    other rows are raised too or left alone: no float32 cancellation of log p_eos against log f - log p_eos."""
+    row = torch.tensor([eos_score] * len(eos) + [10.0, 0.0, 0.0, -2.0, 1.0][: 6 - len(eos)])
+    row[1] = row[1] if len(eos) == 1 else 0.999 * eos_score  # two eos ids: their share matters too
+    free = torch.zeros(6)
+    free[eos] = 12.0  # p_eos ~ 1: never raised
+    binding = torch.tensor([-30.0, -31.0, 1.0, 2.0, 0.5, 0.0])
+    for name, other in (("other rows free", free), ("other rows raised", binding)):
+        scores = torch.stack([row, *[other] * (rows - 1)])
+        processor = SelfTerminatingLogitsProcessor(0.6, eos)  # greedy_bound() == 1: eos wins the first token
+        out = processor(torch.zeros(rows, 3, dtype=torch.long), scores.clone())
+        floor_value = processor.floor(1)
+        log_q = torch.log_softmax(out[0].double(), dim=-1)
+        torch.testing.assert_close(
+            log_q, _floored_reference(row[None], eos, floor_value)[0], rtol=1e-6, atol=1e-5, msg=name
+        )
+        assert int(out[0].argmax()) in eos, name

@@ -272,18 +272,13 @@ class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
                 top_id = max(ids)
                 log_p_eos = top_id if len(ids) == 1 or top_id == -math.inf else _logsumexp(ids, top_id)
                 flags.append(-math.inf < log_p_eos < log_floor)
-                shifts.append(
-                    (log_other - math.log1p(-math.exp(log_p_eos)), log_floor - log_p_eos)
-                    if flags[-1]
-                    else (0.0, 0.0)
-                )
+                shifts.append(log_other - math.log1p(-math.exp(log_p_eos)) if flags[-1] else 0.0)
             raise_rows = torch.tensor(flags, device=scores.device)
             self.raised.append(raise_rows)
             if not any(flags):
                 return scores
             every_row = all(flags)
-            shifts = torch.tensor(shifts, dtype=torch.float32, device=scores.device)
-            shift_other, shift_eos = shifts[:, :1], shifts[:, 1:]
+            shift_other = torch.tensor(shifts, dtype=torch.float32, device=scores.device)[:, None]
         else:
             log_p_eos = (
                 log_p_eos_ids[:, 0] if len(eos) == 1 else torch.logsumexp(log_p_eos_ids, dim=-1)
@@ -294,20 +289,24 @@ class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
                 return scores
             every_row = bool(raise_rows.all())
             shift_other = (log_other - torch.log1p(-log_p_eos.exp())).float()[:, None]
-            shift_eos = (log_floor - log_p_eos).float()[:, None]
+        # the raised rows' eos ids: log f + log(p_e / p_eos), the share from their own scores (a log_softmax
+        # over the eos columns in float64): log p_e + (log f - log p_eos) would cancel in float32 when
+        # log p_eos is far below zero; a single eos id is set to log f
+        eos_scores = None if len(eos) == 1 else _eos_shares(scores, eos).add_(log_floor).float()
         if every_row:
-            if len(eos) == 1:  # log p_e + log(f / p_e) = log f
-                out = log_p.add_(shift_other)
+            out = log_p.add_(shift_other)
+            if eos_scores is None:
                 out[:, eos[0]] = log_floor
             else:
-                eos_scores = log_p_eos_ids + shift_eos  # before log_p changes in place
-                out = log_p.add_(shift_other)
                 out[:, eos] = eos_scores
             return out if out.dtype == scores.dtype else out.to(scores.dtype)
         rows = torch.nonzero(raise_rows).flatten()
         out = scores.float().clone()  # one copy; only the raised rows change
         out[rows] = log_p[rows] + shift_other[rows]
-        out[rows[:, None], eos] = log_p_eos_ids[rows] + shift_eos[rows]
+        if eos_scores is None:
+            out[rows, eos[0]] = log_floor
+        else:
+            out[rows[:, None], eos] = eos_scores[rows]
         return out.to(scores.dtype)
 
     def _untouched(self, scores: torch.Tensor) -> torch.Tensor:
@@ -317,6 +316,11 @@ class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
             self._no_rows = (key, torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device))
         self.raised.append(self._no_rows[1])
         return scores
+
+
+def _eos_shares(scores: torch.Tensor, eos: list[int]) -> torch.Tensor:
+    """log(p_e / p_eos) for each eos id e of each row, in float64 (-inf for a banned id)."""
+    return torch.log_softmax(scores[:, eos].double(), dim=-1)
 
 
 def _logsumexp(values: list[float], top: float) -> float:
