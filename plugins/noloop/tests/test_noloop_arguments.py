@@ -172,6 +172,21 @@ def test_finite_filter_value_fits_the_scores_dtype(cls, value):
         cls(value, 2, filter_value=1e300)
 
 
+@pytest.mark.parametrize(("cls", "value"), WARPERS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_finite_filter_value_keeps_banned_tokens_banned(cls, value, dtype):
+    """A dropped token gets the finite filter value, a banned (-inf) one stays -inf: transformers' warpers
+    give both the filter value, which makes banned tokens drawable again."""
+    scores = torch.randn(3, 40, generator=torch.Generator().manual_seed(1)).to(dtype)
+    scores[:, [5, 17]] = -math.inf
+    scores[:, 0] = scores.amax(dim=-1) + 5.0  # token 0 always kept
+    out = cls(value, 2, filter_value=-50.0)(torch.zeros(3, 3, dtype=torch.long), scores.clone())
+    banned = scores == -math.inf
+    assert (out[banned] == -math.inf).all()
+    dropped = ~banned & (out != scores)
+    assert dropped.any() and (out[dropped] == -50.0).all()
+
+
 def test_first_loop_end_in_blocks_agrees_with_brute_force():
     """first_loop_end scans long sequences in blocks of prefixes (bounded temporaries): the first loop
     end equals the brute-force one, in the first block and far beyond it."""

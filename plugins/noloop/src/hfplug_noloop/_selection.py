@@ -101,6 +101,7 @@ def keep_top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 def keep_at_least(scores: torch.Tensor, threshold: torch.Tensor, filter_value: float) -> torch.Tensor:
     """``scores`` where ``scores >= threshold`` (one threshold per row), else ``filter_value``; a new tensor.
+    -inf scores (banned tokens) stay -inf whatever ``filter_value``.
 
     For the default ``filter_value = -inf`` this runs as four float passes: ``d = scores - threshold``,
     ``min(d, 0)``, ``-inf`` where ``d < 0`` and ``+ scores`` (exact: a kept score gets ``+ 0``). A threshold
@@ -111,7 +112,8 @@ def keep_at_least(scores: torch.Tensor, threshold: torch.Tensor, filter_value: f
         if math.isfinite(filter_value):  # into the dtype's range (a float32 value may not fit in half)
             largest = torch.finfo(scores.dtype).max
             filter_value = min(max(filter_value, -largest), largest)
-        return torch.where(scores >= threshold, scores, filter_value)  # compared in the wider dtype
+        out = torch.where(scores >= threshold, scores, filter_value)  # compared in the wider dtype
+        return out if filter_value == -math.inf else out.masked_fill_(scores == -math.inf, -math.inf)
     threshold = threshold.clamp(min=torch.finfo(torch.float32).min)
     offset = torch.sub(scores, threshold).clamp_(max=0.0)
     return F.threshold_(offset, _SMALLEST_SUBNORMAL, -math.inf).add_(scores)
