@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 from hfplug_noloop import SelfTerminatingLogitsProcessor
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hfplug.testing import tiny_model
 
@@ -219,3 +221,48 @@ def test_raised_row_is_exact_when_eos_is_far_below(rows, eos, eos_score):
             log_q, _floored_reference(row[None], eos, floor_value)[0], rtol=1e-6, atol=1e-5, msg=name
         )
         assert int(out[0].argmax()) in eos, name
+
+
+def _greedy_steps_to_eos(processor: SelfTerminatingLogitsProcessor, limit: int) -> int:
+    """Generated tokens until greedy argmax picks an eos id, in the worst case for the floor: every non-eos
+    token's mass on token 0 (the lowest id, which wins an argmax tie), eos mass split evenly over the ids."""
+    vocab = max(processor.eos_token_id) + 2
+    scores = torch.full((1, vocab), -30.0)
+    scores[0, 0] = 10.0
+    ids = torch.zeros(1, 3, dtype=torch.long)
+    for t in range(1, limit + 1):
+        token = int(processor(ids, scores.clone()).argmax(-1))
+        if token in processor.eos_token_id:
+            return t
+        ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+    return limit + 1
+
+
+@pytest.mark.parametrize(
+    ("epsilon", "eos"),
+    [
+        (0.5, [4]),  # f_1 = 1/2 exactly: eos ties with token 0 at the first token
+        (1 - (0.5 - 1e-10) ** (1 / 7), [4]),  # f_7 = 1/2 + 1e-10: a tie in float32
+        (1 - (1 / 3) ** (1 / 5), [3, 4]),  # two ids: f_5 / 2 = 1 - f_5 up to rounding
+    ],
+)
+def test_greedy_bound_holds_at_float32_ties(epsilon, eos):
+    processor = SelfTerminatingLogitsProcessor(epsilon, eos)
+    bound = processor.greedy_bound()
+    assert _greedy_steps_to_eos(processor, bound + 3) <= bound
+
+
+@given(
+    epsilon=st.floats(1e-3, 0.95),
+    ids=st.integers(1, 3),
+    start=st.integers(0, 3),
+)
+@settings(max_examples=40, deadline=None)
+def test_greedy_bound_holds_for_any_epsilon(epsilon, ids, start):
+    """Worst case for the floor (all non-eos mass on the lowest id): greedy picks eos within greedy_bound()
+    tokens, and not before start + the first k with f_k / m > 1 - f_k in exact arithmetic."""
+    processor = SelfTerminatingLogitsProcessor(epsilon, list(range(2, 2 + ids)), start=start)
+    steps = _greedy_steps_to_eos(processor, processor.greedy_bound() + 3)
+    assert steps <= processor.greedy_bound()
+    exact = next(k for k in range(1, 10**6) if (1 - (1 - epsilon) ** k) / ids > (1 - epsilon) ** k)
+    assert steps >= start + exact

@@ -51,7 +51,8 @@ def test_keep_at_least_matches_where(filter_value):
     scores[0, :3] = torch.tensor([INF, -INF, 3.0])
     for threshold in ([[0.5]] * 5, [[-INF], [3.0], [1.0], [-0.5], [2.0]], [[-INF]] * 5):
         threshold = torch.tensor(threshold)
-        expected = torch.where(scores >= threshold, scores, filter_value)
+        dropped = torch.where(scores == -INF, -INF, filter_value)  # banned tokens stay -inf
+        expected = torch.where(scores >= threshold, scores, dropped)
         got = keep_at_least(scores, threshold, filter_value)
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
         assert got.data_ptr() != scores.data_ptr()

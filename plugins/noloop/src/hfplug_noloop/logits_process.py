@@ -21,6 +21,7 @@ from .stopping_criteria import LoopDetector
 
 _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 _SCALAR_ROWS = 32  # batches up to this many rows decide per row on Python floats
+_TIE_MARGIN = 2.0**-20  # relative: eos beats other tokens by more than float32 rounding (greedy_bound)
 
 
 def _check_finite(row_max: torch.Tensor | list[float], where: str) -> None:
@@ -193,9 +194,10 @@ class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
     (-inf, e.g. by ``min_new_tokens``) is left alone, so the ban holds and the bound counts from its end.
     Put it last, after any truncation warper (a later top-k/top-p could drop eos again).
 
-    Guarantees: greedy search emits eos within :meth:`greedy_bound` generated tokens
-    (``start + ceil(ln 0.5 / ln(1 - epsilon))`` for one eos id), and sampling and beam search end with
-    probability 1. ``self.raised`` holds, per generated token, the rows whose eos mass was raised.
+    Guarantees: greedy search emits eos within :meth:`greedy_bound` generated tokens (for one eos id
+    ``start + floor(ln 0.5 / ln(1 - epsilon)) + 1``, one more when float32 rounding could tie), and sampling
+    and beam search end with probability 1. ``self.raised`` holds, per generated token, the rows whose eos
+    mass was raised.
     """
 
     def __init__(self, epsilon: float, eos_token_id: int | list[int], start: int = 0) -> None:
@@ -215,10 +217,13 @@ class SelfTerminatingLogitsProcessor(Clocked, LogitsProcessor):
     def greedy_bound(self) -> int:
         """Largest number of generated tokens greedy search can produce before eos.
 
-        With m eos ids the floor is shared, so eos wins greedily once (1 - eps)^k < 1 / (m + 1).
+        With m eos ids sharing the floor f, the likeliest eos id holds at least f / m and any other token at
+        most 1 - f, so eos wins greedily once f / m > (1 - f)(1 + δ), i.e. (1 - eps)^k < 1 / (1 + m (1 + δ)).
+        δ = 2^-20 covers the float32 rounding of the scores (a few units in the last place): without it an
+        exact tie (f = 1/2 for one id) or a margin below rounding would go to a lower-numbered token.
         """
         m = len(self.eos_token_id)
-        k = math.floor(math.log(1.0 / (m + 1)) / math.log1p(-self.epsilon)) + 1
+        k = math.floor(math.log(1.0 / (1 + m * (1 + _TIE_MARGIN))) / math.log1p(-self.epsilon)) + 1
         return self.start + k
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
