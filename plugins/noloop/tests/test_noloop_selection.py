@@ -102,6 +102,30 @@ def test_bfloat16_scores(path, warper):
     torch.testing.assert_close(got[:, others], expected[:, others], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(
+    ("ours", "reference"),
+    [
+        (ConsistentTopPLogitsWarper(0.5, eos_token_id=3), TopPLogitsWarper(0.5)),
+        (ConsistentTopPLogitsWarper(0.9, eos_token_id=3), TopPLogitsWarper(0.9)),
+        (ConsistentMinPLogitsWarper(0.05, eos_token_id=3), MinPLogitsWarper(0.05)),
+    ],
+    ids=["top_p_0.5", "top_p_0.9", "min_p_0.05"],
+)
+def test_half_precision_scores_follow_the_rule_on_their_float32_values(path, dtype, ours, reference):
+    """bfloat16 / float16 scores: the kept set is transformers' rule on the same scores in float32 (transformers
+    itself sums the softmax in the half dtype, which moves its boundary), ties at the boundary all kept."""
+    scores = torch.randn(8, 21128, generator=torch.Generator().manual_seed(5)).mul(3).to(dtype)
+    ids = torch.zeros(8, 2, dtype=torch.long)
+    got = ours(ids, scores.clone())
+    assert got.dtype == dtype
+    expected = reference(ids, scores.float()) > -math.inf
+    expected |= scores.float() >= torch.where(expected, scores.float(), math.inf).amin(-1, keepdim=True)
+    expected[:, 3] = True  # eos
+    assert torch.equal(got > -math.inf, expected)
+    assert torch.equal(got[expected], scores[expected])
+
+
 @st.composite
 def rows_with_ties(draw):
     """(scores, k): 1..8 rows of 1..400 values drawn from a few levels (ties everywhere), some -inf."""

@@ -21,6 +21,7 @@ from .stopping_criteria import LoopDetector
 
 _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 _SCALAR_ROWS = 32  # batches up to this many rows decide per row on Python floats
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
 _TIE_MARGIN = 2.0**-20  # relative: eos beats other tokens by more than float32 rounding (greedy_bound)
 
 
@@ -131,7 +132,7 @@ class ConsistentTopPLogitsWarper(_ConsistentWarper):
 
     The set is transformers' own: scores sorted ascending, softmax, cumulative sum; the tokens whose
     cumulative mass is <= 1 - top_p are dropped (a prefix of the ascending order), the last
-    ``min_tokens_to_keep`` never.
+    ``min_tokens_to_keep`` never. bfloat16 / float16 scores go through the rule as their float32 values.
     """
 
     def __init__(
@@ -148,8 +149,9 @@ class ConsistentTopPLogitsWarper(_ConsistentWarper):
         return nucleus_threshold(scores, row_max, self.top_p, self.min_tokens_to_keep, self._sorted_threshold)
 
     def _sorted_threshold(self, scores: torch.Tensor) -> torch.Tensor:
-        """The rule on the fully sorted rows (the reference :func:`nucleus_threshold` falls back to)."""
-        ascending = sorted_values(scores)
+        """The rule on the fully sorted rows (the reference :func:`nucleus_threshold` falls back to); half
+        precision scores are ranked and summed as their exact float32 values, on every device."""
+        ascending = sorted_values(scores.float() if scores.dtype in _HALF_DTYPES else scores)
         cumulative = ascending.softmax(dim=-1).cumsum(dim=-1)  # non-decreasing: a binary search finds
         bound = torch.full(
             (scores.shape[0], 1), 1.0 - self.top_p, dtype=cumulative.dtype, device=cumulative.device
