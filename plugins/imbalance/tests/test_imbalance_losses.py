@@ -776,3 +776,58 @@ def test_gradient_penalty_double_backward_matches_plain_autograd(name):
     eps = 1e-2
     numeric = (penalty(logits + eps * direction) - penalty(logits - eps * direction)) / (2 * eps)
     assert float((penalty_grad * direction).sum()) == pytest.approx(numeric, rel=2e-2, abs=1e-6)
+
+
+def _one_minus_p_floored(logp: torch.Tensor) -> torch.Tensor:
+    return (-torch.expm1(logp)).clamp(min=1e-12)  # float64: exact for p near 1, floored as documented
+
+
+def _dice_reference(z: torch.Tensor, y: torch.Tensor, alpha: float, smooth: float) -> torch.Tensor:
+    logp = torch.log_softmax(z, -1)
+    p, q = logp.exp(), F.one_hot(y, z.shape[-1]).double()
+    adjusted = p * _one_minus_p_floored(logp) ** alpha
+    return (1 - (2 * adjusted * q + smooth) / (adjusted + q + smooth)).sum(-1).mean()
+
+
+def _f1_ce_reference(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    logp = torch.log_softmax(z, -1)
+    p, q = logp.exp(), F.one_hot(y, z.shape[-1]).double()
+    with torch.no_grad():
+        half_f1 = (p * q).sum(0) / (q.sum(0) + p.sum(0))
+    log_q = torch.log(_one_minus_p_floored(logp))
+    return -(q * (1 - half_f1) * logp + (1 - q) * half_f1 * log_q).sum(-1).mean()
+
+
+CONFIDENT = [5.0, 10.0, 15.0, 17.0, 20.0, 25.0, 30.0, 50.0]  # logit gaps: p rounds to 1 in float32 from ~17
+
+
+@pytest.mark.parametrize("gap", CONFIDENT)
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: (F1WeightedCrossEntropyLoss(), _f1_ce_reference), id="f1_ce"),
+        *(
+            pytest.param(
+                lambda a=alpha, s=smooth: (DiceLoss(a, s), lambda z, y: _dice_reference(z, y, a, s)),
+                id=f"dice_alpha{alpha}_smooth{smooth}",
+            )
+            for alpha, smooth in ((0.1, 1.0), (0.5, 1.0), (1.0, 1.0), (2.0, 1.0), (0.5, 1e-30), (0.01, 1e-6))
+        ),
+    ],
+)
+def test_confident_predictions_match_a_float64_reference(make, gap):
+    """A class predicted with p ~ 1 - e^-gap (the target in one row, another class in the others): loss and
+    gradient equal float64 autograd of the documented formula, with 1 - p exact near 1 and floored at 1e-12.
+    Computing 1 - p as a float32 difference gave gradients up to ~9,000x too large, or NaN, from gap ~15."""
+    loss, reference = make()
+    z = torch.tensor([[0.0, gap, 0.0], [gap, 0.0, 1.0], [0.0, 1.0, gap], [2.0, 0.0, 1.0]])
+    y = torch.tensor([0, 0, 1, 2])
+    got_z = z.clone().requires_grad_(True)
+    got = loss(got_z, y)
+    got.backward()
+    ref_z = z.double().requires_grad_(True)
+    expected = reference(ref_z, y)
+    expected.backward()
+    assert torch.isfinite(got_z.grad).all()
+    torch.testing.assert_close(got.double(), expected.detach(), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(got_z.grad.double(), ref_z.grad, rtol=1e-3, atol=1e-8)

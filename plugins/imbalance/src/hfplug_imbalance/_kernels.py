@@ -80,6 +80,36 @@ def one_minus_p(logp: torch.Tensor) -> torch.Tensor:
     return (-torch.expm1(logp)).clamp(min=EPS)
 
 
+def softmax_complement(
+    p: torch.Tensor, out: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``1 - p`` of softmax probabilities ``p`` over the last dimension, floored at 1e-12; the index of each
+    row's likeliest class m and its ``1 - p_m``, the sum of the other probabilities: exact where ``p_m``
+    rounds to 1 (``1 - p`` and ``expm1(log_softmax)`` give 0 there). Outside autograd, ``p`` is briefly
+    written (m's entry zeroed for the sum) and restored; ``out``: a buffer of ``p``'s shape for ``1 - p``."""
+    top, likeliest = p.max(-1, keepdim=True)
+    if p.requires_grad:
+        others = p.scatter(-1, likeliest, 0.0).sum(-1, keepdim=True)
+    else:
+        others = p.scatter_(-1, likeliest, 0.0).sum(-1, keepdim=True)
+        p.scatter_(-1, likeliest, top)
+    q_m = others.clamp(min=EPS)
+    q = torch.neg(p, out=out).add_(1.0) if out is not None else torch.rsub(p, 1.0)
+    return q.scatter_(-1, likeliest, q_m).clamp_(min=EPS), likeliest, q_m
+
+
+def softmax_backward(
+    h: torch.Tensor, p: torch.Tensor, q_m: torch.Tensor, likeliest: torch.Tensor
+) -> torch.Tensor:
+    """``h - p sum_c h_c``, the gradient through the softmax ``p`` of a loss with ``h_c = p_c dloss/dp_c``
+    (``h`` is overwritten). At the likeliest class m, where ``h_m`` can be huge (a ``1 / (1 - p_m)`` factor)
+    and ``h_m - p_m sum h`` would cancel, it is ``h_m (1 - p_m) - p_m sum_{c != m} h_c`` with ``q_m = 1 - p_m``
+    from :func:`softmax_complement` and the sum taken without ``h_m``."""
+    h_m, p_m = h.gather(-1, likeliest), p.gather(-1, likeliest)
+    rest = h.scatter_(-1, likeliest, 0.0).sum(-1, keepdim=True)  # h_m is overwritten below anyway
+    return h.addcmul_(p, rest + h_m, value=-1.0).scatter_(-1, likeliest, h_m * q_m - p_m * rest)
+
+
 def extent(x: torch.Tensor, known: float | None = None) -> float:
     """``max |x|`` (``known`` when the finiteness check already computed it)."""
     if known is not None or not x.numel():
@@ -394,25 +424,26 @@ class SoftmaxDice(Kernel):
 
     def formula(self, z: torch.Tensor) -> torch.Tensor:
         p = torch.softmax(z, -1)
-        return dice(p, 1 - p, F.one_hot(self.y, z.shape[-1]).to(z.dtype), self.alpha, self.smooth).sum(-1)
+        one_hot = F.one_hot(self.y, z.shape[-1]).to(z.dtype)
+        return dice(p, softmax_complement(p)[0], one_hot, self.alpha, self.smooth).sum(-1)
 
     def value_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A non-target class adds ``p~ / (p~ + s)``, the target ``(1 - p~) / (1 + s + p~)``. With
         ``G = dloss/dp`` (``s (dp~/dp) / (p~ + s)**2`` off target, ``-(2 + s) (dp~/dp) / (1 + s + p~)**2``
         on it) and ``dp~/dp = (1 - p)**(alpha - 1) (1 - (1 + alpha) p)``, the gradient is
-        ``p G - p <p, G>``."""
+        ``p G - p <p, G>`` (:func:`softmax_backward`)."""
         y, alpha, smooth = self.y, self.alpha, self.smooth
         index = y[:, None]
         p = torch.softmax(z, -1)
+        q, likeliest, q_m = softmax_complement(p)  # 1 - p, exact where p rounds to 1
+        slope = None  # (1 - p)**(alpha - 1), where alpha is not 0 or 1
         if not alpha:
-            adjusted, slope = p, None
+            adjusted = p
+        elif alpha == 1:
+            adjusted = q.mul_(p)
         else:
-            q = torch.rsub(p, 1.0).clamp_(min=EPS)
-            if alpha == 1:
-                adjusted, slope = q.mul_(p), None  # (1 - p)**(alpha - 1) = 1
-            else:
-                slope = q.log_().mul_(alpha - 1.0).exp_()  # (1 - p)**(alpha - 1)
-                adjusted = torch.rsub(p, 1.0).mul_(slope).mul_(p)
+            slope = q.log().mul_(alpha - 1.0).exp_()
+            adjusted = q.mul_(slope).mul_(p)
         r = torch.add(adjusted, smooth).reciprocal_()  # 1 / (p~ + s)
         p_y, adjusted_y = p.gather(-1, index), adjusted.gather(-1, index)
         # every class as a non-target, then the target's own term in place of its non-target one
@@ -423,17 +454,22 @@ class SoftmaxDice(Kernel):
             + (1 - adjusted_y) / (1 + smooth + adjusted_y)
         )
         del ratio, adjusted
-        grad = r.mul_(r).mul_(smooth)
-        slope_y = 1.0
+        r_m = r.gather(-1, likeliest)
+        grad = r.mul_(math.sqrt(smooth)).square_()  # s / (p~ + s)**2 <= 1 / s: r * r alone can overflow
+        deriv_y = 1.0  # dp~/dp = (1 - p)**(alpha - 1) (1 - (1 + alpha) p) at the target
         if alpha:
             if slope is not None:
                 grad.mul_(slope)
-                slope_y = (1.0 - p_y).clamp_(min=EPS).pow_(alpha - 1.0)
+                deriv_y = slope.gather(-1, index)
             grad.addcmul_(grad, p, value=-(1.0 + alpha))
-            slope_y = slope_y * (1.0 - (1.0 + alpha) * p_y)
-        grad.scatter_(-1, index, -(2.0 + smooth) * slope_y / (1.0 + smooth + adjusted_y) ** 2)
-        grad.mul_(p)
-        return loss.squeeze(-1), grad.addcmul_(p, grad.sum(-1, keepdim=True), value=-1.0)
+            deriv_y = deriv_y * (1.0 - (1.0 + alpha) * p_y)
+            floored = q_m <= EPS  # only the likeliest class can floor: there p~ = p 1e-12**alpha
+            if bool(floored.any()):
+                constant = r_m.square_().mul_(smooth * EPS**alpha)
+                grad.scatter_(-1, likeliest, torch.where(floored, constant, grad.gather(-1, likeliest)))
+                deriv_y = torch.where(floored & (likeliest == index), EPS**alpha, deriv_y)
+        grad.scatter_(-1, index, -(2.0 + smooth) * deriv_y / (1.0 + smooth + adjusted_y) ** 2)
+        return loss.squeeze(-1), softmax_backward(grad.mul_(p), p, q_m, likeliest)
 
 
 @dataclass(eq=False)
@@ -451,22 +487,24 @@ class SoftmaxF1CrossEntropy(Kernel):
             half_f1 = softmax_half_f1(
                 p, p.gather(-1, self.y[:, None]).squeeze(-1), self.y, self.valid.to(z.dtype)
             )
-        log_q = torch.log((1 - logp.exp()).clamp(min=EPS))
+        log_q = torch.log(softmax_complement(logp.exp())[0])
         return f1_weighted_ce(logp, log_q, F.one_hot(self.y, z.shape[-1]).to(z.dtype), half_f1).sum(-1)
 
     def value_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """As ``-sum_c a_c log(1 - p_c) + a_y log(1 - p_y) - (1 - a_y) log p_y``; derivative
-        ``h - p sum_c h_c``, ``h_c = a_c p_c / (1 - p_c)`` off target, ``h_y = -(1 - a_y)``."""
+        """As ``-sum_{c != y} a_c log(1 - p_c) - (1 - a_y) log p_y``; derivative ``h - p sum_c h_c``
+        (:func:`softmax_backward`), ``h_c = a_c p_c / (1 - p_c)`` off target (0 where ``1 - p_c`` is floored:
+        the floored term is constant), ``h_y = -(1 - a_y)``; ``1 - p`` from :func:`softmax_complement`."""
         y = self.y
         index = y[:, None]
         logp = torch.log_softmax(z, -1)
         logp_y = logp.gather(-1, index).squeeze(-1)
         p = torch.exp(logp)
         half_f1 = softmax_half_f1(p, logp_y.exp(), y, self.valid.to(z.dtype))
-        q = torch.neg(p, out=logp).add_(1.0).clamp_(min=EPS)  # 1 - p, in logp's buffer
+        q, likeliest, q_m = softmax_complement(p, out=logp)  # logp is no longer needed
         h = torch.div(p, q).mul_(half_f1)
-        log_q = q.log_()
+        h.scatter_(-1, likeliest, h.gather(-1, likeliest).masked_fill_(q_m <= EPS, 0.0))  # only m can floor
         a_y = half_f1[y]
-        loss = a_y * log_q.gather(-1, index).squeeze(-1) - log_q @ half_f1 - (1 - a_y) * logp_y
         h.scatter_(-1, index, (a_y - 1.0)[:, None])
-        return loss, h.addcmul_(p, h.sum(-1, keepdim=True), value=-1.0)
+        log_q = q.log_().scatter_(-1, index, 0.0)  # the target's own log(1 - p_y) is not in the loss
+        loss = -(log_q @ half_f1) - (1 - a_y) * logp_y
+        return loss, softmax_backward(h, p, q_m, likeliest)
