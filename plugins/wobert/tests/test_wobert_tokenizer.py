@@ -167,6 +167,20 @@ def test_piece_cache_eviction_and_settings_keep_ids(wobert_vocab, real_sentences
     assert tok(texts)["input_ids"] == other(texts)["input_ids"] == tok.encode_ids(texts)
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_encode_ids_truncates_on_the_tokenizers_side(wobert_vocab, real_sentences, side):
+    """encode_ids(max_length=n) gives the call's truncated ids, whichever side truncation_side names."""
+    tok = WoBertTokenizer(vocab=wobert_vocab, truncation_side=side)
+    texts = real_sentences[:20]
+    for max_length in (2, 3, 6, 17):
+        expected = tok(texts, truncation=True, max_length=max_length)["input_ids"]
+        assert tok.encode_ids(texts, max_length=max_length) == expected
+        assert (
+            tok.encode_ids(texts, max_length=max_length, add_special_tokens=False)
+            == tok(texts, truncation=True, max_length=max_length, add_special_tokens=False)["input_ids"]
+        )
+
+
 def test_pickles_leave_the_piece_cache_behind(wobert_vocab, real_sentences):
     import copy
     import pickle
@@ -197,6 +211,26 @@ def test_added_token_holding_the_separator_is_refused(wobert_vocab):
     tok.add_tokens(["a\ue000b"])
     with pytest.raises(ValueError, match=r"added token 'a\\ue000b' contains '\\ue000'"):
         tok("北京")
+
+
+@pytest.mark.parametrize(
+    ("added", "text"),
+    [(["[CLS]x"], "a[CLS]xb"), (["[SEP]Y"], "[SEP]Y北京"), (["x[C"], "x[CLS]北京"), (["Xab", "ab"], "QXabQ")],
+)
+def test_added_tokens_overlapping_special_ones_agree_on_every_path(wobert_vocab, added, text):
+    """The Rust backend cuts special tokens out first and the other added tokens from what is left, so an added
+    token spanning a special token never matches: every path (plain call, encode_ids, offsets, the lazily built
+    Rust encodings, a pair) gives the same tokens, and each offset maps to its token's text."""
+    tok = WoBertTokenizer(vocab=wobert_vocab)
+    tok.add_tokens(added)
+    plain = tok(text)["input_ids"]
+    with_offsets = tok(text, return_offsets_mapping=True)
+    assert with_offsets["input_ids"] == plain == tok.encode_ids(text) == tok([text]).encodings[0].ids
+    assert tok(text, "北")["input_ids"][: len(plain)] == plain
+    for token, (start, end) in zip(
+        tok.convert_ids_to_tokens(plain), with_offsets["offset_mapping"], strict=True
+    ):
+        assert token in tok.all_special_tokens or text[start:end].lower() == token.removeprefix("##").lower()
 
 
 def test_encode_ids_equals_call(wobert_vocab, real_sentences):

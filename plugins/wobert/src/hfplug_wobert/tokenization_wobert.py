@@ -53,6 +53,37 @@ def pick_separator(vocab: Iterable[str]) -> str:
     )
 
 
+class _Protected:
+    """The added tokens a text is cut at, in the Rust backend's order: the special tokens first, then the other
+    added tokens in the text between them (an added token that spans a special token never matches); each
+    set longest first."""
+
+    def __init__(self, special: list[str], added: list[str]) -> None:
+        self.special, self.added = (
+            regex.compile("|".join(map(regex.escape, contents))) if contents else None
+            for contents in (special, added)
+        )
+
+    def spans(self, text: str) -> Iterator[tuple[int, int]]:
+        """``(start, end)`` of each protected token of ``text``, in order."""
+        pos = 0
+        for start, end in self._spans(self.special, text, 0, len(text)):
+            yield from self._spans(self.added, text, pos, start)
+            yield start, end
+            pos = end
+        yield from self._spans(self.added, text, pos, len(text))
+
+    @staticmethod
+    def _spans(pattern: regex.Pattern | None, text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
+        if pattern is not None and start < end:
+            for match in pattern.finditer(text, start, end):
+                yield match.span()
+
+    def search(self, text: str) -> bool:
+        """Whether ``text`` holds a protected token."""
+        return next(self.spans(text), None) is not None
+
+
 class _WordCache(dict):
     """``word -> compute(word)``, computed on first lookup; emptied when it holds ``maxsize`` words. ``key``
     records what the values depend on (settings, vocabulary, added tokens)."""
@@ -226,7 +257,7 @@ class WoBertTokenizer(TokenizersBackend):
         normalize_before_segmentation: normalise the whole text before segmenting (default ``True``,
             WoBERT's order); ``False`` segments the raw text and normalises each word (transformers 4's Python
             RoFormerTokenizer).
-        segmenter: ``"rjieba"`` (default) or ``"jieba"``; both give the same words.
+        segmenter: ``"rjieba"`` (default) or ``"jieba"``; both give the same words with ``hmm=False``.
         hmm: jieba's HMM for unseen words (default ``False``, as WoBERT was pre-trained).
         user_dict: extra segmenter words: a jieba-format file or an iterable of words / ``(word, freq)``;
             stored in the saved config. With normalisation before segmentation the words are normalised too.
@@ -331,7 +362,7 @@ class WoBertTokenizer(TokenizersBackend):
     def _normalize(self, text: str) -> tuple[str, list[int] | None]:
         return normalize(text, self.do_lower_case, self._accents)
 
-    def _protected_pattern(self, split_special_tokens: bool) -> regex.Pattern | None:
+    def _protected_pattern(self, split_special_tokens: bool) -> _Protected | None:
         """Pattern matching the added tokens (special ones too unless ``split_special_tokens``), longest first;
         rebuilt only when the added tokens change."""
         added = tuple(
@@ -341,29 +372,34 @@ class WoBertTokenizer(TokenizersBackend):
         cached = self._caches().get("pattern")
         if cached is not None and cached[0] == key:
             return cached[1]
-        contents = sorted(
-            {content for content, special in added if content and not (split_special_tokens and special)},
-            key=lambda content: (-len(content), content),
-        )
-        for content in contents:
+        # content -> special; with split_special_tokens the special tokens are ordinary text
+        protected = {
+            content: special
+            for content, special in added
+            if content and not (split_special_tokens and special)
+        }
+        for content in protected:
             if self._separator in content:
                 raise ValueError(
                     f"added token {content!r} contains {self._separator!r}, the private-use character this "
                     "tokenizer's vocabulary leaves free to separate pieces; remove that character from the token"
                 )
-        pattern = regex.compile("|".join(map(regex.escape, contents))) if contents else None
+        by_length = sorted(protected, key=lambda content: (-len(content), content))
+        special = [content for content in by_length if protected[content]]
+        others = [content for content in by_length if not protected[content]]
+        pattern = _Protected(special, others) if by_length else None
         self._caches()["pattern"] = (key, pattern)
         return pattern
 
     @staticmethod
-    def _runs(text: str, pattern: regex.Pattern | None) -> Iterator[tuple[int, str, bool]]:
+    def _runs(text: str, pattern: _Protected | None) -> Iterator[tuple[int, str, bool]]:
         """``(start, run, protected)``: the protected (added) tokens of ``text`` and the runs between them."""
         pos = 0
-        for match in pattern.finditer(text) if pattern is not None else ():
-            if match.start() > pos:
-                yield pos, text[pos : match.start()], False
-            yield match.start(), match.group(), True
-            pos = match.end()
+        for start, end in pattern.spans(text) if pattern is not None else ():
+            if start > pos:
+                yield pos, text[pos:start], False
+            yield start, text[start:end], True
+            pos = end
         if pos < len(text):
             yield pos, text[pos:], False
 
@@ -393,9 +429,7 @@ class WoBertTokenizer(TokenizersBackend):
             "pieces", (normalize_word, sep), lambda word: sep.join(word_pieces(word, vocab, normalize_word))
         )
 
-    def _joined(
-        self, text: str, pattern: regex.Pattern | None, segmenter: Segmenter, cache: _WordCache
-    ) -> str:
+    def _joined(self, text: str, pattern: _Protected | None, segmenter: Segmenter, cache: _WordCache) -> str:
         """The WordPiece inputs of ``text`` joined by the separator (the backend's pre-tokenizer splits them)."""
         parts = []
         for _, run, protected in self._runs(text, pattern):
@@ -408,7 +442,7 @@ class WoBertTokenizer(TokenizersBackend):
         return self._separator.join(parts)
 
     def _pieces_with_starts(
-        self, text: str, pattern: regex.Pattern | None, segmenter: Segmenter
+        self, text: str, pattern: _Protected | None, segmenter: Segmenter
     ) -> tuple[list[str], list]:
         """The WordPiece inputs of ``text`` and where each starts in ``text``: an int when the characters map
         one to one, else a tuple with the original index of each piece character."""
@@ -500,7 +534,7 @@ class WoBertTokenizer(TokenizersBackend):
         self,
         sequences: list[list[str]],
         batched: bool,
-        pattern: regex.Pattern | None,
+        pattern: _Protected | None,
         segmenter: Segmenter,
         kwargs: dict[str, Any],
     ) -> BatchEncoding:
@@ -575,7 +609,7 @@ class WoBertTokenizer(TokenizersBackend):
         return ([self.cls_token_id], [self.sep_token_id]) if add_special_tokens else ([], [])
 
     def _content_ids(
-        self, texts: list[str], pattern: regex.Pattern | None, segmenter: Segmenter
+        self, texts: list[str], pattern: _Protected | None, segmenter: Segmenter
     ) -> list[list[int] | None]:
         """Each text's ids without special tokens, from the per-word id cache; ``None`` for a text in which an
         added token appears inside a normalised word (only the backend cuts it out there)."""
@@ -611,8 +645,8 @@ class WoBertTokenizer(TokenizersBackend):
         from the same per-word id cache as calling the tokenizer, without a ``BatchEncoding``.
 
         For preprocessing that needs nothing else: no attention mask, offsets, padding or tensors (pad later with
-        ``self.pad`` or a data collator). ``max_length`` keeps the first ``max_length`` tokens, [CLS] and [SEP]
-        included (default ``None``: no truncation). A text in which an added token appears inside a normalised
+        ``self.pad`` or a data collator). ``max_length`` keeps ``max_length`` tokens, [CLS] and [SEP] included,
+        dropping the rest from the side ``truncation_side`` names (the end by default; ``None``: no truncation). A text in which an added token appears inside a normalised
         word (e.g. added ``"abc"``, text ``"ABC"``) takes the backend path, so the ids always agree with
         ``__call__``.
         """
@@ -627,11 +661,12 @@ class WoBertTokenizer(TokenizersBackend):
             if ids is None:
                 ids = self(item, add_special_tokens=False)["input_ids"]
             if max_length is not None:
-                ids = ids[: max_length - len(prefix) - len(suffix)]
+                keep = max_length - len(prefix) - len(suffix)
+                ids = ids[max(len(ids) - keep, 0) :] if self.truncation_side == "left" else ids[:keep]
             rows.append([*prefix, *ids, *suffix])
         return rows if batched else rows[0]
 
-    def _id_cache(self, pattern: regex.Pattern | None) -> _WordCache:
+    def _id_cache(self, pattern: _Protected | None) -> _WordCache:
         """``word -> tuple of its ids``, or ``None`` when an added token occurs in one of its pieces (the Rust
         backend would cut it out there)."""
         normalize_word, vocab = self._normalize_word(), self._vocab
