@@ -63,25 +63,30 @@ class _Protected:
             regex.compile("|".join(map(regex.escape, contents))) if contents else None
             for contents in (special, added)
         )
+        # one set only (usually the special tokens): one regex scan, as with a single pattern
+        self.only = self.added if self.special is None else self.special if self.added is None else None
 
     def spans(self, text: str) -> Iterator[tuple[int, int]]:
         """``(start, end)`` of each protected token of ``text``, in order."""
+        if self.only is not None:
+            return (match.span() for match in self.only.finditer(text))
+        return self._two_passes(text)
+
+    def _two_passes(self, text: str) -> Iterator[tuple[int, int]]:
         pos = 0
-        for start, end in self._spans(self.special, text, 0, len(text)):
-            yield from self._spans(self.added, text, pos, start)
+        for match in self.special.finditer(text):
+            start, end = match.span()
+            yield from (m.span() for m in self.added.finditer(text, pos, start))
             yield start, end
             pos = end
-        yield from self._spans(self.added, text, pos, len(text))
-
-    @staticmethod
-    def _spans(pattern: regex.Pattern | None, text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
-        if pattern is not None and start < end:
-            for match in pattern.finditer(text, start, end):
-                yield match.span()
+        yield from (m.span() for m in self.added.finditer(text, pos))
 
     def search(self, text: str) -> bool:
-        """Whether ``text`` holds a protected token."""
-        return next(self.spans(text), None) is not None
+        """Whether ``text`` holds a protected token (without a special token, the other added tokens are
+        looked for in the whole text)."""
+        if self.only is not None:
+            return self.only.search(text) is not None
+        return self.special.search(text) is not None or self.added.search(text) is not None
 
 
 class _WordCache(dict):
