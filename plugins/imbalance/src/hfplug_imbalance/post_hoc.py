@@ -5,7 +5,7 @@ For a model trained with plain cross-entropy; a model trained with :class:`Logit
 
 Non-finite logits (NaN, +-inf) raise ``ValueError`` by default: an argmax over a NaN row returns the NaN's
 index, a prediction no metric should silently count. ``check_finite=False`` adjusts element-wise instead
-(NaN stays NaN, +-inf stays +-inf, every finite entry is adjusted exactly).
+(NaN stays NaN, +-inf stays +-inf, every finite entry is shifted as usual).
 """
 
 from __future__ import annotations
