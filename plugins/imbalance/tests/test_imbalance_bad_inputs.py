@@ -257,3 +257,21 @@ def test_post_hoc_adjustment_of_any_logits(values, tau, numpy):
     got = PostHocLogitAdjuster(priors, tau, check_finite=False)(given_logits)
     assert isinstance(got, np.ndarray) == numpy
     torch.testing.assert_close(torch.as_tensor(got), expected, equal_nan=True)
+
+
+SOFTMAX = [name for name in sorted(LOSSES) if "sigmoid" not in name and name != "multilabel_ce"]
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32])
+@pytest.mark.parametrize("name", SOFTMAX)
+def test_narrow_integer_labels_give_the_int64_result(name, dtype):
+    """Labels of any integer dtype index classes, as in F.cross_entropy (a uint8 index used to act as a
+    boolean mask: IndexError or a torch-internal gather error)."""
+    logits, labels = _batch(3, rows=6)
+    expected_logits, got_logits = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
+    expected = LOSSES[name]()(expected_logits, labels)
+    got = LOSSES[name]()(got_logits, labels.to(dtype))
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    expected.backward()
+    got.backward()
+    torch.testing.assert_close(got_logits.grad, expected_logits.grad, rtol=0, atol=0)

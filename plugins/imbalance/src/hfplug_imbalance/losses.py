@@ -103,7 +103,7 @@ def _softmax_inputs(
     if labels.is_floating_point() or labels.dtype == torch.bool:
         raise TypeError(f"labels must be integer class indices, got dtype {labels.dtype}")
     num_classes = logits.shape[-1]
-    flat = labels.reshape(-1)
+    flat = labels.reshape(-1).long()  # uint8 / int16 / int32 labels index as int64 (a uint8 index is a mask)
     valid = flat != ignore_index
     bad = valid & ((flat < 0) | (flat >= num_classes))
     if bad.any():
